@@ -1,0 +1,74 @@
+"""TaskSpec: what the user asked for, validated once, saved as task.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+PAPER_BETA = 2000
+
+
+class TaskSpec(BaseModel):
+    """A labeling job. ε defaults to 1/k, which routes every disagreement (the paper's setting)."""
+
+    description: str = Field(min_length=3, description="what to label, in plain words")
+    labels: list[str]
+    label_descriptions: dict[str, str] = Field(default_factory=dict)
+    data_path: str
+    text_column: str = "text"
+    id_column: str | None = None
+    k: int = Field(default=3, ge=1, le=9)
+    epsilon: float | None = Field(default=None, gt=0, le=1)
+    beta: int = Field(default=PAPER_BETA, ge=1)
+    chunk_size: int = Field(default=1000, ge=1)
+    reviewer: str = "llm"  # llm | oracle:COLUMN | none
+    codegen: Literal["template"] = "template"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int = Field(default=64, ge=1)
+    max_length: int = Field(default=128, ge=8, le=4096)
+    finetune_lr: float = 2e-5
+    finetune_weight_decay: float = 0.01
+    finetune_epochs: int = Field(default=3, ge=1)
+    seed: int = 42
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_are_a_set(cls, labels: list[str]) -> list[str]:
+        labels = [label.strip() for label in labels if label.strip()]
+        if len(labels) < 2:
+            raise ValueError("give at least 2 labels, e.g. --labels positive,negative")
+        duplicates = sorted({x for x in labels if labels.count(x) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate labels: {', '.join(duplicates)}; list each label once")
+        return labels
+
+    @field_validator("reviewer")
+    @classmethod
+    def _known_reviewer(cls, reviewer: str) -> str:
+        if reviewer in ("llm", "none") or (reviewer.startswith("oracle:") and len(reviewer) > 7):
+            return reviewer
+        raise ValueError(f"unknown reviewer {reviewer!r}; use llm, none or oracle:COLUMN")
+
+    @model_validator(mode="after")
+    def _label_descriptions_known(self) -> TaskSpec:
+        unknown = set(self.label_descriptions) - set(self.labels)
+        if unknown:
+            raise ValueError(f"descriptions for unknown labels: {', '.join(sorted(unknown))}")
+        return self
+
+    @property
+    def routing_threshold(self) -> float:
+        return self.epsilon if self.epsilon is not None else 1.0 / self.k
+
+    @property
+    def oracle_column(self) -> str | None:
+        return self.reviewer.split(":", 1)[1] if self.reviewer.startswith("oracle:") else None
+
+    def save(self, path: Path) -> None:
+        path.write_text(self.model_dump_json(indent=2), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> TaskSpec:
+        return cls.model_validate_json(path.read_text(encoding="utf-8"))
