@@ -19,6 +19,7 @@ class TaskSpec(BaseModel):
     data_path: str
     text_column: str = "text"
     id_column: str | None = None
+    gold_column: str | None = None  # known labels, for `eval` and the oracle reviewer
     k: int = Field(default=3, ge=1, le=9)
     epsilon: float | None = Field(default=None, gt=0, le=1)
     beta: int = Field(default=PAPER_BETA, ge=1)
@@ -65,6 +66,10 @@ class TaskSpec(BaseModel):
     @property
     def oracle_column(self) -> str | None:
         return self.reviewer.split(":", 1)[1] if self.reviewer.startswith("oracle:") else None
+
+    @property
+    def gold_source(self) -> str | None:
+        return self.oracle_column or self.gold_column
 
     def save(self, path: Path) -> None:
         path.write_text(self.model_dump_json(indent=2), encoding="utf-8")

@@ -1,0 +1,468 @@
+"""`autoannotator`: label text with a committee of small models orchestrated by an LLM."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from agent.runstore import InputError, RunStore
+from agent.task import TaskSpec
+
+app = typer.Typer(
+    help=__doc__
+    + "\n\nQuick start: `autoannotator demo` labels bundled tweets end to end with the embedded "
+    "defaults (local LLM, local model catalog). Your own data: `autoannotator run --data "
+    "FILE --labels a,b,c --task 'what to label'`.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="Model catalogs: build the demo hub, list what a hub offers.")
+scripts_app = typer.Typer(help="Inspect the scripts a run generated and executed.")
+app.add_typer(models_app, name="models")
+app.add_typer(scripts_app, name="scripts")
+
+console = Console(stderr=True)
+out = Console()
+
+
+def fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    from agent.annotate import StepFailed
+    from agent.hub import HubError
+    from agent.llm import LLMUnavailable
+    from agent.selection import SelectionError
+    from sandbox.base import SandboxError
+
+    return (InputError, HubError, LLMUnavailable, SelectionError, SandboxError, StepFailed)
+
+
+def _task_or_fail(**fields) -> TaskSpec:
+    try:
+        return TaskSpec(**fields)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "task"
+        fail(f"{where}: {first['msg'].removeprefix('Value error, ')}")
+        raise  # unreachable; fail() exits
+
+
+class ProgressView:
+    """Turns node events into rich progress bars (or nothing with --quiet)."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            disable=quiet,
+        )
+        self.chunks = None
+        self.review = None
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)
+
+    def __call__(self, event: str, **data) -> None:
+        if self.quiet:
+            return
+        if event == "selected":
+            self.bar.console.print(f"committee: {', '.join(data['models'])}")
+        elif event == "deployed":
+            self.bar.console.print(f"deployed {data['model']}")
+        elif event == "annotating":
+            if self.chunks is None:
+                self.chunks = self.bar.add_task("chunks", total=data["n_chunks"])
+            self.bar.update(self.chunks, completed=data["chunk"])
+        elif event == "voted":
+            self.bar.console.print(
+                f"chunk {data['chunk']}: {data['hard']}/{data['rows']} routed to review"
+            )
+        elif event == "review_progress":
+            if self.review is None:
+                self.review = self.bar.add_task("review", total=data["total"])
+            self.bar.update(self.review, completed=data["done"], total=data["total"])
+        elif event == "reviewed":
+            if self.review is not None:
+                self.bar.remove_task(self.review)
+                self.review = None
+            if self.chunks is not None:
+                self.bar.update(self.chunks, completed=data["chunk"] + 1)
+        elif event == "finetuning":
+            self.bar.console.print(
+                f"fine-tuning cycle {data['cycle']} on {data['samples']} reviewed hard samples"
+            )
+        elif event == "finetuned":
+            for slug, m in data["models"].items():
+                verdict = "kept" if m["kept"] else "rolled back"
+                self.bar.console.print(
+                    f"  {slug}: gate {m['gate_before']:.3f} -> {m['gate_after']:.3f} ({verdict})"
+                )
+
+
+def default_hub_path() -> Path:
+    from agent.demo_hub import default_hub_dir
+
+    return default_hub_dir()
+
+
+def open_hub(hub: str | None, progress: Callable[[str], None] | None = None):
+    """A LocalHub at PATH, `hf` for the Hugging Face Hub, or the demo catalog (built on demand)."""
+    from agent.hub import HfHub, LocalHub
+
+    if hub == "hf":
+        return HfHub()
+    if hub:
+        return LocalHub(Path(hub))
+    from agent.demo_hub import build_demo_hub
+
+    return LocalHub(build_demo_hub(progress=progress))
+
+
+def make_sandbox(kind: str, device: str):
+    from sandbox.factory import make_sandbox as factory
+
+    return factory(kind, device=device)
+
+
+def _execute(store: RunStore, options, *, resume: bool, quiet: bool) -> dict:
+    from agent.runner import run_graph
+
+    with ProgressView(quiet) as view:
+        options.progress = view
+        run_graph(store, options, resume=resume)
+    return json.loads(store.metrics_path.read_text(encoding="utf-8"))
+
+
+def _summary(store: RunStore, metrics: dict) -> None:
+    llm = metrics["llm"]
+    out.print(
+        f"labeled {metrics['labeled']}/{metrics['rows']} rows; "
+        f"{metrics['escalation_rate']:.1%} escalated; LLM calls {llm['calls']}; "
+        f"fine-tune cycles {len(metrics['finetune_cycles'])}"
+    )
+    if "accuracy_vs_gold" in metrics:
+        out.print(f"accuracy against gold: {metrics['accuracy_vs_gold']:.2%}")
+    out.print(f"labels: {store.labels_path}  (also {store.labels_csv_path.name})")
+    out.print(f"report: {store.report_path}")
+
+
+def _options(hub, sandbox, device, llm_base_url, llm_api_key, llm_model, gguf, timeout, quiet):
+    from agent.runner import RunOptions
+
+    status = None if quiet else (lambda line: console.print(line))
+    return RunOptions(
+        hub=open_hub(hub, status),
+        sandbox=make_sandbox(sandbox, device),
+        llm_base_url=llm_base_url,
+        llm_api_key=llm_api_key,
+        llm_model=llm_model,
+        gguf=gguf,
+        device=device,
+        timeout_s=timeout,
+    )
+
+
+# Shared option declarations keep `run`, `eval` and `demo` consistent.
+HubOpt = typer.Option(None, "--hub", help="Model hub: a folder of HF-format models, or `hf`. "
+                      "Default: the bundled demo catalog (built on first use).")
+SandboxOpt = typer.Option("auto", "--sandbox", help="Where scripts run: docker, local, or auto "
+                          "(Docker when an engine answers).")
+DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
+BaseUrlOpt = typer.Option(None, "--llm-base-url", envvar="OPENAI_BASE_URL",
+                          help="OpenAI-compatible endpoint. Unset: a local llama.cpp server.")
+ApiKeyOpt = typer.Option(None, "--llm-api-key", envvar="OPENAI_API_KEY", show_default=False)
+ModelOpt = typer.Option(None, "--llm-model", envvar="AUTOANNOTATOR_LLM_MODEL",
+                        help="Model name at the endpoint.")
+GgufOpt = typer.Option(None, "--gguf", envvar="AUTOANNOTATOR_GGUF",
+                       help="GGUF file for the local server (default: packaged Qwen2.5-Coder-1.5B).")
+TimeoutOpt = typer.Option(3600.0, "--step-timeout", help="Seconds one sandboxed script may run.")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars; for scripts.")
+
+
+def _run_dir(run_dir: Path | None, prefix: str = "run") -> Path:
+    return run_dir or Path("runs") / f"{prefix}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+@app.command()
+def run(
+    data: Path = typer.Option(..., "--data", help="CSV, TSV, JSONL or parquet file to label."),
+    labels: str = typer.Option(..., "--labels", help="Comma-separated labels, e.g. pos,neg."),
+    task: str = typer.Option(..., "--task", help="What to label, in plain words."),
+    text_column: str = typer.Option("text", "--text-column"),
+    id_column: str = typer.Option(None, "--id-column", help="Unique id column (default: row)."),
+    k: int = typer.Option(3, "--k", help="Committee size (paper: 3)."),
+    epsilon: float = typer.Option(None, "--epsilon", help="Route when U(x) >= ε. Default 1/k: "
+                                  "every disagreement goes to review, as in the paper."),
+    beta: int = typer.Option(2000, "--beta", help="Fine-tune when this many reviewed hard "
+                             "samples have piled up (paper: 2000)."),
+    chunk_size: int = typer.Option(1000, "--chunk-size", help="Rows per committee chunk."),
+    reviewer: str = typer.Option("llm", "--reviewer", help="llm, none, or oracle:COLUMN (gold "
+                                 "labels from COLUMN: the paper's +Human row)."),
+    run_dir: Path = typer.Option(None, "--run-dir", help="Default: runs/run-<timestamp>."),
+    hub: str = HubOpt,
+    sandbox: str = SandboxOpt,
+    device: str = DeviceOpt,
+    llm_base_url: str = BaseUrlOpt,
+    llm_api_key: str = ApiKeyOpt,
+    llm_model: str = ModelOpt,
+    gguf: str = GgufOpt,
+    step_timeout: float = TimeoutOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Label a file end to end: select SLMs, write scripts, vote, review, fine-tune, report."""
+    spec = _task_or_fail(
+        description=task,
+        labels=labels.split(","),
+        data_path=str(data),
+        text_column=text_column,
+        id_column=id_column,
+        k=k,
+        epsilon=epsilon,
+        beta=beta,
+        chunk_size=chunk_size,
+        reviewer=reviewer,
+        device=device,
+    )
+    try:
+        options = _options(hub, sandbox, device, llm_base_url, llm_api_key, llm_model, gguf,
+                           step_timeout, quiet)
+        store = _create(spec, _run_dir(run_dir))
+        if not quiet:
+            console.print(f"run directory: {store.root}  (resume: autoannotator resume {store.root})")
+        metrics = _execute(store, options, resume=False, quiet=quiet)
+    except user_errors() as err:
+        fail(str(err))
+    _summary(store, metrics)
+
+
+def _create(spec: TaskSpec, run_dir: Path) -> RunStore:
+    from agent.runner import create_run
+
+    return create_run(spec, run_dir)
+
+
+@app.command()
+def resume(
+    run_dir: Path = typer.Argument(..., help="A run directory from `run`."),
+    hub: str = HubOpt,
+    sandbox: str = SandboxOpt,
+    device: str = DeviceOpt,
+    llm_base_url: str = BaseUrlOpt,
+    llm_api_key: str = ApiKeyOpt,
+    llm_model: str = ModelOpt,
+    gguf: str = GgufOpt,
+    step_timeout: float = TimeoutOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Finish a run that was stopped: no finished chunk is relabeled, no LLM answer paid twice."""
+    store = RunStore(run_dir)
+    try:
+        store.task()
+        options = _options(hub, sandbox, device, llm_base_url, llm_api_key, llm_model, gguf,
+                           step_timeout, quiet)
+        metrics = _execute(store, options, resume=True, quiet=quiet)
+    except user_errors() as err:
+        fail(str(err))
+    _summary(store, metrics)
+
+
+@app.command()
+def demo(
+    task: str = typer.Option("sentiment", "--task", help="sentiment or toxicity."),
+    rows: int = typer.Option(600, "--rows", help="How many bundled rows to label."),
+    beta: int = typer.Option(100, "--beta", help="Small so the demo shows a fine-tune cycle."),
+    chunk_size: int = typer.Option(200, "--chunk-size"),
+    run_dir: Path = typer.Option(None, "--run-dir"),
+    sandbox: str = SandboxOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Label bundled sample data end to end with the embedded defaults (no network, no key)."""
+    from agent.demo_hub import DEMO_TASKS, demo_input
+
+    if task not in DEMO_TASKS:
+        fail(f"unknown demo task {task!r}; use one of {', '.join(DEMO_TASKS)}")
+    import pandas as pd
+
+    source = pd.read_csv(demo_input(task))
+    target = _run_dir(run_dir, prefix=f"demo-{task}")
+    sample = target.with_name(target.name + ".input.csv")
+    sample.parent.mkdir(parents=True, exist_ok=True)
+    source.head(rows).rename(columns={"label": "gold"}).to_csv(sample, index=False)
+    spec = _task_or_fail(
+        description=DEMO_TASKS[task]["description"],
+        labels=DEMO_TASKS[task]["labels"],
+        data_path=str(sample),
+        gold_column="gold",
+        beta=beta,
+        chunk_size=chunk_size,
+    )
+    try:
+        options = _options(None, sandbox, "auto", None, None, None, None, 3600.0, quiet)
+        store = _create(spec, target)
+        if not quiet:
+            console.print(f"run directory: {store.root}")
+        metrics = _execute(store, options, resume=False, quiet=quiet)
+    except user_errors() as err:
+        fail(str(err))
+    _summary(store, metrics)
+
+
+@app.command("eval")
+def evaluate(
+    data: Path = typer.Option(..., "--data", help="A labeled file."),
+    gold_column: str = typer.Option("label", "--gold-column"),
+    labels: str = typer.Option(..., "--labels"),
+    task: str = typer.Option(..., "--task"),
+    text_column: str = typer.Option("text", "--text-column"),
+    k: int = typer.Option(3, "--k"),
+    epsilon: float = typer.Option(None, "--epsilon"),
+    beta: int = typer.Option(2000, "--beta"),
+    chunk_size: int = typer.Option(1000, "--chunk-size"),
+    reviewers: str = typer.Option("llm,oracle", "--reviewers",
+                                  help="Which AutoAnnotator rows to run: llm, oracle or both."),
+    llm_sample: int = typer.Option(200, "--llm-sample", help="Rows the LLM labels alone."),
+    run_dir: Path = typer.Option(None, "--run-dir"),
+    hub: str = HubOpt,
+    sandbox: str = SandboxOpt,
+    device: str = DeviceOpt,
+    llm_base_url: str = BaseUrlOpt,
+    llm_api_key: str = ApiKeyOpt,
+    llm_model: str = ModelOpt,
+    gguf: str = GgufOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Run the pipeline on a labeled file as if unlabeled; print the paper's table 3/4 columns."""
+    from agent.evaluate import evaluate as run_eval
+
+    chosen = [r.strip() for r in reviewers.split(",") if r.strip()]
+    unknown = set(chosen) - {"llm", "oracle"}
+    if unknown or not chosen:
+        fail(f"--reviewers takes llm and/or oracle, not {', '.join(sorted(unknown)) or 'nothing'}")
+    base = _task_or_fail(
+        description=task,
+        labels=labels.split(","),
+        data_path=str(data),
+        text_column=text_column,
+        gold_column=gold_column,
+        k=k,
+        epsilon=epsilon,
+        beta=beta,
+        chunk_size=chunk_size,
+    )
+    try:
+        options = _options(hub, sandbox, device, llm_base_url, llm_api_key, llm_model, gguf,
+                           3600.0, quiet)
+        with ProgressView(quiet) as view:
+            options.progress = view
+            table = run_eval(base, _run_dir(run_dir, "eval"), options, chosen, llm_sample)
+    except user_errors() as err:
+        fail(str(err))
+    render = Table(title=f"AutoAnnotator eval: {task}")
+    for column in table["columns"]:
+        render.add_column(column)
+    for row in table["rows"]:
+        render.add_row(*[str(row[c]) for c in table["columns"]])
+    out.print(render)
+    out.print(f"table: {table['path']}")
+
+
+@models_app.command("build-demo-hub")
+def build_demo_hub_command(
+    dest: Path = typer.Option(None, "--dest", help="Default: the user cache dir."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even if it exists."),
+) -> None:
+    """Train the demo catalog: small MiniLM sentiment and toxicity classifiers (a few minutes)."""
+    from agent.demo_hub import build_demo_hub
+
+    path = build_demo_hub(dest, force=force, progress=lambda line: console.print(line))
+    out.print(str(path))
+
+
+@models_app.command("list")
+def list_models(hub: str = HubOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+    """List the text-classification models a hub offers, with their labels."""
+    try:
+        models = open_hub(hub, lambda line: console.print(line)).list_models()
+    except user_errors() as err:
+        fail(str(err))
+    if as_json:
+        out.print_json(data=[{"id": m.id, "labels": m.labels, "source": m.source} for m in models])
+        return
+    table = Table("model", "labels", "license", "datasets")
+    for m in models:
+        table.add_row(m.id, ", ".join(m.labels), m.license or "-", ", ".join(m.datasets) or "-")
+    out.print(table)
+
+
+@scripts_app.callback(invoke_without_command=True)
+def scripts(
+    ctx: typer.Context,
+    run_dir: Path = typer.Argument(..., help="A run directory."),
+) -> None:
+    """List every script of a run with where it came from."""
+    store = RunStore(run_dir)
+    manifest = store.scripts_dir / "manifest.json"
+    if not manifest.is_file():
+        fail(f"{run_dir}: no scripts/manifest.json; is this a run directory that got that far?")
+    ctx.obj = store
+    if ctx.invoked_subcommand:
+        return
+    table = Table("role", "model", "origin", "status", "path")
+    for entry in json.loads(manifest.read_text(encoding="utf-8"))["scripts"]:
+        table.add_row(entry["role"], entry["model"], entry["origin"], entry["status"],
+                      entry["path"])
+    out.print(table)
+
+
+@scripts_app.command("show")
+def show_script(
+    ctx: typer.Context,
+    role: str = typer.Argument(..., help="deploy, annotate or finetune."),
+    model: str = typer.Option(None, "--model", help="Model id or slug (default: the first)."),
+) -> None:
+    """Print one script with syntax highlighting."""
+    from rich.syntax import Syntax
+
+    store: RunStore = ctx.obj
+    entries = json.loads((store.scripts_dir / "manifest.json").read_text(encoding="utf-8"))
+    matches = [e for e in entries["scripts"] if e["role"] == role
+               and (model is None or model in (e["model"], e["slug"]))]
+    if not matches:
+        fail(f"no {role} script{' for ' + model if model else ''} in {store.root}")
+    code = (store.root / matches[0]["path"]).read_text(encoding="utf-8")
+    out.print(Syntax(code, "python", line_numbers=True))
+
+
+def _mount_optional_apps() -> None:
+    try:
+        from agent.sandbox_cli import sandbox_app
+    except ImportError:  # the Docker sandbox commands arrive with sandbox/docker.py
+        return
+    app.add_typer(sandbox_app, name="sandbox")
+
+
+_mount_optional_apps()
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    sys.exit(app())

@@ -1,0 +1,200 @@
+"""The graph's nodes: plain functions of (state, runtime) that call the modules doing the work.
+
+Each node is idempotent: it checks the run directory for what it would write and skips work
+already done, so a run resumed from any checkpoint repeats nothing that finished.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from langgraph.runtime import Runtime
+
+from agent.annotate import annotate_chunk, run_step, vote_chunk
+from agent.codegen import script_path, write_scripts
+from agent.finetune import finetune_cycle
+from agent.hardpool import review_chunk
+from agent.hub import ModelHub
+from agent.report import write_outputs
+from agent.runstore import RunStore, read_json, write_json
+from agent.selection import select
+from agent.state import RunState
+from sandbox.base import Limits, Sandbox
+
+
+def _quiet(event: str, **data: object) -> None:
+    """Default progress sink: nodes report events; the CLI decides how to show them."""
+
+
+@dataclass
+class Services:
+    """What nodes use but the checkpoint must not hold: live clients and settings."""
+
+    hub: ModelHub
+    sandbox: Sandbox
+    reviewer: object | None  # agent.review.Reviewer
+    device: str = "cpu"
+    limits: Limits = field(default_factory=Limits)
+    progress: Callable[..., None] = _quiet
+
+
+def _store(state: RunState) -> RunStore:
+    return RunStore(state["run_dir"])
+
+
+def _models(store: RunStore) -> list[dict]:
+    return read_json(store.models_path)["models"]
+
+
+def select_models(state: RunState, runtime: Runtime[Services]) -> dict:
+    """Eq. 1: Top-k models by task/card similarity among those that fit the labels."""
+    store = _store(state)
+    if not store.models_path.is_file():
+        started = time.perf_counter()
+        chosen, ranked = select(runtime.context.hub, store.task())
+        write_json(
+            {
+                "hub": runtime.context.hub.name,
+                "models": [c.to_json() for c in chosen],
+                "considered": [c.to_json() for c in ranked],
+            },
+            store.models_path,
+        )
+        store.log_timing("select", time.perf_counter() - started)
+    models = _models(store)
+    runtime.context.progress("selected", models=[m["id"] for m in models])
+    return {"versions": state.get("versions") or {m["slug"]: 0 for m in models}}
+
+
+def align_labels(state: RunState, runtime: Runtime[Services]) -> dict:
+    """Fix each model's label map (model label -> task label) and its inverse for fine-tuning."""
+    store = _store(state)
+    data = read_json(store.models_path)
+    task = store.task()
+    from agent.labels import Alignment
+
+    for model in data["models"]:
+        alignment = Alignment(model["label_map"], model["label_evidence"])
+        model["inverse_label_map"] = alignment.inverse(task.labels)
+    write_json(data, store.models_path)
+    runtime.context.progress("aligned", maps={m["id"]: m["label_map"] for m in data["models"]})
+    return {}
+
+
+def write_pipeline_scripts(state: RunState, runtime: Runtime[Services]) -> dict:
+    """Render deploy/annotate/finetune scripts, then deploy every model as version 0."""
+    store = _store(state)
+    task = store.task()
+    models = _models(store)
+    write_scripts(store, task, models)
+    started = time.perf_counter()
+    for model in models:
+        out = store.model_dir(model["slug"], 0)
+        if (out / "config.json").is_file():
+            continue
+        limits = runtime.context.limits
+        inputs = []
+        # A local model directory is mounted read-only; a hub id needs the network.
+        from pathlib import Path
+
+        if Path(model["source"]).is_dir():
+            inputs.append(Path(model["source"]))
+        else:
+            limits = Limits(**{**limits.__dict__, "network": True})
+        run_step(
+            runtime.context.sandbox,
+            store,
+            f"deploy-{model['slug']}",
+            script_path(store, "deploy", model["slug"]),
+            ["--source", model["source"], "--out", str(out)],
+            inputs=inputs,
+            output_dir=out,
+            limits=limits,
+        )
+        runtime.context.progress("deployed", model=model["id"])
+    store.log_timing("deploy", time.perf_counter() - started)
+    return {"n_chunks": store.n_chunks(), "next_chunk": state.get("next_chunk", 0)}
+
+
+def annotate(state: RunState, runtime: Runtime[Services]) -> dict:
+    store = _store(state)
+    chunk = state["next_chunk"]
+    runtime.context.progress("annotating", chunk=chunk, n_chunks=state["n_chunks"])
+    annotate_chunk(
+        store,
+        runtime.context.sandbox,
+        _models(store),
+        state["versions"],
+        chunk,
+        runtime.context.device,
+        runtime.context.limits,
+    )
+    return {}
+
+
+def vote_and_route(state: RunState, runtime: Runtime[Services]) -> dict:
+    store = _store(state)
+    counts = vote_chunk(store, _models(store), state["versions"], state["next_chunk"])
+    runtime.context.progress("voted", chunk=state["next_chunk"], **counts)
+    return {"escalated": state.get("escalated", 0) + counts["hard"]}
+
+
+def review(state: RunState, runtime: Runtime[Services]) -> dict:
+    store = _store(state)
+    chunk = state["next_chunk"]
+    runtime.context.progress("reviewing", chunk=chunk)
+    counts = review_chunk(
+        store,
+        runtime.context.reviewer,
+        _models(store),
+        chunk,
+        progress=lambda done, total: runtime.context.progress(
+            "review_progress", chunk=chunk, done=done, total=total
+        ),
+    )
+    runtime.context.progress("reviewed", chunk=chunk, **counts)
+    return {
+        "next_chunk": chunk + 1,
+        "pool_chunks": [*state.get("pool_chunks", []), chunk],
+        "pool_size": state.get("pool_size", 0) + counts["expert"],
+    }
+
+
+def finetune(state: RunState, runtime: Runtime[Services]) -> dict:
+    store = _store(state)
+    cycle = state.get("cycles", 0) + 1
+    runtime.context.progress("finetuning", cycle=cycle, samples=state["pool_size"])
+    versions, record = finetune_cycle(
+        store,
+        runtime.context.sandbox,
+        _models(store),
+        state["versions"],
+        state["pool_chunks"],
+        cycle,
+        runtime.context.device,
+        runtime.context.limits,
+    )
+    runtime.context.progress("finetuned", cycle=cycle, models=record["models"])
+    return {"versions": versions, "pool_chunks": [], "pool_size": 0, "cycles": cycle}
+
+
+def report(state: RunState, runtime: Runtime[Services]) -> dict:
+    store = _store(state)
+    metrics = write_outputs(store, _models(store))
+    runtime.context.progress("reported", metrics=metrics)
+    return {}
+
+
+# ---- routing ------------------------------------------------------------------------------
+def after_scripts(state: RunState) -> str:
+    return "annotate" if state["next_chunk"] < state["n_chunks"] else "report"
+
+
+def after_review(state: RunState, runtime: Runtime[Services]) -> str:
+    """Eq. 4's trigger: fine-tune once the reviewed hard pool reaches β and chunks remain."""
+    more = state["next_chunk"] < state["n_chunks"]
+    if more and state.get("pool_size", 0) >= _store(state).task().beta:
+        return "finetune"
+    return "annotate" if more else "report"

@@ -1,0 +1,167 @@
+"""The run's outputs: labels.parquet/csv (every input row exactly once), metrics.json, report.md."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from agent.runstore import RunStore, atomic_path, read_json, write_json, write_parquet
+
+LABEL_COLUMNS = ["id", "text", "label", "source", "confidence", "uncertainty", "votes", "chunk"]
+
+
+def assemble_labels(store: RunStore, models: list[dict]) -> pd.DataFrame:
+    rows = store.rows()
+    slugs = [m["slug"] for m in models]
+    committee = pd.concat(
+        [pd.read_parquet(store.chunk_votes(c)) for c in range(store.n_chunks())],
+        ignore_index=True,
+    ) if store.n_chunks() else pd.DataFrame(columns=["id", "label", "confidence", "uncertainty"])
+    committee["votes"] = [
+        json.dumps({s: r[f"{s}.label"] for s in slugs}, ensure_ascii=False)
+        for r in committee.to_dict("records")
+    ]
+    committee["source"] = "committee"
+    hard_paths = sorted((store.root / "hard").glob("*.parquet"))
+    if hard_paths:
+        hard = pd.concat([pd.read_parquet(p) for p in hard_paths]).set_index("id")
+        reviewed = committee["id"].isin(hard.index)
+        ids = committee.loc[reviewed, "id"]
+        committee.loc[reviewed, "label"] = hard.loc[ids, "label"].to_numpy()
+        committee.loc[reviewed, "source"] = hard.loc[ids, "source"].to_numpy()
+        expert = committee["source"].isin(("oracle", "human"))
+        committee.loc[expert, "confidence"] = 1.0
+        committee.loc[committee["source"] == "llm", "confidence"] = None
+    labels = rows[["row", "id", "text"]].merge(
+        committee[["id", "label", "source", "confidence", "uncertainty", "votes", "chunk"]],
+        on="id",
+        how="left",
+    )
+    skipped = labels["text"].isna()
+    labels.loc[skipped, "source"] = "skipped"
+    missing = labels["source"].isna()
+    if missing.any():
+        raise RuntimeError(f"{int(missing.sum())} rows have no label yet; the run is incomplete")
+    if len(labels) != len(rows) or labels["id"].duplicated().any():
+        raise RuntimeError("labels do not match the input one-to-one")
+    labels = labels.sort_values("row")[LABEL_COLUMNS]
+    labels["chunk"] = labels["chunk"].astype("Int64")
+    return labels
+
+
+def write_labels(store: RunStore, labels: pd.DataFrame) -> None:
+    write_parquet(labels, store.labels_path)
+    with atomic_path(store.labels_csv_path) as tmp:
+        labels.to_csv(tmp, index=False)
+
+
+def ledger_totals(path: Path) -> dict:
+    totals = {"calls": 0, "cache_hits": 0, "tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0}
+    if not path.is_file():
+        return totals
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:  # the last line of a run killed mid-write
+            continue
+        if entry.get("cache_hit"):
+            totals["cache_hits"] += 1
+            continue
+        totals["calls"] += 1
+        totals["tokens_in"] += int(entry.get("input_tokens") or 0)
+        totals["tokens_out"] += int(entry.get("output_tokens") or 0)
+        totals["cost_usd"] += float(entry.get("cost_usd") or 0.0)
+    return totals
+
+
+def cycles(store: RunStore) -> list[dict]:
+    return [read_json(p) for p in sorted((store.root / "finetune").glob("cycle-*/cycle.json"))]
+
+
+def compute_metrics(store: RunStore, labels: pd.DataFrame, models: list[dict]) -> dict:
+    task = store.task()
+    labelable = labels[labels["source"] != "skipped"]
+    per_chunk = []
+    for chunk in range(store.n_chunks()):
+        votes = pd.read_parquet(store.chunk_votes(chunk), columns=["route"])
+        per_chunk.append(round(float((votes["route"] == "review").mean()), 4))
+    escalated = int((labelable["source"] != "committee").sum())
+    metrics = {
+        "task": task.description,
+        "labels": task.labels,
+        "k": task.k,
+        "epsilon": task.routing_threshold,
+        "beta": task.beta,
+        "rows": len(labels),
+        "labeled": int(labels["label"].notna().sum()),
+        "by_source": labels["source"].value_counts().to_dict(),
+        "by_label": labels["label"].value_counts().to_dict(),
+        "escalated": escalated,
+        "escalation_rate": round(escalated / max(len(labelable), 1), 4),
+        "escalation_per_chunk": per_chunk,
+        "llm": ledger_totals(store.ledger_path),
+        "seconds_by_stage": {k: round(v, 2) for k, v in store.timings().items()},
+        "finetune_cycles": cycles(store),
+        "models": [{"id": m["id"], "slug": m["slug"], "label_map": m["label_map"]} for m in models],
+    }
+    rows = store.rows()
+    if "gold" in rows:
+        gold = rows.set_index("id")["gold"]
+        scored = labelable[labelable["id"].map(gold).notna()]
+        metrics["accuracy_vs_gold"] = round(
+            float((scored["label"] == scored["id"].map(gold)).mean()), 4
+        )
+    return metrics
+
+
+def render_report(metrics: dict) -> str:
+    llm = metrics["llm"]
+    lines = [
+        f"# AutoAnnotator report: {metrics['task']}",
+        "",
+        f"- rows: {metrics['rows']}, labeled: {metrics['labeled']}",
+        f"- labels: {', '.join(metrics['labels'])}; k = {metrics['k']}, "
+        f"ε = {metrics['epsilon']:.3f}, β = {metrics['beta']}",
+        f"- escalated to review: {metrics['escalated']} ({metrics['escalation_rate']:.1%})",
+        f"- LLM calls: {llm['calls']} (+{llm['cache_hits']} answered from cache), tokens "
+        f"{llm['tokens_in']} in / {llm['tokens_out']} out, cost ${llm['cost_usd']:.4f}",
+    ]
+    if "accuracy_vs_gold" in metrics:
+        lines.append(f"- accuracy against the gold column: {metrics['accuracy_vs_gold']:.2%}")
+    lines += ["", "## Labels by source", "", "| source | rows |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in metrics["by_source"].items()]
+    lines += ["", "## Labels", "", "| label | rows |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in metrics["by_label"].items()]
+    lines += ["", "## Committee", "", "| model | label map |", "|---|---|"]
+    for m in metrics["models"]:
+        mapping = ", ".join(f"{a} → {b}" for a, b in m["label_map"].items())
+        lines.append(f"| {m['id']} | {mapping} |")
+    lines += ["", "## Escalation per chunk", "", "| chunk | routed to review |", "|---|---|"]
+    lines += [f"| {i} | {r:.1%} |" for i, r in enumerate(metrics["escalation_per_chunk"])]
+    lines += ["", "## Fine-tuning cycles", ""]
+    if not metrics["finetune_cycles"]:
+        lines.append("None: the reviewed hard pool never reached β while chunks were left.")
+    else:
+        lines += ["| cycle | train rows | model | gate before | gate after | kept |",
+                  "|---|---|---|---|---|---|"]
+        for cycle in metrics["finetune_cycles"]:
+            for slug, m in cycle["models"].items():
+                lines.append(
+                    f"| {cycle['cycle']} | {cycle['train_rows']} | {slug} | "
+                    f"{m['gate_before']:.3f} | {m['gate_after']:.3f} | {'yes' if m['kept'] else 'no'} |"
+                )
+    lines += ["", "## Time by stage", "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in metrics["seconds_by_stage"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(store: RunStore, models: list[dict]) -> dict:
+    labels = assemble_labels(store, models)
+    write_labels(store, labels)
+    metrics = compute_metrics(store, labels, models)
+    write_json(metrics, store.metrics_path)
+    with atomic_path(store.report_path) as tmp:
+        tmp.write_text(render_report(metrics), encoding="utf-8")
+    return metrics

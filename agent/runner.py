@@ -1,0 +1,122 @@
+"""Start, resume and drive a run: the graph, its SQLite checkpointer, and the live services."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from langgraph.checkpoint.sqlite import SqliteSaver
+
+from agent.graph import build_graph
+from agent.hub import ModelHub
+from agent.nodes import Services
+from agent.runstore import RunStore
+from agent.task import TaskSpec
+from sandbox.base import Limits, Sandbox
+
+
+@dataclass
+class RunOptions:
+    """How to run (not what): these may differ between a run and its resume."""
+
+    hub: ModelHub
+    sandbox: Sandbox
+    llm_base_url: str | None = None
+    llm_api_key: str | None = None
+    llm_model: str | None = None
+    gguf: str | None = None
+    device: str = "auto"
+    timeout_s: float = 3600.0
+    progress: Callable[..., None] = field(default=lambda event, **data: None)
+
+
+def resolve_device(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _gold(store: RunStore) -> dict[str, str]:
+    rows = store.rows()
+    rows = rows[rows["gold"].notna()]
+    return dict(zip(rows["id"], rows["gold"].astype(str), strict=True))
+
+
+@contextmanager
+def reviewer_for(task: TaskSpec, store: RunStore, options: RunOptions, stack: ExitStack):
+    """The reviewer the task asks for; a local LLM server lives as long as the context."""
+    if task.reviewer == "none":
+        yield None, 0
+        return
+    from agent import review
+
+    if task.oracle_column:
+        yield review.OracleReviewer(_gold(store)), 0
+        return
+    from agent import llm
+
+    endpoint = llm.resolve_endpoint(
+        base_url=options.llm_base_url,
+        api_key=options.llm_api_key,
+        model=options.llm_model,
+        gguf=options.gguf,
+        stack=stack,
+    )
+    client = llm.LLMClient(endpoint, cache_path=store.llm_cache_path, ledger_path=store.ledger_path)
+    yield (
+        review.LLMReviewer(client, task.labels, task.description, task.label_descriptions),
+        1 if endpoint.local else 0,
+    )
+
+
+def run_graph(store: RunStore, options: RunOptions, *, resume: bool) -> dict:
+    """Run (or resume) the graph to the end; returns the final state."""
+    task = store.task()
+    graph = build_graph()
+    with ExitStack() as stack:
+        reviewer, server_threads = stack.enter_context(
+            reviewer_for(task, store, options, stack)
+        )
+        # The local LLM server and the SLMs share the CPU: give torch what the server leaves.
+        cpus = os.cpu_count() or 1
+        threads = max(1, cpus - server_threads) if server_threads else cpus
+        services = Services(
+            hub=options.hub,
+            sandbox=options.sandbox,
+            reviewer=reviewer,
+            device=resolve_device(options.device),
+            limits=Limits(timeout_s=options.timeout_s, threads=threads),
+            progress=options.progress,
+        )
+        conn = sqlite3.connect(store.checkpoints_path, check_same_thread=False)
+        stack.callback(conn.close)
+        app = graph.compile(checkpointer=SqliteSaver(conn))
+        config = {
+            "configurable": {"thread_id": store.root.name},
+            "recursion_limit": 50 + 6 * max(store.n_chunks(), 1),
+        }
+        if resume and app.get_state(config).values:
+            start = None  # continue from the last checkpoint
+        else:
+            start = {"run_dir": str(store.root.resolve()), "next_chunk": 0, "pool_chunks": [],
+                     "pool_size": 0, "cycles": 0, "escalated": 0}
+        for _ in app.stream(start, config, context=services, stream_mode="updates"):
+            pass
+        return app.get_state(config).values
+
+
+def create_run(task: TaskSpec, run_dir: Path) -> RunStore:
+    from agent.runstore import prepare_input
+
+    rows = prepare_input(task)
+    return RunStore.create(run_dir, task, rows)
+
+
+def is_finished(store: RunStore) -> bool:
+    return store.report_path.is_file() and Path(store.labels_path).is_file()

@@ -1,0 +1,36 @@
+import pytest
+from pydantic import ValidationError
+
+from agent.task import TaskSpec
+
+
+def spec(**kw):
+    base = {"description": "sentiment of tweets", "labels": ["a", "b"], "data_path": "x.csv"}
+    return TaskSpec(**{**base, **kw})
+
+
+def test_default_epsilon_is_one_over_k():
+    assert spec(k=3).routing_threshold == pytest.approx(1 / 3)
+    assert spec(k=3, epsilon=0.5).routing_threshold == 0.5
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [(["only"], "at least 2 labels"), (["a", "b", "a"], "duplicate labels: a"), ([" ", "b"], "at least 2")],
+)
+def test_bad_label_sets_are_explained(labels, message):
+    with pytest.raises(ValidationError, match=message):
+        spec(labels=labels)
+
+
+def test_reviewer_forms():
+    assert spec(reviewer="oracle:gold").oracle_column == "gold"
+    assert spec(reviewer="llm").oracle_column is None
+    with pytest.raises(ValidationError, match="unknown reviewer"):
+        spec(reviewer="oracle:")
+
+
+def test_round_trip(tmp_path):
+    original = spec(label_descriptions={"a": "the first"}, beta=10)
+    original.save(tmp_path / "task.json")
+    assert TaskSpec.load(tmp_path / "task.json") == original
