@@ -39,6 +39,10 @@ class Result:
     timed_out: bool = False
     oom_killed: bool = False
     sandbox: str = ""
+    # Resource use, where the sandbox can measure it cheaply (DockerSandbox reads the
+    # container's cgroup); None when unknown.
+    peak_memory_mb: float | None = None
+    cpu_s: float | None = None
     extra: dict = field(default_factory=dict)
 
     @property

@@ -76,8 +76,10 @@ class LocalSandbox:
             timed_out = True
             os.killpg(proc.pid, signal.SIGKILL)
             out, err = proc.communicate()
+        # Report a signal death as a shell (and Docker) would, 128 + signal: 137 for SIGKILL.
+        exit_code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
         return Result(
-            exit_code=proc.returncode,
+            exit_code=exit_code,
             stdout_tail=tail(out.decode("utf-8", "replace")),
             stderr_tail=tail(err.decode("utf-8", "replace")),
             duration_s=time.monotonic() - start,

@@ -1,0 +1,63 @@
+"""make_sandbox and DockerSandbox's device choice."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from sandbox.base import SandboxError
+from sandbox.docker import DockerSandbox
+from sandbox.factory import make_sandbox
+from sandbox.local import LocalSandbox
+
+
+@pytest.fixture
+def no_engine(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+
+
+def test_local_is_always_available(no_engine):
+    assert isinstance(make_sandbox("local"), LocalSandbox)
+
+
+def test_docker_without_an_engine_names_the_fix(no_engine):
+    with pytest.raises(SandboxError, match=r"no Docker engine answers .*scripts/start-dockerd\.sh"):
+        make_sandbox("docker")
+
+
+def test_auto_without_an_engine_falls_back_to_local(no_engine, caplog):
+    with caplog.at_level(logging.WARNING, logger="sandbox.factory"):
+        sandbox = make_sandbox("auto")
+
+    assert isinstance(sandbox, LocalSandbox)
+    assert "LocalSandbox" in caplog.text
+
+
+def test_unknown_kind_or_device_is_refused():
+    with pytest.raises(ValueError, match="sandbox kind"):
+        make_sandbox("podman")
+    with pytest.raises(ValueError, match="device"):
+        DockerSandbox(client=object(), device="tpu")
+
+
+@pytest.mark.docker
+def test_auto_with_an_engine_is_docker(docker_client):
+    sandbox = make_sandbox("auto", device="cpu")
+
+    assert isinstance(sandbox, DockerSandbox)
+    assert sandbox.device == "cpu"
+
+
+@pytest.mark.docker
+def test_cuda_falls_back_to_cpu_quoting_the_engine(docker_client, caplog):
+    with caplog.at_level(logging.WARNING, logger="sandbox.docker"):
+        device = DockerSandbox(docker_client, device="cuda").device
+
+    if device == "cpu":  # an engine without a GPU runtime
+        [record] = caplog.records
+        assert record.getMessage().startswith("Docker engine cannot give containers a GPU")
+        assert "could not select device driver" in record.getMessage()
+    else:
+        assert device == "cuda"
+        assert caplog.records == []
