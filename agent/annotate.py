@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -69,16 +71,22 @@ def annotate_chunk(
     device: str,
     limits: Limits,
 ) -> None:
-    """Write votes/<slug>/<chunk>.parquet for every model that has none yet."""
+    """Write votes/<slug>/<chunk>.parquet for every model that has none yet.
+
+    The k scripts run side by side, each with its share of the CPU threads: most of a short
+    script's time is Python importing torch, which overlaps well.
+    """
     task = store.task()
     inputs = store.input_chunk(chunk)
     frame = pd.read_parquet(inputs)
-    started = time.perf_counter()
-    for model in models:
+    todo = [m for m in models if not store.model_votes(m["slug"], chunk).is_file()]
+    if not todo:
+        return
+    share = replace(limits, threads=max(1, limits.threads // len(todo)) if limits.threads else 0)
+
+    def one(model: dict) -> None:
         slug = model["slug"]
         out = store.model_votes(slug, chunk)
-        if out.is_file():
-            continue
         model_dir = store.model_dir(slug, versions[slug])
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.tmp")
@@ -88,20 +96,32 @@ def annotate_chunk(
             f"annotate-{slug}-{chunk:06d}",
             script_path(store, "annotate", slug),
             [
-                "--model", str(model_dir),
-                "--input", str(inputs),
-                "--output", str(tmp),
-                "--batch-size", str(task.batch_size),
-                "--max-length", str(task.max_length),
-                "--device", device,
-                "--threads", str(limits.threads),
+                "--model",
+                str(model_dir),
+                "--input",
+                str(inputs),
+                "--output",
+                str(tmp),
+                "--batch-size",
+                str(task.batch_size),
+                "--max-length",
+                str(task.max_length),
+                "--device",
+                device,
+                "--threads",
+                str(share.threads),
             ],
             inputs=[model_dir, inputs],
             output_dir=out.parent,
-            limits=limits,
+            limits=share,
         )
         validate_votes(tmp, frame, model["labels"])
         tmp.replace(out)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=len(todo)) as pool:
+        for future in [pool.submit(one, model) for model in todo]:
+            future.result()
     store.log_timing("annotate", time.perf_counter() - started, chunk=chunk)
 
 
@@ -144,4 +164,3 @@ def vote_chunk(store: RunStore, models: list[dict], versions: dict[str, int], ch
 
 def votes_json(row: dict, slugs: list[str]) -> str:
     return json.dumps({s: row[f"{s}.label"] for s in slugs}, ensure_ascii=False)
-

@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from agent.runstore import InputError, RunStore
+from agent.sandbox_cli import sandbox_app
 from agent.task import TaskSpec
 
 app = typer.Typer(
@@ -183,18 +184,34 @@ def _options(hub, sandbox, device, llm_base_url, llm_api_key, llm_model, gguf, t
 
 
 # Shared option declarations keep `run`, `eval` and `demo` consistent.
-HubOpt = typer.Option(None, "--hub", help="Model hub: a folder of HF-format models, or `hf`. "
-                      "Default: the bundled demo catalog (built on first use).")
-SandboxOpt = typer.Option("auto", "--sandbox", help="Where scripts run: docker, local, or auto "
-                          "(Docker when an engine answers).")
+HubOpt = typer.Option(
+    None,
+    "--hub",
+    help="Model hub: a folder of HF-format models, or `hf`. "
+    "Default: the bundled demo catalog (built on first use).",
+)
+SandboxOpt = typer.Option(
+    "auto",
+    "--sandbox",
+    help="Where scripts run: docker, local, or auto (Docker when an engine answers).",
+)
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
-BaseUrlOpt = typer.Option(None, "--llm-base-url", envvar="OPENAI_BASE_URL",
-                          help="OpenAI-compatible endpoint. Unset: a local llama.cpp server.")
+BaseUrlOpt = typer.Option(
+    None,
+    "--llm-base-url",
+    envvar="OPENAI_BASE_URL",
+    help="OpenAI-compatible endpoint. Unset: a local llama.cpp server.",
+)
 ApiKeyOpt = typer.Option(None, "--llm-api-key", envvar="OPENAI_API_KEY", show_default=False)
-ModelOpt = typer.Option(None, "--llm-model", envvar="AUTOANNOTATOR_LLM_MODEL",
-                        help="Model name at the endpoint.")
-GgufOpt = typer.Option(None, "--gguf", envvar="AUTOANNOTATOR_GGUF",
-                       help="GGUF file for the local server (default: packaged Qwen2.5-Coder-1.5B).")
+ModelOpt = typer.Option(
+    None, "--llm-model", envvar="AUTOANNOTATOR_LLM_MODEL", help="Model name at the endpoint."
+)
+GgufOpt = typer.Option(
+    None,
+    "--gguf",
+    envvar="AUTOANNOTATOR_GGUF",
+    help="GGUF file for the local server (default: packaged Qwen2.5-Coder-1.5B).",
+)
 TimeoutOpt = typer.Option(3600.0, "--step-timeout", help="Seconds one sandboxed script may run.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars; for scripts.")
 
@@ -211,13 +228,23 @@ def run(
     text_column: str = typer.Option("text", "--text-column"),
     id_column: str = typer.Option(None, "--id-column", help="Unique id column (default: row)."),
     k: int = typer.Option(3, "--k", help="Committee size (paper: 3)."),
-    epsilon: float = typer.Option(None, "--epsilon", help="Route when U(x) >= ε. Default 1/k: "
-                                  "every disagreement goes to review, as in the paper."),
-    beta: int = typer.Option(2000, "--beta", help="Fine-tune when this many reviewed hard "
-                             "samples have piled up (paper: 2000)."),
+    epsilon: float = typer.Option(
+        None,
+        "--epsilon",
+        help="Route when U(x) >= ε. Default 1/k: "
+        "every disagreement goes to review, as in the paper.",
+    ),
+    beta: int = typer.Option(
+        2000,
+        "--beta",
+        help="Fine-tune when this many reviewed hard samples have piled up (paper: 2000).",
+    ),
     chunk_size: int = typer.Option(1000, "--chunk-size", help="Rows per committee chunk."),
-    reviewer: str = typer.Option("llm", "--reviewer", help="llm, none, or oracle:COLUMN (gold "
-                                 "labels from COLUMN: the paper's +Human row)."),
+    reviewer: str = typer.Option(
+        "llm",
+        "--reviewer",
+        help="llm, none, or oracle:COLUMN (gold labels from COLUMN: the paper's +Human row).",
+    ),
     run_dir: Path = typer.Option(None, "--run-dir", help="Default: runs/run-<timestamp>."),
     hub: str = HubOpt,
     sandbox: str = SandboxOpt,
@@ -244,20 +271,25 @@ def run(
         device=device,
     )
     try:
-        options = _options(hub, sandbox, device, llm_base_url, llm_api_key, llm_model, gguf,
-                           step_timeout, quiet)
-        store = _create(spec, _run_dir(run_dir))
+        options = _options(
+            hub, sandbox, device, llm_base_url, llm_api_key, llm_model, gguf, step_timeout, quiet
+        )
+        store = _create(spec, _run_dir(run_dir), options)
         if not quiet:
-            console.print(f"run directory: {store.root}  (resume: autoannotator resume {store.root})")
+            console.print(
+                f"run directory: {store.root}  (resume: autoannotator resume {store.root})"
+            )
         metrics = _execute(store, options, resume=False, quiet=quiet)
     except user_errors() as err:
         fail(str(err))
     _summary(store, metrics)
 
 
-def _create(spec: TaskSpec, run_dir: Path) -> RunStore:
-    from agent.runner import create_run
+def _create(spec: TaskSpec, run_dir: Path, options) -> RunStore:
+    """Check everything the run needs, then write its directory: a refused run leaves nothing."""
+    from agent.runner import create_run, preflight
 
+    preflight(spec, options)
     return create_run(spec, run_dir)
 
 
@@ -278,8 +310,9 @@ def resume(
     store = RunStore(run_dir)
     try:
         store.task()
-        options = _options(hub, sandbox, device, llm_base_url, llm_api_key, llm_model, gguf,
-                           step_timeout, quiet)
+        options = _options(
+            hub, sandbox, device, llm_base_url, llm_api_key, llm_model, gguf, step_timeout, quiet
+        )
         metrics = _execute(store, options, resume=True, quiet=quiet)
     except user_errors() as err:
         fail(str(err))
@@ -318,7 +351,7 @@ def demo(
     )
     try:
         options = _options(None, sandbox, "auto", None, None, None, None, 3600.0, quiet)
-        store = _create(spec, target)
+        store = _create(spec, target, options)
         if not quiet:
             console.print(f"run directory: {store.root}")
         metrics = _execute(store, options, resume=False, quiet=quiet)
@@ -338,8 +371,9 @@ def evaluate(
     epsilon: float = typer.Option(None, "--epsilon"),
     beta: int = typer.Option(2000, "--beta"),
     chunk_size: int = typer.Option(1000, "--chunk-size"),
-    reviewers: str = typer.Option("llm,oracle", "--reviewers",
-                                  help="Which AutoAnnotator rows to run: llm, oracle or both."),
+    reviewers: str = typer.Option(
+        "llm,oracle", "--reviewers", help="Which AutoAnnotator rows to run: llm, oracle or both."
+    ),
     llm_sample: int = typer.Option(200, "--llm-sample", help="Rows the LLM labels alone."),
     run_dir: Path = typer.Option(None, "--run-dir"),
     hub: str = HubOpt,
@@ -370,8 +404,9 @@ def evaluate(
         chunk_size=chunk_size,
     )
     try:
-        options = _options(hub, sandbox, device, llm_base_url, llm_api_key, llm_model, gguf,
-                           3600.0, quiet)
+        options = _options(
+            hub, sandbox, device, llm_base_url, llm_api_key, llm_model, gguf, 3600.0, quiet
+        )
         with ProgressView(quiet) as view:
             options.progress = view
             table = run_eval(base, _run_dir(run_dir, "eval"), options, chosen, llm_sample)
@@ -429,8 +464,9 @@ def scripts(
         return
     table = Table("role", "model", "origin", "status", "path")
     for entry in json.loads(manifest.read_text(encoding="utf-8"))["scripts"]:
-        table.add_row(entry["role"], entry["model"], entry["origin"], entry["status"],
-                      entry["path"])
+        table.add_row(
+            entry["role"], entry["model"], entry["origin"], entry["status"], entry["path"]
+        )
     out.print(table)
 
 
@@ -445,24 +481,23 @@ def show_script(
 
     store: RunStore = ctx.obj
     entries = json.loads((store.scripts_dir / "manifest.json").read_text(encoding="utf-8"))
-    matches = [e for e in entries["scripts"] if e["role"] == role
-               and (model is None or model in (e["model"], e["slug"]))]
+    matches = [
+        e
+        for e in entries["scripts"]
+        if e["role"] == role and (model is None or model in (e["model"], e["slug"]))
+    ]
     if not matches:
         fail(f"no {role} script{' for ' + model if model else ''} in {store.root}")
     code = (store.root / matches[0]["path"]).read_text(encoding="utf-8")
     out.print(Syntax(code, "python", line_numbers=True))
 
 
-def _mount_optional_apps() -> None:
-    try:
-        from agent.sandbox_cli import sandbox_app
-    except ImportError:  # the Docker sandbox commands arrive with sandbox/docker.py
-        return
-    app.add_typer(sandbox_app, name="sandbox")
-
-
-_mount_optional_apps()
+app.add_typer(sandbox_app, name="sandbox")
 
 
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m agent.cli`
+    main()

@@ -66,7 +66,8 @@ def finetune_cycle(
         write_parquet(train.assign(label=train["label"].map(to_model)), train_path)
         write_parquet(gate.assign(label=gate["label"].map(to_model)), gate_path)
         current = store.model_dir(slug, versions[slug])
-        candidate_version = versions[slug] + 1
+        # Cycle N's candidate is always vN, kept or not: a resumed cycle finds its own output.
+        candidate_version = cycle
         out = store.model_dir(slug, candidate_version)
         if not (out / "metrics.json").is_file():
             run_step(
@@ -75,12 +76,18 @@ def finetune_cycle(
                 f"finetune-{slug}-{cycle:03d}",
                 script_path(store, "finetune", slug),
                 [
-                    "--model", str(current),
-                    "--train", str(train_path),
-                    "--eval", str(gate_path),
-                    "--out", str(out),
-                    "--device", device,
-                    "--threads", str(limits.threads),
+                    "--model",
+                    str(current),
+                    "--train",
+                    str(train_path),
+                    "--eval",
+                    str(gate_path),
+                    "--out",
+                    str(out),
+                    "--device",
+                    device,
+                    "--threads",
+                    str(limits.threads),
                 ],
                 inputs=[current, train_path, gate_path],
                 output_dir=out,

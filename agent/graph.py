@@ -27,9 +27,7 @@ def build_graph() -> StateGraph:
     graph.add_conditional_edges("write_scripts", nodes.after_scripts, ["annotate", "report"])
     graph.add_edge("annotate", "vote_and_route")
     graph.add_edge("vote_and_route", "review")
-    graph.add_conditional_edges(
-        "review", nodes.after_review, ["finetune", "annotate", "report"]
-    )
+    graph.add_conditional_edges("review", nodes.after_review, ["finetune", "annotate", "report"])
     graph.add_conditional_edges("finetune", nodes.after_scripts, ["annotate", "report"])
     graph.add_edge("report", END)
     return graph

@@ -18,10 +18,27 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "negative": ("neg", "negative", "label_negative", "1 star", "2 stars"),
     "neutral": ("neu", "neutral", "label_neutral", "3 stars"),
     "toxic": ("toxic", "toxicity", "offensive", "hate", "abusive", "insult"),
-    "non-toxic": ("non-toxic", "nontoxic", "non_toxic", "not toxic", "not-toxic", "neutral",
-                  "normal", "clean", "not-offensive", "not offensive", "none"),
+    "non-toxic": (
+        "non-toxic",
+        "nontoxic",
+        "non_toxic",
+        "not toxic",
+        "not-toxic",
+        "neutral",
+        "normal",
+        "clean",
+        "not-offensive",
+        "not offensive",
+        "none",
+    ),
 }
 GENERIC = re.compile(r"^label[_ ]?(\d+)$", re.IGNORECASE)
+# "LABEL_0: negative", "0 -> negative", "label 2 = `positive`," ... one per line or list item.
+CARD_MAPPING = re.compile(
+    r"(?:label[_ ]?)?(\d+)\s*(?::|->|→|=|means|is)\s*[`'\"]?"
+    r"([A-Za-z][\w\- ]{0,30}?)[`'\"]?\s*(?:$|[,;.|)])",
+    re.IGNORECASE | re.MULTILINE,
+)
 
 
 def normalize(label: str) -> str:
@@ -55,11 +72,7 @@ class Alignment:
 def _card_mapping(card: str) -> dict[str, str]:
     """`LABEL_0: negative` / `LABEL_0 -> negative` / `0 = negative` lines from a model card."""
     found: dict[str, str] = {}
-    for match in re.finditer(
-        r"(?:label[_ ]?)?(\d+)\s*(?::|->|→|=|means|is)\s*[`'\"]?([A-Za-z][\w\- ]{0,30}?)[`'\"]?\s*(?:$|[,;.|)])",
-        card,
-        flags=re.IGNORECASE | re.MULTILINE,
-    ):
+    for match in CARD_MAPPING.finditer(card):
         found.setdefault(match.group(1), match.group(2).strip())
     return found
 

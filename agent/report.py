@@ -15,10 +15,14 @@ LABEL_COLUMNS = ["id", "text", "label", "source", "confidence", "uncertainty", "
 def assemble_labels(store: RunStore, models: list[dict]) -> pd.DataFrame:
     rows = store.rows()
     slugs = [m["slug"] for m in models]
-    committee = pd.concat(
-        [pd.read_parquet(store.chunk_votes(c)) for c in range(store.n_chunks())],
-        ignore_index=True,
-    ) if store.n_chunks() else pd.DataFrame(columns=["id", "label", "confidence", "uncertainty"])
+    committee = (
+        pd.concat(
+            [pd.read_parquet(store.chunk_votes(c)) for c in range(store.n_chunks())],
+            ignore_index=True,
+        )
+        if store.n_chunks()
+        else pd.DataFrame(columns=["id", "label", "confidence", "uncertainty"])
+    )
     committee["votes"] = [
         json.dumps({s: r[f"{s}.label"] for s in slugs}, ensure_ascii=False)
         for r in committee.to_dict("records")
@@ -70,8 +74,8 @@ def ledger_totals(path: Path) -> dict:
             totals["cache_hits"] += 1
             continue
         totals["calls"] += 1
-        totals["tokens_in"] += int(entry.get("input_tokens") or 0)
-        totals["tokens_out"] += int(entry.get("output_tokens") or 0)
+        totals["tokens_in"] += int(entry.get("tokens_in") or 0)
+        totals["tokens_out"] += int(entry.get("tokens_out") or 0)
         totals["cost_usd"] += float(entry.get("cost_usd") or 0.0)
     return totals
 
@@ -144,13 +148,16 @@ def render_report(metrics: dict) -> str:
     if not metrics["finetune_cycles"]:
         lines.append("None: the reviewed hard pool never reached β while chunks were left.")
     else:
-        lines += ["| cycle | train rows | model | gate before | gate after | kept |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "| cycle | train rows | model | gate before | gate after | kept |",
+            "|---|---|---|---|---|---|",
+        ]
         for cycle in metrics["finetune_cycles"]:
             for slug, m in cycle["models"].items():
+                kept = "yes" if m["kept"] else "no"
                 lines.append(
                     f"| {cycle['cycle']} | {cycle['train_rows']} | {slug} | "
-                    f"{m['gate_before']:.3f} | {m['gate_after']:.3f} | {'yes' if m['kept'] else 'no'} |"
+                    f"{m['gate_before']:.3f} | {m['gate_after']:.3f} | {kept} |"
                 )
     lines += ["", "## Time by stage", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in metrics["seconds_by_stage"].items()]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +17,9 @@ from agent.nodes import Services
 from agent.runstore import RunStore
 from agent.task import TaskSpec
 from sandbox.base import Limits, Sandbox
+
+# The local LLM server's share of the CPU; torch in the sandbox gets the rest.
+LOCAL_SERVER_THREADS = 1
 
 
 @dataclass
@@ -48,30 +51,29 @@ def _gold(store: RunStore) -> dict[str, str]:
     return dict(zip(rows["id"], rows["gold"].astype(str), strict=True))
 
 
-@contextmanager
-def reviewer_for(task: TaskSpec, store: RunStore, options: RunOptions, stack: ExitStack):
-    """The reviewer the task asks for; a local LLM server lives as long as the context."""
+def open_reviewer(task: TaskSpec, store: RunStore, options: RunOptions, stack: ExitStack):
+    """(reviewer, CPU threads its LLM server uses); the server lives as long as `stack`."""
     if task.reviewer == "none":
-        yield None, 0
-        return
+        return None, 0
     from agent import review
 
     if task.oracle_column:
-        yield review.OracleReviewer(_gold(store)), 0
-        return
+        return review.OracleReviewer(_gold(store)), 0
     from agent import llm
 
-    endpoint = llm.resolve_endpoint(
-        base_url=options.llm_base_url,
-        api_key=options.llm_api_key,
-        model=options.llm_model,
-        gguf=options.gguf,
-        stack=stack,
+    endpoint = stack.enter_context(
+        llm.open_endpoint(
+            base_url=options.llm_base_url,
+            api_key=options.llm_api_key,
+            model=options.llm_model,
+            gguf=options.gguf,
+            n_threads=LOCAL_SERVER_THREADS,
+        )
     )
-    client = llm.LLMClient(endpoint, cache_path=store.llm_cache_path, ledger_path=store.ledger_path)
-    yield (
+    client = stack.enter_context(llm.LLMClient.for_endpoint(endpoint, store.root))
+    return (
         review.LLMReviewer(client, task.labels, task.description, task.label_descriptions),
-        1 if endpoint.local else 0,
+        LOCAL_SERVER_THREADS if endpoint.local else 0,
     )
 
 
@@ -80,9 +82,7 @@ def run_graph(store: RunStore, options: RunOptions, *, resume: bool) -> dict:
     task = store.task()
     graph = build_graph()
     with ExitStack() as stack:
-        reviewer, server_threads = stack.enter_context(
-            reviewer_for(task, store, options, stack)
-        )
+        reviewer, server_threads = open_reviewer(task, store, options, stack)
         # The local LLM server and the SLMs share the CPU: give torch what the server leaves.
         cpus = os.cpu_count() or 1
         threads = max(1, cpus - server_threads) if server_threads else cpus
@@ -104,11 +104,31 @@ def run_graph(store: RunStore, options: RunOptions, *, resume: bool) -> dict:
         if resume and app.get_state(config).values:
             start = None  # continue from the last checkpoint
         else:
-            start = {"run_dir": str(store.root.resolve()), "next_chunk": 0, "pool_chunks": [],
-                     "pool_size": 0, "cycles": 0, "escalated": 0}
+            start = {
+                "run_dir": str(store.root.resolve()),
+                "next_chunk": 0,
+                "pool_chunks": [],
+                "pool_size": 0,
+                "cycles": 0,
+                "escalated": 0,
+            }
         for _ in app.stream(start, config, context=services, stream_mode="updates"):
             pass
         return app.get_state(config).values
+
+
+def preflight(task: TaskSpec, options: RunOptions) -> None:
+    """Fail before anything is written when the reviewer's LLM cannot be had."""
+    if task.reviewer != "llm":
+        return
+    from agent import llm
+
+    remote = llm.resolve_endpoint(options.llm_base_url, options.llm_api_key, options.llm_model)
+    if remote is not None:
+        llm.check_endpoint(remote)
+    else:
+        llm.LocalServer.check_installed()
+        llm.resolve_gguf(options.gguf)
 
 
 def create_run(task: TaskSpec, run_dir: Path) -> RunStore:

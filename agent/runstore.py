@@ -87,8 +87,14 @@ def read_table(path: Path) -> pd.DataFrame:
             else:
                 sep = "\t" if kind == "tsv" else ","
                 # A blank line is an empty text to report as skipped, never a row to drop.
-                frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False,
-                                    na_values=[""], skip_blank_lines=False)
+                frame = pd.read_csv(
+                    path,
+                    sep=sep,
+                    dtype=str,
+                    keep_default_na=False,
+                    na_values=[""],
+                    skip_blank_lines=False,
+                )
     except InputError:
         raise
     except (ValueError, pd.errors.ParserError, OSError) as err:
@@ -133,7 +139,8 @@ def prepare_input(task: TaskSpec) -> pd.DataFrame:
         out["id"] = out["row"].astype(str)
     texts = frame[task.text_column]
     out["text"] = [
-        None if (t is None or (isinstance(t, float) and pd.isna(t)) or not str(t).strip())
+        None
+        if (t is None or (isinstance(t, float) and pd.isna(t)) or not str(t).strip())
         else str(t)
         for t in texts
     ]

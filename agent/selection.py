@@ -93,4 +93,3 @@ def select(hub: ModelHub, task: TaskSpec) -> tuple[list[Candidate], list[Candida
             f"{', '.join(task.labels)} but k={task.k}; lower --k or add models ({reasons})"
         )
     return fitting[: task.k], ranked
-

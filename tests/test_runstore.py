@@ -45,7 +45,9 @@ def test_unsupported_suffix(tmp_path):
 
 def test_unknown_column_names_the_columns_and_flag(tmp_path):
     (tmp_path / "d.csv").write_text("body,label\nhi,pos\n")
-    with pytest.raises(InputError, match=r"no column 'text' \(columns: body, label\).*--text-column"):
+    with pytest.raises(
+        InputError, match=r"no column 'text' \(columns: body, label\).*--text-column"
+    ):
         prepare_input(task_for(tmp_path / "d.csv"))
 
 

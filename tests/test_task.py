@@ -16,7 +16,11 @@ def test_default_epsilon_is_one_over_k():
 
 @pytest.mark.parametrize(
     ("labels", "message"),
-    [(["only"], "at least 2 labels"), (["a", "b", "a"], "duplicate labels: a"), ([" ", "b"], "at least 2")],
+    [
+        (["only"], "at least 2 labels"),
+        (["a", "b", "a"], "duplicate labels: a"),
+        ([" ", "b"], "at least 2"),
+    ],
 )
 def test_bad_label_sets_are_explained(labels, message):
     with pytest.raises(ValidationError, match=message):

@@ -1,0 +1,144 @@
+"""`eval`: a labeled file run as if unlabeled, scored like the paper's tables 3 and 4."""
+
+from __future__ import annotations
+
+import resource
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import pandas as pd
+
+from agent.consensus import accuracy, macro_f1
+from agent.runner import RunOptions, create_run, open_reviewer, preflight, run_graph
+from agent.runstore import RunStore, read_json, write_json
+from agent.task import TaskSpec
+
+COLUMNS = ["method", "accuracy", "macro_f1", "llm_calls", "escalated", "seconds", "peak_mb"]
+
+
+def peak_memory_mb() -> float:
+    """Peak RSS of this process and of the largest sandboxed script (Linux reports KiB)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round(max(own, children) / 1024, 1)
+
+
+def _row(method, predicted, gold, labels, **extra) -> dict:
+    return {
+        "method": method,
+        "accuracy": f"{accuracy(predicted, gold):.2%}",
+        "macro_f1": f"{macro_f1(predicted, gold, labels):.3f}",
+        "llm_calls": extra.get("llm_calls", 0),
+        "escalated": extra.get("escalated", "-"),
+        "seconds": extra.get("seconds", "-"),
+        "peak_mb": extra.get("peak_mb", "-"),
+    }
+
+
+def committee_rows(store: RunStore, task: TaskSpec) -> list[dict]:
+    """Each single SLM and the committee alone, scored on the votes the run recorded."""
+    models = read_json(store.models_path)["models"]
+    votes = pd.concat(
+        [pd.read_parquet(store.chunk_votes(c)) for c in range(store.n_chunks())],
+        ignore_index=True,
+    )
+    gold_by_id = store.rows().set_index("id")["gold"]
+    votes = votes[votes["id"].map(gold_by_id).notna()]
+    gold = votes["id"].map(gold_by_id).tolist()
+    seconds = round(store.timings().get("annotate", 0.0), 1)
+    rows = [
+        _row(
+            f"SLM only: {m['id']}",
+            votes[f"{m['slug']}.label"].tolist(),
+            gold,
+            task.labels,
+            seconds=seconds,
+        )
+        for m in models
+    ]
+    rows.append(
+        _row(
+            "SLM committee (majority vote)",
+            votes["label"].tolist(),
+            gold,
+            task.labels,
+            seconds=seconds,
+        )
+    )
+    return rows
+
+
+def autoannotator_row(store: RunStore, task: TaskSpec, name: str, seconds: float) -> dict:
+    labels = pd.read_parquet(store.labels_path)
+    gold_by_id = store.rows().set_index("id")["gold"]
+    scored = labels[labels["id"].map(gold_by_id).notna() & (labels["source"] != "skipped")]
+    metrics = read_json(store.metrics_path)
+    return _row(
+        f"AutoAnnotator + {name}",
+        scored["label"].tolist(),
+        scored["id"].map(gold_by_id).tolist(),
+        task.labels,
+        llm_calls=metrics["llm"]["calls"] + metrics["llm"]["cache_hits"],
+        escalated=f"{metrics['escalation_rate']:.1%}",
+        seconds=round(seconds, 1),
+        peak_mb=peak_memory_mb(),
+    )
+
+
+def llm_alone_row(store: RunStore, task: TaskSpec, options: RunOptions, sample: int) -> dict:
+    """The LLM labeling a random sample by itself (the paper's LLM-only rows)."""
+    from agent.review import ReviewItem
+
+    rows = store.rows()
+    rows = rows[rows["text"].notna() & rows["gold"].notna()]
+    picked = rows.sample(n=min(sample, len(rows)), random_state=task.seed)
+    started = time.perf_counter()
+    with ExitStack() as stack:
+        reviewer, _ = open_reviewer(task, store, options, stack)
+        verdicts = reviewer.review(
+            [ReviewItem(id=r["id"], text=r["text"], votes={}) for r in picked.to_dict("records")]
+        )
+    return _row(
+        f"LLM only (sample of {len(picked)})",
+        [v.label for v in verdicts],
+        picked["gold"].tolist(),
+        task.labels,
+        llm_calls=f"{len(picked)} (all rows: {len(rows)})",
+        seconds=round(time.perf_counter() - started, 1),
+    )
+
+
+def evaluate(
+    base: TaskSpec, root: Path, options: RunOptions, reviewers: list[str], llm_sample: int
+) -> dict:
+    root = Path(root)
+    if "llm" in reviewers:
+        preflight(base.model_copy(update={"reviewer": "llm"}), options)
+    table_rows: list[dict] = []
+    for name in reviewers:
+        reviewer = f"oracle:{base.gold_column}" if name == "oracle" else "llm"
+        task = base.model_copy(update={"reviewer": reviewer})
+        store = (
+            create_run(task, root / name) if not (root / name).exists() else RunStore(root / name)
+        )
+        started = time.perf_counter()
+        run_graph(store, options, resume=True)
+        seconds = time.perf_counter() - started
+        if not table_rows:
+            table_rows += committee_rows(store, task)
+        table_rows.append(
+            autoannotator_row(store, task, "human (oracle)" if name == "oracle" else "LLM", seconds)
+        )
+        if name == "llm" and llm_sample > 0:
+            table_rows.insert(len(table_rows) - 1, llm_alone_row(store, task, options, llm_sample))
+    path = root / "eval.json"
+    write_json({"columns": COLUMNS, "rows": table_rows}, path)
+    (root / "eval.md").write_text(_markdown(table_rows), encoding="utf-8")
+    return {"columns": COLUMNS, "rows": table_rows, "path": str(path)}
+
+
+def _markdown(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines) + "\n"

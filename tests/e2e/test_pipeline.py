@@ -1,0 +1,207 @@
+"""The whole graph on tiny models: every row labeled once, routing, review, fine-tuning, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from agent.hub import LocalHub
+from agent.runner import RunOptions, create_run, run_graph
+from agent.runstore import RunStore
+from agent.task import TaskSpec
+from sandbox.local import LocalSandbox
+from tests.fake_openai import FakeOpenAI
+from tests.helpers import make_tiny_classifier
+
+LABELS = ["negative", "neutral", "positive"]
+WORDS = {
+    "good": "positive",
+    "great": "positive",
+    "bad": "negative",
+    "awful": "negative",
+    "ok": "neutral",
+    "fine": "neutral",
+}
+
+
+@pytest.fixture(scope="module")
+def hub_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("hub")
+    for seed in range(3):
+        make_tiny_classifier(root / f"tiny__sentiment-{seed}", LABELS, seed=seed)
+    return root
+
+
+def write_data(path: Path, n: int, blanks: tuple[int, ...] = (3,)) -> Path:
+    words = list(WORDS)
+    lines = ["text,gold"]
+    for i in range(n):
+        if i in blanks:
+            lines.append(",neutral")
+            continue
+        word = words[i % len(words)]
+        lines.append(f"the day was {word} number {i},{WORDS[word]}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def make_task(data: Path, **kw) -> TaskSpec:
+    base = {
+        "description": "sentiment of short texts",
+        "labels": LABELS,
+        "data_path": str(data),
+        "gold_column": "gold",
+        "beta": 8,
+        "chunk_size": 16,
+        "max_length": 32,
+    }
+    return TaskSpec(**{**base, **kw})
+
+
+def test_oracle_run_labels_every_row_once_and_fine_tunes(tmp_path, hub_dir):
+    data = write_data(tmp_path / "data.csv", 40)
+    store = create_run(make_task(data, reviewer="oracle:gold"), tmp_path / "run")
+    events = []
+    options = RunOptions(
+        hub=LocalHub(hub_dir),
+        sandbox=LocalSandbox(),
+        device="cpu",
+        progress=lambda event, **data: events.append(event),
+    )
+    state = run_graph(store, options, resume=False)
+
+    labels = pd.read_parquet(store.labels_path)
+    gold = pd.read_csv(data, keep_default_na=False)["gold"]
+    assert labels["id"].tolist() == [str(i) for i in range(40)]
+    assert labels.loc[3, "source"] == "skipped" and pd.isna(labels.loc[3, "label"])
+    routed = labels[labels["source"] == "oracle"]
+    assert not routed.empty
+    # The oracle's answers are the gold labels, and they win over the committee's vote.
+    assert (routed["label"] == gold[routed.index]).all()
+    committee = labels[labels["source"] == "committee"]
+    assert (committee["uncertainty"] < 1 / 3).all()
+    assert set(labels["source"]) <= {"committee", "oracle", "skipped"}
+
+    chunks = pd.concat(pd.read_parquet(store.chunk_votes(c)) for c in range(store.n_chunks()))
+    assert len(chunks) == 39
+    assert ((chunks["uncertainty"] >= 1 / 3 - 1e-9) == (chunks["route"] == "review")).all()
+
+    metrics = json.loads(store.metrics_path.read_text())
+    assert metrics["rows"] == 40 and metrics["by_source"]["skipped"] == 1
+    assert metrics["escalated"] == len(routed)
+    cycles = metrics["finetune_cycles"]
+    assert state["cycles"] == len(cycles) >= 1
+    for slug, outcome in cycles[0]["models"].items():
+        assert (store.model_dir(slug, 1) / "gate.json").is_file()
+        assert outcome["version"] == (1 if outcome["kept"] else 0)
+    assert "finetuning" in events and "reported" in events
+    assert store.report_path.read_text().startswith("# AutoAnnotator report")
+    assert (store.root / "labels.csv").is_file()
+
+
+def test_llm_reviewer_labels_routed_samples_through_the_endpoint(tmp_path, hub_dir):
+    data = write_data(tmp_path / "data.csv", 20)
+    store = create_run(make_task(data, chunk_size=32, beta=1000), tmp_path / "run")
+    with FakeOpenAI(LABELS, WORDS) as fake:
+        options = RunOptions(
+            hub=LocalHub(hub_dir),
+            sandbox=LocalSandbox(),
+            device="cpu",
+            llm_base_url=fake.base_url,
+            llm_api_key="test",
+            llm_model="fake",
+        )
+        run_graph(store, options, resume=False)
+    labels = pd.read_parquet(store.labels_path)
+    routed = labels[labels["source"] == "llm"]
+    assert len(routed) == sum(fake.requests.values()) > 0
+    assert max(fake.requests.values()) == 1
+    gold = pd.read_csv(data, keep_default_na=False)["gold"]
+    assert (routed["label"] == gold[routed.index]).all()
+    ledger = [json.loads(line) for line in store.ledger_path.read_text().splitlines()]
+    assert len(ledger) == len(routed) and all(e["tokens_in"] == 40 for e in ledger)
+
+
+def _cli(*args: str, env: dict) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def test_kill_minus_9_then_resume_redoes_nothing_and_pays_nothing_twice(tmp_path, hub_dir):
+    data = write_data(tmp_path / "data.csv", 48, blanks=())
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    with FakeOpenAI(LABELS, WORDS) as fake:
+        common = [
+            "--hub",
+            str(hub_dir),
+            "--sandbox",
+            "local",
+            "--device",
+            "cpu",
+            "--llm-base-url",
+            fake.base_url,
+            "--llm-api-key",
+            "test",
+            "--llm-model",
+            "fake",
+            "--quiet",
+        ]
+        proc = _cli(
+            "run",
+            "--data",
+            str(data),
+            "--labels",
+            ",".join(LABELS),
+            "--task",
+            "sentiment of short texts",
+            "--chunk-size",
+            "16",
+            "--beta",
+            "1000",
+            "--run-dir",
+            str(run_dir),
+            *common,
+            env=env,
+        )
+        store = RunStore(run_dir)
+        deadline = time.monotonic() + 240
+        while not store.hard_chunk(0).is_file():
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.monotonic() < deadline, "the run never finished its first chunk"
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert not store.labels_path.exists()
+        first_chunk = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*000000.parquet")}
+        first_steps = {
+            p: p.stat().st_mtime_ns
+            for p in (run_dir / "steps").glob("annotate-*")
+            if p.name.endswith("000000.json")
+        }
+        paid_before = sum(fake.requests.values())
+
+        resumed = _cli("resume", str(run_dir), *common, env=env)
+        output = resumed.communicate(timeout=300)[0].decode()
+        assert resumed.returncode == 0, output
+
+    assert first_chunk and all(p.stat().st_mtime_ns == t for p, t in first_chunk.items())
+    assert first_steps and all(p.stat().st_mtime_ns == t for p, t in first_steps.items())
+    assert max(fake.requests.values()) == 1, "an LLM answer was paid for twice"
+    assert sum(fake.requests.values()) > paid_before
+    labels = pd.read_parquet(store.labels_path)
+    assert labels["id"].tolist() == [str(i) for i in range(48)]
+    assert labels["label"].notna().all()

@@ -1,0 +1,81 @@
+"""A minimal OpenAI-compatible chat server on loopback, standing in for a paid endpoint.
+
+It answers like a careful labeler (the label its keyword in the sample implies) and counts
+every request per prompt, so tests can prove that no prompt is ever paid for twice.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class FakeOpenAI:
+    def __init__(self, labels: list[str], keywords: dict[str, str] | None = None):
+        self.labels = labels
+        self.keywords = keywords or {label: label for label in labels}
+        self.requests: Counter[str] = Counter()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def answer(self, prompt: str) -> str:
+        """The label of the first keyword in the last <text> block (the sample itself)."""
+        blocks = re.findall(r"<text>(.*?)</text>", prompt, flags=re.S)
+        words = re.findall(r"\w+", (blocks[-1] if blocks else prompt).lower())
+        return next((self.keywords[w] for w in words if w in self.keywords), "no idea")
+
+    def _handler(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, payload: dict) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._send({"object": "list", "data": [{"id": "fake", "object": "model"}]})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                prompt = "\n".join(str(m.get("content", "")) for m in body["messages"])
+                fake.requests[prompt] += 1
+                self._send(
+                    {
+                        "id": "chatcmpl-fake",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": body.get("model", "fake"),
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": fake.answer(prompt)},
+                                "finish_reason": "stop",
+                            }
+                        ],
+                        "usage": {"prompt_tokens": 40, "completion_tokens": 2, "total_tokens": 42},
+                    }
+                )
+
+        return Handler
+
+    def __enter__(self) -> FakeOpenAI:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
