@@ -287,10 +287,12 @@ def run(
 
 def _create(spec: TaskSpec, run_dir: Path, options) -> RunStore:
     """Check everything the run needs, then write its directory: a refused run leaves nothing."""
-    from agent.runner import create_run, preflight
+    from agent.runner import preflight
+    from agent.runstore import prepare_input
 
+    rows = prepare_input(spec)
     preflight(spec, options)
-    return create_run(spec, run_dir)
+    return RunStore.create(run_dir, spec, rows)
 
 
 @app.command()

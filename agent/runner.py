@@ -37,7 +37,11 @@ class RunOptions:
     progress: Callable[..., None] = field(default=lambda event, **data: None)
 
 
-def resolve_device(requested: str) -> str:
+def resolve_device(requested: str, sandbox: Sandbox) -> str:
+    """The device scripts are told to use: what the sandbox actually got, if it knows."""
+    granted = getattr(sandbox, "device", None)  # DockerSandbox probes the engine's GPU runtime
+    if granted is not None:
+        return granted
     if requested != "auto":
         return requested
     import torch
@@ -90,7 +94,7 @@ def run_graph(store: RunStore, options: RunOptions, *, resume: bool) -> dict:
             hub=options.hub,
             sandbox=options.sandbox,
             reviewer=reviewer,
-            device=resolve_device(options.device),
+            device=resolve_device(options.device, options.sandbox),
             limits=Limits(timeout_s=options.timeout_s, threads=threads),
             progress=options.progress,
         )

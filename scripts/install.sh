@@ -22,6 +22,7 @@ if ! "$py" -c "import torch" 2>/dev/null; then
       "$py" -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
   fi
 fi
-# llama-cpp-python compiles llama.cpp (~5 min on 2 cores); pip caches the wheel afterwards.
+# llama-cpp-python compiles llama.cpp (~5-8 min on 2 cores); pip caches the wheel afterwards.
+export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
 "$py" -m pip install -q -e ".[$extras]"
 echo "install: done ($("$py" -c 'import torch; print("torch", torch.__version__)'))" >&2

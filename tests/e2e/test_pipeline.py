@@ -66,13 +66,20 @@ def make_task(data: Path, **kw) -> TaskSpec:
     return TaskSpec(**{**base, **kw})
 
 
-def test_oracle_run_labels_every_row_once_and_fine_tunes(tmp_path, hub_dir):
+@pytest.fixture(params=["local", pytest.param("docker", marks=pytest.mark.docker)])
+def any_sandbox(request):
+    if request.param == "local":
+        return LocalSandbox()
+    return request.getfixturevalue("docker_sandbox")
+
+
+def test_oracle_run_labels_every_row_once_and_fine_tunes(tmp_path, hub_dir, any_sandbox):
     data = write_data(tmp_path / "data.csv", 40)
     store = create_run(make_task(data, reviewer="oracle:gold"), tmp_path / "run")
     events = []
     options = RunOptions(
         hub=LocalHub(hub_dir),
-        sandbox=LocalSandbox(),
+        sandbox=any_sandbox,
         device="cpu",
         progress=lambda event, **data: events.append(event),
     )
@@ -105,6 +112,8 @@ def test_oracle_run_labels_every_row_once_and_fine_tunes(tmp_path, hub_dir):
     assert "finetuning" in events and "reported" in events
     assert store.report_path.read_text().startswith("# AutoAnnotator report")
     assert (store.root / "labels.csv").is_file()
+    steps = [json.loads(p.read_text()) for p in (store.root / "steps").glob("*.json")]
+    assert steps and {s["sandbox"] for s in steps} == {any_sandbox.name}
 
 
 def test_llm_reviewer_labels_routed_samples_through_the_endpoint(tmp_path, hub_dir):
