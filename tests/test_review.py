@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import BaseMessage, HumanMessage
 
 from agent.llm import LLMClient, open_endpoint
 from agent.review import (
@@ -171,5 +171,9 @@ def test_the_local_model_labels_obvious_sentiment(tmp_path, monkeypatch):
         assert endpoint.local
         reviewer = LLMReviewer(client, LABELS, "Label the sentiment of each text.")
         verdicts = reviewer.review(items)
+        # The answer limit must reach llama.cpp, which ignores OpenAI's max_completion_tokens.
+        client.complete([HumanMessage("Count from 1 to 100.")], "probe", max_tokens=4)
     assert [v.label for v in verdicts] == ["positive", "negative", "neutral"]
-    assert client.usage.calls >= 3 and client.usage.cost_usd == 0.0
+    assert client.usage.calls == 4 and client.usage.cost_usd == 0.0
+    probe = json.loads((tmp_path / "ledger.jsonl").read_text().splitlines()[-1])
+    assert probe["purpose"] == "probe" and probe["tokens_out"] <= 4
