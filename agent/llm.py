@@ -220,8 +220,6 @@ def models_cache_dir() -> Path:
 
 def join_parts(parts: Sequence[Path], target: Path, expected_size: int) -> Path:
     """Concatenate parts into target atomically: a reader sees the whole file or none."""
-    if target.exists() and target.stat().st_size == expected_size:
-        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".partial", delete=False) as out:
         temp = Path(out.name)
@@ -248,8 +246,9 @@ def join_parts(parts: Sequence[Path], target: Path, expected_size: int) -> Path:
 def bundled_gguf(name: str = DEFAULT_BUNDLED_MODEL, cache_dir: Path | None = None) -> Path:
     bundle = BUNDLED_MODELS[name]
     target = (cache_dir or models_cache_dir()) / bundle.file_name
-    if not (target.exists() and target.stat().st_size == bundle.size):
-        log.info("joining %s into %s (once)", name, target)
+    if target.exists() and target.stat().st_size == bundle.size:
+        return target  # the part packages may be gone by now; the joined file is all we need
+    log.info("joining %s into %s (once)", name, target)
     return join_parts(bundle.part_paths(), target, bundle.size)
 
 
