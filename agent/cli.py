@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from agent.runstore import InputError, RunStore
+from agent.cli_common import HubOpt, console, fail, open_hub, out, user_errors
+from agent.models_cli import models_app
+from agent.runstore import RunStore
 from agent.sandbox_cli import sandbox_app
+from agent.scripts_cli import scripts_app
 from agent.task import TaskSpec
 
 app = typer.Typer(
@@ -26,28 +28,13 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-models_app = typer.Typer(help="Model catalogs: build the demo hub, list what a hub offers.")
-scripts_app = typer.Typer(help="Inspect the scripts a run generated and executed.")
-app.add_typer(models_app, name="models")
-app.add_typer(scripts_app, name="scripts")
-
-console = Console(stderr=True)
-out = Console()
 
 
-def fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    from agent.annotate import StepFailed
-    from agent.hub import HubError
-    from agent.llm import LLMUnavailable
-    from agent.selection import SelectionError
-    from sandbox.base import SandboxError
-
-    return (InputError, HubError, LLMUnavailable, SelectionError, SandboxError, StepFailed)
+@app.callback()
+def _on_start() -> None:
+    # SIGTERM (kill, a service manager) must unwind like Ctrl-C, so that exit handlers stop the
+    # local LLM server and close the checkpoint instead of leaving a 2 GB process behind.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def _task_or_fail(**fields) -> TaskSpec:
@@ -120,25 +107,6 @@ class ProgressView:
                 )
 
 
-def default_hub_path() -> Path:
-    from agent.demo_hub import default_hub_dir
-
-    return default_hub_dir()
-
-
-def open_hub(hub: str | None, progress: Callable[[str], None] | None = None):
-    """A LocalHub at PATH, `hf` for the Hugging Face Hub, or the demo catalog (built on demand)."""
-    from agent.hub import HfHub, LocalHub
-
-    if hub == "hf":
-        return HfHub()
-    if hub:
-        return LocalHub(Path(hub))
-    from agent.demo_hub import build_demo_hub
-
-    return LocalHub(build_demo_hub(progress=progress))
-
-
 def make_sandbox(kind: str, device: str):
     from sandbox.factory import make_sandbox as factory
 
@@ -184,12 +152,6 @@ def _options(hub, sandbox, device, llm_base_url, llm_api_key, llm_model, gguf, t
 
 
 # Shared option declarations keep `run`, `eval` and `demo` consistent.
-HubOpt = typer.Option(
-    None,
-    "--hub",
-    help="Model hub: a folder of HF-format models, or `hf`. "
-    "Default: the bundled demo catalog (built on first use).",
-)
 SandboxOpt = typer.Option(
     "auto",
     "--sandbox",
@@ -423,77 +385,8 @@ def evaluate(
     out.print(f"table: {table['path']}")
 
 
-@models_app.command("build-demo-hub")
-def build_demo_hub_command(
-    dest: Path = typer.Option(None, "--dest", help="Default: the user cache dir."),
-    force: bool = typer.Option(False, "--force", help="Rebuild even if it exists."),
-) -> None:
-    """Train the demo catalog: small MiniLM sentiment and toxicity classifiers (a few minutes)."""
-    from agent.demo_hub import build_demo_hub
-
-    path = build_demo_hub(dest, force=force, progress=lambda line: console.print(line))
-    out.print(str(path))
-
-
-@models_app.command("list")
-def list_models(hub: str = HubOpt, as_json: bool = typer.Option(False, "--json")) -> None:
-    """List the text-classification models a hub offers, with their labels."""
-    try:
-        models = open_hub(hub, lambda line: console.print(line)).list_models()
-    except user_errors() as err:
-        fail(str(err))
-    if as_json:
-        out.print_json(data=[{"id": m.id, "labels": m.labels, "source": m.source} for m in models])
-        return
-    table = Table("model", "labels", "license", "datasets")
-    for m in models:
-        table.add_row(m.id, ", ".join(m.labels), m.license or "-", ", ".join(m.datasets) or "-")
-    out.print(table)
-
-
-@scripts_app.callback(invoke_without_command=True)
-def scripts(
-    ctx: typer.Context,
-    run_dir: Path = typer.Argument(..., help="A run directory."),
-) -> None:
-    """List every script of a run with where it came from."""
-    store = RunStore(run_dir)
-    manifest = store.scripts_dir / "manifest.json"
-    if not manifest.is_file():
-        fail(f"{run_dir}: no scripts/manifest.json; is this a run directory that got that far?")
-    ctx.obj = store
-    if ctx.invoked_subcommand:
-        return
-    table = Table("role", "model", "origin", "status", "path")
-    for entry in json.loads(manifest.read_text(encoding="utf-8"))["scripts"]:
-        table.add_row(
-            entry["role"], entry["model"], entry["origin"], entry["status"], entry["path"]
-        )
-    out.print(table)
-
-
-@scripts_app.command("show")
-def show_script(
-    ctx: typer.Context,
-    role: str = typer.Argument(..., help="deploy, annotate or finetune."),
-    model: str = typer.Option(None, "--model", help="Model id or slug (default: the first)."),
-) -> None:
-    """Print one script with syntax highlighting."""
-    from rich.syntax import Syntax
-
-    store: RunStore = ctx.obj
-    entries = json.loads((store.scripts_dir / "manifest.json").read_text(encoding="utf-8"))
-    matches = [
-        e
-        for e in entries["scripts"]
-        if e["role"] == role and (model is None or model in (e["model"], e["slug"]))
-    ]
-    if not matches:
-        fail(f"no {role} script{' for ' + model if model else ''} in {store.root}")
-    code = (store.root / matches[0]["path"]).read_text(encoding="utf-8")
-    out.print(Syntax(code, "python", line_numbers=True))
-
-
+app.add_typer(models_app, name="models")
+app.add_typer(scripts_app, name="scripts")
 app.add_typer(sandbox_app, name="sandbox")
 
 
