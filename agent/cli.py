@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from datetime import datetime
@@ -19,6 +20,9 @@ from agent.runstore import RunStore
 from agent.sandbox_cli import sandbox_app
 from agent.scripts_cli import scripts_app
 from agent.task import TaskSpec
+
+# Our progress bars show each stage; the libraries' own bars (one per model load) are noise.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 app = typer.Typer(
     help=__doc__

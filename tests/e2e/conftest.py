@@ -1,3 +1,44 @@
+"""Shared pieces of the end-to-end tests: a tiny hub, keyword data, the Docker fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import make_tiny_classifier
 from tests.sandbox.conftest import docker_client, docker_sandbox
 
 __all__ = ["docker_client", "docker_sandbox"]
+
+LABELS = ["negative", "neutral", "positive"]
+WORDS = {
+    "good": "positive",
+    "great": "positive",
+    "bad": "negative",
+    "awful": "negative",
+    "ok": "neutral",
+    "fine": "neutral",
+}
+
+
+@pytest.fixture(scope="session")
+def hub_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("hub")
+    for seed in range(3):
+        make_tiny_classifier(root / f"tiny__sentiment-{seed}", LABELS, seed=seed)
+    return root
+
+
+def write_data(path: Path, n: int, blanks: tuple[int, ...] = (3,)) -> Path:
+    """n rows `the day was <word> number i` with the word's label in `gold`; blanks are empty."""
+    words = list(WORDS)
+    lines = ["text,gold"]
+    for i in range(n):
+        if i in blanks:
+            lines.append(",neutral")
+            continue
+        word = words[i % len(words)]
+        lines.append(f"the day was {word} number {i},{WORDS[word]}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

@@ -18,39 +18,8 @@ from agent.runner import RunOptions, create_run, run_graph
 from agent.runstore import RunStore
 from agent.task import TaskSpec
 from sandbox.local import LocalSandbox
+from tests.e2e.conftest import LABELS, WORDS, write_data
 from tests.fake_openai import FakeOpenAI
-from tests.helpers import make_tiny_classifier
-
-LABELS = ["negative", "neutral", "positive"]
-WORDS = {
-    "good": "positive",
-    "great": "positive",
-    "bad": "negative",
-    "awful": "negative",
-    "ok": "neutral",
-    "fine": "neutral",
-}
-
-
-@pytest.fixture(scope="module")
-def hub_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("hub")
-    for seed in range(3):
-        make_tiny_classifier(root / f"tiny__sentiment-{seed}", LABELS, seed=seed)
-    return root
-
-
-def write_data(path: Path, n: int, blanks: tuple[int, ...] = (3,)) -> Path:
-    words = list(WORDS)
-    lines = ["text,gold"]
-    for i in range(n):
-        if i in blanks:
-            lines.append(",neutral")
-            continue
-        word = words[i % len(words)]
-        lines.append(f"the day was {word} number {i},{WORDS[word]}")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 def make_task(data: Path, **kw) -> TaskSpec:
