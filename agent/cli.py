@@ -287,6 +287,12 @@ def resume(
     _summary(store, metrics)
 
 
+DEMO_DESCRIPTIONS = {
+    "sentiment": "sentiment of tweets: is the author positive, negative or neutral",
+    "toxicity": "toxicity of social media comments: toxic or non-toxic",
+}
+
+
 @app.command()
 def demo(
     task: str = typer.Option("sentiment", "--task", help="sentiment or toxicity."),
@@ -298,10 +304,10 @@ def demo(
     quiet: bool = QuietOpt,
 ) -> None:
     """Label bundled sample data end to end with the embedded defaults (no network, no key)."""
-    from agent.demo_hub import DEMO_TASKS, demo_input
+    from agent.demo_hub import TASK_LABELS, demo_input
 
-    if task not in DEMO_TASKS:
-        fail(f"unknown demo task {task!r}; use one of {', '.join(DEMO_TASKS)}")
+    if task not in TASK_LABELS:
+        fail(f"unknown demo task {task!r}; use one of {', '.join(TASK_LABELS)}")
     import pandas as pd
 
     source = pd.read_csv(demo_input(task))
@@ -310,8 +316,8 @@ def demo(
     sample.parent.mkdir(parents=True, exist_ok=True)
     source.head(rows).rename(columns={"label": "gold"}).to_csv(sample, index=False)
     spec = _task_or_fail(
-        description=DEMO_TASKS[task]["description"],
-        labels=DEMO_TASKS[task]["labels"],
+        description=DEMO_DESCRIPTIONS[task],
+        labels=TASK_LABELS[task],
         data_path=str(sample),
         gold_column="gold",
         beta=beta,
