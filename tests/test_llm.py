@@ -1,6 +1,10 @@
 import importlib.util
 import json
+import os
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -180,3 +184,36 @@ def test_local_endpoints_cost_nothing(tmp_path):
         client.complete(PROMPT, "review")
         assert client.usage.cost_usd == 0.0
     assert ledger(tmp_path)[0]["cost_usd"] == 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None and os.environ.get("CI") != "true",
+    reason="needs llama-cpp-python (scripts/install.sh llm)",
+)
+@pytest.mark.timeout(600)
+def test_the_server_dies_with_a_run_killed_by_sigkill():
+    starter = (
+        "import time\n"
+        "from agent.llm import LocalServer, resolve_gguf\n"
+        "server = LocalServer(resolve_gguf())\n"
+        "server.start()\n"
+        "print(server._process.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    run = subprocess.Popen([sys.executable, "-c", starter], stdout=subprocess.PIPE, text=True)
+    server_pid = int(run.stdout.readline())
+    run.kill()  # SIGKILL: no atexit, no finally
+    run.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            return False
+        return "\nState:\tZ" not in state  # a zombie has exited; only reaping is left
+
+    deadline = time.monotonic() + 30
+    while alive(server_pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not alive(server_pid), "the LLM server outlived the run that started it"
