@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
 ENV_DEST = "AUTOANNOTATOR_DEMO_HUB"
 # Bump when specs, data or recipe change, so a cached catalog is rebuilt instead of reused.
-CATALOG_VERSION = 2
+CATALOG_VERSION = 3
 
 TASK_LABELS = {
     "sentiment": ["negative", "neutral", "positive"],
@@ -138,7 +138,7 @@ DEMO_MODELS: tuple[DemoModel, ...] = (
         "demo/minilm-sentiment-tweets",
         "sentiment",
         "Tweet sentiment, trained on TweetEval tweets only.",
-        (Draw("sentiment_tweeteval", 0, 800),),
+        (Draw("sentiment_tweeteval", 0, 1200),),
         "other",
         48_210,
         ("sentiment", "twitter", "tweets", "social-media"),
@@ -148,7 +148,7 @@ DEMO_MODELS: tuple[DemoModel, ...] = (
         "demo/minilm-sentiment-movie-reviews",
         "sentiment",
         "Movie-review sentence sentiment (SST-5 folded to 3 classes) with some tweets mixed in.",
-        (Draw("sentiment_sst5", 0, 600), Draw("sentiment_tweeteval", 800, 1400)),
+        (Draw("sentiment_sst5", 0, 600), Draw("sentiment_tweeteval", 0, 900)),
         "other",
         21_734,
         ("sentiment", "reviews", "movies", "sst"),
@@ -158,7 +158,7 @@ DEMO_MODELS: tuple[DemoModel, ...] = (
         "demo/minilm-sentiment-financial-news",
         "sentiment",
         "Financial news sentiment (FinancialPhraseBank) with some tweets mixed in.",
-        (Draw("sentiment_financial_phrasebank", 0, 600), Draw("sentiment_tweeteval", 1400, 2000)),
+        (Draw("sentiment_financial_phrasebank", 0, 600), Draw("sentiment_tweeteval", 300, 1200)),
         "cc-by-nc-sa-3.0",
         9_871,
         ("sentiment", "finance", "news"),
