@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from agent.demo_hub import build_demo_hub, demo_input
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from agent.annotate import annotate_chunk
 from agent.codegen import write_scripts
+from agent.demo_hub import build_demo_hub, demo_input
 from agent.hub import LocalHub
 from agent.task import TaskSpec
 from sandbox.base import Limits
