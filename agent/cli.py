@@ -135,8 +135,9 @@ def _summary(store: RunStore, metrics: dict) -> None:
     )
     if "accuracy_vs_gold" in metrics:
         out.print(f"accuracy against gold: {metrics['accuracy_vs_gold']:.2%}")
-    out.print(f"labels: {store.labels_path}  (also {store.labels_csv_path.name})")
-    out.print(f"report: {store.report_path}")
+    # soft_wrap: a path split over two lines cannot be copied; let the terminal wrap it.
+    out.print(f"labels: {store.labels_path}  (also {store.labels_csv_path.name})", soft_wrap=True)
+    out.print(f"report: {store.report_path}", soft_wrap=True)
 
 
 def _options(hub, sandbox, device, llm_base_url, llm_api_key, llm_model, gguf, timeout, quiet):
@@ -327,7 +328,7 @@ def demo(
         options = _options(None, sandbox, "auto", None, None, None, None, 3600.0, quiet)
         store = _create(spec, target, options)
         if not quiet:
-            console.print(f"run directory: {store.root}")
+            console.print(f"run directory: {store.root}", soft_wrap=True)
         metrics = _execute(store, options, resume=False, quiet=quiet)
     except user_errors() as err:
         fail(str(err))
@@ -392,7 +393,7 @@ def evaluate(
     for row in table["rows"]:
         render.add_row(*[str(row[c]) for c in table["columns"]])
     out.print(render)
-    out.print(f"table: {table['path']}")
+    out.print(f"table: {table['path']}", soft_wrap=True)
 
 
 app.add_typer(models_app, name="models")
