@@ -244,7 +244,8 @@ def run(
         store = _create(spec, _run_dir(run_dir), options)
         if not quiet:
             console.print(
-                f"run directory: {store.root}  (resume: autoannotator resume {store.root})"
+                f"run directory: {store.root}  (resume: autoannotator resume {store.root})",
+                soft_wrap=True,
             )
         metrics = _execute(store, options, resume=False, quiet=quiet)
     except user_errors() as err:
