@@ -79,6 +79,11 @@ class ProgressView:
             return
         if event == "selected":
             self.bar.console.print(f"committee: {', '.join(data['models'])}")
+            if data.get("expected_escalation") is not None:
+                self.bar.console.print(
+                    f"expected escalation to review: {data['expected_escalation']:.0%} "
+                    "(the committee's disagreement on a smoke-test sample of your rows)"
+                )
         elif event == "deployed":
             self.bar.console.print(f"deployed {data['model']}")
         elif event == "annotating":

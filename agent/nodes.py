@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pandas as pd
 from langgraph.runtime import Runtime
 
 from agent.annotate import annotate_chunk, run_step, vote_chunk
@@ -53,7 +54,9 @@ def select_models(state: RunState, runtime: Runtime[Services]) -> dict:
     store = _store(state)
     if not store.models_path.is_file():
         started = time.perf_counter()
-        chosen, ranked = select(runtime.context.hub, store.task())
+        # The smoke test runs every candidate on the user's own first rows.
+        texts = pd.read_parquet(store.input_chunk(0))["text"].tolist() if store.n_chunks() else None
+        chosen, ranked = select(runtime.context.hub, store.task(), texts)
         write_json(
             {
                 "hub": runtime.context.hub.name,
@@ -64,7 +67,11 @@ def select_models(state: RunState, runtime: Runtime[Services]) -> dict:
         )
         store.log_timing("select", time.perf_counter() - started)
     models = _models(store)
-    runtime.context.progress("selected", models=[m["id"] for m in models])
+    runtime.context.progress(
+        "selected",
+        models=[m["id"] for m in models],
+        expected_escalation=models[0].get("expected_escalation"),
+    )
     return {"versions": state.get("versions") or {m["slug"]: 0 for m in models}}
 
 

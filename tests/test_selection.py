@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from agent.selection import (
     static_rejection,
 )
 from agent.task import TaskSpec
-from tests.helpers import card_text, write_vocab
+from tests.helpers import card_text, make_keyword_classifier
 
 FIXTURES = Path(__file__).parent / "fixtures" / "model_configs"
 SENTIMENT = ["negative", "neutral", "positive"]
@@ -73,81 +72,6 @@ def sample_texts() -> list[str]:
         else:
             texts.append(f"{subject} is at {i} pm on the news")
     return texts
-
-
-def make_keyword_classifier(
-    path: Path,
-    labels: Sequence[str],
-    keywords: dict[str, Sequence[str]],
-    default: str,
-    *,
-    bias: dict[str, float] | None = None,
-    problem_type: str | None = None,
-    front_matter: dict | None = None,
-) -> Path:
-    """A tiny BERT whose weights are set, not trained: a text containing a keyword of label L
-    is classified L, a text with none is `default`; `bias` then skews the classifier.
-
-    Embeddings are zero except each keyword's, a direction of its own; layer 1 attends
-    uniformly with identity values, so [CLS] becomes the layer-normed mean of the keyword
-    directions; everything else passes through, and the classifier reads the directions.
-    """
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
-
-    path.mkdir(parents=True, exist_ok=True)
-    # tests.helpers.make_tiny_classifier passes `vocab_file=`, which transformers 5 ignores
-    # (its tokenizer then knows only the special tokens); `vocab=` loads the word list.
-    tokenizer = BertTokenizer(vocab=str(write_vocab(path / "vocab.txt")), do_lower_case=True)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
-        problem_type=problem_type,
-    )
-    model = BertForSequenceClassification(config)
-
-    def direction(label: str):
-        vector = torch.zeros(config.hidden_size)
-        vector[2 * labels.index(label)] = 1.0
-        vector[2 * labels.index(label) + 1] = -1.0
-        return vector
-
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.zero_()
-        norms = [model.bert.embeddings.LayerNorm]
-        for layer in model.bert.encoder.layer:
-            norms += [layer.attention.output.LayerNorm, layer.output.LayerNorm]
-        for norm in norms:
-            norm.weight.fill_(1.0)
-        for label, words in keywords.items():
-            for word in words:
-                index = tokenizer.convert_tokens_to_ids(word)
-                assert index != tokenizer.unk_token_id, word
-                model.bert.embeddings.word_embeddings.weight[index] = direction(label)
-        first = model.bert.encoder.layer[0]
-        first.attention.self.value.weight.copy_(torch.eye(config.hidden_size))
-        first.attention.output.dense.weight.copy_(torch.eye(config.hidden_size))
-        model.bert.pooler.dense.weight.copy_(torch.eye(config.hidden_size))
-        for label in keywords:
-            model.classifier.weight[labels.index(label)] = 5 * direction(label)
-        model.classifier.bias[labels.index(default)] = 5.0
-        for label, value in (bias or {}).items():
-            model.classifier.bias[labels.index(label)] = value
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    meta = {"license": "apache-2.0", "pipeline_tag": "text-classification", **(front_matter or {})}
-    (path / "README.md").write_text(
-        card_text(meta, "# Tweet sentiment\n\nSentiment of tweets: negative, neutral, positive."),
-        encoding="utf-8",
-    )
-    return path
 
 
 def sentiment_model(path: Path, **kwargs) -> Path:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import make_tiny_classifier
+from tests.helpers import make_keyword_classifier
 from tests.sandbox.conftest import docker_client, docker_sandbox
 
 __all__ = ["docker_client", "docker_sandbox"]
@@ -22,11 +22,31 @@ WORDS = {
 }
 
 
+# Every member knows the probe words selection checks with; each misses a different pair of
+# the data's keywords (reading them as neutral), so the committee disagrees on some rows only.
+PROBE_WORDS = {
+    "positive": ["love", "wonderful", "happy", "perfect"],
+    "negative": ["hate", "terrible", "angry", "worst"],
+}
+MISSED_WORDS = [(), ("great", "awful"), ("good", "bad")]
+
+
 @pytest.fixture(scope="session")
 def hub_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("hub")
-    for seed in range(3):
-        make_tiny_classifier(root / f"tiny__sentiment-{seed}", LABELS, seed=seed)
+    for index, missed in enumerate(MISSED_WORDS):
+        keywords = {
+            label: PROBE_WORDS[label]
+            + [w for w, y in WORDS.items() if y == label and w not in missed]
+            for label in PROBE_WORDS
+        }
+        make_keyword_classifier(
+            root / f"tiny__sentiment-{index}",
+            LABELS,
+            keywords,
+            "neutral",
+            front_matter={"base_model": f"tiny/base-{index}", "datasets": [f"set-{index}"]},
+        )
     return root
 
 
