@@ -186,6 +186,20 @@ GgufOpt = typer.Option(
 )
 TimeoutOpt = typer.Option(3600.0, "--step-timeout", help="Seconds one sandboxed script may run.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars; for scripts.")
+CodegenOpt = typer.Option(
+    None,
+    "--codegen",
+    help="Who writes the deploy/annotate/finetune scripts: llm (verified, template fallback) "
+    "or template. Default: llm when an LLM reviews, template otherwise.",
+)
+
+
+def _codegen(choice: str | None, llm_configured: bool) -> str:
+    if choice is None:
+        return "llm" if llm_configured else "template"
+    if choice not in ("llm", "template"):
+        fail(f"--codegen takes llm or template, not {choice!r}")
+    return choice
 
 
 def _run_dir(run_dir: Path | None, prefix: str = "run") -> Path:
@@ -227,6 +241,7 @@ def run(
     gguf: str = GgufOpt,
     step_timeout: float = TimeoutOpt,
     quiet: bool = QuietOpt,
+    codegen: str = CodegenOpt,
 ) -> None:
     """Label a file end to end: select SLMs, write scripts, vote, review, fine-tune, report."""
     spec = _task_or_fail(
@@ -241,6 +256,7 @@ def run(
         chunk_size=chunk_size,
         reviewer=reviewer,
         device=device,
+        codegen=_codegen(codegen, reviewer == "llm"),
     )
     try:
         options = _options(
@@ -365,6 +381,7 @@ def evaluate(
     llm_model: str = ModelOpt,
     gguf: str = GgufOpt,
     quiet: bool = QuietOpt,
+    codegen: str = CodegenOpt,
 ) -> None:
     """Run the pipeline on a labeled file as if unlabeled; print the paper's table 3/4 columns."""
     from agent.evaluate import evaluate as run_eval
@@ -383,6 +400,7 @@ def evaluate(
         epsilon=epsilon,
         beta=beta,
         chunk_size=chunk_size,
+        codegen=_codegen(codegen, "llm" in chosen),
     )
     try:
         options = _options(

@@ -9,12 +9,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 from langgraph.runtime import Runtime
 
 from agent.annotate import annotate_chunk, run_step, vote_chunk
-from agent.codegen import script_path, write_scripts
+from agent.codegen import generate_scripts, script_path, write_scripts
 from agent.finetune import finetune_cycle
 from agent.hardpool import review_chunk
 from agent.hub import ModelHub
@@ -39,6 +40,7 @@ class Services:
     device: str = "cpu"
     limits: Limits = field(default_factory=Limits)
     progress: Callable[..., None] = _quiet
+    llm: object | None = None  # agent.llm.LLMClient that writes the scripts (--codegen llm)
 
 
 def _store(state: RunState) -> RunStore:
@@ -91,27 +93,45 @@ def align_labels(state: RunState, runtime: Runtime[Services]) -> dict:
 
 
 def write_pipeline_scripts(state: RunState, runtime: Runtime[Services]) -> dict:
-    """Render deploy/annotate/finetune scripts, then deploy every model as version 0."""
+    """Write the deploy script, deploy every model as version 0, then the annotate and
+    finetune scripts: with --codegen llm those are verified on the deployed models."""
     store = _store(state)
     task = store.task()
     models = _models(store)
-    write_scripts(store, task, models)
+    services = runtime.context
+
+    def scripts(roles: tuple[str, ...]) -> None:
+        # Generated scripts are tried on the run's first rows; with none there is nothing to try.
+        if task.codegen == "llm" and store.n_chunks():
+            generate_scripts(
+                store,
+                task,
+                models,
+                roles,
+                services.llm,
+                services.sandbox,
+                device=services.device,
+                limits=services.limits,
+                progress=services.progress,
+            )
+        else:
+            write_scripts(store, task, models, roles)
+
+    scripts(("deploy",))
     started = time.perf_counter()
     for model in models:
         out = store.model_dir(model["slug"], 0)
         if (out / "config.json").is_file():
             continue
-        limits = runtime.context.limits
+        limits = services.limits
         inputs = []
         # A local model directory is mounted read-only; a hub id needs the network.
-        from pathlib import Path
-
         if Path(model["source"]).is_dir():
             inputs.append(Path(model["source"]))
         else:
             limits = Limits(**{**limits.__dict__, "network": True})
         run_step(
-            runtime.context.sandbox,
+            services.sandbox,
             store,
             f"deploy-{model['slug']}",
             script_path(store, "deploy", model["slug"]),
@@ -120,8 +140,9 @@ def write_pipeline_scripts(state: RunState, runtime: Runtime[Services]) -> dict:
             output_dir=out,
             limits=limits,
         )
-        runtime.context.progress("deployed", model=model["id"])
+        services.progress("deployed", model=model["id"])
     store.log_timing("deploy", time.perf_counter() - started)
+    scripts(("annotate", "finetune"))
     return {"n_chunks": store.n_chunks(), "next_chunk": state.get("next_chunk", 0)}
 
 

@@ -20,6 +20,7 @@ from sandbox.base import Limits, Sandbox
 
 # The local LLM server's share of the CPU; torch in the sandbox gets the rest.
 LOCAL_SERVER_THREADS = 1
+CODEGEN_TIMEOUT_S = 1200.0
 
 
 @dataclass
@@ -55,7 +56,24 @@ def _gold(store: RunStore) -> dict[str, str]:
     return dict(zip(rows["id"], rows["gold"].astype(str), strict=True))
 
 
-def open_reviewer(task: TaskSpec, store: RunStore, options: RunOptions, stack: ExitStack):
+def open_llm(options: RunOptions, stack: ExitStack):
+    """The run's LLM endpoint (agent.llm.Endpoint); a local server lives as long as `stack`."""
+    from agent import llm
+
+    return stack.enter_context(
+        llm.open_endpoint(
+            base_url=options.llm_base_url,
+            api_key=options.llm_api_key,
+            model=options.llm_model,
+            gguf=options.gguf,
+            n_threads=LOCAL_SERVER_THREADS,
+        )
+    )
+
+
+def open_reviewer(
+    task: TaskSpec, store: RunStore, options: RunOptions, stack: ExitStack, endpoint=None
+):
     """(reviewer, CPU threads its LLM server uses); the server lives as long as `stack`."""
     if task.reviewer == "none":
         return None, 0
@@ -65,15 +83,7 @@ def open_reviewer(task: TaskSpec, store: RunStore, options: RunOptions, stack: E
         return review.OracleReviewer(_gold(store)), 0
     from agent import llm
 
-    endpoint = stack.enter_context(
-        llm.open_endpoint(
-            base_url=options.llm_base_url,
-            api_key=options.llm_api_key,
-            model=options.llm_model,
-            gguf=options.gguf,
-            n_threads=LOCAL_SERVER_THREADS,
-        )
-    )
+    endpoint = endpoint or open_llm(options, stack)
     client = stack.enter_context(llm.LLMClient.for_endpoint(endpoint, store.root))
     return (
         review.LLMReviewer(client, task.labels, task.description, task.label_descriptions),
@@ -81,12 +91,25 @@ def open_reviewer(task: TaskSpec, store: RunStore, options: RunOptions, stack: E
     )
 
 
+def open_codegen_llm(endpoint, store: RunStore, stack: ExitStack):
+    """The client that writes the scripts: the run's cache and ledger, patient with long answers."""
+    from agent import llm
+
+    client = stack.enter_context(llm.LLMClient.for_endpoint(endpoint, store.root))
+    # A script is ~1000 tokens: minutes on a busy local server, past the reviewer's timeout,
+    # and a retry after a timeout would only pay for the same answer twice.
+    client.chat_model = llm.make_chat_model(endpoint, timeout_s=CODEGEN_TIMEOUT_S, max_retries=0)
+    return client
+
+
 def run_graph(store: RunStore, options: RunOptions, *, resume: bool) -> dict:
     """Run (or resume) the graph to the end; returns the final state."""
     task = store.task()
     graph = build_graph()
     with ExitStack() as stack:
-        reviewer, server_threads = open_reviewer(task, store, options, stack)
+        wants_llm = task.codegen == "llm" or task.reviewer == "llm"
+        endpoint = open_llm(options, stack) if wants_llm else None
+        reviewer, server_threads = open_reviewer(task, store, options, stack, endpoint)
         # The local LLM server and the SLMs share the CPU: give torch what the server leaves.
         cpus = os.cpu_count() or 1
         threads = max(1, cpus - server_threads) if server_threads else cpus
@@ -97,6 +120,7 @@ def run_graph(store: RunStore, options: RunOptions, *, resume: bool) -> dict:
             device=resolve_device(options.device, options.sandbox),
             limits=Limits(timeout_s=options.timeout_s, threads=threads),
             progress=options.progress,
+            llm=open_codegen_llm(endpoint, store, stack) if task.codegen == "llm" else None,
         )
         conn = sqlite3.connect(store.checkpoints_path, check_same_thread=False)
         stack.callback(conn.close)
@@ -122,8 +146,8 @@ def run_graph(store: RunStore, options: RunOptions, *, resume: bool) -> dict:
 
 
 def preflight(task: TaskSpec, options: RunOptions) -> None:
-    """Fail before anything is written when the reviewer's LLM cannot be had."""
-    if task.reviewer != "llm":
+    """Fail before anything is written when the LLM (reviewer or codegen) cannot be had."""
+    if task.reviewer != "llm" and task.codegen != "llm":
         return
     from agent import llm
 

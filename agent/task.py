@@ -25,7 +25,7 @@ class TaskSpec(BaseModel):
     beta: int = Field(default=PAPER_BETA, ge=1)
     chunk_size: int = Field(default=1000, ge=1)
     reviewer: str = "llm"  # llm | oracle:COLUMN | none
-    codegen: Literal["template"] = "template"
+    codegen: Literal["template", "llm"] = "template"  # CLI default: llm when the reviewer is
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(default=64, ge=1)
     max_length: int = Field(default=128, ge=8, le=4096)
