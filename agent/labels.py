@@ -14,9 +14,13 @@ with that label and flags what disagrees.
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
 
 # Canonical task label -> spellings models use for it.
 SYNONYMS: dict[str, tuple[str, ...]] = {
@@ -186,7 +190,56 @@ def _apply_proposal(
             evidence[label] = f"{NO_MATCH} (proposed {suggested!r}, not a task label)"
             continue
         mapping[label] = target
-        evidence[label] = f"{PROPOSED} by the caller's LLM: {label} = {target}"
+        evidence[label] = f"{PROPOSED} by the LLM: {label} = {target}"
+
+
+# The local server's context is 4096 tokens; the start of a card is where labels are explained.
+CARD_CHARS = 2000
+_CARD_DELIMITER = re.compile(r"<\s*(/?)\s*card\s*>", re.IGNORECASE)
+_JSON_OBJECT = re.compile(r"\{.*\}", re.S)
+
+
+def parse_proposal(answer: str) -> dict:
+    """The JSON object in an LLM answer ({} when there is none); values are checked by align."""
+    found = _JSON_OBJECT.search(answer)
+    if found is None:
+        return {}
+    try:
+        proposal = json.loads(found.group(0))
+    except json.JSONDecodeError:
+        return {}
+    return proposal if isinstance(proposal, dict) else {}
+
+
+def llm_proposer(client, task_description: str) -> Proposer:
+    """A Proposer that asks the run's LLM (an agent.llm.LLMClient), one call per model."""
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    from agent.review import load_prompt
+
+    templates = load_prompt("label_map")
+
+    def propose(model_labels: list[str], task_labels: list[str], card: str) -> dict:
+        # The card comes from the hub: it is data, fenced so it cannot close its own block.
+        card = _CARD_DELIMITER.sub(lambda m: f"&lt;{m.group(1)}card&gt;", card[:CARD_CHARS])
+        variables = {
+            "task_description": task_description,
+            "task_labels": task_labels,
+            "model_labels": model_labels,
+            "card": card,
+            "example": {label: task_labels[0] for label in model_labels[:1]},
+        }
+        messages = [
+            SystemMessage(templates["system"].render(**variables)),
+            HumanMessage(templates["user"].render(**variables)),
+        ]
+        answer = client.complete(messages, purpose="label-map", max_tokens=200)
+        proposal = parse_proposal(answer)
+        if not proposal:
+            log.info("label map: no JSON object in the LLM's answer %r", answer[:200])
+        return proposal
+
+    return propose
 
 
 def _note_many_to_one(alignment: Alignment) -> None:

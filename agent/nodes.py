@@ -19,6 +19,7 @@ from agent.codegen import generate_scripts, script_path, write_scripts
 from agent.finetune import finetune_cycle
 from agent.hardpool import review_chunk
 from agent.hub import ModelHub
+from agent.labels import llm_proposer
 from agent.report import write_outputs
 from agent.runstore import RunStore, read_json, write_json
 from agent.selection import select
@@ -40,7 +41,8 @@ class Services:
     device: str = "cpu"
     limits: Limits = field(default_factory=Limits)
     progress: Callable[..., None] = _quiet
-    llm: object | None = None  # agent.llm.LLMClient that writes the scripts (--codegen llm)
+    # agent.llm.LLMClient for the meta-controller's own calls: label maps, scripts (--codegen llm)
+    llm: object | None = None
 
 
 def _store(state: RunState) -> RunStore:
@@ -58,7 +60,10 @@ def select_models(state: RunState, runtime: Runtime[Services]) -> dict:
         started = time.perf_counter()
         # The smoke test runs every candidate on the user's own first rows.
         texts = pd.read_parquet(store.input_chunk(0))["text"].tolist() if store.n_chunks() else None
-        chosen, ranked = select(runtime.context.hub, store.task(), texts)
+        task = store.task()
+        llm = runtime.context.llm
+        propose = llm_proposer(llm, task.description) if llm is not None else None
+        chosen, ranked = select(runtime.context.hub, task, texts, propose=propose)
         write_json(
             {
                 "hub": runtime.context.hub.name,

@@ -91,8 +91,9 @@ def open_reviewer(
     )
 
 
-def open_codegen_llm(endpoint, store: RunStore, stack: ExitStack):
-    """The client that writes the scripts: the run's cache and ledger, patient with long answers."""
+def open_controller_llm(endpoint, store: RunStore, stack: ExitStack):
+    """The meta-controller's client (label maps, scripts): the run's cache and ledger, patient
+    with long answers."""
     from agent import llm
 
     client = stack.enter_context(llm.LLMClient.for_endpoint(endpoint, store.root))
@@ -120,7 +121,7 @@ def run_graph(store: RunStore, options: RunOptions, *, resume: bool) -> dict:
             device=resolve_device(options.device, options.sandbox),
             limits=Limits(timeout_s=options.timeout_s, threads=threads),
             progress=options.progress,
-            llm=open_codegen_llm(endpoint, store, stack) if task.codegen == "llm" else None,
+            llm=open_controller_llm(endpoint, store, stack) if endpoint is not None else None,
         )
         conn = sqlite3.connect(store.checkpoints_path, check_same_thread=False)
         stack.callback(conn.close)

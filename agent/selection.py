@@ -43,6 +43,7 @@ WEIGHTS = {"similarity": 0.7, "label_fit": 0.2, "popularity": 0.1}
 # log10(downloads + 1) / this: a model with 10M downloads gets the full popularity part.
 POPULARITY_SCALE = 7.0
 HUB_LISTING_LIMIT = 200
+MAX_PROPOSALS = 10  # LLM label-map proposals per selection, for the most similar unmapped models
 MAX_PASSAGES = 8
 MIN_PASSAGE_CHARS = 20  # shorter paragraphs are headings and badges
 
@@ -249,9 +250,14 @@ def rank_candidates(
     policy = policy or Policy()
     models = hub.list_models(limit=HUB_LISTING_LIMIT)
     sims = card_similarities(task_query(task), models)
+    alignments = [align(model.labels, task.labels, model.card) for model in models]
+    if propose is not None:
+        # One LLM call per model is too many on a real hub: ask only for the closest ones.
+        unmapped = [i for i, alignment in enumerate(alignments) if not alignment.complete]
+        for i in sorted(unmapped, key=lambda i: -sims[i])[:MAX_PROPOSALS]:
+            alignments[i] = align(models[i].labels, task.labels, models[i].card, propose)
     candidates = []
-    for model, sim in zip(models, sims, strict=True):
-        alignment = align(model.labels, task.labels, model.card, propose)
+    for model, sim, alignment in zip(models, sims, alignments, strict=True):
         parts = {
             "similarity": sim,
             "label_fit": alignment.fit,

@@ -302,3 +302,33 @@ def test_models_search_cli_shows_choices_rejections_and_escalation(smoke_hub, tm
     result = search(3)
     assert result.exit_code == 1
     assert "only 2 of the k=3 models needed can do the task" in result.output
+
+
+def test_an_llm_proposal_rescues_generic_labels_for_the_closest_models_only(tmp_path, monkeypatch):
+    import agent.selection
+
+    source = "cardiffnlp__twitter-roberta-base-sentiment"
+    for model_id, topic in (("a/tweet-sentiment", "tweets"), ("b/poems", "medieval poetry")):
+        target = tmp_path / model_id.replace("/", "__")
+        target.mkdir(parents=True)
+        shutil.copy(FIXTURES / source / "config.json", target)
+        # No "0 -> negative" line: rules alone cannot map LABEL_0..2.
+        body = f"# Sentiment classifier\n\nA sentiment analysis model fine-tuned on {topic}.\n"
+        (target / "README.md").write_text(card_text({"downloads": 10}, body), encoding="utf-8")
+    asked = []
+
+    def propose(model_labels, task_labels, card):
+        asked.append(card)
+        return {"LABEL_0": "negative", "LABEL_1": "neutral", "LABEL_2": "positive"}
+
+    hub = LocalHub(tmp_path)
+    spec = task("sentiment of tweets", SENTIMENT, k=1)
+    assert all(c.rejected for c in rank_candidates(hub, spec))
+
+    monkeypatch.setattr(agent.selection, "MAX_PROPOSALS", 1)
+    ranked = by_id(rank_candidates(hub, spec, propose=propose))
+    assert len(asked) == 1 and "tweets" in asked[0]
+    rescued = ranked["a/tweet-sentiment"]
+    assert rescued.rejected is None
+    assert rescued.alignment.evidence["LABEL_2"] == "proposed by the LLM: LABEL_2 = positive"
+    assert ranked["b/poems"].rejected
