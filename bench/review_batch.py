@@ -8,7 +8,7 @@ The metered fake labels by keyword (its accuracy means nothing). Rows are tweets
 demo data with their gold sentiment; every measurement starts with an empty cache, so each
 call is really made.
 
-    python bench/review_batch.py [--endpoints metered,local] [--rows 40] [--batches 1,20]
+    python -m bench.review_batch [--endpoints metered,local] [--rows 40] [--batches 1,20]
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ the same rows with
 and we print accuracy and what it answered. The LLM is the run's: OPENAI_BASE_URL, or the local
 llama.cpp server on the bundled model. Answers are cached, so a rerun costs nothing.
 
-    python bench/review_label_words.py [--rows 100] [--configs bare,words]
+    python -m bench.review_label_words [--rows 100] [--configs bare,words]
 """
 
 from __future__ import annotations
