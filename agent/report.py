@@ -145,7 +145,7 @@ def render_report(metrics: dict) -> str:
         lines.append(f"- accuracy against the gold column: {metrics['accuracy_vs_gold']:.2%}")
     lines += ["", "## Labels by source", "", "| source | rows |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in metrics["by_source"].items()]
-    capped = metrics.get("committee_capped") or {"count": 0}
+    capped = metrics["committee_capped"]
     if capped["count"]:
         lines += [
             "",
