@@ -84,6 +84,8 @@ class ProgressView:
                     f"expected escalation to review: {data['expected_escalation']:.0%} "
                     "(the committee's disagreement on a smoke-test sample of your rows)"
                 )
+        elif event == "review_estimate":
+            self.bar.console.print(describe_estimate(data["estimate"]), highlight=False)
         elif event == "deployed":
             self.bar.console.print(f"deployed {data['model']}")
         elif event == "annotating":
@@ -114,6 +116,22 @@ class ProgressView:
                 self.bar.console.print(
                     f"  {slug}: gate {m['gate_before']:.3f} -> {m['gate_after']:.3f} ({verdict})"
                 )
+
+
+def describe_estimate(estimate) -> str:
+    """One line for agent.review.ReviewEstimate, printed before the review spends anything."""
+    cost = "price unknown" if estimate.cost_usd is None else f"~${estimate.cost_usd:.4f}"
+    line = (
+        f"LLM review estimate: ~{estimate.samples} hard samples, ~{estimate.calls} calls "
+        f"({estimate.batch_size} per call), ~{estimate.tokens_in} tokens in / "
+        f"~{estimate.tokens_out} out, {cost}"
+    )
+    if estimate.affordable is not None and estimate.affordable < estimate.samples:
+        line += (
+            f"; the budget covers ~{estimate.affordable}, the rest keep the committee's "
+            "label (committee-capped)"
+        )
+    return line
 
 
 def make_sandbox(kind: str, device: str):
@@ -194,6 +212,72 @@ CodegenOpt = typer.Option(
 )
 
 
+ReviewBatchOpt = typer.Option(
+    "auto",
+    "--review-batch",
+    help="Samples per LLM review call: N, or auto (1 on the local server, where single calls "
+    "reuse the prompt prefix; 20 on a remote endpoint, which charges the instructions per call).",
+)
+MaxCallsOpt = typer.Option(
+    None,
+    "--max-llm-calls",
+    help="Cap on paid LLM review calls over the whole run (resume included); past it, hard "
+    "samples keep the committee's label as committee-capped.",
+)
+MaxCostOpt = typer.Option(
+    None, "--max-cost", help="Cap on the LLM review's cost in USD (needs a known price)."
+)
+PriceInOpt = typer.Option(
+    None,
+    "--price-in",
+    envvar="AUTOANNOTATOR_PRICE_IN",
+    help="USD per 1M input tokens. Default: 0 on the local server, else a built-in table "
+    "(gpt-4o-mini, gpt-4o, gpt-4.1-mini, gpt-4.1-nano, gpt-3.5-turbo).",
+)
+PriceOutOpt = typer.Option(
+    None, "--price-out", envvar="AUTOANNOTATOR_PRICE_OUT", help="USD per 1M output tokens."
+)
+LabelDescOpt = typer.Option(
+    None,
+    "--label-desc",
+    help='What a label means, for the reviewer LLM; repeatable: --label-desc "bearish=expects '
+    'the price to fall".',
+)
+LabelWordsOpt = typer.Option(
+    None,
+    "--label-words",
+    help="Words the reviewer LLM sees instead of labels, mapped back: "
+    "bearish=negative,bullish=positive.",
+)
+
+
+def _pairs(option: str, items: list[str]) -> dict[str, str]:
+    """`label=text` items (`--label-desc`, `--label-words`) as a dict; a bad one fails."""
+    pairs = {}
+    for item in items:
+        label, sep, text = item.partition("=")
+        if not sep or not label.strip() or not text.strip():
+            fail(f"{option} takes label=text, not {item!r}")
+        pairs[label.strip()] = text.strip()
+    return pairs
+
+
+def _review_fields(batch, max_calls, max_cost, price_in, price_out, label_desc, label_words):
+    """The TaskSpec fields of the LLM review options shared by `run` and `eval`."""
+    if batch != "auto" and not batch.isdigit():
+        fail(f"--review-batch takes auto or a number of samples per call, not {batch!r}")
+    words = [w for group in (label_words or []) for w in group.split(",") if w.strip()]
+    return {
+        "review_batch": batch if batch == "auto" else int(batch),
+        "max_llm_calls": max_calls,
+        "max_cost_usd": max_cost,
+        "price_in": price_in,
+        "price_out": price_out,
+        "label_descriptions": _pairs("--label-desc", label_desc or []),
+        "label_words": _pairs("--label-words", words),
+    }
+
+
 def _codegen(choice: str | None, llm_configured: bool) -> str:
     if choice is None:
         return "llm" if llm_configured else "template"
@@ -242,6 +326,13 @@ def run(
     step_timeout: float = TimeoutOpt,
     quiet: bool = QuietOpt,
     codegen: str = CodegenOpt,
+    review_batch: str = ReviewBatchOpt,
+    max_llm_calls: int = MaxCallsOpt,
+    max_cost: float = MaxCostOpt,
+    price_in: float = PriceInOpt,
+    price_out: float = PriceOutOpt,
+    label_desc: list[str] = LabelDescOpt,
+    label_words: list[str] = LabelWordsOpt,
 ) -> None:
     """Label a file end to end: select SLMs, write scripts, vote, review, fine-tune, report."""
     spec = _task_or_fail(
@@ -257,6 +348,9 @@ def run(
         reviewer=reviewer,
         device=device,
         codegen=_codegen(codegen, reviewer == "llm"),
+        **_review_fields(
+            review_batch, max_llm_calls, max_cost, price_in, price_out, label_desc, label_words
+        ),
     )
     try:
         options = _options(
@@ -382,6 +476,13 @@ def evaluate(
     gguf: str = GgufOpt,
     quiet: bool = QuietOpt,
     codegen: str = CodegenOpt,
+    review_batch: str = ReviewBatchOpt,
+    max_llm_calls: int = MaxCallsOpt,
+    max_cost: float = MaxCostOpt,
+    price_in: float = PriceInOpt,
+    price_out: float = PriceOutOpt,
+    label_desc: list[str] = LabelDescOpt,
+    label_words: list[str] = LabelWordsOpt,
 ) -> None:
     """Run the pipeline on a labeled file as if unlabeled; print the paper's table 3/4 columns."""
     from agent.evaluate import evaluate as run_eval
@@ -401,6 +502,9 @@ def evaluate(
         beta=beta,
         chunk_size=chunk_size,
         codegen=_codegen(codegen, "llm" in chosen),
+        **_review_fields(
+            review_batch, max_llm_calls, max_cost, price_in, price_out, label_desc, label_words
+        ),
     )
     try:
         options = _options(

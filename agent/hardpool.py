@@ -1,8 +1,9 @@
 """The hard-sample pool D_hard: routed samples, their review, and what fine-tuning may use.
 
 hard/<chunk>.parquet holds one row per routed sample of that chunk with the reviewer's
-verdict. A reviewer that is off, over budget or unsure leaves the committee's label in place
-and says so in `source`; only samples with an expert label (llm, oracle, human) train SLMs.
+verdict. A reviewer that is off (unreviewed), over budget (committee-capped) or unsure
+(needs_human) leaves the committee's label in place and says so in `source`; only samples with
+an expert label (llm, oracle, human) train SLMs.
 """
 
 from __future__ import annotations
@@ -16,8 +17,14 @@ from agent.runstore import RunStore, write_parquet
 
 EXPERT_SOURCES = ("llm", "oracle", "human")
 
+# Items handed to the reviewer at a time, so progress shows during review: a whole number of
+# its batches, so a resumed chunk sends the same prompts and the cache answers them.
+PROGRESS_STEP = 16
 
-REVIEW_BATCH = 16  # items handed to the reviewer at a time, so progress shows during review
+
+def progress_step(reviewer) -> int:
+    batch = getattr(reviewer, "batch_size", 1)
+    return batch * max(1, PROGRESS_STEP // batch)
 
 
 def review_chunk(
@@ -28,7 +35,7 @@ def review_chunk(
     if target.is_file():
         hard = pd.read_parquet(target)
         return {"hard": len(hard), "expert": int(hard["source"].isin(EXPERT_SOURCES).sum())}
-    from agent.review import ReviewItem
+    from agent.review import CAPPED, ReviewItem
 
     started = time.perf_counter()
     votes = pd.read_parquet(store.chunk_votes(chunk))
@@ -48,13 +55,17 @@ def review_chunk(
         sources = ["unreviewed"] * len(items)
     else:
         verdicts = []
-        for start in range(0, len(items), REVIEW_BATCH):
-            verdicts += reviewer.review(items[start : start + REVIEW_BATCH])
+        step = progress_step(reviewer)
+        for start in range(0, len(items), step):
+            verdicts += reviewer.review(items[start : start + step])
             progress(len(verdicts), len(items))
         if [v.id for v in verdicts] != [i.id for i in items]:
             raise RuntimeError(f"reviewer {reviewer.name} returned verdicts out of order")
         verdict_labels = [v.label for v in verdicts]
-        sources = [v.source if v.label is not None else "needs_human" for v in verdicts]
+        sources = [
+            v.source if v.label is not None or v.source == CAPPED else "needs_human"
+            for v in verdicts
+        ]
     hard = pd.DataFrame(
         {
             "id": routed["id"].to_numpy(),

@@ -52,11 +52,17 @@ PLACEHOLDER_API_KEY = "not-needed"
 # safe default; an idle many-core machine can raise it with AUTOANNOTATOR_LLM_THREADS.
 DEFAULT_THREADS = 1
 DEFAULT_CONTEXT = 4096
+# Budget checks before a call with no answer limit assume an answer this long.
+DEFAULT_EXPECTED_ANSWER_TOKENS = 256
 INSTALL_HINT = "pip install 'autoannotator[llm]' (or scripts/install-llm.sh)"
 
 
 class LLMUnavailable(RuntimeError):
     """No LLM can be reached; the message is one line naming what failed and how to fix it."""
+
+
+class BudgetExhausted(RuntimeError):
+    """The next call would pass --max-llm-calls or --max-cost; nothing was sent."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,8 @@ class Price:
     output: float
 
 
+FREE = Price(0.0, 0.0)  # our own llama.cpp server
+
 DEFAULT_PRICES: dict[str, Price] = {
     "gpt-4o-mini": Price(0.15, 0.60),
     "gpt-4o": Price(2.50, 10.00),
@@ -86,6 +94,11 @@ DEFAULT_PRICES: dict[str, Price] = {
     "gpt-4.1-nano": Price(0.10, 0.40),
     "gpt-3.5-turbo": Price(0.50, 1.50),
 }
+
+
+def price_table(endpoint: Endpoint) -> Mapping[str, Price]:
+    """What answers cost when the user names no price: nothing on our own server."""
+    return {endpoint.model: FREE} if endpoint.local else DEFAULT_PRICES
 
 
 # --- endpoint resolution ---------------------------------------------------------------------
@@ -395,6 +408,68 @@ class LocalServer:
             process.wait()
 
 
+# --- the budget ------------------------------------------------------------------------------
+
+BUDGETED_PURPOSE = "review"  # reviewer calls; the few script-writing calls are not capped
+
+
+def approx_tokens(text: str) -> int:
+    """Tokens of English text without the model's tokenizer (~4 characters each), for estimates.
+
+    A remote API's tokenizer is not reachable offline; this is within ~20% for English prose,
+    which is what an estimate and a budget check before a call need.
+    """
+    return max(1, len(text) // 4)
+
+
+def ledger_entries(path: Path) -> Iterator[dict]:
+    """The ledger's entries, skipping the half-written last line of a run killed mid-write."""
+    if not path.is_file():
+        return
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError:
+            continue
+
+
+@dataclass
+class Budget:
+    """Caps on the reviewer's paid calls; what was spent is counted from the run's ledger, so
+    a resumed run keeps the budget it started with. Answers from the cache cost nothing."""
+
+    max_calls: int | None = None
+    max_cost_usd: float | None = None
+    calls: int = 0
+    cost_usd: float = 0.0
+
+    @classmethod
+    def from_ledger(
+        cls, path: Path, max_calls: int | None = None, max_cost_usd: float | None = None
+    ) -> Budget:
+        budget = cls(max_calls, max_cost_usd)
+        for entry in ledger_entries(path):
+            if budget.covers(entry.get("purpose", "")) and not entry.get("cache_hit"):
+                budget.spend(float(entry.get("cost_usd") or 0.0))
+        return budget
+
+    @staticmethod
+    def covers(purpose: str) -> bool:
+        return purpose.startswith(BUDGETED_PURPOSE)
+
+    def allows(self, expected_cost_usd: float) -> bool:
+        calls_left = self.max_calls is None or self.calls < self.max_calls
+        # The call's cost is known only afterwards; refusing on its estimate keeps the cap a cap.
+        money_left = (
+            self.max_cost_usd is None or self.cost_usd + expected_cost_usd <= self.max_cost_usd
+        )
+        return calls_left and money_left
+
+    def spend(self, cost_usd: float) -> None:
+        self.calls += 1
+        self.cost_usd += cost_usd
+
+
 # --- the client: cache + ledger --------------------------------------------------------------
 
 
@@ -434,11 +509,13 @@ class LLMClient:
         cache_path: Path,
         ledger_path: Path,
         prices: Mapping[str, Price] | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.chat_model = chat_model
         self.model = model
         self.ledger_path = ledger_path
         self.prices = DEFAULT_PRICES if prices is None else prices
+        self.budget = budget
         self.usage = Usage()
         # Reviewers may call from worker threads; one lock keeps cache, ledger and totals in step.
         self._lock = threading.Lock()
@@ -451,15 +528,27 @@ class LLMClient:
         self._db.commit()
 
     @classmethod
-    def for_endpoint(cls, endpoint: Endpoint, run_dir: Path) -> LLMClient:
-        """The client a run uses: cache and ledger in its run directory, local answers free."""
+    def for_endpoint(
+        cls,
+        endpoint: Endpoint,
+        run_dir: Path,
+        price: Price | None = None,
+        budget: Budget | None = None,
+    ) -> LLMClient:
+        """The client a run uses: cache and ledger in its run directory, priced by `price`,
+        else free on the local server, else from DEFAULT_PRICES by model name."""
         return cls(
             make_chat_model(endpoint),
             model=endpoint.model,
             cache_path=run_dir / "llm_cache.sqlite",
             ledger_path=run_dir / "ledger.jsonl",
-            prices={endpoint.model: Price(0.0, 0.0)} if endpoint.local else None,
+            prices={endpoint.model: price} if price is not None else price_table(endpoint),
+            budget=budget,
         )
+
+    @property
+    def price(self) -> Price | None:
+        return self.prices.get(self.model)
 
     def complete(
         self, messages: Sequence[BaseMessage], purpose: str, max_tokens: int | None = None
@@ -470,6 +559,15 @@ class LLMClient:
         if row is not None:
             self._record(purpose, key, tokens=(0, 0), latency_s=0.0, cache_hit=True)
             return row[0]
+        if self.budget is not None and self.budget.covers(purpose):
+            expected = self._cost(
+                approx_tokens("".join(str(m.content) for m in messages)),
+                max_tokens or DEFAULT_EXPECTED_ANSWER_TOKENS,
+            )
+            if not self.budget.allows(expected or 0.0):
+                raise BudgetExhausted(
+                    f"LLM budget spent: {self.budget.calls} calls, ${self.budget.cost_usd:.4f}"
+                )
 
         options = {} if max_tokens is None else {"max_tokens": max_tokens}
         started = time.perf_counter()
@@ -520,6 +618,8 @@ class LLMClient:
                 self.usage.tokens_in += tokens_in
                 self.usage.tokens_out += tokens_out
                 self.usage.cost_usd += cost or 0.0
+                if self.budget is not None and self.budget.covers(purpose):
+                    self.budget.spend(cost or 0.0)
             with self.ledger_path.open("a", encoding="utf-8") as ledger:
                 ledger.write(json.dumps(line) + "\n")
 

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from agent.llm import ledger_entries
+from agent.review import CAPPED
 from agent.runstore import RunStore, atomic_path, read_json, write_json, write_parquet
 
+CAPPED_FILE = "committee_capped.csv"
 LABEL_COLUMNS = ["id", "text", "label", "source", "confidence", "uncertainty", "votes", "chunk"]
 
 
@@ -63,13 +66,7 @@ def write_labels(store: RunStore, labels: pd.DataFrame) -> None:
 
 def ledger_totals(path: Path) -> dict:
     totals = {"calls": 0, "cache_hits": 0, "tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0}
-    if not path.is_file():
-        return totals
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:  # the last line of a run killed mid-write
-            continue
+    for entry in ledger_entries(path):
         if entry.get("cache_hit"):
             totals["cache_hits"] += 1
             continue
@@ -78,6 +75,18 @@ def ledger_totals(path: Path) -> dict:
         totals["tokens_out"] += int(entry.get("tokens_out") or 0)
         totals["cost_usd"] += float(entry.get("cost_usd") or 0.0)
     return totals
+
+
+def write_capped(store: RunStore, labels: pd.DataFrame) -> dict:
+    """The ids of hard samples the LLM budget left with the committee's label, in a file."""
+    capped = labels[labels["source"] == CAPPED]
+    path = store.root / CAPPED_FILE
+    if capped.empty:
+        path.unlink(missing_ok=True)
+        return {"count": 0, "file": None}
+    with atomic_path(path) as tmp:
+        capped[["id", "chunk", "label"]].to_csv(tmp, index=False)
+    return {"count": len(capped), "file": CAPPED_FILE}
 
 
 def cycles(store: RunStore) -> list[dict]:
@@ -136,6 +145,16 @@ def render_report(metrics: dict) -> str:
         lines.append(f"- accuracy against the gold column: {metrics['accuracy_vs_gold']:.2%}")
     lines += ["", "## Labels by source", "", "| source | rows |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in metrics["by_source"].items()]
+    capped = metrics["committee_capped"]
+    if capped["count"]:
+        lines += [
+            "",
+            "## Over the LLM budget",
+            "",
+            f"{capped['count']} hard samples came after --max-llm-calls / --max-cost was spent: "
+            "they keep the committee's plurality label (source `committee-capped`) and train no "
+            f"SLM. Their ids: `{capped['file']}`.",
+        ]
     lines += ["", "## Labels", "", "| label | rows |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in metrics["by_label"].items()]
     lines += ["", "## Committee", "", "| model | label map |", "|---|---|"]
@@ -168,6 +187,7 @@ def write_outputs(store: RunStore, models: list[dict]) -> dict:
     labels = assemble_labels(store, models)
     write_labels(store, labels)
     metrics = compute_metrics(store, labels, models)
+    metrics["committee_capped"] = write_capped(store, labels)
     write_json(metrics, store.metrics_path)
     with atomic_path(store.report_path) as tmp:
         tmp.write_text(render_report(metrics), encoding="utf-8")

@@ -14,7 +14,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from agent.graph import build_graph
 from agent.hub import ModelHub
 from agent.nodes import Services
-from agent.runstore import RunStore
+from agent.runstore import InputError, RunStore
 from agent.task import TaskSpec
 from sandbox.base import Limits, Sandbox
 
@@ -84,11 +84,65 @@ def open_reviewer(
     from agent import llm
 
     endpoint = endpoint or open_llm(options, stack)
-    client = stack.enter_context(llm.LLMClient.for_endpoint(endpoint, store.root))
-    return (
-        review.LLMReviewer(client, task.labels, task.description, task.label_descriptions),
-        LOCAL_SERVER_THREADS if endpoint.local else 0,
+    check_price(task, endpoint)
+    # Counted from the ledger, so a resumed run has only what its first part left.
+    budget = llm.Budget.from_ledger(store.ledger_path, task.max_llm_calls, task.max_cost_usd)
+    client = stack.enter_context(
+        llm.LLMClient.for_endpoint(endpoint, store.root, price=task_price(task), budget=budget)
     )
+    reviewer = review.LLMReviewer(
+        client,
+        task.labels,
+        task.description,
+        label_descriptions=task.label_descriptions,
+        label_words=task.label_words,
+        batch_size=review.batch_size_for(task.review_batch, endpoint),
+    )
+    return reviewer, LOCAL_SERVER_THREADS if endpoint.local else 0
+
+
+def task_price(task: TaskSpec):
+    """The user's price for the run's LLM (agent.llm.Price), or None for the default table."""
+    from agent.llm import Price
+
+    return None if task.price_in is None else Price(task.price_in, task.price_out)
+
+
+def check_price(task: TaskSpec, endpoint) -> None:
+    """A cost cap needs a price: refuse a model whose answers we cannot price."""
+    from agent import llm
+
+    if task.max_cost_usd is None or task.price_in is not None:
+        return
+    if endpoint.model not in llm.price_table(endpoint):
+        raise InputError(
+            f"--max-cost needs the price of {endpoint.model}, which is not in the built-in "
+            "table; give --price-in and --price-out (USD per 1M tokens)"
+        )
+
+
+ESTIMATE_SAMPLE_ROWS = 8
+
+
+def with_review_estimate(progress: Callable[..., None], reviewer, store: RunStore):
+    """Pass events on; once selection knows the expected escalation, and before any review
+    is paid for, announce the review's calls and cost (a `review_estimate` event)."""
+    from agent.review import LLMReviewer, estimate_review
+
+    if not isinstance(reviewer, LLMReviewer):
+        return progress
+
+    def relay(event: str, **data) -> None:
+        progress(event, **data)
+        if event == "selected" and data.get("expected_escalation") is not None:
+            rows = store.rows()
+            texts = rows["text"].dropna().head(ESTIMATE_SAMPLE_ROWS).tolist()
+            estimate = estimate_review(
+                reviewer, texts, int(rows["text"].notna().sum()), data["expected_escalation"]
+            )
+            progress("review_estimate", estimate=estimate)
+
+    return relay
 
 
 def open_controller_llm(endpoint, store: RunStore, stack: ExitStack):
@@ -96,7 +150,9 @@ def open_controller_llm(endpoint, store: RunStore, stack: ExitStack):
     with long answers."""
     from agent import llm
 
-    client = stack.enter_context(llm.LLMClient.for_endpoint(endpoint, store.root))
+    client = stack.enter_context(
+        llm.LLMClient.for_endpoint(endpoint, store.root, price=task_price(store.task()))
+    )
     # A script is ~1000 tokens: minutes on a busy local server, past the reviewer's timeout,
     # and a retry after a timeout would only pay for the same answer twice.
     client.chat_model = llm.make_chat_model(endpoint, timeout_s=CODEGEN_TIMEOUT_S, max_retries=0)
@@ -120,7 +176,7 @@ def run_graph(store: RunStore, options: RunOptions, *, resume: bool) -> dict:
             reviewer=reviewer,
             device=resolve_device(options.device, options.sandbox),
             limits=Limits(timeout_s=options.timeout_s, threads=threads),
-            progress=options.progress,
+            progress=with_review_estimate(options.progress, reviewer, store),
             llm=open_controller_llm(endpoint, store, stack) if endpoint is not None else None,
         )
         conn = sqlite3.connect(store.checkpoints_path, check_same_thread=False)
@@ -155,6 +211,8 @@ def preflight(task: TaskSpec, options: RunOptions) -> None:
     remote = llm.resolve_endpoint(options.llm_base_url, options.llm_api_key, options.llm_model)
     if remote is not None:
         llm.check_endpoint(remote)
+        if task.reviewer == "llm":
+            check_price(task, remote)
     else:
         llm.LocalServer.check_installed()
         llm.resolve_gguf(options.gguf)

@@ -16,6 +16,8 @@ class TaskSpec(BaseModel):
     description: str = Field(min_length=3, description="what to label, in plain words")
     labels: list[str]
     label_descriptions: dict[str, str] = Field(default_factory=dict)
+    # Words the reviewer LLM is shown instead of a label (bearish -> negative), mapped back.
+    label_words: dict[str, str] = Field(default_factory=dict)
     data_path: str
     text_column: str = "text"
     id_column: str | None = None
@@ -33,6 +35,12 @@ class TaskSpec(BaseModel):
     finetune_weight_decay: float = 0.01
     finetune_epochs: int = Field(default=3, ge=1)
     seed: int = 42
+    review_batch: Literal["auto"] | int = Field(default="auto", description="samples per LLM call")
+    max_llm_calls: int | None = Field(default=None, ge=0)
+    max_cost_usd: float | None = Field(default=None, ge=0)
+    # US dollars per million tokens; None: free on the local server, else agent.llm.DEFAULT_PRICES
+    price_in: float | None = Field(default=None, ge=0)
+    price_out: float | None = Field(default=None, ge=0)
 
     @field_validator("labels")
     @classmethod
@@ -52,11 +60,34 @@ class TaskSpec(BaseModel):
             return reviewer
         raise ValueError(f"unknown reviewer {reviewer!r}; use llm, none or oracle:COLUMN")
 
+    @field_validator("review_batch")
+    @classmethod
+    def _positive_batch(cls, batch: str | int) -> str | int:
+        if batch != "auto" and batch < 1:
+            raise ValueError("review batch is auto or a number of samples per call, at least 1")
+        return batch
+
     @model_validator(mode="after")
     def _label_descriptions_known(self) -> TaskSpec:
         unknown = set(self.label_descriptions) - set(self.labels)
         if unknown:
             raise ValueError(f"descriptions for unknown labels: {', '.join(sorted(unknown))}")
+        unknown = set(self.label_words) - set(self.labels)
+        if unknown:
+            raise ValueError(f"label words for unknown labels: {', '.join(sorted(unknown))}")
+        shown: dict[str, str] = {}
+        for label in self.labels:
+            word = self.label_words.get(label, label).strip()
+            if not word:
+                raise ValueError(f"the label word for {label} is empty")
+            other = shown.setdefault(word.casefold(), label)
+            if other != label:
+                raise ValueError(
+                    f"{other} and {label} would both be shown to the LLM as {word!r}; "
+                    "give them different --label-words"
+                )
+        if (self.price_in is None) != (self.price_out is None):
+            raise ValueError("give both --price-in and --price-out (USD per 1M tokens)")
         return self
 
     @property

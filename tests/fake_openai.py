@@ -1,7 +1,9 @@
 """A minimal OpenAI-compatible chat server on loopback, standing in for a paid endpoint.
 
-It answers like a careful labeler (the label its keyword in the sample implies) and counts
-every request per prompt, so tests can prove that no prompt is ever paid for twice.
+It answers like a careful labeler (the label its keyword in the sample implies; a JSON object
+for a batch of numbered samples) and counts every request per prompt, so tests can prove that
+no prompt is ever paid for twice. With `count_tokens` it reports ~4 characters per token, as a
+metered API would bill, instead of a constant.
 """
 
 from __future__ import annotations
@@ -14,8 +16,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FakeOpenAI:
-    def __init__(self, labels: list[str], keywords: dict[str, str] | None = None):
+    def __init__(
+        self,
+        labels: list[str],
+        keywords: dict[str, str] | None = None,
+        count_tokens: bool = False,
+        fallback: str = "no idea",  # the answer for a sample without a keyword
+    ):
         self.labels = labels
+        self.fallback = fallback
+        self.count_tokens = count_tokens
         self.keywords = keywords or {label: label for label in labels}
         self.requests: Counter[str] = Counter()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -26,10 +36,27 @@ class FakeOpenAI:
         return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
 
     def answer(self, prompt: str) -> str:
-        """The label of the first keyword in the last <text> block (the sample itself)."""
+        """The label of the first keyword in the last <text> block (the sample itself), or
+        for numbered <text id="N"> blocks a JSON object of each one's label."""
+        numbered = re.findall(r'<text id="(\d+)">(.*?)</text>', prompt, flags=re.S)
+        if numbered:
+            return json.dumps({number: self._label(text) for number, text in numbered})
         blocks = re.findall(r"<text>(.*?)</text>", prompt, flags=re.S)
-        words = re.findall(r"\w+", (blocks[-1] if blocks else prompt).lower())
-        return next((self.keywords[w] for w in words if w in self.keywords), "no idea")
+        return self._label(blocks[-1] if blocks else prompt)
+
+    def _label(self, text: str) -> str:
+        words = re.findall(r"\w+", text.lower())
+        return next((self.keywords[w] for w in words if w in self.keywords), self.fallback)
+
+    def usage(self, prompt: str, answer: str) -> dict:
+        if not self.count_tokens:
+            return {"prompt_tokens": 40, "completion_tokens": 2, "total_tokens": 42}
+        tokens_in, tokens_out = max(1, len(prompt) // 4), max(1, len(answer) // 4)
+        return {
+            "prompt_tokens": tokens_in,
+            "completion_tokens": tokens_out,
+            "total_tokens": tokens_in + tokens_out,
+        }
 
     def _handler(self):
         fake = self
@@ -53,6 +80,7 @@ class FakeOpenAI:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 prompt = "\n".join(str(m.get("content", "")) for m in body["messages"])
                 fake.requests[prompt] += 1
+                answer = fake.answer(prompt)
                 self._send(
                     {
                         "id": "chatcmpl-fake",
@@ -62,11 +90,11 @@ class FakeOpenAI:
                         "choices": [
                             {
                                 "index": 0,
-                                "message": {"role": "assistant", "content": fake.answer(prompt)},
+                                "message": {"role": "assistant", "content": answer},
                                 "finish_reason": "stop",
                             }
                         ],
-                        "usage": {"prompt_tokens": 40, "completion_tokens": 2, "total_tokens": 42},
+                        "usage": fake.usage(prompt, answer),
                     }
                 )
 

@@ -18,6 +18,8 @@ from agent.llm import (
     ENV_GGUF,
     ENV_MODEL,
     PLACEHOLDER_API_KEY,
+    Budget,
+    BudgetExhausted,
     Endpoint,
     LLMClient,
     LLMUnavailable,
@@ -217,3 +219,42 @@ def test_the_server_dies_with_a_run_killed_by_sigkill():
     while alive(server_pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not alive(server_pid), "the LLM server outlived the run that started it"
+
+
+def test_budget_counts_paid_review_calls_from_the_ledger(tmp_path):
+    entries = [
+        {"purpose": "review-batch", "cost_usd": 0.25, "cache_hit": False},
+        {"purpose": "review", "cost_usd": None, "cache_hit": False},
+        {"purpose": "review", "cost_usd": 0.0, "cache_hit": True},
+        {"purpose": "codegen-annotate", "cost_usd": 1.0, "cache_hit": False},
+    ]
+    path = tmp_path / "ledger.jsonl"
+    path.write_text("\n".join(json.dumps(e) for e in entries) + '\n{"purpose": "rev')
+    budget = Budget.from_ledger(path, max_calls=3, max_cost_usd=1.0)
+    assert (budget.calls, budget.cost_usd) == (2, 0.25)
+    assert budget.allows(0.5) and not budget.allows(0.8)
+    budget.spend(0.0)
+    assert not budget.allows(0.0)  # the third call was the last
+
+
+def test_a_call_past_the_budget_is_never_sent(tmp_path):
+    client = make_client(
+        tmp_path, [answer("positive"), answer("negative")], budget=Budget(max_calls=1)
+    )
+    assert client.complete(PROMPT, "review") == "positive"
+    assert client.complete(PROMPT, "review") == "positive"  # the cache answers for free
+    with pytest.raises(BudgetExhausted):
+        client.complete([HumanMessage("another")], "review")
+    assert client.complete([HumanMessage("another")], "codegen") == "negative"  # not capped
+    assert [e["purpose"] for e in ledger(tmp_path)] == ["review", "review", "codegen"]
+
+
+def test_a_given_price_wins_and_the_local_server_is_free_by_default(tmp_path):
+    local = Endpoint("http://127.0.0.1:1/v1", "k", "qwen", local=True)
+    remote = Endpoint("https://api.example.com/v1", "k", "gpt-4o-mini")
+    with LLMClient.for_endpoint(local, tmp_path) as client:
+        assert client.price == Price(0.0, 0.0)
+    with LLMClient.for_endpoint(remote, tmp_path) as client:
+        assert client.price == Price(0.15, 0.60)
+    with LLMClient.for_endpoint(remote, tmp_path, price=Price(1.0, 2.0)) as client:
+        assert client.price == Price(1.0, 2.0)

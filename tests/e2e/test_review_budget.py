@@ -1,0 +1,68 @@
+"""The LLM budget in a whole run: past --max-llm-calls the committee's label stays, the report
+lists those samples, and none of them trains an SLM."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from agent.hardpool import expert_samples
+from agent.hub import LocalHub
+from agent.report import CAPPED_FILE
+from agent.runner import RunOptions, create_run, run_graph
+from agent.task import TaskSpec
+from sandbox.local import LocalSandbox
+from tests.e2e.conftest import LABELS, WORDS, write_data
+from tests.fake_openai import FakeOpenAI
+
+
+def test_past_the_call_cap_hard_samples_keep_the_committee_label(tmp_path, hub_dir):
+    data = write_data(tmp_path / "data.csv", 24)
+    task = TaskSpec(
+        description="sentiment of short texts",
+        labels=LABELS,
+        data_path=str(data),
+        gold_column="gold",
+        beta=1000,
+        chunk_size=12,
+        max_length=32,
+        review_batch=2,
+        max_llm_calls=2,
+    )
+    store = create_run(task, tmp_path / "run")
+    events = []
+    with FakeOpenAI(LABELS, WORDS) as fake:
+        options = RunOptions(
+            hub=LocalHub(hub_dir),
+            sandbox=LocalSandbox(),
+            device="cpu",
+            llm_base_url=fake.base_url,
+            llm_api_key="test",
+            llm_model="fake",
+            progress=lambda event, **data: events.append((event, data)),
+        )
+        run_graph(store, options, resume=False)
+
+    assert sum(fake.requests.values()) == 2
+    labels = pd.read_parquet(store.labels_path)
+    reviewed = labels[labels["source"] == "llm"]
+    capped = labels[labels["source"] == "committee-capped"]
+    assert len(reviewed) == 4 and len(capped) > 0
+    votes = pd.concat(pd.read_parquet(store.chunk_votes(c)) for c in range(store.n_chunks()))
+    committee = votes.set_index("id")["label"]
+    assert (capped["label"] == capped["id"].map(committee)).all()
+
+    listed = pd.read_csv(store.root / CAPPED_FILE, dtype={"id": str})
+    assert listed["id"].tolist() == capped["id"].tolist()
+    metrics = json.loads(store.metrics_path.read_text())
+    assert metrics["committee_capped"] == {"count": len(capped), "file": CAPPED_FILE}
+    report = store.report_path.read_text()
+    assert f"{len(capped)} hard samples came after --max-llm-calls" in report
+    assert CAPPED_FILE in report
+
+    pool = expert_samples(store, list(range(store.n_chunks())))
+    assert set(pool["id"]) == set(reviewed["id"])
+
+    [estimate] = [data["estimate"] for event, data in events if event == "review_estimate"]
+    assert estimate.batch_size == 2 and estimate.affordable == 4
