@@ -112,7 +112,7 @@ def test_chat_request_confirm_review_and_questions(tmp_path, hub_dir):
             term.wait_for(r"From the run: [\s\S]*rows_sent_to_review")
             term.send("/models")
             screen = term.wait_for(r"why not")
-            assert re.search(r"tiny.sentiment-0\s+yes", screen)
+            assert re.search(r"tiny.sentiment-0\W+yes", screen)
             term.send("/quit")
         finally:
             term.close()
