@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pandas as pd
 import pytest
+from rich.console import Console
 
 from agent import chat_tools
-from agent.chat import answer_question
+from agent.chat import ChatSession, answer_question
 from agent.hub import LocalHub
 from agent.llm import Endpoint, make_chat_model
 from agent.runner import RunOptions, create_run, run_graph
@@ -85,3 +87,21 @@ def test_questions_go_through_tools(llm_run):
     assert usage["calls"] == chat_tools.llm_usage(llm_run)["calls"]
     shown = json.loads(script.removeprefix("From the run: "))
     assert shown["slug"] == models_of(llm_run)[1]["slug"] and "def main" in shown["source"]
+
+
+def test_slash_commands_need_no_llm(llm_run):
+    out = io.StringIO()
+    chat = ChatSession(Console(file=out, width=200), None, make_options=lambda: None)
+    chat.handle("/status")
+    assert "No run yet" in out.getvalue()
+    chat.handle(f"/open {llm_run.root}")
+    for line in ("/status", "/models", "/scripts", "/report", "/review", "/help"):
+        assert chat.handle(line)
+    screen = out.getvalue()
+    assert '"finished": true' in screen
+    assert "scripts/annotate/tiny__sentiment-0.py" in screen
+    assert "AutoAnnotator report" in screen
+    assert "no hard samples need a human here" in screen  # the LLM labeled them all
+    chat.handle("how many went to the LLM?")
+    assert "No LLM here to answer questions" in out.getvalue()
+    assert chat.handle("/quit") is False
