@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sys
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from rich.table import Table
 
 from agent.cli_common import HubOpt, console, fail, open_hub, out, user_errors
 from agent.models_cli import models_app
+from agent.review_cli import review as review_command
 from agent.runstore import RunStore
 from agent.sandbox_cli import sandbox_app
 from agent.scripts_cli import scripts_app
@@ -73,6 +75,15 @@ class ProgressView:
 
     def __exit__(self, *exc):
         return self.bar.__exit__(*exc)
+
+    @contextmanager
+    def paused(self):
+        """Hide the bars while the terminal belongs to someone else (the review console)."""
+        self.bar.stop()
+        try:
+            yield
+        finally:
+            self.bar.start()
 
     def __call__(self, event: str, **data) -> None:
         if self.quiet:
@@ -141,11 +152,26 @@ def make_sandbox(kind: str, device: str):
 
 
 def _execute(store: RunStore, options, *, resume: bool, quiet: bool) -> dict:
-    from agent.runner import run_graph
+    from agent.review_cli import answer_interrupt
+    from agent.runner import is_finished, run_graph
 
     with ProgressView(quiet) as view:
         options.progress = view
+        if not quiet:
+
+            def on_interrupt(payload: dict):
+                with view.paused():
+                    return answer_interrupt(store, payload)
+
+            options.on_interrupt = on_interrupt
         run_graph(store, options, resume=resume)
+    if not is_finished(store):
+        console.print(
+            f"paused for human review; answers so far are saved. Continue with: "
+            f"autoannotator resume {store.root}",
+            soft_wrap=True,
+        )
+        raise typer.Exit(0)
     return json.loads(store.metrics_path.read_text(encoding="utf-8"))
 
 
@@ -313,7 +339,8 @@ def run(
     reviewer: str = typer.Option(
         "llm",
         "--reviewer",
-        help="llm, none, or oracle:COLUMN (gold labels from COLUMN: the paper's +Human row).",
+        help="llm, human (you label the hard samples as they come), none, or oracle:COLUMN "
+        "(gold labels from COLUMN: the paper's +Human row).",
     ),
     run_dir: Path = typer.Option(None, "--run-dir", help="Default: runs/run-<timestamp>."),
     hub: str = HubOpt,
@@ -402,6 +429,48 @@ def resume(
     except user_errors() as err:
         fail(str(err))
     _summary(store, metrics)
+
+
+@app.command()
+def chat(
+    run_dir: Path = typer.Option(None, "--run-dir", help="Where the first run goes."),
+    hub: str = HubOpt,
+    sandbox: str = SandboxOpt,
+    device: str = DeviceOpt,
+    llm_base_url: str = BaseUrlOpt,
+    llm_api_key: str = ApiKeyOpt,
+    llm_model: str = ModelOpt,
+    gguf: str = GgufOpt,
+    step_timeout: float = TimeoutOpt,
+) -> None:
+    """Describe a labeling job in plain words; confirm the task, watch it run, ask about it."""
+    from functools import cache
+
+    from agent.chat import ChatSession, open_chat_model, repl
+
+    with ExitStack() as stack:
+        model, endpoint, price = open_chat_model(
+            stack, llm_base_url, llm_api_key, llm_model, gguf, console.print
+        )
+
+        @cache
+        def make_options():
+            options = _options(
+                hub,
+                sandbox,
+                device,
+                llm_base_url,
+                llm_api_key,
+                llm_model,
+                gguf,
+                step_timeout,
+                False,
+            )
+            # The run's reviewer talks to the chat's LLM: one local server, not two.
+            options.endpoint = endpoint
+            return options
+
+        repl(ChatSession(console, model, make_options, run_dir=run_dir, price=price))
 
 
 DEMO_DESCRIPTIONS = {
@@ -524,6 +593,7 @@ def evaluate(
     out.print(f"table: {table['path']}", soft_wrap=True)
 
 
+app.command("review")(review_command)
 app.add_typer(models_app, name="models")
 app.add_typer(scripts_app, name="scripts")
 app.add_typer(sandbox_app, name="sandbox")

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import pandas as pd
 from langgraph.runtime import Runtime
+from langgraph.types import interrupt
 
 from agent.annotate import annotate_chunk, run_step, vote_chunk
 from agent.codegen import generate_scripts, script_path, write_scripts
 from agent.finetune import finetune_cycle
 from agent.hardpool import review_chunk
 from agent.hub import ModelHub
+from agent.human import expert_count, hard_items
 from agent.labels import llm_proposer
 from agent.report import write_outputs
 from agent.runstore import RunStore, read_json, write_json
@@ -178,15 +180,30 @@ def review(state: RunState, runtime: Runtime[Services]) -> dict:
     store = _store(state)
     chunk = state["next_chunk"]
     runtime.context.progress("reviewing", chunk=chunk)
+    human = store.task().reviewer == "human"
     counts = review_chunk(
         store,
-        runtime.context.reviewer,
+        None if human else runtime.context.reviewer,
         _models(store),
         chunk,
         progress=lambda done, total: runtime.context.progress(
             "review_progress", chunk=chunk, done=done, total=total
         ),
     )
+    if human:
+        pending = hard_items(store, [chunk])
+        if pending:
+            # The graph stops here (checkpointed) until the CLI resumes it. The console saves
+            # each answer into hard/ as it is given, so the resume value only reports; this
+            # node runs again from the top on resume and finds the answers there.
+            interrupt(
+                {
+                    "chunk": chunk,
+                    "labels": store.task().labels,
+                    "items": [item.to_json() for item in pending],
+                }
+            )
+        counts = {**counts, "expert": expert_count(store, chunk)}
     runtime.context.progress("reviewed", chunk=chunk, **counts)
     return {
         "next_chunk": chunk + 1,

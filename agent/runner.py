@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.types import Command
 
 from agent.graph import build_graph
 from agent.hub import ModelHub
@@ -33,9 +34,13 @@ class RunOptions:
     llm_api_key: str | None = None
     llm_model: str | None = None
     gguf: str | None = None
+    endpoint: object | None = None  # agent.llm.Endpoint already open (the chat's), used as is
     device: str = "auto"
     timeout_s: float = 3600.0
     progress: Callable[..., None] = field(default=lambda event, **data: None)
+    # Answers the graph's human-review interrupt: the resume value, or None to pause the run
+    # there (checkpointed; `resume` asks again). Unset: the run pauses at the first one.
+    on_interrupt: Callable[[dict], object | None] | None = None
 
 
 def resolve_device(requested: str, sandbox: Sandbox) -> str:
@@ -58,6 +63,8 @@ def _gold(store: RunStore) -> dict[str, str]:
 
 def open_llm(options: RunOptions, stack: ExitStack):
     """The run's LLM endpoint (agent.llm.Endpoint); a local server lives as long as `stack`."""
+    if options.endpoint is not None:
+        return options.endpoint
     from agent import llm
 
     return stack.enter_context(
@@ -75,7 +82,7 @@ def open_reviewer(
     task: TaskSpec, store: RunStore, options: RunOptions, stack: ExitStack, endpoint=None
 ):
     """(reviewer, CPU threads its LLM server uses); the server lives as long as `stack`."""
-    if task.reviewer == "none":
+    if task.reviewer in ("none", "human"):  # a human answers through the graph's interrupt
         return None, 0
     from agent import review
 
@@ -160,7 +167,8 @@ def open_controller_llm(endpoint, store: RunStore, stack: ExitStack):
 
 
 def run_graph(store: RunStore, options: RunOptions, *, resume: bool) -> dict:
-    """Run (or resume) the graph to the end; returns the final state."""
+    """Run (or resume) the graph to the end, or to a human-review interrupt nobody answered;
+    returns the state it stopped in (`is_finished` tells which)."""
     task = store.task()
     graph = build_graph()
     with ExitStack() as stack:
@@ -197,14 +205,21 @@ def run_graph(store: RunStore, options: RunOptions, *, resume: bool) -> dict:
                 "cycles": 0,
                 "escalated": 0,
             }
-        for _ in app.stream(start, config, context=services, stream_mode="updates"):
-            pass
-        return app.get_state(config).values
+        while True:
+            for _ in app.stream(start, config, context=services, stream_mode="updates"):
+                pass
+            snapshot = app.get_state(config)
+            if not snapshot.interrupts or options.on_interrupt is None:
+                return snapshot.values
+            answer = options.on_interrupt(snapshot.interrupts[0].value)
+            if answer is None:
+                return snapshot.values
+            start = Command(resume=answer)
 
 
 def preflight(task: TaskSpec, options: RunOptions) -> None:
     """Fail before anything is written when the LLM (reviewer or codegen) cannot be had."""
-    if task.reviewer != "llm" and task.codegen != "llm":
+    if (task.reviewer != "llm" and task.codegen != "llm") or options.endpoint is not None:
         return
     from agent import llm
 

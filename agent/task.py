@@ -26,7 +26,7 @@ class TaskSpec(BaseModel):
     epsilon: float | None = Field(default=None, gt=0, le=1)
     beta: int = Field(default=PAPER_BETA, ge=1)
     chunk_size: int = Field(default=1000, ge=1)
-    reviewer: str = "llm"  # llm | oracle:COLUMN | none
+    reviewer: str = "llm"  # llm | human | oracle:COLUMN | none
     codegen: Literal["template", "llm"] = "template"  # CLI default: llm when the reviewer is
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(default=64, ge=1)
@@ -56,9 +56,11 @@ class TaskSpec(BaseModel):
     @field_validator("reviewer")
     @classmethod
     def _known_reviewer(cls, reviewer: str) -> str:
-        if reviewer in ("llm", "none") or (reviewer.startswith("oracle:") and len(reviewer) > 7):
+        if reviewer in ("llm", "human", "none"):
             return reviewer
-        raise ValueError(f"unknown reviewer {reviewer!r}; use llm, none or oracle:COLUMN")
+        if reviewer.startswith("oracle:") and len(reviewer) > 7:
+            return reviewer
+        raise ValueError(f"unknown reviewer {reviewer!r}; use llm, human, none or oracle:COLUMN")
 
     @field_validator("review_batch")
     @classmethod

@@ -1,0 +1,107 @@
+"""The chat's tools answer from the run directory: counts, scripts, selection, examples, cost."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pandas as pd
+import pytest
+from rich.console import Console
+
+from agent import chat_tools
+from agent.chat import ChatSession, answer_question
+from agent.hub import LocalHub
+from agent.llm import Endpoint, make_chat_model
+from agent.runner import RunOptions, create_run, run_graph
+from agent.task import TaskSpec
+from sandbox.local import LocalSandbox
+from tests.e2e.conftest import LABELS, WORDS, write_data
+from tests.fake_chat import FakeChatLLM
+from tests.fake_openai import FakeOpenAI
+
+
+@pytest.fixture(scope="module")
+def llm_run(tmp_path_factory, hub_dir):
+    root = tmp_path_factory.mktemp("chat-tools")
+    data = write_data(root / "data.csv", 30)
+    task = TaskSpec(
+        description="sentiment of short texts",
+        labels=LABELS,
+        data_path=str(data),
+        chunk_size=16,
+        beta=1000,
+        max_length=32,
+    )
+    store = create_run(task, root / "run")
+    with FakeOpenAI(LABELS, WORDS) as fake:
+        options = RunOptions(
+            hub=LocalHub(hub_dir),
+            sandbox=LocalSandbox(),
+            device="cpu",
+            llm_base_url=fake.base_url,
+            llm_api_key="test",
+            llm_model="fake",
+        )
+        run_graph(store, options, resume=False)
+    return store
+
+
+def models_of(store) -> list[dict]:
+    return json.loads(store.models_path.read_text())["models"]
+
+
+def test_status_and_usage_match_the_run_files(llm_run):
+    status = chat_tools.run_status(llm_run)
+    metrics = json.loads(llm_run.metrics_path.read_text())
+    assert status["finished"] and status["labels_by_source"] == metrics["by_source"]
+    assert status["chunks_voted"] == status["chunks_total"] == 2
+    usage = chat_tools.llm_usage(llm_run)
+    ledger = llm_run.ledger_path.read_text().splitlines()
+    assert usage["calls"] == len(ledger) == usage["calls_by_purpose"]["review"]
+    assert usage["rows_labeled_by_llm"] == metrics["by_source"]["llm"]
+    assert usage["rows_sent_to_review"] == metrics["escalated"]
+
+
+def test_scripts_selection_and_examples(llm_run):
+    models = models_of(llm_run)
+    second = chat_tools.show_script(llm_run, "annotate", "2")
+    assert second["slug"] == models[1]["slug"]
+    assert second["source"] == (llm_run.root / second["path"]).read_text()
+    assert "error" in chat_tools.show_script(llm_run, "train")
+    selection = chat_tools.model_selection(llm_run)
+    assert [m["id"] for m in selection["committee"]] == [m["id"] for m in models]
+    examples = chat_tools.hard_examples(llm_run, 3)
+    hard = pd.read_parquet(llm_run.hard_chunk(0))
+    assert [e["id"] for e in examples] == hard["id"].head(3).tolist()
+    assert all(e["text"].startswith("the day was") and e["source"] == "llm" for e in examples)
+
+
+def test_questions_go_through_tools(llm_run):
+    with FakeChatLLM() as fake:
+        model = make_chat_model(Endpoint(fake.base_url, "test", "fake"), max_retries=0)
+        answer = answer_question(model, llm_run, "what did this cost?")
+        script = answer_question(model, llm_run, "show me the annotate script of model 2")
+    assert fake.tool_calls == ["llm_usage", "show_script"]
+    usage = json.loads(answer.removeprefix("From the run: "))
+    assert usage["calls"] == chat_tools.llm_usage(llm_run)["calls"]
+    shown = json.loads(script.removeprefix("From the run: "))
+    assert shown["slug"] == models_of(llm_run)[1]["slug"] and "def main" in shown["source"]
+
+
+def test_slash_commands_need_no_llm(llm_run):
+    out = io.StringIO()
+    chat = ChatSession(Console(file=out, width=200), None, make_options=lambda: None)
+    chat.handle("/status")
+    assert "No run yet" in out.getvalue()
+    chat.handle(f"/open {llm_run.root}")
+    for line in ("/status", "/models", "/scripts", "/report", "/review", "/help"):
+        assert chat.handle(line)
+    screen = out.getvalue()
+    assert '"finished": true' in screen
+    assert "scripts/annotate/tiny__sentiment-0.py" in screen
+    assert "AutoAnnotator report" in screen
+    assert "no hard samples need a human here" in screen  # the LLM labeled them all
+    chat.handle("how many went to the LLM?")
+    assert "No LLM here to answer questions" in out.getvalue()
+    assert chat.handle("/quit") is False
