@@ -137,6 +137,7 @@ class Form:
             data_path=d.data_path,
             text_column=d.text_column,
             reviewer=d.reviewer or "llm",
+            max_cost_usd=d.max_cost_usd,
             **self.settings,
         )
 

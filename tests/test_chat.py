@@ -98,6 +98,12 @@ def test_hand_edits_report_unknown_fields_and_bad_values():
     assert form.draft.max_cost_usd == 3.0
 
 
+def test_the_budget_becomes_the_runs_cost_cap(data):
+    form = Form()
+    form.edit(f"data={data}; column=tweet; labels=a,b; task=tone; budget=2")
+    assert form.task().max_cost_usd == 2.0
+
+
 def test_estimate_is_the_worst_case_of_every_row_reviewed(data):
     form = Form()
     form.edit(f"data={data}; column=tweet; labels=a,b; task=tone")
