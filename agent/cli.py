@@ -113,7 +113,8 @@ class ProgressView:
             for slug, m in data["models"].items():
                 verdict = "kept" if m["kept"] else "rolled back"
                 self.bar.console.print(
-                    f"  {slug}: gate {m['gate_before']:.3f} -> {m['gate_after']:.3f} ({verdict})"
+                    f"  {slug}: gate {m['gate_before']:.3f} -> {m['gate_after']:.3f} ({verdict}); "
+                    f"{m['train_seconds']} s, peak {m['peak_memory_mb'] or '?'} MB"
                 )
 
 

@@ -187,7 +187,7 @@ def _cycle_lines(metrics: dict) -> list[str]:
                 f"| {cycle['cycle']} | {chunks} | {cycle.get('hard_train_rows', '-')} | "
                 f"{cycle.get('replay_rows', '-')} | {cycle['gate_rows']} | {slug} | "
                 f"{m['gate_before']:.3f} | {m['gate_after']:.3f} | {verdict} | "
-                f"{m['train_seconds']} | {m.get('peak_memory_mb', '-')} |"
+                f"{m['train_seconds']} | {m.get('peak_memory_mb') or '-'} |"
             )
     lines += ["", "| cycle | seconds |", "|---|---|"]
     lines += [f"| {c['cycle']} | {c['seconds']} |" for c in metrics["finetune_cycles"]]

@@ -85,7 +85,7 @@ def test_eval_grid_over_k_and_beta_writes_one_table_and_reuses_v0_votes(tmp_path
             "--k",
             "2,3",
             "--beta",
-            "6,1000",
+            "1000",
             "--chunk-size",
             "12",
             "--hub",
@@ -101,31 +101,24 @@ def test_eval_grid_over_k_and_beta_writes_one_table_and_reuses_v0_votes(tmp_path
     )
     assert result.exit_code == 0, result.output
     table = pd.read_csv(root / "ablation.csv")
-    assert list(zip(table["k"], table["beta"], strict=True)) == [
-        (2, 6),
-        (2, 1000),
-        (3, 6),
-        (3, 1000),
-    ]
+    assert list(zip(table["k"], table["beta"], strict=True)) == [(2, 1000), (3, 1000)]
     assert (table["accuracy"] > 0).all() and (table["reviewer"] == "oracle").all()
-    assert table.set_index("beta").loc[1000, "cycles"].eq(0).all()
-    assert table.set_index("beta").loc[6, "cycles"].ge(1).all()
     markdown = (root / "ablation.md").read_text()
-    assert "| k \\ β | 6 | 1000 |" in markdown
-    assert markdown.count("%") >= 4
+    assert "| k \\ β | 1000 |" in markdown
+    assert markdown.count("%") >= 2
 
-    # The β=1000 cell of k=2 finds the first chunk's v0 votes cached by the β=6 cell: the
-    # same models on the same rows, so it runs fewer annotate scripts and gets the same votes.
-    first, second = (
-        RunStore(root / "k2-beta6" / "oracle"),
+    # The k=3 committee holds the k=2 one's models: their v0 votes on the same rows come from
+    # the cache, so only the third model's annotate script runs, and the votes are the same.
+    small, large = (
         RunStore(root / "k2-beta1000" / "oracle"),
+        RunStore(root / "k3-beta1000" / "oracle"),
     )
-    cell = table[(table["k"] == 2) & (table["beta"] == 1000)].iloc[0]
-    assert cell["annotate_runs"] < 2 * second.n_chunks()
-    for slug in (m["slug"] for m in json.loads(second.models_path.read_text())["models"]):
+    shared = [m["slug"] for m in json.loads(small.models_path.read_text())["models"]]
+    assert set(shared) < {m["slug"] for m in json.loads(large.models_path.read_text())["models"]}
+    assert table["annotate_runs"].tolist() == [2 * small.n_chunks(), large.n_chunks()]
+    for slug in shared:
         pd.testing.assert_frame_equal(
-            pd.read_parquet(first.model_votes(slug, 0)),
-            pd.read_parquet(second.model_votes(slug, 0)),
+            pd.read_parquet(small.model_votes(slug, 0)), pd.read_parquet(large.model_votes(slug, 0))
         )
 
 
