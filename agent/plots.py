@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display, and no GUI toolkit import on a server
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 from agent.runstore import atomic_path
 
@@ -37,6 +38,7 @@ def escalation_plot(per_chunk: list[float], cycles: list[dict], path: Path) -> P
             color="grey",
         )
     axes.set_xlabel("chunk")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_ylabel("routed to review (%)")
     axes.set_ylim(bottom=0)
     axes.set_title("Escalation per chunk")
@@ -63,5 +65,6 @@ def gate_plot(cycles: list[dict], path: Path) -> Path:
     axes.set_xticks(numbers)
     axes.set_title("Gate accuracy per cycle (held-out reviewed hard samples)")
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=7, loc="best")
+    # Below the axes: inside, the legend would hide points of a run with few cycles.
+    axes.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
     return _save(figure, path)
