@@ -102,7 +102,8 @@ class ProgressView:
         elif event == "annotating":
             if self.chunks is None:
                 self.chunks = self.bar.add_task("chunks", total=data["n_chunks"])
-            self.bar.update(self.chunks, completed=data["chunk"])
+            # Chunk sizes adapt to the escalation seen so far, so the count is re-estimated.
+            self.bar.update(self.chunks, completed=data["chunk"], total=data["n_chunks"])
         elif event == "voted":
             self.bar.console.print(
                 f"chunk {data['chunk']}: {data['hard']}/{data['rows']} routed to review"
@@ -125,7 +126,8 @@ class ProgressView:
             for slug, m in data["models"].items():
                 verdict = "kept" if m["kept"] else "rolled back"
                 self.bar.console.print(
-                    f"  {slug}: gate {m['gate_before']:.3f} -> {m['gate_after']:.3f} ({verdict})"
+                    f"  {slug}: gate {m['gate_before']:.3f} -> {m['gate_after']:.3f} ({verdict}); "
+                    f"{m['train_seconds']} s, peak {m['peak_memory_mb'] or '?'} MB"
                 )
 
 
@@ -230,6 +232,18 @@ GgufOpt = typer.Option(
 )
 TimeoutOpt = typer.Option(3600.0, "--step-timeout", help="Seconds one sandboxed script may run.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars; for scripts.")
+ChunkSizeOpt = typer.Option(
+    1000,
+    "--chunk-size",
+    help="Rows in the first chunk; later chunks (between a quarter and 4x this) are sized so "
+    "fine-tuning starts as the reviewed hard pool reaches β.",
+)
+ReplayOpt = typer.Option(
+    1.0,
+    "--replay-ratio",
+    help="Fine-tuning replays this many unanimous committee labels per reviewed hard sample, "
+    "so the SLMs keep what they knew (0: hard samples only).",
+)
 CodegenOpt = typer.Option(
     None,
     "--codegen",
@@ -312,6 +326,16 @@ def _codegen(choice: str | None, llm_configured: bool) -> str:
     return choice
 
 
+def _int_list(value: str, flag: str) -> list[int]:
+    try:
+        numbers = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        fail(f"{flag} takes whole numbers separated by commas, e.g. 2,3,4; got {value!r}")
+    if not numbers or len(set(numbers)) != len(numbers):
+        fail(f"{flag} takes distinct whole numbers separated by commas, e.g. 2,3,4; got {value!r}")
+    return numbers
+
+
 def _run_dir(run_dir: Path | None, prefix: str = "run") -> Path:
     return run_dir or Path("runs") / f"{prefix}-{datetime.now():%Y%m%d-%H%M%S}"
 
@@ -335,7 +359,8 @@ def run(
         "--beta",
         help="Fine-tune when this many reviewed hard samples have piled up (paper: 2000).",
     ),
-    chunk_size: int = typer.Option(1000, "--chunk-size", help="Rows per committee chunk."),
+    chunk_size: int = ChunkSizeOpt,
+    replay_ratio: float = ReplayOpt,
     reviewer: str = typer.Option(
         "llm",
         "--reviewer",
@@ -372,6 +397,7 @@ def run(
         epsilon=epsilon,
         beta=beta,
         chunk_size=chunk_size,
+        replay_ratio=replay_ratio,
         reviewer=reviewer,
         device=device,
         codegen=_codegen(codegen, reviewer == "llm"),
@@ -527,10 +553,13 @@ def evaluate(
     labels: str = typer.Option(..., "--labels"),
     task: str = typer.Option(..., "--task"),
     text_column: str = typer.Option("text", "--text-column"),
-    k: int = typer.Option(3, "--k"),
+    k: str = typer.Option("3", "--k", help="Committee size; a list (2,3,4) runs a grid."),
     epsilon: float = typer.Option(None, "--epsilon"),
-    beta: int = typer.Option(2000, "--beta"),
-    chunk_size: int = typer.Option(1000, "--chunk-size"),
+    beta: str = typer.Option(
+        "2000", "--beta", help="Fine-tune threshold; a list (500,1000,2000) runs a grid."
+    ),
+    chunk_size: int = ChunkSizeOpt,
+    replay_ratio: float = ReplayOpt,
     reviewers: str = typer.Option(
         "llm,oracle", "--reviewers", help="Which AutoAnnotator rows to run: llm, oracle or both."
     ),
@@ -553,35 +582,50 @@ def evaluate(
     label_desc: list[str] = LabelDescOpt,
     label_words: list[str] = LabelWordsOpt,
 ) -> None:
-    """Run the pipeline on a labeled file as if unlabeled; print the paper's table 3/4 columns."""
+    """Run the pipeline on a labeled file as if unlabeled; print the paper's table 3/4 columns.
+
+    With several values of --k or --beta, run every combination instead and write the
+    paper's tables 5-6 as one grid (ablation.md and ablation.csv in the run directory).
+    """
+    from agent.evaluate import ablation
     from agent.evaluate import evaluate as run_eval
 
     chosen = [r.strip() for r in reviewers.split(",") if r.strip()]
     unknown = set(chosen) - {"llm", "oracle"}
     if unknown or not chosen:
         fail(f"--reviewers takes llm and/or oracle, not {', '.join(sorted(unknown)) or 'nothing'}")
+    ks, betas = _int_list(k, "--k"), _int_list(beta, "--beta")
     base = _task_or_fail(
         description=task,
         labels=labels.split(","),
         data_path=str(data),
         text_column=text_column,
         gold_column=gold_column,
-        k=k,
+        k=ks[0],
         epsilon=epsilon,
-        beta=beta,
+        beta=betas[0],
         chunk_size=chunk_size,
+        replay_ratio=replay_ratio,
         codegen=_codegen(codegen, "llm" in chosen),
         **_review_fields(
             review_batch, max_llm_calls, max_cost, price_in, price_out, label_desc, label_words
         ),
     )
+    for value in ks[1:]:
+        _task_or_fail(**{**base.model_dump(), "k": value})
+    for value in betas[1:]:
+        _task_or_fail(**{**base.model_dump(), "beta": value})
     try:
         options = _options(
             hub, sandbox, device, llm_base_url, llm_api_key, llm_model, gguf, 3600.0, quiet
         )
         with ProgressView(quiet) as view:
             options.progress = view
-            table = run_eval(base, _run_dir(run_dir, "eval"), options, chosen, llm_sample)
+            root = _run_dir(run_dir, "eval")
+            if len(ks) * len(betas) > 1:
+                table = ablation(base, root, options, chosen, ks, betas)
+            else:
+                table = run_eval(base, root, options, chosen, llm_sample)
     except user_errors() as err:
         fail(str(err))
     render = Table(title=f"AutoAnnotator eval: {task}")
@@ -591,6 +635,8 @@ def evaluate(
         render.add_row(*[str(row[c]) for c in table["columns"]])
     out.print(render)
     out.print(f"table: {table['path']}", soft_wrap=True)
+    if "csv" in table:
+        out.print(f"csv: {table['csv']}", soft_wrap=True)
 
 
 app.command("review")(review_command)

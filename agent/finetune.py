@@ -1,9 +1,18 @@
 """Continual fine-tuning (paper eq. 6-7) with a gate: a new version is kept only if it is better.
 
-Trigger: once the reviewed hard samples collected since the last cycle reach β, annotation
-pauses and every SLM is fine-tuned on them. A share of those samples (`GATE_SHARE`) is held out;
-vN+1 replaces vN only when its accuracy on that gate beats vN's (or ties with a lower loss),
-otherwise vN stays and the cycle is logged as rolled back.
+Trigger (eq. 4's β): after each chunk is reviewed, if the reviewed hard samples collected since
+the last cycle (those with an expert label: llm, oracle or human; `nodes.after_review` counts
+them) number at least β and input rows remain, annotation pauses and every SLM is fine-tuned.
+A pool that reaches β on the last chunk trains nothing: no rows are left to label better.
+
+Training set of cycle N: the pool's reviewed hard samples minus a held-out gate (`GATE_SHARE`
+of them), plus a replay sample of confident committee labels (unanimous votes, U(x) = 0) from
+every chunk labeled so far, `replay_ratio` replay rows per hard training row, so the SLM learns
+the hard cases without forgetting what it already did well. The gate holds hard samples only.
+
+Swap or roll back: vN (the candidate of cycle N) replaces the model in use only when its
+accuracy on the gate beats the current version's (or ties with a lower loss); otherwise the
+current version stays, and cycle.json and the candidate's gate.json record the rollback.
 """
 
 from __future__ import annotations
@@ -27,6 +36,23 @@ def split_gate(samples: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataF
     return shuffled.iloc[n_gate:], shuffled.iloc[:n_gate]
 
 
+def replay_sample(
+    store: RunStore, chunks: list[int], n: int, seed: int, exclude: set[str]
+) -> pd.DataFrame:
+    """Up to n rows the whole committee agreed on (U = 0) in `chunks`, as id, text, label."""
+    if n <= 0 or not chunks:
+        return pd.DataFrame(columns=["id", "text", "label"])
+    frames = []
+    for chunk in chunks:
+        votes = pd.read_parquet(store.chunk_votes(chunk), columns=["id", "label", "uncertainty"])
+        sure = votes[(votes["uncertainty"] == 0) & ~votes["id"].isin(exclude)]
+        texts = pd.read_parquet(store.input_chunk(chunk)).set_index("id")["text"]
+        frames.append(sure.assign(text=texts.loc[sure["id"]].to_numpy()))
+    confident = pd.concat(frames, ignore_index=True)
+    picked = confident.sample(n=min(n, len(confident)), random_state=seed)
+    return picked[["id", "text", "label"]].reset_index(drop=True)
+
+
 def improved(metrics: dict) -> bool:
     before, after = metrics["before"], metrics["after"]
     if after["rows"] == 0:
@@ -36,17 +62,27 @@ def improved(metrics: dict) -> bool:
     return after["loss"] < before["loss"]
 
 
+def _peak_memory_mb(store: RunStore, step: str, metrics: dict) -> float | None:
+    """The sandbox's measurement (Docker's cgroup) when it has one, else the script's own RSS."""
+    log = store.steps_dir / f"{step}.json"
+    measured = read_json(log).get("peak_memory_mb") if log.is_file() else None
+    peak = measured if measured is not None else metrics.get("peak_rss_mb")
+    return round(peak, 1) if peak is not None else None
+
+
 def finetune_cycle(
     store: RunStore,
     sandbox: Sandbox,
     models: list[dict],
     versions: dict[str, int],
     pool_chunks: list[int],
+    seen_chunks: list[int],
     cycle: int,
     device: str,
     limits: Limits,
 ) -> tuple[dict[str, int], dict]:
-    """Fine-tune every SLM on the pool; returns the versions to use next and the cycle record."""
+    """Fine-tune every SLM on the pool plus replay; returns the versions to use next and the
+    cycle record (also saved as finetune/cycle-NNN/cycle.json)."""
     task = store.task()
     cycle_dir = store.root / "finetune" / f"cycle-{cycle:03d}"
     record_path = cycle_dir / "cycle.json"
@@ -55,7 +91,15 @@ def finetune_cycle(
         return record["versions_after"], record
     started = time.perf_counter()
     samples = expert_samples(store, pool_chunks)
-    train, gate = split_gate(samples[["id", "text", "label"]], task.seed)
+    hard_train, gate = split_gate(samples[["id", "text", "label"]], task.seed + cycle)
+    replay = replay_sample(
+        store,
+        seen_chunks,
+        round(task.replay_ratio * len(hard_train)),
+        task.seed + cycle,
+        exclude=set(samples["id"]),
+    )
+    train = pd.concat([hard_train, replay], ignore_index=True)
     new_versions = dict(versions)
     per_model = {}
     for model in models:
@@ -69,11 +113,12 @@ def finetune_cycle(
         # Cycle N's candidate is always vN, kept or not: a resumed cycle finds its own output.
         candidate_version = cycle
         out = store.model_dir(slug, candidate_version)
+        step = f"finetune-{slug}-{cycle:03d}"
         if not (out / "metrics.json").is_file():
             run_step(
                 sandbox,
                 store,
-                f"finetune-{slug}-{cycle:03d}",
+                step,
                 script_path(store, "finetune", slug),
                 [
                     "--model",
@@ -101,19 +146,26 @@ def finetune_cycle(
         per_model[slug] = {
             "gate_before": metrics["before"]["accuracy"],
             "gate_after": metrics["after"]["accuracy"],
+            "loss_before": metrics["before"]["loss"],
+            "loss_after": metrics["after"]["loss"],
             "kept": kept,
+            "from_version": versions[slug],
             "version": new_versions[slug],
-            "train_seconds": metrics["train_seconds"],
-            "peak_rss_mb": metrics.get("peak_rss_mb"),
+            "train_seconds": round(metrics["train_seconds"], 2),
+            "peak_memory_mb": _peak_memory_mb(store, step, metrics),
         }
     record = {
         "cycle": cycle,
         "chunks": pool_chunks,
+        "pool_rows": len(samples),
         "train_rows": len(train),
+        "hard_train_rows": len(hard_train),
+        "replay_rows": len(replay),
         "gate_rows": len(gate),
         "models": per_model,
+        "rolled_back": sorted(s for s, m in per_model.items() if not m["kept"]),
         "versions_after": new_versions,
-        "seconds": time.perf_counter() - started,
+        "seconds": round(time.perf_counter() - started, 2),
     }
     write_json(record, record_path)
     store.log_timing("finetune", record["seconds"], cycle=cycle)

@@ -16,6 +16,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from agent.annotate import annotate_chunk, run_step, vote_chunk
+from agent.chunking import estimated_chunks, plan_chunk
 from agent.codegen import generate_scripts, script_path, write_scripts
 from agent.finetune import finetune_cycle
 from agent.hardpool import review_chunk
@@ -26,6 +27,7 @@ from agent.report import write_outputs
 from agent.runstore import RunStore, read_json, write_json
 from agent.selection import select
 from agent.state import RunState
+from agent.votecache import add_to_cache, fill_from_cache
 from sandbox.base import Limits, Sandbox
 
 
@@ -45,6 +47,7 @@ class Services:
     progress: Callable[..., None] = _quiet
     # agent.llm.LLMClient for the meta-controller's own calls: label maps, scripts (--codegen llm)
     llm: object | None = None
+    vote_cache: Path | None = None  # v0 votes shared between runs (agent.votecache)
 
 
 def _store(state: RunState) -> RunStore:
@@ -150,22 +153,25 @@ def write_pipeline_scripts(state: RunState, runtime: Runtime[Services]) -> dict:
         services.progress("deployed", model=model["id"])
     store.log_timing("deploy", time.perf_counter() - started)
     scripts(("annotate", "finetune"))
-    return {"n_chunks": store.n_chunks(), "next_chunk": state.get("next_chunk", 0)}
+    return {"next_chunk": state.get("next_chunk", 0)}
 
 
 def annotate(state: RunState, runtime: Runtime[Services]) -> dict:
+    """Cut the next chunk (sized to reach β, see agent.chunking) and let every SLM label it."""
     store = _store(state)
     chunk = state["next_chunk"]
-    runtime.context.progress("annotating", chunk=chunk, n_chunks=state["n_chunks"])
-    annotate_chunk(
-        store,
-        runtime.context.sandbox,
-        _models(store),
-        state["versions"],
-        chunk,
-        runtime.context.device,
-        runtime.context.limits,
+    rows = plan_chunk(store, chunk, state.get("pool_chunks", []), state.get("pool_size", 0))
+    runtime.context.progress(
+        "annotating", chunk=chunk, rows=rows, n_chunks=estimated_chunks(store, chunk)
     )
+    services, models, versions = runtime.context, _models(store), state["versions"]
+    if services.vote_cache:
+        fill_from_cache(store, services.vote_cache, models, versions, chunk, services.device)
+    annotate_chunk(
+        store, services.sandbox, models, versions, chunk, services.device, services.limits
+    )
+    if services.vote_cache:
+        add_to_cache(store, services.vote_cache, models, versions, chunk, services.device)
     return {}
 
 
@@ -222,6 +228,7 @@ def finetune(state: RunState, runtime: Runtime[Services]) -> dict:
         _models(store),
         state["versions"],
         state["pool_chunks"],
+        list(range(state["next_chunk"])),
         cycle,
         runtime.context.device,
         runtime.context.limits,
@@ -238,13 +245,17 @@ def report(state: RunState, runtime: Runtime[Services]) -> dict:
 
 
 # ---- routing ------------------------------------------------------------------------------
+def _rows_left(state: RunState) -> bool:
+    return _store(state).rows_left(state["next_chunk"]) > 0
+
+
 def after_scripts(state: RunState) -> str:
-    return "annotate" if state["next_chunk"] < state["n_chunks"] else "report"
+    return "annotate" if _rows_left(state) else "report"
 
 
 def after_review(state: RunState, runtime: Runtime[Services]) -> str:
-    """Eq. 4's trigger: fine-tune once the reviewed hard pool reaches β and chunks remain."""
-    more = state["next_chunk"] < state["n_chunks"]
+    """Eq. 4's trigger: fine-tune once the reviewed hard pool reaches β and rows remain."""
+    more = _rows_left(state)
     if more and state.get("pool_size", 0) >= _store(state).task().beta:
         return "finetune"
     return "annotate" if more else "report"

@@ -96,10 +96,11 @@ def cycles(store: RunStore) -> list[dict]:
 def compute_metrics(store: RunStore, labels: pd.DataFrame, models: list[dict]) -> dict:
     task = store.task()
     labelable = labels[labels["source"] != "skipped"]
-    per_chunk = []
+    per_chunk, chunk_rows = [], []
     for chunk in range(store.n_chunks()):
         votes = pd.read_parquet(store.chunk_votes(chunk), columns=["route"])
         per_chunk.append(round(float((votes["route"] == "review").mean()), 4))
+        chunk_rows.append(len(votes))
     escalated = int((labelable["source"] != "committee").sum())
     metrics = {
         "task": task.description,
@@ -114,6 +115,7 @@ def compute_metrics(store: RunStore, labels: pd.DataFrame, models: list[dict]) -
         "escalated": escalated,
         "escalation_rate": round(escalated / max(len(labelable), 1), 4),
         "escalation_per_chunk": per_chunk,
+        "chunk_rows": chunk_rows,
         "llm": ledger_totals(store.ledger_path),
         "seconds_by_stage": {k: round(v, 2) for k, v in store.timings().items()},
         "finetune_cycles": cycles(store),
@@ -161,26 +163,72 @@ def render_report(metrics: dict) -> str:
     for m in metrics["models"]:
         mapping = ", ".join(f"{a} → {b}" for a, b in m["label_map"].items())
         lines.append(f"| {m['id']} | {mapping} |")
-    lines += ["", "## Escalation per chunk", "", "| chunk | routed to review |", "|---|---|"]
-    lines += [f"| {i} | {r:.1%} |" for i, r in enumerate(metrics["escalation_per_chunk"])]
+    lines += ["", "## Escalation per chunk", ""]
+    if metrics.get("plots", {}).get("escalation"):
+        lines += [f"![escalation per chunk]({metrics['plots']['escalation']})", ""]
+    lines += ["| chunk | rows | routed to review |", "|---|---|---|"]
+    lines += [
+        f"| {i} | {n} | {r:.1%} |"
+        for i, (n, r) in enumerate(
+            zip(metrics["chunk_rows"], metrics["escalation_per_chunk"], strict=True)
+        )
+    ]
     lines += ["", "## Fine-tuning cycles", ""]
     if not metrics["finetune_cycles"]:
-        lines.append("None: the reviewed hard pool never reached β while chunks were left.")
+        lines.append("None: the reviewed hard pool never reached β while rows were left.")
     else:
-        lines += [
-            "| cycle | train rows | model | gate before | gate after | kept |",
-            "|---|---|---|---|---|---|",
-        ]
-        for cycle in metrics["finetune_cycles"]:
-            for slug, m in cycle["models"].items():
-                kept = "yes" if m["kept"] else "no"
-                lines.append(
-                    f"| {cycle['cycle']} | {cycle['train_rows']} | {slug} | "
-                    f"{m['gate_before']:.3f} | {m['gate_after']:.3f} | {kept} |"
-                )
+        lines += _cycle_lines(metrics)
     lines += ["", "## Time by stage", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in metrics["seconds_by_stage"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _cycle_lines(metrics: dict) -> list[str]:
+    lines = [
+        f"Trigger: {metrics['beta']} reviewed hard samples since the last cycle, checked after "
+        "each chunk. Training: the pool's hard samples less the gate, plus replayed unanimous "
+        "committee labels. Gate: held-out hard samples; the candidate is kept only if it beats "
+        "the version in use there, else rolled back.",
+        "",
+    ]
+    if metrics.get("plots", {}).get("gate"):
+        lines += [f"![gate accuracy per cycle]({metrics['plots']['gate']})", ""]
+    lines += [
+        "| cycle | chunks | hard train | replay | gate | model | gate before | gate after "
+        "| verdict | train s | peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for cycle in metrics["finetune_cycles"]:
+        chunks = f"{min(cycle['chunks'])}-{max(cycle['chunks'])}"
+        for slug, m in cycle["models"].items():
+            verdict = f"kept v{m['version']}" if m["kept"] else f"rolled back to v{m['version']}"
+            lines.append(
+                f"| {cycle['cycle']} | {chunks} | {cycle.get('hard_train_rows', '-')} | "
+                f"{cycle.get('replay_rows', '-')} | {cycle['gate_rows']} | {slug} | "
+                f"{m['gate_before']:.3f} | {m['gate_after']:.3f} | {verdict} | "
+                f"{m['train_seconds']} | {m.get('peak_memory_mb') or '-'} |"
+            )
+    lines += ["", "| cycle | seconds |", "|---|---|"]
+    lines += [f"| {c['cycle']} | {c['seconds']} |" for c in metrics["finetune_cycles"]]
+    return lines
+
+
+def write_plots(store: RunStore, metrics: dict) -> dict[str, str]:
+    """PNG figures under plots/, as paths relative to the report."""
+    from agent.plots import escalation_plot, gate_plot
+
+    plots = {}
+    if metrics["escalation_per_chunk"]:
+        path = escalation_plot(
+            metrics["escalation_per_chunk"],
+            metrics["finetune_cycles"],
+            store.root / "plots" / "escalation.png",
+        )
+        plots["escalation"] = str(path.relative_to(store.root))
+    if metrics["finetune_cycles"]:
+        path = gate_plot(metrics["finetune_cycles"], store.root / "plots" / "gate.png")
+        plots["gate"] = str(path.relative_to(store.root))
+    return plots
 
 
 def write_outputs(store: RunStore, models: list[dict]) -> dict:
@@ -188,6 +236,7 @@ def write_outputs(store: RunStore, models: list[dict]) -> dict:
     write_labels(store, labels)
     metrics = compute_metrics(store, labels, models)
     metrics["committee_capped"] = write_capped(store, labels)
+    metrics["plots"] = write_plots(store, metrics)
     write_json(metrics, store.metrics_path)
     with atomic_path(store.report_path) as tmp:
         tmp.write_text(render_report(metrics), encoding="utf-8")

@@ -12,6 +12,7 @@ from pathlib import Path
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
 
+from agent.chunking import max_chunks
 from agent.graph import build_graph
 from agent.hub import ModelHub
 from agent.nodes import Services
@@ -37,6 +38,7 @@ class RunOptions:
     endpoint: object | None = None  # agent.llm.Endpoint already open (the chat's), used as is
     device: str = "auto"
     timeout_s: float = 3600.0
+    vote_cache: Path | None = None  # share v0 votes with other runs on the same rows
     progress: Callable[..., None] = field(default=lambda event, **data: None)
     # Answers the graph's human-review interrupt: the resume value, or None to pause the run
     # there (checkpointed; `resume` asks again). Unset: the run pauses at the first one.
@@ -186,13 +188,14 @@ def run_graph(store: RunStore, options: RunOptions, *, resume: bool) -> dict:
             limits=Limits(timeout_s=options.timeout_s, threads=threads),
             progress=with_review_estimate(options.progress, reviewer, store),
             llm=open_controller_llm(endpoint, store, stack) if endpoint is not None else None,
+            vote_cache=options.vote_cache,
         )
         conn = sqlite3.connect(store.checkpoints_path, check_same_thread=False)
         stack.callback(conn.close)
         app = graph.compile(checkpointer=SqliteSaver(conn))
         config = {
             "configurable": {"thread_id": store.root.name},
-            "recursion_limit": 50 + 6 * max(store.n_chunks(), 1),
+            "recursion_limit": 50 + 6 * max_chunks(store),
         }
         if resume and app.get_state(config).values:
             start = None  # continue from the last checkpoint

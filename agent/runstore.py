@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from agent.task import TaskSpec
 
@@ -208,11 +209,11 @@ class RunStore:
         partial.mkdir(parents=True)
         task.save(store.task_path)
         rows.to_parquet(store.input_path, index=False)
-        labelable = rows[rows["text"].notna()][["id", "text"]]
         (partial / "inputs").mkdir()
-        for chunk, start in enumerate(range(0, len(labelable), task.chunk_size)):
-            part = labelable.iloc[start : start + task.chunk_size]
-            part.to_parquet(store.input_chunk(chunk), index=False)
+        # Only the first chunk is cut now (selection smoke-tests on it); agent.chunking sizes
+        # the others from the escalation it observes.
+        if store.n_labelable():
+            store.cut_chunk(0, task.chunk_size)
         if root.exists():
             root.rmdir()
         partial.rename(root)
@@ -224,7 +225,37 @@ class RunStore:
         return TaskSpec.load(self.task_path)
 
     def n_chunks(self) -> int:
+        """Chunks cut so far; once the run is finished, all of them."""
         return len(list((self.root / "inputs").glob("*.parquet")))
+
+    def labelable(self) -> pd.DataFrame:
+        """The rows the committee labels (non-empty texts), in input order, as id, text."""
+        rows = pd.read_parquet(self.input_path, columns=["id", "text"])
+        return rows[rows["text"].notna()].reset_index(drop=True)
+
+    def n_labelable(self) -> int:
+        return len(self.labelable())
+
+    def chunk_rows(self, chunk: int) -> int:
+        return pq.ParquetFile(self.input_chunk(chunk)).metadata.num_rows
+
+    def rows_left(self, chunk: int) -> int:
+        """Labelable rows not in any chunk before `chunk`."""
+        return self.n_labelable() - sum(self.chunk_rows(c) for c in range(chunk))
+
+    def cut_chunk(self, chunk: int, size: int) -> Path:
+        """Write inputs/<chunk>.parquet: the next `size` rows after chunks 0..chunk-1.
+
+        A chunk is cut once; its file then fixes its rows for good, so a resume never re-splits.
+        """
+        path = self.input_chunk(chunk)
+        if path.is_file():
+            return path
+        if chunk and not self.input_chunk(chunk - 1).is_file():
+            raise RuntimeError(f"chunk {chunk} cut before chunk {chunk - 1}")
+        start = sum(self.chunk_rows(c) for c in range(chunk))
+        write_parquet(self.labelable().iloc[start : start + size], path)
+        return path
 
     def rows(self) -> pd.DataFrame:
         return pd.read_parquet(self.input_path)

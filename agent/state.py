@@ -7,8 +7,7 @@ from typing import TypedDict
 
 class RunState(TypedDict, total=False):
     run_dir: str
-    n_chunks: int
-    next_chunk: int  # the chunk the committee labels next
+    next_chunk: int  # the chunk the committee labels next (cut when it starts: agent.chunking)
     versions: dict[str, int]  # SLM slug -> model version in use (models/<slug>/v<N>)
     pool_chunks: list[int]  # chunks whose reviewed hard samples wait for the next fine-tune
     pool_size: int  # expert-labeled hard samples in those chunks (compared with β)

@@ -25,6 +25,7 @@ class TaskSpec(BaseModel):
     k: int = Field(default=3, ge=1, le=9)
     epsilon: float | None = Field(default=None, gt=0, le=1)
     beta: int = Field(default=PAPER_BETA, ge=1)
+    # The first chunk's size; later chunks are sized so the hard pool reaches β at their end.
     chunk_size: int = Field(default=1000, ge=1)
     reviewer: str = "llm"  # llm | human | oracle:COLUMN | none
     codegen: Literal["template", "llm"] = "template"  # CLI default: llm when the reviewer is
@@ -34,6 +35,9 @@ class TaskSpec(BaseModel):
     finetune_lr: float = 2e-5
     finetune_weight_decay: float = 0.01
     finetune_epochs: int = Field(default=3, ge=1)
+    # Confident committee rows replayed per reviewed hard sample when fine-tuning, so an SLM
+    # learns the hard cases without forgetting the easy ones; 0 trains on hard samples only.
+    replay_ratio: float = Field(default=1.0, ge=0, le=10)
     seed: int = 42
     review_batch: Literal["auto"] | int = Field(default="auto", description="samples per LLM call")
     max_llm_calls: int | None = Field(default=None, ge=0)

@@ -71,14 +71,18 @@ def test_gold_outside_labels_is_refused(tmp_path):
         prepare_input(task_for(tmp_path / "d.csv", reviewer="oracle:gold"))
 
 
-def test_create_chunks_only_labelable_rows_and_refuses_to_overwrite(tmp_path):
-    (tmp_path / "d.csv").write_text("text\n" + "\n".join(["a", "", "b", "c", "d"]) + "\n")
+def test_create_cuts_the_first_chunk_of_labelable_rows_and_refuses_to_overwrite(tmp_path):
+    (tmp_path / "d.csv").write_text("text\n" + "\n".join(["a", "", "b", "c", "d", "e"]) + "\n")
     spec = task_for(tmp_path / "d.csv", chunk_size=2)
     store = RunStore.create(tmp_path / "run", spec, prepare_input(spec))
-    assert store.n_chunks() == 2
+    # Later chunks are cut when they start, sized from what the run has seen (agent.chunking).
+    assert store.n_chunks() == 1
     assert pd.read_parquet(store.input_chunk(0))["text"].tolist() == ["a", "b"]
+    assert store.rows_left(1) == 3
+    store.cut_chunk(1, 2)
     assert pd.read_parquet(store.input_chunk(1))["text"].tolist() == ["c", "d"]
-    assert len(store.rows()) == 5
+    assert store.rows_left(2) == 1
+    assert len(store.rows()) == 6
     assert not (tmp_path / "run.partial").exists()
     with pytest.raises(InputError, match="already exists"):
         RunStore.create(tmp_path / "run", spec, prepare_input(spec))

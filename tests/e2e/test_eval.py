@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 from typer.testing import CliRunner
 
 from agent.cli import app
+from agent.runstore import RunStore
 from tests.e2e.conftest import LABELS, write_data
 
 
@@ -61,3 +63,69 @@ def test_eval_with_the_oracle_scores_slms_committee_and_autoannotator(tmp_path, 
         "peak_mb",
     ]
     assert "AutoAnnotator + human (oracle)" in result.output
+
+
+def test_eval_grid_over_k_and_beta_writes_one_table_and_reuses_v0_votes(tmp_path, hub_dir):
+    data = write_data(tmp_path / "labeled.csv", 24, blanks=())
+    root = tmp_path / "grid"
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(
+        app,
+        [
+            "eval",
+            "--data",
+            str(data),
+            "--gold-column",
+            "gold",
+            "--labels",
+            ",".join(LABELS),
+            "--task",
+            "sentiment of short texts",
+            "--reviewers",
+            "oracle",
+            "--k",
+            "2,3",
+            "--beta",
+            "1000",
+            "--chunk-size",
+            "12",
+            "--hub",
+            str(hub_dir),
+            "--sandbox",
+            "local",
+            "--device",
+            "cpu",
+            "--run-dir",
+            str(root),
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(root / "ablation.csv")
+    assert list(zip(table["k"], table["beta"], strict=True)) == [(2, 1000), (3, 1000)]
+    assert (table["accuracy"] > 0).all() and (table["reviewer"] == "oracle").all()
+    markdown = (root / "ablation.md").read_text()
+    assert "| k \\ β | 1000 |" in markdown
+    assert markdown.count("%") >= 2
+
+    # The k=3 committee holds the k=2 one's models: their v0 votes on the same rows come from
+    # the cache, so only the third model's annotate script runs, and the votes are the same.
+    small, large = (
+        RunStore(root / "k2-beta1000" / "oracle"),
+        RunStore(root / "k3-beta1000" / "oracle"),
+    )
+    shared = [m["slug"] for m in json.loads(small.models_path.read_text())["models"]]
+    assert set(shared) < {m["slug"] for m in json.loads(large.models_path.read_text())["models"]}
+    assert table["annotate_runs"].tolist() == [2 * small.n_chunks(), large.n_chunks()]
+    for slug in shared:
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(small.model_votes(slug, 0)), pd.read_parquet(large.model_votes(slug, 0))
+        )
+
+
+def test_eval_grid_refuses_a_bad_list(tmp_path):
+    result = CliRunner().invoke(
+        app,
+        ["eval", "--data", "x.csv", "--labels", "a,b", "--task", "thing", "--k", "2,x"],
+    )
+    assert result.exit_code == 2
+    assert "--k takes whole numbers" in result.output

@@ -68,7 +68,7 @@ def test_oracle_run_labels_every_row_once_and_fine_tunes(tmp_path, hub_dir, any_
     assert set(labels["source"]) <= {"committee", "oracle", "skipped"}
 
     chunks = pd.concat(pd.read_parquet(store.chunk_votes(c)) for c in range(store.n_chunks()))
-    assert len(chunks) == 39
+    assert len(chunks) == 39 and chunks["id"].is_unique
     assert ((chunks["uncertainty"] >= 1 / 3 - 1e-9) == (chunks["route"] == "review")).all()
 
     metrics = json.loads(store.metrics_path.read_text())
@@ -79,6 +79,28 @@ def test_oracle_run_labels_every_row_once_and_fine_tunes(tmp_path, hub_dir, any_
     for slug, outcome in cycles[0]["models"].items():
         assert (store.model_dir(slug, 1) / "gate.json").is_file()
         assert outcome["version"] == (1 if outcome["kept"] else 0)
+        assert outcome["peak_memory_mb"] > 0 and outcome["train_seconds"] > 0
+    for cycle in cycles:
+        assert cycle["pool_rows"] >= 8
+        assert cycle["gate_rows"] + cycle["hard_train_rows"] == cycle["pool_rows"]
+        # The default replay ratio 1.0: one unanimous committee row per hard training row, as
+        # far as the chunks labeled so far have them.
+        seen = chunks[chunks["chunk"] <= max(cycle["chunks"])]
+        unanimous = int((seen["uncertainty"] == 0).sum())
+        assert cycle["replay_rows"] == min(cycle["hard_train_rows"], unanimous) > 0
+        cycle_dir = store.root / "finetune" / f"cycle-{cycle['cycle']:03d}"
+        for slug in cycle["models"]:
+            train = pd.read_parquet(cycle_dir / f"{slug}.train.parquet")
+            assert len(train) == cycle["train_rows"]
+            assert cycle["train_rows"] == cycle["hard_train_rows"] + cycle["replay_rows"]
+    # Chunks after the first are sized from the escalation seen, so later cycles start near β
+    # (8) rather than a whole 16-row chunk of hard samples past it.
+    assert all(c["pool_rows"] <= 8 + 4 for c in cycles[1:])
+    report = store.report_path.read_text()
+    assert "![escalation per chunk](plots/escalation.png)" in report
+    assert "![gate accuracy per cycle](plots/gate.png)" in report
+    for plot in ("escalation", "gate"):
+        assert (store.root / "plots" / f"{plot}.png").read_bytes()[:4] == b"\x89PNG"
     assert "finetuning" in events and "reported" in events
     assert store.report_path.read_text().startswith("# AutoAnnotator report")
     assert (store.root / "labels.csv").is_file()
