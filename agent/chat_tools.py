@@ -29,6 +29,7 @@ def _hard(store: RunStore) -> pd.DataFrame:
 def run_status(store: RunStore) -> dict:
     """Where the run stands: chunks labeled, rows escalated and by whom they were labeled."""
     task = store.task()
+    # Chunks are cut as the run goes (agent.chunking): count rows, not a chunk total.
     n_chunks = store.n_chunks()
     voted = len(list((store.root / "chunks").glob("*.parquet")))
     hard = _hard(store)
@@ -38,7 +39,8 @@ def run_status(store: RunStore) -> dict:
         "labels": task.labels,
         "reviewer": task.reviewer,
         "rows": len(store.rows()),
-        "chunks_total": n_chunks,
+        "chunks_cut": n_chunks,
+        "rows_not_yet_in_a_chunk": store.rows_left(n_chunks),
         "chunks_voted": voted,
         "escalated_so_far": len(hard),
         "hard_by_source": hard["source"].value_counts().to_dict(),
