@@ -99,12 +99,15 @@ def llm_alone_row(store: RunStore, task: TaskSpec, options: RunOptions, sample: 
         verdicts = reviewer.review(
             [ReviewItem(id=r["id"], text=r["text"], votes={}) for r in picked.to_dict("records")]
         )
+        # Batched review makes fewer calls than samples; answers from the cache were calls once.
+        calls = reviewer.client.usage.calls + reviewer.client.usage.cache_hits
+    projected = round(calls * len(rows) / max(len(picked), 1))
     return _row(
         f"LLM only (sample of {len(picked)})",
         [v.label for v in verdicts],
         picked["gold"].tolist(),
         task.labels,
-        llm_calls=f"{len(picked)} (all rows: {len(rows)})",
+        llm_calls=f"{calls} (all {len(rows)} rows: ~{projected})",
         seconds=round(time.perf_counter() - started, 1),
     )
 

@@ -129,3 +129,33 @@ def test_eval_grid_refuses_a_bad_list(tmp_path):
     )
     assert result.exit_code == 2
     assert "--k takes whole numbers" in result.output
+
+
+def test_the_llm_only_row_counts_the_calls_batched_review_made(tmp_path):
+    from agent.evaluate import llm_alone_row
+    from agent.runner import RunOptions, create_run
+    from agent.task import TaskSpec
+    from tests.e2e.conftest import WORDS
+    from tests.fake_openai import FakeOpenAI
+
+    data = write_data(tmp_path / "labeled.csv", 30, blanks=())
+    task = TaskSpec(
+        description="sentiment of short texts",
+        labels=LABELS,
+        data_path=str(data),
+        gold_column="gold",
+        review_batch=20,
+    )
+    store = create_run(task, tmp_path / "run")
+    with FakeOpenAI(LABELS, WORDS) as fake:
+        options = RunOptions(
+            hub=None,
+            sandbox=None,
+            llm_base_url=fake.base_url,
+            llm_api_key="test",
+            llm_model="fake",
+        )
+        row = llm_alone_row(store, task, options, sample=10)
+    # 10 samples in one batch of 20: one call, projected to the 30 labeled rows.
+    assert row["llm_calls"] == "1 (all 30 rows: ~3)"
+    assert row["accuracy"] == "100.00%"
