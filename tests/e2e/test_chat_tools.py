@@ -59,7 +59,8 @@ def test_status_and_usage_match_the_run_files(llm_run):
     assert status["rows_not_yet_in_a_chunk"] == 0
     usage = chat_tools.llm_usage(llm_run)
     ledger = llm_run.ledger_path.read_text().splitlines()
-    assert usage["calls"] == len(ledger) == usage["calls_by_purpose"]["review"]
+    # A remote endpoint reviews 20 samples per call: every call here is a review batch.
+    assert usage["calls"] == len(ledger) == usage["calls_by_purpose"]["review-batch"]
     assert usage["rows_labeled_by_llm"] == metrics["by_source"]["llm"]
     assert usage["rows_sent_to_review"] == metrics["escalated"]
 
