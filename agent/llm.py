@@ -289,16 +289,18 @@ def _free_port() -> int:
 
 
 def _die_with_parent() -> None:
-    """In the server's child process: get SIGTERM when our process dies, even by SIGKILL.
+    """In the server's child process: get SIGKILL when our process dies, however it dies.
 
     atexit covers normal exits and exceptions; a `kill -9` of the run would otherwise leave a
-    2 GB server behind. Linux-only (prctl); elsewhere the server outlives a killed run.
+    2 GB server behind. SIGKILL, not SIGTERM: on SIGTERM the server first finishes the answer
+    it is generating, minutes for a script, for a client that is gone; an orphan has nothing
+    to save. Linux-only (prctl); elsewhere the server outlives a killed run.
     """
     if sys.platform.startswith("linux"):
         import ctypes
 
         pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 class LocalServer:

@@ -194,12 +194,20 @@ def test_local_endpoints_cost_nothing(tmp_path):
     reason="needs llama-cpp-python (scripts/install.sh llm)",
 )
 @pytest.mark.timeout(600)
-def test_the_server_dies_with_a_run_killed_by_sigkill():
+def test_the_server_dies_with_a_run_killed_by_sigkill_even_mid_answer():
+    # A long answer is being generated when the run dies: a server that shut down gracefully
+    # would finish it first, minutes for nobody.
     starter = (
-        "import time\n"
+        "import threading, time\n"
+        "import openai\n"
         "from agent.llm import LocalServer, resolve_gguf\n"
         "server = LocalServer(resolve_gguf())\n"
-        "server.start()\n"
+        "endpoint = server.start()\n"
+        "client = openai.OpenAI(base_url=endpoint.base_url, api_key='x', max_retries=0)\n"
+        "ask = lambda: client.chat.completions.create(model=endpoint.model, max_tokens=1500,\n"
+        "    messages=[{'role': 'user', 'content': 'Write a long story about a lighthouse.'}])\n"
+        "threading.Thread(target=ask, daemon=True).start()\n"
+        "time.sleep(3)\n"
         "print(server._process.pid, flush=True)\n"
         "time.sleep(600)\n"
     )
