@@ -325,6 +325,8 @@ def generate_role(
     messages = first
     why = "no attempt made"
     llm_s = verify_s = 0.0
+    # A small model often answers a repair request with the script it was told is broken.
+    rejected_before: dict[str, tuple[int, verify.Rejected]] = {}
     for attempt in range(1, max_attempts + 1):
         name = f"attempt-{attempt}"
         (workdir / f"{name}.prompt.md").write_text(_transcript(messages), encoding="utf-8")
@@ -341,10 +343,19 @@ def generate_role(
         script.write_text(code, encoding="utf-8")
         started = time.perf_counter()
         verdict = {"attempt": attempt, "ok": True, "stage": "passed", "reason": ""}
+        repeated = code in rejected_before
         try:
+            if repeated:
+                earlier, rejected = rejected_before[code]
+                raise verify.Rejected(
+                    rejected.stage,
+                    f"{rejected.reason} (the same script as attempt {earlier}; not run again)",
+                    rejected.stderr,
+                )
             verify.static_check(code, role)
             verifier(script, name)
         except verify.Rejected as rejected:
+            rejected_before.setdefault(code, (attempt, rejected))
             verdict.update(ok=False, stage=rejected.stage, reason=rejected.reason)
             if rejected.stderr:
                 (workdir / f"{name}.stderr.txt").write_text(rejected.stderr, encoding="utf-8")
@@ -353,6 +364,9 @@ def generate_role(
         verify_s += time.perf_counter() - started
         write_json(verdict, workdir / f"{name}.verdict.json")
         progress("codegen", role=role, attempt=attempt, stage=verdict["stage"])
+        if repeated:
+            # The next request would be this one again, answered from the cache: stop here.
+            break
         if verdict["ok"]:
             status = "passed-first-try" if attempt == 1 else f"repaired-after-{attempt - 1}"
             record = {"origin": "llm", "status": status, "attempts": attempt, "source": name}

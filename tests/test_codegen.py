@@ -313,6 +313,22 @@ def test_garbage_forever_falls_back_to_the_template_without_running_anything(run
     assert len(llm.ledger_path.read_text().splitlines()) == 3
 
 
+def test_a_repair_that_repeats_the_rejected_script_stops_the_loop_without_rerunning(run, tmp_path):
+    store, task, models = run
+    sandbox = SpySandbox()
+    broken = "import pandas_typo_module\n" + render("annotate", "org/kw", task)
+    llm = fake_llm(tmp_path, [fenced(broken)])  # the same answer to every request
+    manifest = generate(store, task, models, ["annotate"], llm, sandbox)
+
+    origin, status = statuses(manifest)["annotate"]
+    assert origin == "template"
+    assert status.startswith("template-fallback: 2 attempt(s) rejected, last at run:")
+    assert "the same script as attempt 1; not run again" in status
+    assert sandbox.scripts.count("attempt-1.py") == 1 and "attempt-2.py" not in sandbox.scripts
+    assert not (store.scripts_dir / "annotate" / "attempt-3.prompt.md").exists()
+    assert len(llm.ledger_path.read_text().splitlines()) == 2
+
+
 def test_a_script_that_opens_a_socket_never_reaches_the_sandbox(run, tmp_path):
     store, task, models = run
     sandbox = SpySandbox()
