@@ -8,11 +8,13 @@ an answer about a run never comes from the model's memory.
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pandas as pd
 from langchain_core.tools import BaseTool, StructuredTool
 
 from agent.human import NEEDS_HUMAN
+from agent.llm import ledger_entries
 from agent.report import ledger_totals
 from agent.runstore import RunStore, read_json
 
@@ -60,19 +62,15 @@ def run_status(store: RunStore) -> dict:
 def llm_usage(store: RunStore) -> dict:
     """LLM calls, tokens and cost from ledger.jsonl, and how many hard rows the LLM labeled."""
     totals = ledger_totals(store.ledger_path)
-    purposes: dict[str, int] = {}
-    if store.ledger_path.is_file():
-        for line in store.ledger_path.read_text(encoding="utf-8").splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:  # the last line of a run killed mid-write
-                continue
-            if not entry.get("cache_hit"):
-                purposes[entry["purpose"]] = purposes.get(entry["purpose"], 0) + 1
+    purposes = Counter(
+        entry["purpose"]
+        for entry in ledger_entries(store.ledger_path)
+        if not entry.get("cache_hit")
+    )
     hard = _hard(store)
     return {
         **totals,
-        "calls_by_purpose": purposes,
+        "calls_by_purpose": dict(purposes),
         "rows_labeled_by_llm": int((hard["source"] == "llm").sum()),
         "rows_sent_to_review": len(hard),
         "cost_note": "cost_usd counts calls with a known price; a local model costs nothing",

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.fake_openai import LoopbackChatServer
 
 # Question words -> (tool, arguments), first match wins.
 TOOL_RULES = [
@@ -44,15 +44,13 @@ def tool_call(question: str) -> tuple[str, dict]:
     return "run_status", {}
 
 
-class FakeChatLLM:
+class FakeChatLLM(LoopbackChatServer):
     def __init__(self):
         self.tool_calls: list[str] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__()
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+    def complete(self, body: dict) -> tuple[dict, dict]:
+        return self.reply(body), {"prompt_tokens": 50, "completion_tokens": 5, "total_tokens": 55}
 
     def reply(self, body: dict) -> dict:
         messages = body["messages"]
@@ -74,51 +72,3 @@ class FakeChatLLM:
         if "nonsense" in message:  # what a weak model sometimes says instead of JSON
             return {"role": "assistant", "content": "Sure! I can help you label data."}
         return {"role": "assistant", "content": json.dumps(fill_form(message, form))}
-
-    def _handler(self):
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _send(self, payload: dict) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                self._send({"object": "list", "data": [{"id": "fake", "object": "model"}]})
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                message = fake.reply(body)
-                finish = "tool_calls" if "tool_calls" in message else "stop"
-                self._send(
-                    {
-                        "id": "chatcmpl-fake",
-                        "object": "chat.completion",
-                        "created": 0,
-                        "model": body.get("model", "fake"),
-                        "choices": [
-                            {
-                                "index": 0,
-                                "message": message,
-                                "finish_reason": finish,
-                            }
-                        ],
-                        "usage": {"prompt_tokens": 50, "completion_tokens": 5, "total_tokens": 55},
-                    }
-                )
-
-        return Handler
-
-    def __enter__(self) -> FakeChatLLM:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()

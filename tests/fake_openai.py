@@ -15,7 +15,66 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-class FakeOpenAI:
+class LoopbackChatServer:
+    """An OpenAI-compatible chat completions server on loopback; `complete` decides each answer."""
+
+    def __init__(self) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def complete(self, body: dict) -> tuple[dict, dict]:
+        """(the assistant message, the token usage) for one chat completions request body."""
+        raise NotImplementedError
+
+    def _handler(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, payload: dict) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._send({"object": "list", "data": [{"id": "fake", "object": "model"}]})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                message, usage = fake.complete(body)
+                finish = "tool_calls" if message.get("tool_calls") else "stop"
+                self._send(
+                    {
+                        "id": "chatcmpl-fake",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": body.get("model", "fake"),
+                        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                        "usage": usage,
+                    }
+                )
+
+        return Handler
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class FakeOpenAI(LoopbackChatServer):
     def __init__(
         self,
         labels: list[str],
@@ -28,12 +87,13 @@ class FakeOpenAI:
         self.count_tokens = count_tokens
         self.keywords = keywords or {label: label for label in labels}
         self.requests: Counter[str] = Counter()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__()
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+    def complete(self, body: dict) -> tuple[dict, dict]:
+        prompt = "\n".join(str(m.get("content", "")) for m in body["messages"])
+        self.requests[prompt] += 1
+        answer = self.answer(prompt)
+        return {"role": "assistant", "content": answer}, self.usage(prompt, answer)
 
     def answer(self, prompt: str) -> str:
         """The label of the first keyword in the last <text> block (the sample itself), or
@@ -57,53 +117,3 @@ class FakeOpenAI:
             "completion_tokens": tokens_out,
             "total_tokens": tokens_in + tokens_out,
         }
-
-    def _handler(self):
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _send(self, payload: dict) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                self._send({"object": "list", "data": [{"id": "fake", "object": "model"}]})
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                prompt = "\n".join(str(m.get("content", "")) for m in body["messages"])
-                fake.requests[prompt] += 1
-                answer = fake.answer(prompt)
-                self._send(
-                    {
-                        "id": "chatcmpl-fake",
-                        "object": "chat.completion",
-                        "created": 0,
-                        "model": body.get("model", "fake"),
-                        "choices": [
-                            {
-                                "index": 0,
-                                "message": {"role": "assistant", "content": answer},
-                                "finish_reason": "stop",
-                            }
-                        ],
-                        "usage": fake.usage(prompt, answer),
-                    }
-                )
-
-        return Handler
-
-    def __enter__(self) -> FakeOpenAI:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
