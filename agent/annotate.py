@@ -17,6 +17,7 @@ import pandas as pd
 from agent.codegen import script_path
 from agent.consensus import decide
 from agent.runstore import RunStore, write_parquet
+from agent.verify import annotate_args
 from sandbox.base import Limits, Sandbox
 
 
@@ -95,22 +96,7 @@ def annotate_chunk(
             store,
             f"annotate-{slug}-{chunk:06d}",
             script_path(store, "annotate", slug),
-            [
-                "--model",
-                str(model_dir),
-                "--input",
-                str(inputs),
-                "--output",
-                str(tmp),
-                "--batch-size",
-                str(task.batch_size),
-                "--max-length",
-                str(task.max_length),
-                "--device",
-                device,
-                "--threads",
-                str(share.threads),
-            ],
+            annotate_args(model_dir, inputs, tmp, task, device, share.threads),
             inputs=[model_dir, inputs],
             output_dir=out.parent,
             limits=share,

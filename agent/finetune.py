@@ -25,6 +25,7 @@ from agent.annotate import run_step
 from agent.codegen import script_path
 from agent.hardpool import expert_samples
 from agent.runstore import RunStore, read_json, write_json, write_parquet
+from agent.verify import finetune_args
 from sandbox.base import Limits, Sandbox
 
 GATE_SHARE = 0.15
@@ -120,20 +121,7 @@ def finetune_cycle(
                 store,
                 step,
                 script_path(store, "finetune", slug),
-                [
-                    "--model",
-                    str(current),
-                    "--train",
-                    str(train_path),
-                    "--eval",
-                    str(gate_path),
-                    "--out",
-                    str(out),
-                    "--device",
-                    device,
-                    "--threads",
-                    str(limits.threads),
-                ],
+                finetune_args(current, train_path, gate_path, out, device, limits.threads),
                 inputs=[current, train_path, gate_path],
                 output_dir=out,
                 limits=limits,

@@ -115,7 +115,7 @@ def run_candidate(
 def annotate_args(
     model_dir: Path, input_path: Path, output_path: Path, task: TaskSpec, device: str, threads: int
 ) -> list[str]:
-    """The command line agent.annotate gives every annotate script."""
+    """The command line every annotate script gets: in the run (agent.annotate) and its probe."""
     return [
         "--model", str(model_dir),
         "--input", str(input_path),
@@ -130,7 +130,7 @@ def annotate_args(
 def finetune_args(
     model_dir: Path, train: Path, gate: Path, out: Path, device: str, threads: int
 ) -> list[str]:
-    """The command line agent.finetune gives every finetune script."""
+    """The command line every finetune script gets: in the run (agent.finetune) and its probe."""
     return [
         "--model", str(model_dir),
         "--train", str(train),
