@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from agent.demo_hub import demo_input
-from agent.llm import DEFAULT_PRICES, Endpoint, LLMClient, open_endpoint
-from agent.review import LLMReviewer, ReviewItem
+from agent.hub.demo import demo_input
+from agent.llm.client import DEFAULT_PRICES, Endpoint, LLMClient, open_endpoint
+from agent.pipeline.review import LLMReviewer, ReviewItem
 from tests.fake_openai import FakeOpenAI
 
 LABELS = ["positive", "negative", "neutral"]

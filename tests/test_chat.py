@@ -9,8 +9,8 @@ import os
 import pytest
 from rich.console import Console
 
-from agent.chat import ChatSession, Form, SpecDraft, SpecReader, estimate
-from agent.llm import Endpoint, Price, make_chat_model, open_endpoint
+from agent.cli.chat import ChatSession, Form, SpecDraft, SpecReader, estimate
+from agent.llm.client import Endpoint, Price, make_chat_model, open_endpoint
 from tests.fake_chat import FakeChatLLM
 
 

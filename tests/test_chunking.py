@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from agent.chunking import expert_rate, max_chunks, next_chunk_size, plan_chunk
-from agent.runstore import RunStore, prepare_input, write_parquet
+from agent.pipeline.chunking import expert_rate, max_chunks, next_chunk_size, plan_chunk
+from agent.store.runstore import RunStore, prepare_input, write_parquet
 from agent.task import TaskSpec
 
 

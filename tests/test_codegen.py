@@ -8,9 +8,11 @@ import pandas as pd
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
-from agent import verify
-from agent.annotate import StepFailed, validate_votes
-from agent.codegen import (
+from agent.llm.client import LLMClient
+from agent.pipeline.annotate import StepFailed, validate_votes
+from agent.pipeline.review import load_prompt
+from agent.scripts import verify
+from agent.scripts.codegen import (
     ROLES,
     extract_code,
     generate_scripts,
@@ -18,9 +20,7 @@ from agent.codegen import (
     render,
     write_scripts,
 )
-from agent.llm import LLMClient
-from agent.review import load_prompt
-from agent.runstore import RunStore, read_json
+from agent.store.runstore import RunStore, read_json
 from agent.task import TaskSpec
 from sandbox.base import Limits, Result
 from sandbox.local import LocalSandbox
@@ -355,8 +355,8 @@ def test_without_an_llm_the_templates_are_used_and_the_reason_recorded(run):
     reason="the local LLM (llama-cpp-python) is not installed",
 )
 def test_the_local_llm_writes_an_annotate_script_that_is_verified(run):
-    from agent.llm import LLMClient as Client
-    from agent.llm import make_chat_model, open_endpoint
+    from agent.llm.client import LLMClient as Client
+    from agent.llm.client import make_chat_model, open_endpoint
 
     store, task, models = run
     with open_endpoint() as endpoint, Client.for_endpoint(endpoint, store.root) as llm:

@@ -1,6 +1,6 @@
 import pytest
 
-from agent.consensus import accuracy, decide, macro_f1, majority_vote, route, uncertainty
+from agent.committee.consensus import accuracy, decide, macro_f1, majority_vote, route, uncertainty
 
 LABELS = ["negative", "neutral", "positive"]
 

@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from agent import demo_hub
-from agent.demo_hub import (
+from agent.hub import demo as demo_hub
+from agent.hub.demo import (
     DEMO_MODELS,
     SAMPLES,
     TASK_LABELS,
@@ -17,7 +17,7 @@ from agent.demo_hub import (
     default_demo_hub_dir,
     demo_input,
 )
-from agent.hub import LocalHub, split_front_matter
+from agent.hub.hubs import LocalHub, split_front_matter
 
 ONE_MODEL = "demo/minilm-sentiment-movie-reviews"
 

@@ -1,7 +1,7 @@
 import pandas as pd
 
-from agent.finetune import improved, replay_sample, split_gate
-from agent.runstore import write_parquet
+from agent.pipeline.finetune import improved, replay_sample, split_gate
+from agent.store.runstore import write_parquet
 from tests.test_chunking import make_store
 
 

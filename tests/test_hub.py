@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import pytest
 
-from agent.hub import HfHub, HubError, LocalHub, ModelInfo, split_front_matter
+from agent.hub.hubs import HfHub, HubError, LocalHub, ModelInfo, split_front_matter
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

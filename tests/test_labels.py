@@ -1,6 +1,6 @@
 import pytest
 
-from agent.labels import align, check_probes, probes_for
+from agent.committee.labels import align, check_probes, probes_for
 
 SENTIMENT = ["negative", "neutral", "positive"]
 
@@ -150,7 +150,7 @@ class _Recorder:
 def _client(tmp_path, answers, recorder=None):
     from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
-    from agent.llm import LLMClient
+    from agent.llm.client import LLMClient
 
     return LLMClient(
         FakeListChatModel(responses=answers, callbacks=recorder and [recorder.handler]),
@@ -161,7 +161,7 @@ def _client(tmp_path, answers, recorder=None):
 
 
 def test_the_llm_proposer_maps_generic_labels_and_only_accepts_task_labels(tmp_path):
-    from agent.labels import llm_proposer
+    from agent.committee.labels import llm_proposer
 
     answer = 'Sure:\n```json\n{"LABEL_0": "negative", "LABEL_1": "meh", "LABEL_2": "positive"}\n```'
     recorder = _Recorder()
@@ -183,7 +183,7 @@ def test_the_llm_proposer_maps_generic_labels_and_only_accepts_task_labels(tmp_p
 
 
 def test_the_llm_proposer_survives_an_answer_without_json(tmp_path):
-    from agent.labels import llm_proposer
+    from agent.committee.labels import llm_proposer
 
     propose = llm_proposer(_client(tmp_path, ["I think LABEL_0 is negative."]), "sentiment")
     a = align(["LABEL_0", "LABEL_1"], ["negative", "positive"], "", propose=propose)

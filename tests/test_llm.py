@@ -11,7 +11,7 @@ import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-from agent.llm import (
+from agent.llm.client import (
     DEFAULT_REMOTE_MODEL,
     ENV_API_KEY,
     ENV_BASE_URL,
@@ -200,7 +200,7 @@ def test_the_server_dies_with_a_run_killed_by_sigkill_even_mid_answer():
     starter = (
         "import threading, time\n"
         "import openai\n"
-        "from agent.llm import LocalServer, resolve_gguf\n"
+        "from agent.llm.client import LocalServer, resolve_gguf\n"
         "server = LocalServer(resolve_gguf())\n"
         "endpoint = server.start()\n"
         "client = openai.OpenAI(base_url=endpoint.base_url, api_key='x', max_retries=0)\n"

@@ -8,8 +8,8 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import BaseMessage, HumanMessage
 
-from agent.llm import LLMClient, open_endpoint
-from agent.review import (
+from agent.llm.client import LLMClient, open_endpoint
+from agent.pipeline.review import (
     LLMReviewer,
     OracleReviewer,
     ReviewItem,

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from agent.runstore import InputError, RunStore, prepare_input, read_table
+from agent.store.runstore import InputError, RunStore, prepare_input, read_table
 from agent.task import TaskSpec
 
 
@@ -75,7 +75,7 @@ def test_create_cuts_the_first_chunk_of_labelable_rows_and_refuses_to_overwrite(
     (tmp_path / "d.csv").write_text("text\n" + "\n".join(["a", "", "b", "c", "d", "e"]) + "\n")
     spec = task_for(tmp_path / "d.csv", chunk_size=2)
     store = RunStore.create(tmp_path / "run", spec, prepare_input(spec))
-    # Later chunks are cut when they start, sized from what the run has seen (agent.chunking).
+    # Later chunks are cut when they start, sized from what the run has seen (pipeline.chunking).
     assert store.n_chunks() == 1
     assert pd.read_parquet(store.input_chunk(0))["text"].tolist() == ["a", "b"]
     assert store.rows_left(1) == 3

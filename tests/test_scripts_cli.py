@@ -5,10 +5,10 @@ import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from typer.testing import CliRunner
 
-from agent.cli import app
-from agent.codegen import generate_scripts, render, write_scripts
-from agent.llm import LLMClient
-from agent.runstore import RunStore, write_json
+from agent.cli.app import app
+from agent.llm.client import LLMClient
+from agent.scripts.codegen import generate_scripts, render, write_scripts
+from agent.store.runstore import RunStore, write_json
 from agent.task import TaskSpec
 from sandbox.base import Limits
 from sandbox.local import LocalSandbox

@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agent.cli import app
-from agent.hub import LocalHub, ModelInfo
-from agent.labels import align
-from agent.selection import (
+from agent.cli.app import app
+from agent.committee.labels import align
+from agent.committee.selection import (
     Policy,
     SelectionError,
     choose,
@@ -21,6 +20,7 @@ from agent.selection import (
     select,
     static_rejection,
 )
+from agent.hub.hubs import LocalHub, ModelInfo
 from agent.task import TaskSpec
 from tests.helpers import card_text, make_keyword_classifier
 
@@ -305,7 +305,7 @@ def test_models_search_cli_shows_choices_rejections_and_escalation(smoke_hub, tm
 
 
 def test_an_llm_proposal_rescues_generic_labels_for_the_closest_models_only(tmp_path, monkeypatch):
-    import agent.selection
+    import agent.committee.selection
 
     source = "cardiffnlp__twitter-roberta-base-sentiment"
     for model_id, topic in (("a/tweet-sentiment", "tweets"), ("b/poems", "medieval poetry")):
@@ -325,7 +325,7 @@ def test_an_llm_proposal_rescues_generic_labels_for_the_closest_models_only(tmp_
     spec = task("sentiment of tweets", SENTIMENT, k=1)
     assert all(c.rejected for c in rank_candidates(hub, spec))
 
-    monkeypatch.setattr(agent.selection, "MAX_PROPOSALS", 1)
+    monkeypatch.setattr(agent.committee.selection, "MAX_PROPOSALS", 1)
     ranked = by_id(rank_candidates(hub, spec, propose=propose))
     assert len(asked) == 1 and "tweets" in asked[0]
     rescued = ranked["a/tweet-sentiment"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from agent.review_cli import label_keys
+from agent.cli.review import label_keys
 from tests.e2e.conftest import LABELS, write_data
 from tests.fake_chat import FakeChatLLM
 
@@ -81,7 +81,7 @@ def test_chat_request_confirm_review_and_questions(tmp_path, hub_dir):
                 "env",
                 *(f"{k}={shlex.quote(v)}" for k, v in env.items()),
                 shlex.quote(sys.executable),
-                "-m agent.cli chat --sandbox local --device cpu",
+                "-m agent.cli.app chat --sandbox local --device cpu",
                 f"--hub {shlex.quote(str(hub_dir))} --run-dir {shlex.quote(str(run_dir))};",
                 "sleep 600",  # keep the pane for capture-pane after the program ends
             ]

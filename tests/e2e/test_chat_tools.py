@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from agent import chat_tools
-from agent.chat import ChatSession, answer_question
-from agent.hub import LocalHub
-from agent.llm import Endpoint, make_chat_model
-from agent.runner import RunOptions, create_run, run_graph
+from agent.cli import chat_tools
+from agent.cli.chat import ChatSession, answer_question
+from agent.hub.hubs import LocalHub
+from agent.llm.client import Endpoint, make_chat_model
+from agent.pipeline.runner import RunOptions, create_run, run_graph
 from agent.task import TaskSpec
 from sandbox.local import LocalSandbox
 from tests.e2e.conftest import LABELS, WORDS, write_data

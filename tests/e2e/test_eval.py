@@ -7,8 +7,8 @@ import json
 import pandas as pd
 from typer.testing import CliRunner
 
-from agent.cli import app
-from agent.runstore import RunStore
+from agent.cli.app import app
+from agent.store.runstore import RunStore
 from tests.e2e.conftest import LABELS, write_data
 
 
@@ -132,8 +132,8 @@ def test_eval_grid_refuses_a_bad_list(tmp_path):
 
 
 def test_the_llm_only_row_counts_the_calls_batched_review_made(tmp_path):
-    from agent.evaluate import llm_alone_row
-    from agent.runner import RunOptions, create_run
+    from agent.pipeline.evaluate import llm_alone_row
+    from agent.pipeline.runner import RunOptions, create_run
     from agent.task import TaskSpec
     from tests.e2e.conftest import WORDS
     from tests.fake_openai import FakeOpenAI

@@ -14,9 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from agent.hub import LocalHub
-from agent.runner import RunOptions, create_run, run_graph
-from agent.runstore import RunStore
+from agent.hub.hubs import LocalHub
+from agent.pipeline.runner import RunOptions, create_run, run_graph
+from agent.store.runstore import RunStore
 from agent.task import TaskSpec
 from sandbox.local import LocalSandbox
 from tests.e2e.conftest import LABELS, WORDS, write_data
@@ -134,7 +134,7 @@ def test_llm_reviewer_labels_routed_samples_through_the_endpoint(tmp_path, hub_d
 
 def _cli(*args: str, env: dict) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", *args],
+        [sys.executable, "-m", "agent.cli.app", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -7,10 +7,10 @@ import json
 
 import pandas as pd
 
-from agent.hardpool import expert_samples
-from agent.hub import LocalHub
-from agent.report import CAPPED_FILE
-from agent.runner import RunOptions, create_run, run_graph
+from agent.hub.hubs import LocalHub
+from agent.pipeline.hardpool import expert_samples
+from agent.pipeline.report import CAPPED_FILE
+from agent.pipeline.runner import RunOptions, create_run, run_graph
 from agent.task import TaskSpec
 from sandbox.local import LocalSandbox
 from tests.e2e.conftest import LABELS, WORDS, write_data

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 
-from agent.llm import Budget, LLMClient
-from agent.review import CAPPED, LLMReviewer, OracleReviewer, Reviewer, ReviewItem, Verdict
+from agent.llm.client import Budget, LLMClient
+from agent.pipeline.review import CAPPED, LLMReviewer, OracleReviewer, Reviewer, ReviewItem, Verdict
 from tests.review.fakes import KeywordLabeler
 
 LABELS = ["positive", "negative", "neutral"]

@@ -6,7 +6,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from agent.sandbox_cli import sandbox_app
+from agent.cli.sandbox import sandbox_app
 
 app = typer.Typer()
 app.add_typer(sandbox_app, name="sandbox")

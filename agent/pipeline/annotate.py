@@ -1,0 +1,152 @@
+"""One chunk through the committee: every SLM's annotate script, then vote and route.
+
+`annotate(model_version, chunk) -> votes` depends only on its inputs (a model directory and
+a chunk file), so chunks can later be fanned out to workers without changing this contract.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+
+from agent.committee.consensus import decide
+from agent.scripts.codegen import script_path
+from agent.scripts.verify import annotate_args
+from agent.store.runstore import RunStore, write_parquet
+from sandbox.base import Limits, Sandbox
+
+
+class StepFailed(RuntimeError):
+    """A sandboxed script failed; the message names the step and where its log is."""
+
+
+def run_step(
+    sandbox: Sandbox,
+    store: RunStore,
+    name: str,
+    script: Path,
+    args: list[str],
+    inputs: list[Path],
+    output_dir: Path,
+    limits: Limits,
+) -> None:
+    """Run one script in the sandbox, save its Result under steps/, raise if it failed."""
+    result = sandbox.run(script, args, inputs=inputs, output_dir=output_dir, limits=limits)
+    log = store.steps_dir / f"{name}.json"
+    result.save(log)
+    if not result.ok:
+        raise StepFailed(f"step {name} failed ({result.reason()}); details in {log}")
+
+
+def validate_votes(path: Path, chunk: pd.DataFrame, model_labels: list[str]) -> pd.DataFrame:
+    """The annotate contract: one row per input id, known labels, scores in [0, 1]."""
+    votes = pd.read_parquet(path)
+    problems = []
+    if list(votes.columns[:3]) != ["id", "label", "score"]:
+        problems.append(f"columns are {list(votes.columns)}, expected id, label, score")
+    elif len(votes) != len(chunk) or set(votes["id"]) != set(chunk["id"]):
+        problems.append(f"{len(votes)} rows for {len(chunk)} inputs or ids differ")
+    else:
+        unknown = set(votes["label"]) - set(model_labels)
+        if unknown:
+            problems.append(f"labels outside the model's: {sorted(unknown)[:5]}")
+        scores = votes["score"]
+        if scores.isna().any() or (scores < 0).any() or (scores > 1).any():
+            problems.append("scores missing or outside [0, 1]")
+    if problems:
+        raise StepFailed(f"{path}: annotate output breaks the contract: {'; '.join(problems)}")
+    return votes
+
+
+def annotate_chunk(
+    store: RunStore,
+    sandbox: Sandbox,
+    models: list[dict],
+    versions: dict[str, int],
+    chunk: int,
+    device: str,
+    limits: Limits,
+) -> None:
+    """Write votes/<slug>/<chunk>.parquet for every model that has none yet.
+
+    The k scripts run side by side, each with its share of the CPU threads: most of a short
+    script's time is Python importing torch, which overlaps well.
+    """
+    task = store.task()
+    inputs = store.input_chunk(chunk)
+    frame = pd.read_parquet(inputs)
+    todo = [m for m in models if not store.model_votes(m["slug"], chunk).is_file()]
+    if not todo:
+        return
+    share = replace(limits, threads=max(1, limits.threads // len(todo)) if limits.threads else 0)
+
+    def one(model: dict) -> None:
+        slug = model["slug"]
+        out = store.model_votes(slug, chunk)
+        model_dir = store.model_dir(slug, versions[slug])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        run_step(
+            sandbox,
+            store,
+            f"annotate-{slug}-{chunk:06d}",
+            script_path(store, "annotate", slug),
+            annotate_args(model_dir, inputs, tmp, task, device, share.threads),
+            inputs=[model_dir, inputs],
+            output_dir=out.parent,
+            limits=share,
+        )
+        validate_votes(tmp, frame, model["labels"])
+        tmp.replace(out)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=len(todo)) as pool:
+        for future in [pool.submit(one, model) for model in todo]:
+            future.result()
+    store.log_timing("annotate", time.perf_counter() - started, chunk=chunk)
+
+
+def vote_chunk(store: RunStore, models: list[dict], versions: dict[str, int], chunk: int) -> dict:
+    """Combine the committee's votes for one chunk (eq. 2-5) into chunks/<chunk>.parquet."""
+    target = store.chunk_votes(chunk)
+    if target.is_file():
+        frame = pd.read_parquet(target)
+        return {"rows": len(frame), "hard": int((frame["route"] == "review").sum())}
+    started = time.perf_counter()
+    task = store.task()
+    frame = pd.read_parquet(store.input_chunk(chunk))
+    for model in models:
+        slug = model["slug"]
+        votes = pd.read_parquet(store.model_votes(slug, chunk)).set_index("id")
+        raw = votes.loc[frame["id"], "label"].to_numpy()
+        frame[f"{slug}.raw"] = raw
+        frame[f"{slug}.label"] = [model["label_map"][x] for x in raw]
+        frame[f"{slug}.score"] = votes.loc[frame["id"], "score"].to_numpy()
+    slugs = [m["slug"] for m in models]
+    decisions = [
+        decide(
+            [row[f"{s}.label"] for s in slugs],
+            [row[f"{s}.score"] for s in slugs],
+            task.labels,
+            task.routing_threshold,
+        )
+        for row in frame.to_dict("records")
+    ]
+    frame["label"] = [d.label for d in decisions]
+    frame["uncertainty"] = [d.uncertainty for d in decisions]
+    frame["confidence"] = [d.agreement * d.confidence for d in decisions]
+    frame["route"] = [d.route for d in decisions]
+    frame["chunk"] = chunk
+    frame["versions"] = json.dumps({s: versions[s] for s in slugs})
+    write_parquet(frame.drop(columns=["text"]), target)
+    store.log_timing("vote", time.perf_counter() - started, chunk=chunk)
+    return {"rows": len(frame), "hard": int((frame["route"] == "review").sum())}
+
+
+def votes_json(row: dict, slugs: list[str]) -> str:
+    return json.dumps({s: row[f"{s}.label"] for s in slugs}, ensure_ascii=False)
