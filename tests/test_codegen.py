@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
+from agent.errors import StepFailed
 from agent.llm.client import LLMClient
-from agent.pipeline.annotate import StepFailed, validate_votes
-from agent.pipeline.review import load_prompt
+from agent.prompting import load_prompt
 from agent.scripts import verify
 from agent.scripts.codegen import (
     ROLES,
@@ -20,6 +20,7 @@ from agent.scripts.codegen import (
     render,
     write_scripts,
 )
+from agent.scripts.contract import validate_votes
 from agent.store.runstore import RunStore, read_json
 from agent.task import TaskSpec
 from sandbox.base import Limits, Result

@@ -6,22 +6,31 @@ import json
 import os
 import signal
 import sys
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from datetime import datetime
+from functools import cache
 from pathlib import Path
 
+import pandas as pd
 import typer
 from pydantic import ValidationError
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from agent.cli.common import HubOpt, console, fail, open_hub, out, user_errors
+from agent.cli.chat import ChatSession, open_chat_model, repl
+from agent.cli.common import USER_ERRORS, HubOpt, console, fail, open_hub, out
 from agent.cli.models import models_app
+from agent.cli.progress import ProgressView
+from agent.cli.review import answer_interrupt
 from agent.cli.review import review as review_command
 from agent.cli.sandbox import sandbox_app
 from agent.cli.scripts import scripts_app
-from agent.store.runstore import RunStore
+from agent.hub.demo import TASK_LABELS, demo_input
+from agent.pipeline.evaluate import ablation
+from agent.pipeline.evaluate import evaluate as run_eval
+from agent.pipeline.runner import RunOptions, is_finished, preflight, run_graph
+from agent.store.runstore import RunStore, prepare_input
 from agent.task import TaskSpec
+from sandbox.factory import make_sandbox
 
 # Our progress bars show each stage; the libraries' own bars (one per model load) are noise.
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -53,110 +62,7 @@ def _task_or_fail(**fields) -> TaskSpec:
         raise  # unreachable; fail() exits
 
 
-class ProgressView:
-    """Turns node events into rich progress bars (or nothing with --quiet)."""
-
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
-        self.bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            disable=quiet,
-        )
-        self.chunks = None
-        self.review = None
-
-    def __enter__(self):
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self.bar.__exit__(*exc)
-
-    @contextmanager
-    def paused(self):
-        """Hide the bars while the terminal belongs to someone else (the review console)."""
-        self.bar.stop()
-        try:
-            yield
-        finally:
-            self.bar.start()
-
-    def __call__(self, event: str, **data) -> None:
-        if self.quiet:
-            return
-        if event == "selected":
-            self.bar.console.print(f"committee: {', '.join(data['models'])}")
-            if data.get("expected_escalation") is not None:
-                self.bar.console.print(
-                    f"expected escalation to review: {data['expected_escalation']:.0%} "
-                    "(the committee's disagreement on a smoke-test sample of your rows)"
-                )
-        elif event == "review_estimate":
-            self.bar.console.print(describe_estimate(data["estimate"]), highlight=False)
-        elif event == "deployed":
-            self.bar.console.print(f"deployed {data['model']}")
-        elif event == "annotating":
-            if self.chunks is None:
-                self.chunks = self.bar.add_task("chunks", total=data["n_chunks"])
-            # Chunk sizes adapt to the escalation seen so far, so the count is re-estimated.
-            self.bar.update(self.chunks, completed=data["chunk"], total=data["n_chunks"])
-        elif event == "voted":
-            self.bar.console.print(
-                f"chunk {data['chunk']}: {data['hard']}/{data['rows']} routed to review"
-            )
-        elif event == "review_progress":
-            if self.review is None:
-                self.review = self.bar.add_task("review", total=data["total"])
-            self.bar.update(self.review, completed=data["done"], total=data["total"])
-        elif event == "reviewed":
-            if self.review is not None:
-                self.bar.remove_task(self.review)
-                self.review = None
-            if self.chunks is not None:
-                self.bar.update(self.chunks, completed=data["chunk"] + 1)
-        elif event == "finetuning":
-            self.bar.console.print(
-                f"fine-tuning cycle {data['cycle']} on {data['samples']} reviewed hard samples"
-            )
-        elif event == "finetuned":
-            for slug, m in data["models"].items():
-                verdict = "kept" if m["kept"] else "rolled back"
-                self.bar.console.print(
-                    f"  {slug}: gate {m['gate_before']:.3f} -> {m['gate_after']:.3f} ({verdict}); "
-                    f"{m['train_seconds']} s, peak {m['peak_memory_mb'] or '?'} MB"
-                )
-
-
-def describe_estimate(estimate) -> str:
-    """One line for pipeline.review.ReviewEstimate, printed before the review spends anything."""
-    cost = "price unknown" if estimate.cost_usd is None else f"~${estimate.cost_usd:.4f}"
-    line = (
-        f"LLM review estimate: ~{estimate.samples} hard samples, ~{estimate.calls} calls "
-        f"({estimate.batch_size} per call), ~{estimate.tokens_in} tokens in / "
-        f"~{estimate.tokens_out} out, {cost}"
-    )
-    if estimate.affordable is not None and estimate.affordable < estimate.samples:
-        line += (
-            f"; the budget covers ~{estimate.affordable}, the rest keep the committee's "
-            "label (committee-capped)"
-        )
-    return line
-
-
-def make_sandbox(kind: str, device: str):
-    from sandbox.factory import make_sandbox as factory
-
-    return factory(kind, device=device)
-
-
 def _execute(store: RunStore, options, *, resume: bool, quiet: bool) -> dict:
-    from agent.cli.review import answer_interrupt
-    from agent.pipeline.runner import is_finished, run_graph
-
     with ProgressView(quiet) as view:
         options.progress = view
         if not quiet:
@@ -192,12 +98,10 @@ def _summary(store: RunStore, metrics: dict) -> None:
 
 
 def _options(hub, sandbox, device, llm_base_url, llm_api_key, llm_model, gguf, timeout, quiet):
-    from agent.pipeline.runner import RunOptions
-
     status = None if quiet else (lambda line: console.print(line))
     return RunOptions(
         hub=open_hub(hub, status),
-        sandbox=make_sandbox(sandbox, device),
+        sandbox=make_sandbox(sandbox, device=device),
         llm_base_url=llm_base_url,
         llm_api_key=llm_api_key,
         llm_model=llm_model,
@@ -416,16 +320,13 @@ def run(
                 soft_wrap=True,
             )
         metrics = _execute(store, options, resume=False, quiet=quiet)
-    except user_errors() as err:
+    except USER_ERRORS as err:
         fail(str(err))
     _summary(store, metrics)
 
 
 def _create(spec: TaskSpec, run_dir: Path, options) -> RunStore:
     """Check everything the run needs, then write its directory: a refused run leaves nothing."""
-    from agent.pipeline.runner import preflight
-    from agent.store.runstore import prepare_input
-
     rows = prepare_input(spec)
     preflight(spec, options)
     return RunStore.create(run_dir, spec, rows)
@@ -452,7 +353,7 @@ def resume(
             hub, sandbox, device, llm_base_url, llm_api_key, llm_model, gguf, step_timeout, quiet
         )
         metrics = _execute(store, options, resume=True, quiet=quiet)
-    except user_errors() as err:
+    except USER_ERRORS as err:
         fail(str(err))
     _summary(store, metrics)
 
@@ -470,10 +371,6 @@ def chat(
     step_timeout: float = TimeoutOpt,
 ) -> None:
     """Describe a labeling job in plain words; confirm the task, watch it run, ask about it."""
-    from functools import cache
-
-    from agent.cli.chat import ChatSession, open_chat_model, repl
-
     with ExitStack() as stack:
         model, endpoint, price = open_chat_model(
             stack, llm_base_url, llm_api_key, llm_model, gguf, console.print
@@ -516,12 +413,8 @@ def demo(
     quiet: bool = QuietOpt,
 ) -> None:
     """Label bundled sample data end to end with the embedded defaults (no network, no key)."""
-    from agent.hub.demo import TASK_LABELS, demo_input
-
     if task not in TASK_LABELS:
         fail(f"unknown demo task {task!r}; use one of {', '.join(TASK_LABELS)}")
-    import pandas as pd
-
     source = pd.read_csv(demo_input(task))
     target = _run_dir(run_dir, prefix=f"demo-{task}")
     sample = target.with_name(target.name + ".input.csv")
@@ -541,7 +434,7 @@ def demo(
         if not quiet:
             console.print(f"run directory: {store.root}", soft_wrap=True)
         metrics = _execute(store, options, resume=False, quiet=quiet)
-    except user_errors() as err:
+    except USER_ERRORS as err:
         fail(str(err))
     _summary(store, metrics)
 
@@ -587,9 +480,6 @@ def evaluate(
     With several values of --k or --beta, run every combination instead and write the
     paper's tables 5-6 as one grid (ablation.md and ablation.csv in the run directory).
     """
-    from agent.pipeline.evaluate import ablation
-    from agent.pipeline.evaluate import evaluate as run_eval
-
     chosen = [r.strip() for r in reviewers.split(",") if r.strip()]
     unknown = set(chosen) - {"llm", "oracle"}
     if unknown or not chosen:
@@ -626,7 +516,7 @@ def evaluate(
                 table = ablation(base, root, options, chosen, ks, betas)
             else:
                 table = run_eval(base, root, options, chosen, llm_sample)
-    except user_errors() as err:
+    except USER_ERRORS as err:
         fail(str(err))
     render = Table(title=f"AutoAnnotator eval: {task}")
     for column in table["columns"]:

@@ -26,9 +26,14 @@ from rich.markdown import Markdown
 from rich.table import Table
 
 from agent.cli import chat_tools
-from agent.cli.common import user_errors
+from agent.cli.common import USER_ERRORS
+from agent.cli.progress import ProgressView
+from agent.cli.review import answer_interrupt, review_items
+from agent.llm import client as llm
 from agent.pipeline.human import hard_items
-from agent.pipeline.review import load_prompt
+from agent.pipeline.report import refresh_outputs
+from agent.pipeline.runner import create_run, is_finished, preflight, run_graph
+from agent.prompting import load_prompt
 from agent.store.runstore import InputError, RunStore, read_table
 from agent.task import TaskSpec
 
@@ -306,8 +311,6 @@ class ChatSession:
 
     # ---- running ------------------------------------------------------------------------
     def start(self) -> None:
-        from agent.pipeline.runner import create_run, preflight
-
         task = self.form.task()
         options = self.make_options()
         target = self.run_dir or Path("runs") / f"chat-{datetime.now():%Y%m%d-%H%M%S}"
@@ -315,7 +318,7 @@ class ChatSession:
         try:
             preflight(task, options)
             self.store = create_run(task, target)
-        except user_errors() as err:
+        except USER_ERRORS as err:
             self.say(f"[red]{err}[/]")
             return
         self.form = Form()
@@ -323,10 +326,6 @@ class ChatSession:
         self.execute(options, resume=False)
 
     def execute(self, options, *, resume: bool) -> None:
-        from agent.cli.app import ProgressView
-        from agent.cli.review import answer_interrupt
-        from agent.pipeline.runner import is_finished, run_graph
-
         with ProgressView(False) as view:
             options.progress = view
 
@@ -340,7 +339,7 @@ class ChatSession:
             except KeyboardInterrupt:
                 self.say("paused at the last checkpoint; /resume continues")
                 return
-            except user_errors() as err:
+            except USER_ERRORS as err:
                 self.say(f"[red]{err}[/] (fix it, then /resume)")
                 return
         if not is_finished(self.store):
@@ -393,9 +392,6 @@ class ChatSession:
                 table.add_row(s["role"], s["model"], s["origin"], s["status"], s["path"])
             self.screen.print(table)
         elif name == "review":
-            from agent.cli.review import refresh_outputs, review_items
-            from agent.pipeline.runner import is_finished
-
             outcome = review_items(self.store, hard_items(self.store), self.screen)
             if outcome.answered and is_finished(self.store):
                 refresh_outputs(self.store)
@@ -456,8 +452,6 @@ def repl(session: ChatSession, read_line: Callable[[str], str] = input) -> None:
 
 def open_chat_model(stack: ExitStack, base_url, api_key, model, gguf, status):
     """(chat model, endpoint, price) on the configured or local LLM; (None, None, None) without."""
-    from agent.llm import client as llm
-
     try:
         remote = llm.resolve_endpoint(base_url, api_key, model)
         if remote is None:

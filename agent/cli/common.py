@@ -8,7 +8,10 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from agent.store.runstore import InputError
+from agent.errors import RunError, UserError
+from agent.hub.demo import build_demo_hub
+from agent.hub.hubs import HfHub, LocalHub
+from sandbox.base import SandboxError
 
 console = Console(stderr=True)
 out = Console()
@@ -19,26 +22,17 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    from agent.committee.selection import SelectionError
-    from agent.hub.hubs import HubError
-    from agent.llm.client import LLMUnavailable
-    from agent.pipeline.annotate import StepFailed
-    from sandbox.base import SandboxError
-
-    return (InputError, HubError, LLMUnavailable, SelectionError, SandboxError, StepFailed)
+# Shown as one line with exit code 2, not a traceback: bad input, a failed step, no sandbox.
+# SandboxError is not an agent error: sandbox/ imports nothing from agent/.
+USER_ERRORS = (UserError, RunError, SandboxError)
 
 
 def open_hub(hub: str | None, progress: Callable[[str], None] | None = None):
     """A LocalHub at PATH, `hf` for the Hugging Face Hub, or the demo catalog (built on demand)."""
-    from agent.hub.hubs import HfHub, LocalHub
-
     if hub == "hf":
         return HfHub()
     if hub:
         return LocalHub(Path(hub))
-    from agent.hub.demo import build_demo_hub
-
     return LocalHub(build_demo_hub(progress=progress))
 
 

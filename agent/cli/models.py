@@ -9,8 +9,9 @@ from pydantic import ValidationError
 from rich.markup import escape
 from rich.table import Column, Table
 
-from agent.cli.common import HubOpt, console, fail, open_hub, out, user_errors
+from agent.cli.common import USER_ERRORS, HubOpt, console, fail, open_hub, out
 from agent.committee.selection import Candidate, Policy, Selection, choose
+from agent.hub.demo import build_demo_hub
 from agent.store.runstore import prepare_input
 from agent.task import TaskSpec
 
@@ -25,8 +26,6 @@ def build_demo_hub_command(
     force: bool = typer.Option(False, "--force", help="Rebuild even if it exists."),
 ) -> None:
     """Train the demo catalog: small MiniLM sentiment and toxicity classifiers (a few minutes)."""
-    from agent.hub.demo import build_demo_hub
-
     path = build_demo_hub(dest, force=force, progress=lambda line: console.print(line))
     out.print(str(path))
 
@@ -36,7 +35,7 @@ def list_models(hub: str = HubOpt, as_json: bool = typer.Option(False, "--json")
     """List the text-classification models a hub offers, with their labels."""
     try:
         models = open_hub(hub, lambda line: console.print(line)).list_models()
-    except user_errors() as err:
+    except USER_ERRORS as err:
         fail(str(err))
     if as_json:
         out.print_json(data=[{"id": m.id, "labels": m.labels, "source": m.source} for m in models])
@@ -150,7 +149,7 @@ def search_models(
         selection = choose(
             open_hub(hub, lambda line: console.print(line)), spec, texts, policy=policy
         )
-    except user_errors() as err:
+    except USER_ERRORS as err:
         fail(str(err))
     if as_json:
         out.print_json(

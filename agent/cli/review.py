@@ -18,7 +18,9 @@ from rich.text import Text
 
 from agent.cli.common import console, fail, out
 from agent.pipeline.human import Answers, HumanItem, hard_items
-from agent.store.runstore import RunStore
+from agent.pipeline.report import refresh_outputs
+from agent.pipeline.runner import is_finished
+from agent.store.runstore import InputError, RunStore
 
 SKIP, UNDO, QUIT = "s", "u", "q"
 
@@ -159,8 +161,6 @@ def review(
     ),
 ) -> None:
     """Label a run's hard samples by hand: a human answer wins over the LLM's."""
-    from agent.store.runstore import InputError
-
     store = RunStore(run_dir)
     try:
         store.task()
@@ -169,16 +169,6 @@ def review(
     if not (store.root / "hard").is_dir():
         fail(f"{run_dir}: no hard samples yet; the committee has not routed any chunk to review")
     outcome = review_items(store, hard_items(store, everything=everything))
-    from agent.pipeline.runner import is_finished
-
     if outcome.answered and is_finished(store):
         refresh_outputs(store)
         out.print(f"labels and report updated: {store.report_path}", soft_wrap=True)
-
-
-def refresh_outputs(store: RunStore) -> None:
-    """Re-export labels, metrics and report of a finished run so they carry the human answers."""
-    from agent.pipeline.report import write_outputs
-    from agent.store.runstore import read_json
-
-    write_outputs(store, read_json(store.models_path)["models"])

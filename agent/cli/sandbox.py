@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import typer
 
+from sandbox.base import SandboxError
+from sandbox.docker import DockerSandbox, connect
+from sandbox.image import IMAGE_TAG, build_image, image_id
+
 sandbox_app = typer.Typer(help="The Docker sandbox: build its image, check the engine.")
 
 
@@ -12,10 +16,6 @@ def build_image_command(
     force: bool = typer.Option(False, "--force", help="Rebuild even when up to date."),
 ) -> None:
     """Build the sandbox image (no registry needed; a no-op when it is up to date)."""
-    from sandbox.base import SandboxError
-    from sandbox.docker import connect
-    from sandbox.image import IMAGE_TAG, build_image
-
     try:
         image = build_image(connect(), force=force)
     except SandboxError as exc:
@@ -27,10 +27,6 @@ def build_image_command(
 @sandbox_app.command("status")
 def status_command() -> None:
     """Whether a Docker engine answers, the sandbox image id, and whether GPUs are usable."""
-    from sandbox.base import SandboxError
-    from sandbox.docker import DockerSandbox, connect
-    from sandbox.image import IMAGE_TAG, image_id
-
     try:
         client = connect()
     except SandboxError as exc:

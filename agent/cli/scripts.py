@@ -12,8 +12,12 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from agent.cli.common import fail, out
-from agent.pipeline.annotate import StepFailed, validate_votes
+from agent.errors import StepFailed
+from agent.scripts import contract, verify
+from agent.scripts.codegen import probe_rows, render
 from agent.store.runstore import RunStore, read_json
+from sandbox.base import Limits
+from sandbox.factory import make_sandbox
 
 scripts_app = typer.Typer(help="Inspect the scripts a run generated and executed.")
 
@@ -67,8 +71,6 @@ def show_script(
     diff: bool = typer.Option(False, "--diff", help="The unified diff against the template."),
 ) -> None:
     """Print one script with syntax highlighting, or its diff against the template."""
-    from agent.scripts.codegen import render
-
     store: RunStore = ctx.obj
     entry = _entry(store, role, model)
     path = store.root / entry["path"]
@@ -110,11 +112,6 @@ def rerun_script(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
 ) -> None:
     """Run one script again into a scratch dir (annotate: chunk 0) and print what came out."""
-    from agent.scripts import verify
-    from agent.scripts.codegen import probe_rows
-    from sandbox.base import Limits
-    from sandbox.factory import make_sandbox
-
     store: RunStore = ctx.obj
     entry = _entry(store, role, model)
     models = {m["slug"]: m for m in read_json(store.models_path)["models"]}
@@ -129,19 +126,19 @@ def rerun_script(
         if role == "annotate":
             model_dir, chunk = _latest_version(store, entry["slug"]), store.input_chunk(0)
             votes = scratch / "votes.parquet"
-            args = verify.annotate_args(model_dir, chunk, votes, store.task(), device, 0)
+            args = contract.annotate_args(model_dir, chunk, votes, store.task(), device, 0)
             result = verify.run_candidate(
                 box, script, args, inputs=[model_dir, chunk], output_dir=scratch,
                 limits=limits, log=scratch / "result.json",
             )  # fmt: skip
-            frame = validate_votes(votes, pd.read_parquet(chunk), target["labels"])
+            frame = contract.validate_votes(votes, pd.read_parquet(chunk), target["labels"])
             counts = frame["label"].value_counts().to_dict()
             summary = f"{len(frame)} rows of chunk 0, labels {counts}, contract kept"
         elif role == "deploy":
             source = Path(target["source"])
             network = not source.is_dir()
             result = verify.run_candidate(
-                box, script, ["--source", target["source"], "--out", str(scratch / "model")],
+                box, script, contract.deploy_args(target["source"], scratch / "model"),
                 inputs=[] if network else [source], output_dir=scratch / "model",
                 limits=Limits(network=network), log=scratch / "result.json",
             )  # fmt: skip
@@ -155,7 +152,7 @@ def rerun_script(
         elif role == "finetune":
             model_dir = _latest_version(store, entry["slug"])
             train, gate = verify.finetune_probe(probe_rows(store), target["labels"], scratch)
-            args = verify.finetune_args(model_dir, train, gate, scratch / "model", device, 0)
+            args = contract.finetune_args(model_dir, train, gate, scratch / "model", device, 0)
             result = verify.run_candidate(
                 box, script, args, inputs=[model_dir, train, gate], output_dir=scratch / "model",
                 limits=limits, log=scratch / "result.json",

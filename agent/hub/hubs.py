@@ -15,6 +15,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
+from huggingface_hub import HfApi, hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
+
+from agent.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +26,7 @@ TEXT_CLASSIFICATION = "text-classification"
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
-class HubError(LookupError):
+class HubError(UserError, LookupError):
     """A model the hub cannot provide: unknown id, not a classifier, unreadable config."""
 
 
@@ -185,17 +189,12 @@ class HfHub:
         token: str | bool | None = None,  # False: never send a token
         cache_dir: Path | str | None = None,
     ):
-        from huggingface_hub import HfApi
-
         self.endpoint = endpoint  # None: huggingface_hub reads HF_ENDPOINT itself
         self.token = token
         self.cache_dir = cache_dir
         self._api = HfApi(endpoint=self.endpoint, token=token)
 
     def _download_text(self, model_id: str, filename: str, revision: str | None) -> str | None:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
-
         try:
             path = hf_hub_download(
                 model_id,
@@ -256,8 +255,6 @@ class HfHub:
         return models
 
     def model_info(self, model_id: str) -> ModelInfo:
-        from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
-
         try:
             hf_info = self._api.model_info(model_id, files_metadata=True)
         except RepositoryNotFoundError as err:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import hashlib
 import importlib.resources
 import importlib.util
@@ -36,6 +37,8 @@ from langchain_core.messages import BaseMessage
 from langchain_openai import ChatOpenAI
 from langchain_openai.chat_models.base import BaseChatOpenAI
 
+from agent.errors import RunError, UserError
+
 log = logging.getLogger(__name__)
 
 ENV_BASE_URL = "OPENAI_BASE_URL"
@@ -57,11 +60,11 @@ DEFAULT_EXPECTED_ANSWER_TOKENS = 256
 INSTALL_HINT = "pip install 'autoannotator[llm]' (or scripts/install-llm.sh)"
 
 
-class LLMUnavailable(RuntimeError):
+class LLMUnavailable(UserError, RuntimeError):
     """No LLM can be reached; the message is one line naming what failed and how to fix it."""
 
 
-class BudgetExhausted(RuntimeError):
+class BudgetExhausted(RunError, RuntimeError):
     """The next call would pass --max-llm-calls or --max-cost; nothing was sent."""
 
 
@@ -297,8 +300,6 @@ def _die_with_parent() -> None:
     to save. Linux-only (prctl); elsewhere the server outlives a killed run.
     """
     if sys.platform.startswith("linux"):
-        import ctypes
-
         pr_set_pdeathsig = 1
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 

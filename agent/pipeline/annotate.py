@@ -15,14 +15,11 @@ from pathlib import Path
 import pandas as pd
 
 from agent.committee.consensus import decide
+from agent.errors import StepFailed
 from agent.scripts.codegen import script_path
-from agent.scripts.verify import annotate_args
+from agent.scripts.contract import annotate_args, validate_votes
 from agent.store.runstore import RunStore, write_parquet
 from sandbox.base import Limits, Sandbox
-
-
-class StepFailed(RuntimeError):
-    """A sandboxed script failed; the message names the step and where its log is."""
 
 
 def run_step(
@@ -41,26 +38,6 @@ def run_step(
     result.save(log)
     if not result.ok:
         raise StepFailed(f"step {name} failed ({result.reason()}); details in {log}")
-
-
-def validate_votes(path: Path, chunk: pd.DataFrame, model_labels: list[str]) -> pd.DataFrame:
-    """The annotate contract: one row per input id, known labels, scores in [0, 1]."""
-    votes = pd.read_parquet(path)
-    problems = []
-    if list(votes.columns[:3]) != ["id", "label", "score"]:
-        problems.append(f"columns are {list(votes.columns)}, expected id, label, score")
-    elif len(votes) != len(chunk) or set(votes["id"]) != set(chunk["id"]):
-        problems.append(f"{len(votes)} rows for {len(chunk)} inputs or ids differ")
-    else:
-        unknown = set(votes["label"]) - set(model_labels)
-        if unknown:
-            problems.append(f"labels outside the model's: {sorted(unknown)[:5]}")
-        scores = votes["score"]
-        if scores.isna().any() or (scores < 0).any() or (scores > 1).any():
-            problems.append("scores missing or outside [0, 1]")
-    if problems:
-        raise StepFailed(f"{path}: annotate output breaks the contract: {'; '.join(problems)}")
-    return votes
 
 
 def annotate_chunk(

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from agent.committee.consensus import accuracy, macro_f1
+from agent.pipeline.review import ReviewItem
 from agent.pipeline.runner import RunOptions, create_run, open_reviewer, preflight, run_graph
 from agent.store.runstore import RunStore, read_json, write_json
 from agent.task import TaskSpec
@@ -88,8 +89,6 @@ def autoannotator_row(store: RunStore, task: TaskSpec, name: str, seconds: float
 
 def llm_alone_row(store: RunStore, task: TaskSpec, options: RunOptions, sample: int) -> dict:
     """The LLM labeling a random sample by itself (the paper's LLM-only rows)."""
-    from agent.pipeline.review import ReviewItem
-
     rows = store.rows()
     rows = rows[rows["text"].notna() & rows["gold"].notna()]
     picked = rows.sample(n=min(sample, len(rows)), random_state=task.seed)

@@ -24,7 +24,7 @@ import pandas as pd
 from agent.pipeline.annotate import run_step
 from agent.pipeline.hardpool import expert_samples
 from agent.scripts.codegen import script_path
-from agent.scripts.verify import finetune_args
+from agent.scripts.contract import finetune_args
 from agent.store.runstore import RunStore, read_json, write_json, write_parquet
 from sandbox.base import Limits, Sandbox
 

@@ -13,6 +13,7 @@ import time
 
 import pandas as pd
 
+from agent.pipeline.review import CAPPED, ReviewItem
 from agent.store.runstore import RunStore, write_parquet
 
 EXPERT_SOURCES = ("llm", "oracle", "human")
@@ -35,8 +36,6 @@ def review_chunk(
     if target.is_file():
         hard = pd.read_parquet(target)
         return {"hard": len(hard), "expert": int(hard["source"].isin(EXPERT_SOURCES).sum())}
-    from agent.pipeline.review import CAPPED, ReviewItem
-
     started = time.perf_counter()
     votes = pd.read_parquet(store.chunk_votes(chunk))
     routed = votes[votes["route"] == "review"]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from agent.pipeline.hardpool import EXPERT_SOURCES
 from agent.store.runstore import RunStore, read_json, write_json, write_parquet
 
 HUMAN = "human"
@@ -130,7 +131,5 @@ def hard_items(store: RunStore, chunks: list[int] | None = None, everything: boo
 
 
 def expert_count(store: RunStore, chunk: int) -> int:
-    from agent.pipeline.hardpool import EXPERT_SOURCES
-
     hard = pd.read_parquet(store.hard_chunk(chunk))
     return int(hard["source"].isin(EXPERT_SOURCES).sum())

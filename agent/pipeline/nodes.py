@@ -15,7 +15,7 @@ import pandas as pd
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
-from agent.committee.labels import llm_proposer
+from agent.committee.labels import Alignment, llm_proposer
 from agent.committee.selection import select
 from agent.hub.hubs import ModelHub
 from agent.pipeline.annotate import annotate_chunk, run_step, vote_chunk
@@ -27,6 +27,7 @@ from agent.pipeline.report import write_outputs
 from agent.pipeline.state import RunState
 from agent.pipeline.votecache import add_to_cache, fill_from_cache
 from agent.scripts.codegen import generate_scripts, script_path, write_scripts
+from agent.scripts.contract import deploy_args
 from agent.store.runstore import RunStore, read_json, write_json
 from sandbox.base import Limits, Sandbox
 
@@ -92,8 +93,6 @@ def align_labels(state: RunState, runtime: Runtime[Services]) -> dict:
     store = _store(state)
     data = read_json(store.models_path)
     task = store.task()
-    from agent.committee.labels import Alignment
-
     for model in data["models"]:
         alignment = Alignment(model["label_map"], model["label_evidence"])
         model["inverse_label_map"] = alignment.inverse(task.labels)
@@ -145,7 +144,7 @@ def write_pipeline_scripts(state: RunState, runtime: Runtime[Services]) -> dict:
             store,
             f"deploy-{model['slug']}",
             script_path(store, "deploy", model["slug"]),
-            ["--source", model["source"], "--out", str(out)],
+            deploy_args(model["source"], out),
             inputs=inputs,
             output_dir=out,
             limits=limits,

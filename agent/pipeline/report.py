@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from agent.llm.client import ledger_entries
+from agent.pipeline.plots import escalation_plot, gate_plot
 from agent.pipeline.review import CAPPED
 from agent.store.runstore import RunStore, atomic_path, read_json, write_json, write_parquet
 
@@ -215,8 +216,6 @@ def _cycle_lines(metrics: dict) -> list[str]:
 
 def write_plots(store: RunStore, metrics: dict) -> dict[str, str]:
     """PNG figures under plots/, as paths relative to the report."""
-    from agent.pipeline.plots import escalation_plot, gate_plot
-
     plots = {}
     if metrics["escalation_per_chunk"]:
         path = escalation_plot(
@@ -241,3 +240,8 @@ def write_outputs(store: RunStore, models: list[dict]) -> dict:
     with atomic_path(store.report_path) as tmp:
         tmp.write_text(render_report(metrics), encoding="utf-8")
     return metrics
+
+
+def refresh_outputs(store: RunStore) -> None:
+    """Re-export labels, metrics and report of a finished run so they carry the human answers."""
+    write_outputs(store, read_json(store.models_path)["models"])

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.resources
 import logging
 import math
 import re
 from dataclasses import dataclass
 from typing import Protocol
 
-import jinja2
-import yaml
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from agent.llm.client import BudgetExhausted, Endpoint, LLMClient, Price, approx_tokens
+from agent.prompting import load_prompt
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +102,6 @@ def escape_delimiters(text: str) -> str:
     """Neutralise <text ...> tags inside a sample so it cannot close its data block or forge
     another sample's."""
     return _DELIMITER.sub(lambda m: f"&lt;{m.group(1)}text{m.group(2)}&gt;", text)
-
-
-def load_prompt(name: str) -> dict[str, jinja2.Template]:
-    source = importlib.resources.files("agent.prompts").joinpath(f"{name}.yaml").read_text("utf-8")
-    env = jinja2.Environment(
-        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, autoescape=False
-    )
-    return {part: env.from_string(text) for part, text in yaml.safe_load(source).items()}
 
 
 class LLMReviewer:

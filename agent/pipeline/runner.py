@@ -13,10 +13,14 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
 
 from agent.hub.hubs import ModelHub
+from agent.llm import client as llm
+from agent.llm.client import Price
+from agent.pipeline import review
 from agent.pipeline.chunking import max_chunks
 from agent.pipeline.graph import build_graph
 from agent.pipeline.nodes import Services
-from agent.store.runstore import InputError, RunStore
+from agent.pipeline.review import LLMReviewer, estimate_review
+from agent.store.runstore import InputError, RunStore, prepare_input
 from agent.task import TaskSpec
 from sandbox.base import Limits, Sandbox
 
@@ -54,7 +58,7 @@ def resolve_device(requested: str, sandbox: Sandbox) -> str:
         return granted
     if requested != "auto":
         return requested
-    import torch
+    import torch  # noqa: PLC0415 - torch: seconds to import, only here
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -69,8 +73,6 @@ def open_llm(options: RunOptions, stack: ExitStack):
     """The run's LLM endpoint (llm.client.Endpoint); a local server lives as long as `stack`."""
     if options.endpoint is not None:
         return options.endpoint
-    from agent.llm import client as llm
-
     return stack.enter_context(
         llm.open_endpoint(
             base_url=options.llm_base_url,
@@ -88,12 +90,8 @@ def open_reviewer(
     """(reviewer, CPU threads its LLM server uses); the server lives as long as `stack`."""
     if task.reviewer in ("none", "human"):  # a human answers through the graph's interrupt
         return None, 0
-    from agent.pipeline import review
-
     if task.oracle_column:
         return review.OracleReviewer(_gold(store)), 0
-    from agent.llm import client as llm
-
     endpoint = endpoint or open_llm(options, stack)
     check_price(task, endpoint)
     # Counted from the ledger, so a resumed run has only what its first part left.
@@ -114,15 +112,11 @@ def open_reviewer(
 
 def task_price(task: TaskSpec):
     """The user's price for the run's LLM (llm.client.Price), or None for the default table."""
-    from agent.llm.client import Price
-
     return None if task.price_in is None else Price(task.price_in, task.price_out)
 
 
 def check_price(task: TaskSpec, endpoint) -> None:
     """A cost cap needs a price: refuse a model whose answers we cannot price."""
-    from agent.llm import client as llm
-
     if task.max_cost_usd is None or task.price_in is not None:
         return
     if endpoint.model not in llm.price_table(endpoint):
@@ -138,8 +132,6 @@ ESTIMATE_SAMPLE_ROWS = 8
 def with_review_estimate(progress: Callable[..., None], reviewer, store: RunStore):
     """Pass events on; once selection knows the expected escalation, and before any review
     is paid for, announce the review's calls and cost (a `review_estimate` event)."""
-    from agent.pipeline.review import LLMReviewer, estimate_review
-
     if not isinstance(reviewer, LLMReviewer):
         return progress
 
@@ -159,8 +151,6 @@ def with_review_estimate(progress: Callable[..., None], reviewer, store: RunStor
 def open_controller_llm(endpoint, store: RunStore, stack: ExitStack):
     """The meta-controller's client (label maps, scripts): the run's cache and ledger, patient
     with long answers."""
-    from agent.llm import client as llm
-
     client = stack.enter_context(
         llm.LLMClient.for_endpoint(endpoint, store.root, price=task_price(store.task()))
     )
@@ -226,8 +216,6 @@ def preflight(task: TaskSpec, options: RunOptions) -> None:
     """Fail before anything is written when the LLM (reviewer or codegen) cannot be had."""
     if (task.reviewer != "llm" and task.codegen != "llm") or options.endpoint is not None:
         return
-    from agent.llm import client as llm
-
     remote = llm.resolve_endpoint(options.llm_base_url, options.llm_api_key, options.llm_model)
     if remote is not None:
         llm.check_endpoint(remote)
@@ -239,8 +227,6 @@ def preflight(task: TaskSpec, options: RunOptions) -> None:
 
 
 def create_run(task: TaskSpec, run_dir: Path) -> RunStore:
-    from agent.store.runstore import prepare_input
-
     rows = prepare_input(task)
     return RunStore.create(run_dir, task, rows)
 

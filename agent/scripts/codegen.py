@@ -17,16 +17,15 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from importlib import resources
 from pathlib import Path
 
 import pandas as pd
-from jinja2 import Environment, StrictUndefined
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
+from agent.errors import StepFailed
 from agent.llm.client import LLMClient, LLMUnavailable
-from agent.pipeline.review import load_prompt
-from agent.scripts import verify
+from agent.prompting import load_prompt, render_template
+from agent.scripts import contract, verify
 from agent.store.runstore import RunStore, read_json, write_json
 from agent.task import TaskSpec
 from sandbox.base import Limits, Result, Sandbox
@@ -42,28 +41,17 @@ SPEED_GRACE_S = 15.0
 FENCED = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:```|\Z)", re.S | re.I)
 
 
-def _environment() -> Environment:
-    return Environment(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
-
-
-def template_source(role: str) -> str:
-    return resources.files("agent.templates").joinpath(f"{role}.py.j2").read_text(encoding="utf-8")
-
-
 def render(role: str, model_id: str, task: TaskSpec) -> str:
-    return (
-        _environment()
-        .from_string(template_source(role))
-        .render(
-            model_id=model_id,
-            task_description=task.description.replace('"""', "'''"),
-            batch_size=task.batch_size,
-            max_length=task.max_length,
-            lr=task.finetune_lr,
-            weight_decay=task.finetune_weight_decay,
-            epochs=task.finetune_epochs,
-            seed=task.seed,
-        )
+    return render_template(
+        role,
+        model_id=model_id,
+        task_description=task.description.replace('"""', "'''"),
+        batch_size=task.batch_size,
+        max_length=task.max_length,
+        lr=task.finetune_lr,
+        weight_decay=task.finetune_weight_decay,
+        epochs=task.finetune_epochs,
+        seed=task.seed,
     )
 
 
@@ -190,7 +178,7 @@ def _deploy_verifier(store, task, models, sandbox, device, limits) -> Verifier:
             verify.run_candidate(
                 sandbox,
                 script,
-                ["--source", model["source"], "--out", str(out)],
+                contract.deploy_args(model["source"], out),
                 inputs=inputs,
                 output_dir=out,
                 limits=limits,
@@ -223,16 +211,13 @@ def _annotate_verifier(store, task, models, sandbox, device, limits) -> Verifier
                 references[slug] = verify.run_candidate(
                     sandbox,
                     script,
-                    verify.annotate_args(model_dir, rows_path, out, task, device, limits.threads),
+                    contract.annotate_args(model_dir, rows_path, out, task, device, limits.threads),
                     inputs=[model_dir, rows_path],
                     output_dir=workdir,
                     limits=limits,
                     log=workdir / f"reference-{slug}.result.json",
                 )
             except verify.Rejected as err:
-                # Imported here: agent.pipeline.annotate imports this module for script_path.
-                from agent.pipeline.annotate import StepFailed
-
                 raise StepFailed(f"the annotate template itself failed on {slug}: {err}") from err
         return references[slug]
 
@@ -247,7 +232,7 @@ def _annotate_verifier(store, task, models, sandbox, device, limits) -> Verifier
             result = verify.run_candidate(
                 sandbox,
                 script,
-                verify.annotate_args(model_dir, rows_path, out, task, device, limits.threads),
+                contract.annotate_args(model_dir, rows_path, out, task, device, limits.threads),
                 inputs=[model_dir, rows_path],
                 output_dir=workdir,
                 limits=Limits(**{**limits.__dict__, "timeout_s": min(limits.timeout_s, budget)}),
@@ -275,7 +260,7 @@ def _finetune_verifier(store, task, models, sandbox, device, limits) -> Verifier
             verify.run_candidate(
                 sandbox,
                 script,
-                verify.finetune_args(model_dir, train, gate, out, device, limits.threads),
+                contract.finetune_args(model_dir, train, gate, out, device, limits.threads),
                 inputs=[model_dir, train, gate],
                 output_dir=out,
                 limits=limits,

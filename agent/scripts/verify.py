@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from agent.task import TaskSpec
+from agent.errors import RunError, StepFailed
+from agent.scripts.contract import validate_votes
 from sandbox.base import Limits, Result, Sandbox
 
 # Nothing a classifier script needs: processes, raw sockets, foreign code, dynamic imports.
@@ -44,7 +45,7 @@ TOKENIZER_FILES = (
 SPEED_FACTOR = 5.0
 
 
-class Rejected(Exception):
+class Rejected(RunError):
     """A candidate failed a check; `stage` says which, `stderr` is its error output if it ran."""
 
     def __init__(self, stage: str, reason: str, stderr: str = "") -> None:
@@ -112,41 +113,12 @@ def run_candidate(
     return result
 
 
-def annotate_args(
-    model_dir: Path, input_path: Path, output_path: Path, task: TaskSpec, device: str, threads: int
-) -> list[str]:
-    """The command line every annotate script gets: in the run (pipeline.annotate) and its probe."""
-    return [
-        "--model", str(model_dir),
-        "--input", str(input_path),
-        "--output", str(output_path),
-        "--batch-size", str(task.batch_size),
-        "--max-length", str(task.max_length),
-        "--device", device,
-        "--threads", str(threads),
-    ]  # fmt: skip
-
-
-def finetune_args(
-    model_dir: Path, train: Path, gate: Path, out: Path, device: str, threads: int
-) -> list[str]:
-    """The command line every finetune script gets: in the run (pipeline.finetune) and its probe."""
-    return [
-        "--model", str(model_dir),
-        "--train", str(train),
-        "--eval", str(gate),
-        "--out", str(out),
-        "--device", device,
-        "--threads", str(threads),
-    ]  # fmt: skip
-
-
 def check_model_dir(
     path: Path, labels: list[str], reference: Path | None = None, texts: list[str] = ()
 ) -> None:
     """A save_pretrained classifier with its tokenizer, loadable, with exactly `labels`; with a
     `reference` model dir, its tokenizer must turn `texts` into the same ids (canary)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: PLC0415 - torch: seconds to import, only here
 
     if not (path / "config.json").is_file():
         raise Rejected("contract", f"no config.json in {path}")
@@ -171,9 +143,6 @@ def check_model_dir(
 
 def check_votes(path: Path, rows: pd.DataFrame, labels: list[str], reference: Path) -> None:
     """The annotate contract, and the canary: the template's labels on the same rows."""
-    # Imported here: pipeline.annotate imports scripts.codegen, which imports this module.
-    from agent.pipeline.annotate import StepFailed, validate_votes
-
     try:
         votes = validate_votes(path, rows, labels)
     except StepFailed as err:

@@ -17,12 +17,13 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
+from agent.errors import UserError
 from agent.task import TaskSpec
 
 READERS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """A mistake in what the user gave us; the message says what and how to fix it."""
 
 

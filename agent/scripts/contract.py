@@ -1,0 +1,81 @@
+"""The script contract: what every generated script gets and must leave behind.
+
+Generated scripts are command-line programs the sandbox runs; this module is the one place
+their command lines and their annotate output are defined and checked, and the prompts
+(prompts/*.yaml) and templates (templates/*.py.j2) are written to it. The model-dir and
+metrics checks of the probe live beside it in agent.scripts.verify.
+
+- deploy: `deploy_args` below (a hub id or a local model dir, and `--out DIR`); leaves a
+  `save_pretrained` classifier and its tokenizer in DIR, with the source's labels.
+- annotate: `annotate_args` below; writes a parquet file whose first columns are
+  `id, label, score`: one row per input id, `label` in the model's own label set, `score`
+  in [0, 1], no missing score.
+- finetune: `finetune_args` below; writes a `save_pretrained` model into `--out` and
+  `metrics.json` there: `before` and `after` objects with `accuracy` in [0, 1], a finite
+  `loss` and the eval set's `rows`, plus `train_seconds`.
+annotate and finetune also take `--device cpu|cuda` and `--threads N` (0: torch's default).
+Each script writes only into its own output directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from agent.errors import StepFailed
+from agent.task import TaskSpec
+
+
+def deploy_args(source: str, out: Path) -> list[str]:
+    """The command line every deploy script gets: in the run (pipeline.nodes) and its probe."""
+    return ["--source", source, "--out", str(out)]
+
+
+def annotate_args(
+    model_dir: Path, input_path: Path, output_path: Path, task: TaskSpec, device: str, threads: int
+) -> list[str]:
+    """The command line every annotate script gets: in the run (pipeline.annotate) and its probe."""
+    return [
+        "--model", str(model_dir),
+        "--input", str(input_path),
+        "--output", str(output_path),
+        "--batch-size", str(task.batch_size),
+        "--max-length", str(task.max_length),
+        "--device", device,
+        "--threads", str(threads),
+    ]  # fmt: skip
+
+
+def finetune_args(
+    model_dir: Path, train: Path, gate: Path, out: Path, device: str, threads: int
+) -> list[str]:
+    """The command line every finetune script gets: in the run (pipeline.finetune) and its probe."""
+    return [
+        "--model", str(model_dir),
+        "--train", str(train),
+        "--eval", str(gate),
+        "--out", str(out),
+        "--device", device,
+        "--threads", str(threads),
+    ]  # fmt: skip
+
+
+def validate_votes(path: Path, chunk: pd.DataFrame, model_labels: list[str]) -> pd.DataFrame:
+    """The annotate contract: one row per input id, known labels, scores in [0, 1]."""
+    votes = pd.read_parquet(path)
+    problems = []
+    if list(votes.columns[:3]) != ["id", "label", "score"]:
+        problems.append(f"columns are {list(votes.columns)}, expected id, label, score")
+    elif len(votes) != len(chunk) or set(votes["id"]) != set(chunk["id"]):
+        problems.append(f"{len(votes)} rows for {len(chunk)} inputs or ids differ")
+    else:
+        unknown = set(votes["label"]) - set(model_labels)
+        if unknown:
+            problems.append(f"labels outside the model's: {sorted(unknown)[:5]}")
+        scores = votes["score"]
+        if scores.isna().any() or (scores < 0).any() or (scores > 1).any():
+            problems.append("scores missing or outside [0, 1]")
+    if problems:
+        raise StepFailed(f"{path}: annotate output breaks the contract: {'; '.join(problems)}")
+    return votes
