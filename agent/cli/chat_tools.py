@@ -13,8 +13,8 @@ from collections import Counter
 import pandas as pd
 from langchain_core.tools import BaseTool, StructuredTool
 
+from agent.domain import NEEDS_HUMAN
 from agent.llm.client import ledger_entries
-from agent.pipeline.human import NEEDS_HUMAN
 from agent.pipeline.report import ledger_totals
 from agent.store.runstore import RunStore, read_json
 

@@ -14,6 +14,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from agent.domain import Route
+
 # U is 1 - c/k, a multiple of 1/k; the tolerance keeps 1 - 2/3 >= 1/3 true in floating point.
 _EPS_TOLERANCE = 1e-9
 
@@ -24,7 +26,7 @@ class Decision:
     uncertainty: float
     agreement: float  # max_count / k
     confidence: float  # mean score of the models that voted for `label`
-    route: str  # "direct" | "review"
+    route: Route
 
 
 def uncertainty(votes: Sequence[str]) -> float:
@@ -47,9 +49,9 @@ def majority_vote(
     return best, counts[best]
 
 
-def route(u: float, epsilon: float) -> str:
+def route(u: float, epsilon: float) -> Route:
     """Eq. 5: direct labeling when U < ε, secondary review when U >= ε."""
-    return "review" if u >= epsilon - _EPS_TOLERANCE else "direct"
+    return Route.REVIEW if u >= epsilon - _EPS_TOLERANCE else Route.DIRECT
 
 
 def decide(

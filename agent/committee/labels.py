@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from langchain_core.messages import HumanMessage, SystemMessage
 
+from agent.domain import Purpose
 from agent.prompting import load_prompt
 
 log = logging.getLogger(__name__)
@@ -233,7 +234,7 @@ def llm_proposer(client, task_description: str) -> Proposer:
             SystemMessage(templates["system"].render(**variables)),
             HumanMessage(templates["user"].render(**variables)),
         ]
-        answer = client.complete(messages, purpose="label-map", max_tokens=200)
+        answer = client.complete(messages, purpose=Purpose.LABEL_MAP, max_tokens=200)
         proposal = parse_proposal(answer)
         if not proposal:
             log.info("label map: no JSON object in the LLM's answer %r", answer[:200])

@@ -19,7 +19,7 @@ import math
 
 import pandas as pd
 
-from agent.pipeline.hardpool import EXPERT_SOURCES
+from agent.domain import EXPERT_SOURCES
 from agent.store.runstore import RunStore
 
 SIZE_RANGE = 4  # chunks are between chunk_size / SIZE_RANGE and chunk_size * SIZE_RANGE rows

@@ -13,10 +13,9 @@ import time
 
 import pandas as pd
 
-from agent.pipeline.review import CAPPED, ReviewItem
+from agent.domain import EXPERT_SOURCES, Route, Source
+from agent.pipeline.review import ReviewItem
 from agent.store.runstore import RunStore, write_parquet
-
-EXPERT_SOURCES = ("llm", "oracle", "human")
 
 # Items handed to the reviewer at a time, so progress shows during review: a whole number of
 # its batches, so a resumed chunk sends the same prompts and the cache answers them.
@@ -38,7 +37,7 @@ def review_chunk(
         return {"hard": len(hard), "expert": int(hard["source"].isin(EXPERT_SOURCES).sum())}
     started = time.perf_counter()
     votes = pd.read_parquet(store.chunk_votes(chunk))
-    routed = votes[votes["route"] == "review"]
+    routed = votes[votes["route"] == Route.REVIEW]
     texts = pd.read_parquet(store.input_chunk(chunk)).set_index("id")["text"]
     slugs = [m["slug"] for m in models]
     items = [
@@ -51,7 +50,7 @@ def review_chunk(
     ]
     if reviewer is None:
         verdict_labels = [None] * len(items)
-        sources = ["unreviewed"] * len(items)
+        sources = [Source.UNREVIEWED] * len(items)
     else:
         verdicts = []
         step = progress_step(reviewer)
@@ -62,7 +61,7 @@ def review_chunk(
             raise RuntimeError(f"reviewer {reviewer.name} returned verdicts out of order")
         verdict_labels = [v.label for v in verdicts]
         sources = [
-            v.source if v.label is not None or v.source == CAPPED else "needs_human"
+            v.source if v.label is not None or v.source == Source.CAPPED else Source.NEEDS_HUMAN
             for v in verdicts
         ]
     hard = pd.DataFrame(

@@ -13,14 +13,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from agent.pipeline.hardpool import EXPERT_SOURCES
+from agent.domain import EXPERT_SOURCES, NEEDS_HUMAN, Source
 from agent.store.runstore import RunStore, read_json, write_json, write_parquet
 
-HUMAN = "human"
-# Rows no expert has labeled: review was off, unsure, or over budget.
-NEEDS_HUMAN = ("needs_human", "unreviewed", "committee-capped")
 # A reviewer's label shown as its suggestion; other sources hold the committee's vote.
-SUGGESTING = ("llm", "oracle")
+SUGGESTING = (Source.LLM, Source.ORACLE)
 
 
 @dataclass(frozen=True)
@@ -59,7 +56,7 @@ class Answers:
             "label": label,
             "replaced": {"label": hard.at[row, "label"], "source": hard.at[row, "source"]},
         }
-        hard.loc[row, ["label", "source"]] = [label, HUMAN]
+        hard.loc[row, ["label", "source"]] = [label, Source.HUMAN]
         self._save(hard, item.chunk, [*self._log, entry])
 
     def undo(self) -> dict | None:
@@ -124,7 +121,7 @@ def hard_items(store: RunStore, chunks: list[int] | None = None, everything: boo
                     committee_label=str(row["committee_label"]),
                     source=str(row["source"]),
                     suggestion=str(row["label"]) if row["source"] in SUGGESTING else None,
-                    answer=str(row["label"]) if row["source"] == HUMAN else None,
+                    answer=str(row["label"]) if row["source"] == Source.HUMAN else None,
                 )
             )
     return items

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from agent.domain import Route, Source
 from agent.llm.client import ledger_entries
 from agent.pipeline.plots import escalation_plot, gate_plot
-from agent.pipeline.review import CAPPED
 from agent.store.runstore import RunStore, atomic_path, read_json, write_json, write_parquet
 
 CAPPED_FILE = "committee_capped.csv"
@@ -31,7 +31,7 @@ def assemble_labels(store: RunStore, models: list[dict]) -> pd.DataFrame:
         json.dumps({s: r[f"{s}.label"] for s in slugs}, ensure_ascii=False)
         for r in committee.to_dict("records")
     ]
-    committee["source"] = "committee"
+    committee["source"] = Source.COMMITTEE
     hard_paths = sorted((store.root / "hard").glob("*.parquet"))
     if hard_paths:
         hard = pd.concat([pd.read_parquet(p) for p in hard_paths]).set_index("id")
@@ -39,16 +39,16 @@ def assemble_labels(store: RunStore, models: list[dict]) -> pd.DataFrame:
         ids = committee.loc[reviewed, "id"]
         committee.loc[reviewed, "label"] = hard.loc[ids, "label"].to_numpy()
         committee.loc[reviewed, "source"] = hard.loc[ids, "source"].to_numpy()
-        expert = committee["source"].isin(("oracle", "human"))
+        expert = committee["source"].isin((Source.ORACLE, Source.HUMAN))
         committee.loc[expert, "confidence"] = 1.0
-        committee.loc[committee["source"] == "llm", "confidence"] = None
+        committee.loc[committee["source"] == Source.LLM, "confidence"] = None
     labels = rows[["row", "id", "text"]].merge(
         committee[["id", "label", "source", "confidence", "uncertainty", "votes", "chunk"]],
         on="id",
         how="left",
     )
     skipped = labels["text"].isna()
-    labels.loc[skipped, "source"] = "skipped"
+    labels.loc[skipped, "source"] = Source.SKIPPED
     missing = labels["source"].isna()
     if missing.any():
         raise RuntimeError(f"{int(missing.sum())} rows have no label yet; the run is incomplete")
@@ -80,7 +80,7 @@ def ledger_totals(path: Path) -> dict:
 
 def write_capped(store: RunStore, labels: pd.DataFrame) -> dict:
     """The ids of hard samples the LLM budget left with the committee's label, in a file."""
-    capped = labels[labels["source"] == CAPPED]
+    capped = labels[labels["source"] == Source.CAPPED]
     path = store.root / CAPPED_FILE
     if capped.empty:
         path.unlink(missing_ok=True)
@@ -96,13 +96,13 @@ def cycles(store: RunStore) -> list[dict]:
 
 def compute_metrics(store: RunStore, labels: pd.DataFrame, models: list[dict]) -> dict:
     task = store.task()
-    labelable = labels[labels["source"] != "skipped"]
+    labelable = labels[labels["source"] != Source.SKIPPED]
     per_chunk, chunk_rows = [], []
     for chunk in range(store.n_chunks()):
         votes = pd.read_parquet(store.chunk_votes(chunk), columns=["route"])
-        per_chunk.append(round(float((votes["route"] == "review").mean()), 4))
+        per_chunk.append(round(float((votes["route"] == Route.REVIEW).mean()), 4))
         chunk_rows.append(len(votes))
-    escalated = int((labelable["source"] != "committee").sum())
+    escalated = int((labelable["source"] != Source.COMMITTEE).sum())
     metrics = {
         "task": task.description,
         "labels": task.labels,

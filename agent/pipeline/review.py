@@ -10,6 +10,7 @@ from typing import Protocol
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
+from agent.domain import Purpose, Source
 from agent.llm.client import BudgetExhausted, Endpoint, LLMClient, Price, approx_tokens
 from agent.prompting import load_prompt
 
@@ -21,7 +22,6 @@ DEFAULT_MAX_ANSWER_TOKENS = 24
 _DELIMITER = re.compile(r"<\s*(/?)\s*text\b([^>]*)>", re.IGNORECASE)
 _BATCH_ENTRY = re.compile(r'"\s*(\d+)\s*"\s*:\s*"([^"]*)"')
 
-CAPPED = "committee-capped"  # over the LLM budget: the committee's label stays, never trains
 # A metered API charges the instructions once per call, so many samples per call pay; a local
 # llama.cpp server keeps the unchanged system prompt evaluated, so single calls are cheap there
 # while a long batch prompt is read at 45-117 tokens/s (README: measured batch sizes).
@@ -47,7 +47,7 @@ class ReviewItem:
 class Verdict:
     id: str
     label: str | None
-    source: str  # "llm" | "oracle" | "needs_human" | "committee-capped" (label None for both)
+    source: Source  # LLM, ORACLE, NEEDS_HUMAN or CAPPED (label None for the last two)
     raw: str = ""  # the reviewer's own answer, kept for audit
 
 
@@ -113,7 +113,7 @@ class LLMReviewer:
     and speak as the prompt; a batch answer that misses or garbles a sample sends that sample
     to its own call, so none is lost, and a single-sample answer without a label gets one
     reminder before the sample goes to a human. Past the client's budget, samples keep the
-    committee's label (CAPPED).
+    committee's label (Source.CAPPED).
     """
 
     name = "llm"
@@ -175,11 +175,11 @@ class LLMReviewer:
         try:
             answer = self._ask(
                 self.batch_messages_for([item.text for item in items]),
-                "review-batch",
+                Purpose.REVIEW_BATCH,
                 self.batch_answer_tokens(len(items)),
             )
         except BudgetExhausted:
-            return [Verdict(item.id, None, CAPPED) for item in items]
+            return [Verdict(item.id, None, Source.CAPPED) for item in items]
         found = parse_batch(answer, len(items), self.words)
         if len(found) < len(items):
             log.info("batch answer labeled %d of %d samples: %r", len(found), len(items), answer)
@@ -193,18 +193,18 @@ class LLMReviewer:
     def _review_one(self, item: ReviewItem) -> Verdict:
         messages = self.messages_for(item.text)
         try:
-            answer = self._ask(messages, "review", self.max_answer_tokens)
+            answer = self._ask(messages, Purpose.REVIEW, self.max_answer_tokens)
             word = parse_label(answer, self.words)
             if word is None:
                 reminder = self._templates["reminder"].render(answer=answer, labels=self.words)
                 messages += [AIMessage(answer), HumanMessage(reminder)]
-                answer = self._ask(messages, "review-retry", self.max_answer_tokens)
+                answer = self._ask(messages, Purpose.REVIEW_RETRY, self.max_answer_tokens)
                 word = parse_label(answer, self.words)
         except BudgetExhausted:
-            return Verdict(item.id, None, CAPPED)
+            return Verdict(item.id, None, Source.CAPPED)
         if word is None:
             log.info("sample %s: no single label in %r; needs a human", item.id, answer)
-            return Verdict(item.id, None, "needs_human", raw=answer)
+            return Verdict(item.id, None, Source.NEEDS_HUMAN, raw=answer)
         return Verdict(item.id, self._label_of_word[word], "llm", raw=answer)
 
     def batch_answer_tokens(self, n: int) -> int:
@@ -278,7 +278,7 @@ class OracleReviewer:
             label = self.gold.get(item.id)
             if label is None:
                 log.warning("no gold label for sample %s; it needs a human", item.id)
-                verdicts.append(Verdict(item.id, None, "needs_human"))
+                verdicts.append(Verdict(item.id, None, Source.NEEDS_HUMAN))
             else:
                 verdicts.append(Verdict(item.id, label, "oracle", raw=label))
         return verdicts

@@ -11,9 +11,9 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 
 import agent.pipeline.review
+from agent.domain import Source
 from agent.llm.client import Budget, Endpoint, LLMClient, Price
 from agent.pipeline.review import (
-    CAPPED,
     LLMReviewer,
     ReviewItem,
     batch_size_for,
@@ -182,7 +182,7 @@ def test_past_the_call_budget_samples_keep_the_committee_label(tmp_path):
         tmp_path, KeywordLabeler(keywords=KEYWORDS), batch_size=3, budget=Budget(max_calls=2)
     )
     verdicts = review.review(items(*texts))
-    assert [v.source for v in verdicts] == ["llm"] * 6 + [CAPPED]
+    assert [v.source for v in verdicts] == ["llm"] * 6 + [Source.CAPPED]
     assert verdicts[-1].label is None
     assert purposes(tmp_path) == ["review-batch", "review-batch"]
 
@@ -192,7 +192,7 @@ def test_the_budget_survives_a_restart_and_cached_answers_stay_free(tmp_path):
     first = reviewer(
         tmp_path, KeywordLabeler(keywords=KEYWORDS), batch_size=2, budget=Budget(max_calls=1)
     ).review(items(*texts))
-    assert [v.source for v in first] == ["llm", "llm", CAPPED, CAPPED]
+    assert [v.source for v in first] == ["llm", "llm", Source.CAPPED, Source.CAPPED]
 
     # A resumed run: a new client, its budget counted from the ledger the first one wrote.
     budget = Budget.from_ledger(tmp_path / "ledger.jsonl", max_calls=1)
@@ -214,9 +214,9 @@ def test_the_cost_cap_stops_before_the_call_that_would_pass_it(tmp_path):
     verdicts = review.review(items(*[f"love number {i}" for i in range(40)]))
     spent = review.client.usage.cost_usd
     assert 0 < spent <= 0.5
-    assert verdicts[0].source == "llm" and verdicts[-1].source == CAPPED
+    assert verdicts[0].source == "llm" and verdicts[-1].source == Source.CAPPED
     assert [v.source for v in verdicts] == sorted(
-        (v.source for v in verdicts), key=lambda s: s == CAPPED
+        (v.source for v in verdicts), key=lambda s: s == Source.CAPPED
     )
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 
+from agent.domain import Source
 from agent.llm.client import Budget, LLMClient
-from agent.pipeline.review import CAPPED, LLMReviewer, OracleReviewer, Reviewer, ReviewItem, Verdict
+from agent.pipeline.review import LLMReviewer, OracleReviewer, Reviewer, ReviewItem, Verdict
 from tests.review.fakes import KeywordLabeler
 
 LABELS = ["positive", "negative", "neutral"]
@@ -96,7 +97,7 @@ def test_one_verdict_per_item_in_order(reviewer):
 def test_labels_come_from_the_label_set_or_say_why_not(reviewer):
     for verdict in reviewer.review(ITEMS):
         if verdict.label is None:
-            assert verdict.source in ("needs_human", CAPPED)
+            assert verdict.source in ("needs_human", Source.CAPPED)
         else:
             assert verdict.label in LABELS
             assert verdict.source in ("llm", "oracle")
