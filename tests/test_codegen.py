@@ -117,9 +117,7 @@ def test_static_check_rejects_what_a_role_may_not_use(role, code, found):
 
 
 def test_static_check_lets_deploy_fetch_and_passes_the_templates():
-    verify.static_check(
-        "import requests\nfrom huggingface_hub import snapshot_download\n", "deploy"
-    )
+    verify.static_check("from huggingface_hub import snapshot_download\n", "deploy")
     for role in ROLES:
         verify.static_check(render(role, "org/m", TASK), role)
 
