@@ -26,10 +26,10 @@ from sandbox.base import Limits, Result, Sandbox
 # aliases, private C modules (_posixsubprocess, _socket) and loaders (pickle, runpy) through.
 SCRIPT_MODULES = frozenset(
     {
-        "__future__", "argparse", "collections", "contextlib", "copy", "csv", "dataclasses",
-        "datetime", "enum", "functools", "glob", "heapq", "itertools", "json", "logging", "math",
-        "os", "pathlib", "random", "re", "resource", "shutil", "statistics", "sys", "time",
-        "typing", "warnings",
+        "__future__", "abc", "argparse", "collections", "contextlib", "copy", "csv", "dataclasses",
+        "datetime", "enum", "functools", "gc", "glob", "heapq", "itertools", "json", "logging",
+        "math", "os", "pathlib", "random", "re", "resource", "shutil", "statistics", "sys", "time",
+        "traceback", "types", "typing", "warnings",
         "numpy", "pandas", "pyarrow", "safetensors", "scipy", "sklearn", "tokenizers", "torch",
         "tqdm", "transformers",
     }
@@ -41,8 +41,8 @@ ROLE_MODULES = {
     "deploy": SCRIPT_MODULES | {"huggingface_hub"},
 }
 # Of these modules only these attributes: the others reach processes, links, permissions, the
-# interpreter's internals (sys.modules, sys._getframe, sys.path) or native code
-# (torch.utils.cpp_extension).
+# interpreter's internals (sys.modules, sys._getframe, sys.path), native code
+# (torch.utils.cpp_extension) or frames.
 MODULE_ATTRIBUTES = {
     "os": frozenset(
         {
@@ -56,6 +56,9 @@ MODULE_ATTRIBUTES = {
          "maxsize", "float_info"}
     ),
     "shutil": frozenset({"copy", "copy2", "copyfile", "copyfileobj", "copytree", "move"}),
+    "gc": frozenset({"collect"}),  # gc.get_objects and get_referrers reach every frame
+    "traceback": frozenset({"print_exc", "format_exc"}),
+    "types": frozenset({"SimpleNamespace"}),  # types.CodeType builds bytecode
     "torch.utils": frozenset({"data", "checkpoint"}),
 }  # fmt: skip
 # Parts of allowed modules that load native code, unpickle, spawn processes, open sockets or
@@ -158,9 +161,12 @@ def _denied_path(path: str, modules: frozenset[str]) -> bool:
     return False
 
 
+def _dunder(name: str) -> bool:
+    return name.startswith("__") and name.endswith("__") and name not in DUNDERS
+
+
 def _denied_attribute(name: str) -> bool:
-    dunder = name.startswith("__") and name.endswith("__") and name not in DUNDERS
-    return dunder or name in DENIED_ATTRIBUTES or name.startswith(DENIED_ATTRIBUTE_PREFIXES)
+    return _dunder(name) or name in DENIED_ATTRIBUTES or name.startswith(DENIED_ATTRIBUTE_PREFIXES)
 
 
 class _Names:
@@ -223,12 +229,16 @@ def _call_problems(node: ast.Call, names: _Names) -> list[str]:
     for keyword, safe in SAFE_KEYWORDS.items():
         if keyword in keywords and not _literal(keywords[keyword], safe):
             problems.append(f"{keyword} other than {safe}")
-    if names.resolve(node.func) == "torch.load" and not _literal(keywords.get("weights_only"), True):
+    weights_only = _literal(keywords.get("weights_only"), True)
+    if names.resolve(node.func) == "torch.load" and not weights_only:
         problems.append("torch.load without weights_only=True")
-    for arg in [*node.args, *keywords.values()]:
-        if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-            if ABSOLUTE_PATH.match(arg.value):
-                problems.append(f"the fixed path {arg.value}")
+    problems += [
+        f"the fixed path {arg.value}"
+        for arg in [*node.args, *keywords.values()]
+        if isinstance(arg, ast.Constant)
+        and isinstance(arg.value, str)
+        and ABSOLUTE_PATH.match(arg.value)
+    ]
     return problems
 
 
@@ -270,8 +280,9 @@ def static_check(code: str, role: str) -> None:
     names = _Names(tree, ROLE_MODULES[role])
     problems = names.problems
     for line, subtree in [(0, tree), *annotations]:
-        parents = {child: node for node in ast.walk(subtree) for child in ast.iter_child_nodes(node)}
-        for node in ast.walk(subtree):
+        nodes = list(ast.walk(subtree))
+        parents = {child: node for node in nodes for child in ast.iter_child_nodes(node)}
+        for node in nodes:
             where = line or getattr(node, "lineno", 0)
             problems += [(where, p) for p in _node_problems(node, parents.get(node), names)]
     if problems:
@@ -283,8 +294,9 @@ def _node_problems(node: ast.AST, parent: ast.AST | None, names: _Names) -> list
     called = isinstance(parent, ast.Call) and parent.func is node
     found = []
     if isinstance(node, ast.Name):
+        # Only reads of builtins count: a dataclass field may well be called `eval`.
         loaded = isinstance(node.ctx, ast.Load)
-        if _denied_attribute(node.id) or (loaded and node.id in DENIED_BUILTINS):
+        if _dunder(node.id) or (loaded and node.id in DENIED_BUILTINS):
             found.append(f"uses {node.id}")
         elif loaded and node.id in ATTRIBUTE_BUILTINS and not called:
             found.append(f"uses {node.id} as a value")
@@ -303,6 +315,9 @@ def _node_problems(node: ast.AST, parent: ast.AST | None, names: _Names) -> list
         hidden = set(DUNDER_IN_TEXT.findall(node.value)) - DUNDERS
         if not isinstance(parent, ast.Expr):
             found += [f"a string naming {name}" for name in sorted(hidden)]
+        # f(**{"trust_remote_code": True}) passes the keyword where _call_problems cannot see it.
+        if node.value in SAFE_KEYWORDS:
+            found.append(f"{node.value} as a string")
     if names.resolve(node) == "torch.load" and not called:
         found.append("uses torch.load as a value")
     return found

@@ -46,7 +46,8 @@ PROBES = [
     # attribute access by a computed name
     ("getattr-concat", "annotate", "import os\ngetattr(os, 'sys' + 'tem')('sh')\n"),
     ("getattr-literal", "annotate", "import os\ngetattr(os, 'system')('sh')\n"),
-    ("getattr-as-value", "annotate", "import functools, os\nfunctools.reduce(getattr, ['system'], os)\n"),
+    ("getattr-as-value", "annotate",
+     "import functools, os\nfunctools.reduce(getattr, ['system'], os)\n"),
     # the interpreter's internals
     ("builtins-dict", "annotate", "__builtins__['exec']('x = 1')\n"),
     ("sys-modules", "annotate", "import sys\nsys.modules['subprocess'].run(['sh'])\n"),
@@ -67,16 +68,29 @@ PROBES = [
     ("runpy", "annotate", "import runpy\nrunpy.run_path('x.py')\n"),
     ("torch-load-pickle", "finetune", "import torch\ntorch.load('x.pt')\n"),
     ("trust-remote-code", "deploy",
-     "from transformers import AutoModel\nAutoModel.from_pretrained('m', trust_remote_code=True)\n"),
+     "from transformers import AutoModel\n"
+     "AutoModel.from_pretrained('m', trust_remote_code=True)\n"),
     ("logging-config", "annotate", "import logging.config\n"),
     # links, devices and system files
     ("os-symlink", "finetune", "import os\nos.symlink('/etc/passwd', 'out/x')\n"),
     ("os-mkfifo", "finetune", "from os import mkfifo\nmkfifo('out/x')\n"),
     ("open-proc", "annotate", "open('/proc/self/environ').read()\n"),
+    # modules re-exported by allowed ones, loaders behind keywords
+    ("torch-reexports-os", "annotate", "import torch\ntorch.os.system('sh')\n"),
+    ("os-path-reexports-sys", "annotate", "import os\nos.path.sys.modules['subprocess']\n"),
+    ("torch-serialization-pickle", "finetune",
+     "from torch import serialization\nserialization.pickle.loads(b'')\n"),
+    ("torch-load-as-value", "finetune", "import torch\nload = torch.load\nload('x.pt')\n"),
+    ("numpy-allow-pickle", "annotate", "import numpy as np\nnp.load('x.npy', allow_pickle=True)\n"),
+    ("remote-code-in-kwargs", "deploy",
+     "from transformers import AutoModel\n"
+     "AutoModel.from_pretrained('m', **{'trust_remote_code': True})\n"),
+    ("path-symlink-to", "finetune", "from pathlib import Path\nPath('out/x').symlink_to('/')\n"),
+    ("sys-path-insert", "annotate", "import sys\nsys.path.insert(0, 'x')\n"),
 ]  # fmt: skip
 
 CLEAN_SCRIPTS = {
-    "annotate": '''
+    "annotate": """
 import argparse
 import os
 
@@ -123,8 +137,8 @@ def main():
 
 if __name__ == "__main__":
     main()
-''',
-    "finetune": '''
+""",
+    "finetune": """
 import argparse
 import json
 import random
@@ -197,8 +211,8 @@ def main():
 
 if __name__ == "__main__":
     main()
-''',
-    "deploy": '''
+""",
+    "deploy": """
 import argparse
 import sys
 
@@ -227,7 +241,7 @@ def main():
 
 if __name__ == "__main__":
     main()
-''',
+""",
 }
 
 
