@@ -118,9 +118,7 @@ def test_static_check_rejects_what_a_role_may_not_use(role, code, found):
 
 
 def test_static_check_lets_deploy_fetch_and_passes_the_templates():
-    verify.static_check(
-        "import requests\nfrom huggingface_hub import snapshot_download\n", "deploy"
-    )
+    verify.static_check("from huggingface_hub import snapshot_download\n", "deploy")
     for role in ROLES:
         verify.static_check(render(role, "org/m", TASK), role)
 
@@ -278,7 +276,8 @@ def test_scripts_that_keep_the_contract_pass_first_try_and_everything_is_kept(ru
 def test_a_broken_script_is_repaired_with_its_error_fed_back(run, tmp_path):
     store, task, models = run
     good = render("annotate", "org/kw", task)
-    broken = "import pandas_typo_module\n" + good
+    # A submodule of an allowed package: it passes the static check and fails when it runs.
+    broken = "import pandas.pandas_typo_module\n" + good
     llm = fake_llm(tmp_path, [fenced(broken), fenced(good)])
     manifest = generate(store, task, models, ["annotate"], llm)
 
@@ -317,7 +316,7 @@ def test_garbage_forever_falls_back_to_the_template_without_running_anything(run
 def test_a_repair_that_repeats_the_rejected_script_stops_the_loop_without_rerunning(run, tmp_path):
     store, task, models = run
     sandbox = SpySandbox()
-    broken = "import pandas_typo_module\n" + render("annotate", "org/kw", task)
+    broken = "import pandas.pandas_typo_module\n" + render("annotate", "org/kw", task)
     llm = fake_llm(tmp_path, [fenced(broken)])  # the same answer to every request
     manifest = generate(store, task, models, ["annotate"], llm, sandbox)
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import ast
 import json
 import math
+import re
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -20,22 +22,94 @@ from agent.errors import RunError, StepFailed
 from agent.scripts.contract import validate_votes
 from sandbox.base import Limits, Result, Sandbox
 
-# Nothing a classifier script needs: processes, raw sockets, foreign code, dynamic imports.
-BANNED_MODULES = frozenset(
-    {"socket", "subprocess", "ctypes", "pty", "importlib", "builtins", "paramiko", "pexpect"}
-)
-# The network: only deploy may fetch, and only through a sandbox that allows it.
-NETWORK_MODULES = frozenset(
+# What a script may import, by top-level module: what the templates use and what an LLM writing a
+# transformers classification script reaches for. An allowlist: the denylist it replaces let
+# aliases, private C modules (_posixsubprocess, _socket) and loaders (pickle, runpy) through.
+SCRIPT_MODULES = frozenset(
     {
-        "requests", "urllib", "urllib3", "http", "httpx", "aiohttp", "ssl", "asyncio",
-        "ftplib", "smtplib", "telnetlib", "websocket", "websockets", "huggingface_hub",
+        "__future__", "abc", "argparse", "collections", "contextlib", "copy", "csv", "dataclasses",
+        "datetime", "enum", "functools", "gc", "glob", "heapq", "itertools", "json", "logging",
+        "math", "os", "pathlib", "random", "re", "resource", "shutil", "statistics", "sys", "time",
+        "traceback", "types", "typing", "warnings",
+        "numpy", "pandas", "pyarrow", "safetensors", "scipy", "sklearn", "tokenizers", "torch",
+        "tqdm", "transformers",
     }
 )  # fmt: skip
-BANNED_CALLS = frozenset(
-    {"eval", "exec", "__import__", "os.system", "os.popen", "os.fork", "os.forkpty", "os.kill",
-     "os.killpg", "shutil.rmtree"}
+# Deploy fetches the model; huggingface_hub is the client transformers itself downloads with.
+ROLE_MODULES = {
+    "annotate": SCRIPT_MODULES,
+    "finetune": SCRIPT_MODULES,
+    "deploy": SCRIPT_MODULES | {"huggingface_hub"},
+}
+# Of these modules only these attributes: the others reach processes, links, permissions, the
+# interpreter's internals (sys.modules, sys._getframe, sys.path), native code
+# (torch.utils.cpp_extension) or frames.
+MODULE_ATTRIBUTES = {
+    "os": frozenset(
+        {
+            "path", "environ", "getenv", "makedirs", "mkdir", "listdir", "scandir", "walk",
+            "remove", "unlink", "rename", "replace", "rmdir", "stat", "getcwd", "cpu_count",
+            "sched_getaffinity", "getpid", "fspath", "sep", "linesep", "devnull", "PathLike",
+        }
+    ),
+    "sys": frozenset(
+        {"argv", "exit", "stdout", "stderr", "stdin", "version", "version_info", "platform",
+         "maxsize", "float_info"}
+    ),
+    "shutil": frozenset({"copy", "copy2", "copyfile", "copyfileobj", "copytree", "move"}),
+    "gc": frozenset({"collect"}),  # gc.get_objects and get_referrers reach every frame
+    "traceback": frozenset({"print_exc", "format_exc"}),
+    "types": frozenset({"SimpleNamespace"}),  # types.CodeType builds bytecode
+    "torch.utils": frozenset({"data", "checkpoint"}),
+}  # fmt: skip
+# Parts of allowed modules that load native code, unpickle, spawn processes, open sockets or
+# import by name (logging.config builds handlers from dotted strings).
+DENIED_PATHS = frozenset(
+    {
+        "numpy.ctypeslib", "numpy.f2py", "numpy.distutils", "numpy.testing",
+        "torch.hub", "torch.ops", "torch.classes", "torch.package", "torch.library",
+        "torch.distributed", "torch.multiprocessing", "torch.serialization",
+        "pandas.read_pickle", "pandas.read_clipboard", "pandas.io", "pandas.eval",
+        "logging.config", "logging.handlers", "tqdm.contrib", "pyarrow.cffi", "pyarrow.flight",
+        "transformers.dynamic_module_utils", "typing.get_type_hints", "typing.ForwardRef",
+    }
 )  # fmt: skip
-BANNED_CALL_PREFIXES = ("os.exec", "os.spawn", "os.posix_spawn")
+# Dunders a script may name (the main guard, versions, super().__init__); every escape from
+# Python's rules (__class__, __subclasses__, __globals__, __builtins__, __import__) is another.
+DUNDERS = frozenset(
+    {"__name__", "__main__", "__file__", "__doc__", "__init__", "__version__", "__future__"}
+)
+# Denied on whatever object holds them, since the check cannot know a value's type: processes,
+# links, permissions, live frames (a generator's gi_frame reaches f_builtins without a dunder).
+DENIED_ATTRIBUTES = frozenset(
+    {
+        "system", "popen", "fork", "forkpty", "kill", "killpg", "symlink", "symlink_to",
+        "hardlink_to", "link_to", "mkfifo", "mknod", "chmod", "lchmod", "fchmod", "chown",
+        "lchown", "fchown", "chroot", "setuid", "seteuid", "setgid", "setegid", "setreuid",
+        "setregid", "setresuid", "setresgid", "gi_frame", "cr_frame", "ag_frame", "tb_frame",
+        "f_back", "f_globals", "f_locals", "f_builtins", "f_code", "co_code", "load_library",
+        "read_pickle", "read_clipboard", "to_clipboard", "ctypeslib", "cpp_extension",
+        "load_inline",
+    }
+)  # fmt: skip
+DENIED_ATTRIBUTE_PREFIXES = ("execv", "execl", "spawnv", "spawnl", "posix_spawn")
+# Builtins that run or compile code from strings, hand out namespaces, or wait on a terminal.
+DENIED_BUILTINS = frozenset(
+    {"eval", "exec", "compile", "globals", "locals", "vars", "breakpoint", "input", "help"}
+)
+# Attribute access by name: only with a literal name, which is then checked like `obj.name`.
+ATTRIBUTE_BUILTINS = frozenset({"getattr", "setattr", "delattr", "hasattr"})
+# Keyword arguments that turn a load into code execution unless they hold this literal value.
+SAFE_KEYWORDS = {"trust_remote_code": False, "allow_pickle": False}
+# Standard modules named like the attributes of allowed ones (np.array, scipy.signal, os.stat):
+# these names alone do not mean a module was reached; any other standard module's name does.
+STDLIB_MODULES = sys.stdlib_module_names
+ATTRIBUTE_LIKE_MODULES = frozenset(
+    {"array", "io", "numbers", "platform", "select", "signal", "stat", "string"}
+)
+DUNDER_IN_TEXT = re.compile(r"__\w+__")
+# A fixed absolute path (/proc/self/environ, /etc/passwd): a script's paths come from its options.
+ABSOLUTE_PATH = re.compile(r"/[\w.~-]")
 # Any one of these means a tokenizer was saved (fast, WordPiece, BPE, SentencePiece).
 TOKENIZER_FILES = (
     "tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
@@ -63,36 +137,191 @@ def _dotted(node: ast.AST) -> str:
     return ""
 
 
-def _banned_name(name: str) -> bool:
-    return name in BANNED_CALLS or name.startswith(BANNED_CALL_PREFIXES)
+def _matches(path: str, rules) -> str | None:
+    """The rule `path` falls under, also where a module re-exports it (torch.os is os)."""
+    return next((rule for rule in rules if path == rule or path.endswith(f".{rule}")), None)
+
+
+def _denied_path(path: str, modules: frozenset[str]) -> bool:
+    """Is `path` (a resolved module path such as os.path.join) outside what a script may reach?"""
+    parts = path.split(".")
+    if parts[0] not in modules:
+        return True
+    for i, name in enumerate(parts[1:], start=1):
+        prefix = ".".join(parts[:i])
+        rule = _matches(prefix, MODULE_ATTRIBUTES)
+        if name.startswith("_") and name not in DUNDERS:
+            return True
+        if rule and name not in MODULE_ATTRIBUTES[rule]:
+            return True
+        if _matches(f"{prefix}.{name}", DENIED_PATHS):
+            return True
+        # A module reached as another's attribute (torch.serialization.pickle) is imported.
+        if name in STDLIB_MODULES and name not in modules and name not in ATTRIBUTE_LIKE_MODULES:
+            return True
+    return False
+
+
+def _dunder(name: str) -> bool:
+    return name.startswith("__") and name.endswith("__") and name not in DUNDERS
+
+
+def _denied_attribute(name: str) -> bool:
+    return _dunder(name) or name in DENIED_ATTRIBUTES or name.startswith(DENIED_ATTRIBUTE_PREFIXES)
+
+
+class _Names:
+    """The script's import aliases, resolved: what each name bound by an import stands for."""
+
+    def __init__(self, tree: ast.AST, modules: frozenset[str]) -> None:
+        self.modules = modules
+        self.aliases: dict[str, str] = {}
+        self.module_names: set[str] = set()  # names bound to a module object
+        self.problems: list[tuple[int, str]] = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    bound = alias.asname or alias.name.split(".")[0]
+                    self.aliases[bound] = alias.name if alias.asname else bound
+                    self.module_names.add(bound)
+                    self._check_import(node, alias.name)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level or any(alias.name == "*" for alias in node.names):
+                    self.problems.append((node.lineno, "a relative or * import"))
+                    continue
+                for alias in node.names:
+                    path = f"{node.module}.{alias.name}"
+                    self.aliases[alias.asname or alias.name] = path
+                    if _matches(path, MODULE_ATTRIBUTES):
+                        self.module_names.add(alias.asname or alias.name)
+                    if node.module != "__future__":
+                        self._check_import(node, path)
+
+    def _check_import(self, node: ast.stmt, path: str) -> None:
+        if _denied_path(path, self.modules):
+            self.problems.append((node.lineno, f"imports {path}"))
+
+    def resolve(self, node: ast.AST, attribute: str = "") -> str:
+        """The module path `node` (.attribute) names, e.g. np.ctypeslib -> numpy.ctypeslib."""
+        head, _, rest = ".".join(filter(None, [_dotted(node), attribute])).partition(".")
+        return ".".join(filter(None, [self.aliases[head], rest])) if head in self.aliases else ""
+
+    def denied(self, node: ast.AST, attribute: str = "") -> bool:
+        path = self.resolve(node, attribute)
+        return bool(path) and _denied_path(path, self.modules)
+
+
+def _literal(node: ast.AST | None, value: object) -> bool:
+    return isinstance(node, ast.Constant) and node.value is value
+
+
+def _call_problems(node: ast.Call, names: _Names) -> list[str]:
+    """What a call's own arguments give away: names built at run time, unsafe loader options,
+    fixed absolute paths (/proc, /etc: a script's paths all come from its command line)."""
+    problems = []
+    keywords = {kw.arg: kw.value for kw in node.keywords}
+    func = node.func.id if isinstance(node.func, ast.Name) else ""
+    if func in ATTRIBUTE_BUILTINS:
+        name = node.args[1] if len(node.args) > 1 else None
+        if not (isinstance(name, ast.Constant) and isinstance(name.value, str)):
+            problems.append(f"{func} with a name that is not a literal string")
+        elif _denied_attribute(name.value) or names.denied(node.args[0], name.value):
+            problems.append(f"{func} of {name.value}")
+    for keyword, safe in SAFE_KEYWORDS.items():
+        if keyword in keywords and not _literal(keywords[keyword], safe):
+            problems.append(f"{keyword} other than {safe}")
+    weights_only = _literal(keywords.get("weights_only"), True)
+    if names.resolve(node.func) == "torch.load" and not weights_only:
+        problems.append("torch.load without weights_only=True")
+    problems += [
+        f"the fixed path {arg.value}"
+        for arg in [*node.args, *keywords.values()]
+        if isinstance(arg, ast.Constant)
+        and isinstance(arg.value, str)
+        and ABSOLUTE_PATH.match(arg.value)
+    ]
+    return problems
+
+
+def _string_annotations(tree: ast.AST) -> list[ast.Constant]:
+    """Annotations written as strings: HfArgumentParser and typing.get_type_hints eval them."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.arguments):
+            candidates = [a.annotation for a in [*node.posonlyargs, *node.args, *node.kwonlyargs]]
+            candidates += [node.vararg and node.vararg.annotation]
+            candidates += [node.kwarg and node.kwarg.annotation]
+        elif isinstance(node, ast.AnnAssign):
+            candidates = [node.annotation]
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            candidates = [node.returns]
+        else:
+            continue
+        found += [c for c in candidates if isinstance(c, ast.Constant) and isinstance(c.value, str)]
+    return found
 
 
 def static_check(code: str, role: str) -> None:
-    """Raise Rejected('static') unless `code` parses and stays within what `role` may use."""
+    """Raise Rejected('static') unless `code` parses and stays within what `role` may use.
+
+    An allowlist of imports (ROLE_MODULES) and of the risky modules' attributes, with import
+    aliases resolved, no dunders beyond DUNDERS, no attribute access by a computed name, no code
+    from strings and no unpickling. It is a first filter that turns an LLM's mistakes into a
+    short message naming the line, for the repair prompt; the sandbox is the wall, since Python
+    always leaves a way to hide a call from the ast.
+    """
     try:
         tree = ast.parse(code)
+        annotations = [
+            (ann.lineno, ast.parse(ann.value.strip(), mode="eval"))
+            for ann in _string_annotations(tree)
+        ]
     except SyntaxError as err:
         raise Rejected("static", f"not valid Python: {err.msg} (line {err.lineno})") from None
-    banned_modules = BANNED_MODULES | (frozenset() if role == "deploy" else NETWORK_MODULES)
-    problems = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
-        else:
-            names = []
-        problems += [
-            f"line {node.lineno}: imports {name}"
-            for name in names
-            if name.split(".")[0] in banned_modules or _banned_name(name)
-        ]
-        # Only reads count: a dataclass field may well be called `eval`.
-        loaded = isinstance(node, ast.Name | ast.Attribute) and isinstance(node.ctx, ast.Load)
-        if loaded and _banned_name(_dotted(node)):
-            problems.append(f"line {node.lineno}: uses {_dotted(node)}")
+    names = _Names(tree, ROLE_MODULES[role])
+    problems = names.problems
+    for line, subtree in [(0, tree), *annotations]:
+        nodes = list(ast.walk(subtree))
+        parents = {child: node for node in nodes for child in ast.iter_child_nodes(node)}
+        for node in nodes:
+            where = line or getattr(node, "lineno", 0)
+            problems += [(where, p) for p in _node_problems(node, parents.get(node), names)]
     if problems:
-        raise Rejected("static", f"not allowed in a {role} script: {'; '.join(problems[:5])}")
+        found = [f"line {line}: {problem}" for line, problem in sorted(dict.fromkeys(problems))]
+        raise Rejected("static", f"not allowed in a {role} script: {'; '.join(found[:5])}")
+
+
+def _node_problems(node: ast.AST, parent: ast.AST | None, names: _Names) -> list[str]:
+    called = isinstance(parent, ast.Call) and parent.func is node
+    found = []
+    if isinstance(node, ast.Name):
+        # Only reads of builtins count: a dataclass field may well be called `eval`.
+        loaded = isinstance(node.ctx, ast.Load)
+        if _dunder(node.id) or (loaded and node.id in DENIED_BUILTINS):
+            found.append(f"uses {node.id}")
+        elif loaded and node.id in ATTRIBUTE_BUILTINS and not called:
+            found.append(f"uses {node.id} as a value")
+        elif loaded and node.id in names.module_names and not isinstance(parent, ast.Attribute):
+            # Bound to another name or passed on, a module's attributes escape the check.
+            found.append(f"uses the module {names.aliases[node.id]} as a value")
+    elif isinstance(node, ast.Attribute):
+        if _denied_attribute(node.attr):
+            found.append(f"uses {ast.unparse(node)[-60:]}")
+        elif not isinstance(parent, ast.Attribute) and names.denied(node):
+            found.append(f"uses {names.resolve(node)}")
+    elif isinstance(node, ast.Call):
+        found += _call_problems(node, names)
+    elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+        # "{0.__class__}".format(x) reads a dunder; a docstring (a bare expression) reads nothing.
+        hidden = set(DUNDER_IN_TEXT.findall(node.value)) - DUNDERS
+        if not isinstance(parent, ast.Expr):
+            found += [f"a string naming {name}" for name in sorted(hidden)]
+        # f(**{"trust_remote_code": True}) passes the keyword where _call_problems cannot see it.
+        if node.value in SAFE_KEYWORDS:
+            found.append(f"{node.value} as a string")
+    if names.resolve(node) == "torch.load" and not called:
+        found.append("uses torch.load as a value")
+    return found
 
 
 def run_candidate(
