@@ -1,4 +1,4 @@
-"""The vocabulary: label sources, routes, script roles and LLM call purposes.
+"""The vocabulary: label sources, routes, script roles, LLM call purposes, progress events.
 
 They are string enums, so they are written to parquet, JSON and the ledger as the plain strings
 they always were, compare equal to those strings, and files of older runs read back unchanged.
@@ -7,6 +7,9 @@ they always were, compare equal to those strings, and files of older runs read b
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 if sys.version_info >= (3, 11):
     from enum import StrEnum
@@ -58,3 +61,91 @@ class Purpose(StrEnum):
     CODEGEN_DEPLOY = "codegen-deploy"
     CODEGEN_ANNOTATE = "codegen-annotate"
     CODEGEN_FINETUNE = "codegen-finetune"
+
+
+# --- progress events: what the nodes report; the CLI decides how to show each kind ----------
+
+
+@dataclass(frozen=True)
+class Selected:
+    models: list[str]
+    expected_escalation: float | None  # share of a smoke-test sample the committee routes
+
+
+@dataclass(frozen=True)
+class ReviewEstimated:
+    estimate: Any  # agent.pipeline.review.ReviewEstimate, before any review is paid for
+
+
+@dataclass(frozen=True)
+class Aligned:
+    maps: dict[str, dict[str, str]]  # model id -> its label map
+
+
+@dataclass(frozen=True)
+class CodegenAttempt:
+    role: str
+    attempt: int
+    stage: str | None  # where the attempt was rejected; None when it passed
+
+
+@dataclass(frozen=True)
+class Deployed:
+    model: str
+
+
+@dataclass(frozen=True)
+class Annotating:
+    chunk: int
+    rows: int
+    n_chunks: int  # re-estimated as the chunk sizes adapt to the escalation
+
+
+@dataclass(frozen=True)
+class Voted:
+    chunk: int
+    rows: int
+    hard: int
+
+
+@dataclass(frozen=True)
+class Reviewing:
+    chunk: int
+
+
+@dataclass(frozen=True)
+class ReviewProgress:
+    chunk: int
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Reviewed:
+    chunk: int
+    hard: int
+    expert: int
+
+
+@dataclass(frozen=True)
+class FinetuneStarted:
+    cycle: int
+    samples: int
+
+
+@dataclass(frozen=True)
+class Finetuned:
+    cycle: int
+    models: dict[str, dict]  # slug -> gate scores, kept, train seconds, peak memory
+
+
+@dataclass(frozen=True)
+class Reported:
+    metrics: dict
+
+
+Event = (
+    Selected | ReviewEstimated | Aligned | CodegenAttempt | Deployed | Annotating | Voted
+    | Reviewing | ReviewProgress | Reviewed | FinetuneStarted | Finetuned | Reported
+)  # fmt: skip
+Progress = Callable[[Event], None]

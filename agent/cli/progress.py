@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import singledispatchmethod
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agent.cli.common import console
+from agent.domain import (
+    Aligned,
+    Annotating,
+    CodegenAttempt,
+    Deployed,
+    Event,
+    Finetuned,
+    FinetuneStarted,
+    Reported,
+    Reviewed,
+    ReviewEstimated,
+    Reviewing,
+    ReviewProgress,
+    Selected,
+    Voted,
+)
 
 
 class ProgressView:
@@ -41,50 +58,80 @@ class ProgressView:
         finally:
             self.bar.start()
 
-    def __call__(self, event: str, **data) -> None:
-        if self.quiet:
-            return
-        if event == "selected":
-            self.bar.console.print(f"committee: {', '.join(data['models'])}")
-            if data.get("expected_escalation") is not None:
-                self.bar.console.print(
-                    f"expected escalation to review: {data['expected_escalation']:.0%} "
-                    "(the committee's disagreement on a smoke-test sample of your rows)"
-                )
-        elif event == "review_estimate":
-            self.bar.console.print(describe_estimate(data["estimate"]), highlight=False)
-        elif event == "deployed":
-            self.bar.console.print(f"deployed {data['model']}")
-        elif event == "annotating":
-            if self.chunks is None:
-                self.chunks = self.bar.add_task("chunks", total=data["n_chunks"])
-            # Chunk sizes adapt to the escalation seen so far, so the count is re-estimated.
-            self.bar.update(self.chunks, completed=data["chunk"], total=data["n_chunks"])
-        elif event == "voted":
+    def __call__(self, event: Event) -> None:
+        if not self.quiet:
+            self.show(event)
+
+    @singledispatchmethod
+    def show(self, event: Event) -> None:
+        raise TypeError(f"no view for the progress event {event!r}")
+
+    @show.register
+    def _(self, event: Selected) -> None:
+        self.bar.console.print(f"committee: {', '.join(event.models)}")
+        if event.expected_escalation is not None:
             self.bar.console.print(
-                f"chunk {data['chunk']}: {data['hard']}/{data['rows']} routed to review"
+                f"expected escalation to review: {event.expected_escalation:.0%} "
+                "(the committee's disagreement on a smoke-test sample of your rows)"
             )
-        elif event == "review_progress":
-            if self.review is None:
-                self.review = self.bar.add_task("review", total=data["total"])
-            self.bar.update(self.review, completed=data["done"], total=data["total"])
-        elif event == "reviewed":
-            if self.review is not None:
-                self.bar.remove_task(self.review)
-                self.review = None
-            if self.chunks is not None:
-                self.bar.update(self.chunks, completed=data["chunk"] + 1)
-        elif event == "finetuning":
+
+    @show.register
+    def _(self, event: ReviewEstimated) -> None:
+        self.bar.console.print(describe_estimate(event.estimate), highlight=False)
+
+    @show.register
+    def _(self, event: Deployed) -> None:
+        self.bar.console.print(f"deployed {event.model}")
+
+    @show.register
+    def _(self, event: Annotating) -> None:
+        if self.chunks is None:
+            self.chunks = self.bar.add_task("chunks", total=event.n_chunks)
+        # Chunk sizes adapt to the escalation seen so far, so the count is re-estimated.
+        self.bar.update(self.chunks, completed=event.chunk, total=event.n_chunks)
+
+    @show.register
+    def _(self, event: Voted) -> None:
+        self.bar.console.print(f"chunk {event.chunk}: {event.hard}/{event.rows} routed to review")
+
+    @show.register
+    def _(self, event: ReviewProgress) -> None:
+        if self.review is None:
+            self.review = self.bar.add_task("review", total=event.total)
+        self.bar.update(self.review, completed=event.done, total=event.total)
+
+    @show.register
+    def _(self, event: Reviewed) -> None:
+        if self.review is not None:
+            self.bar.remove_task(self.review)
+            self.review = None
+        if self.chunks is not None:
+            self.bar.update(self.chunks, completed=event.chunk + 1)
+
+    @show.register
+    def _(self, event: FinetuneStarted) -> None:
+        self.bar.console.print(
+            f"fine-tuning cycle {event.cycle} on {event.samples} reviewed hard samples"
+        )
+
+    @show.register
+    def _(self, event: Finetuned) -> None:
+        for slug, m in event.models.items():
+            verdict = "kept" if m["kept"] else "rolled back"
             self.bar.console.print(
-                f"fine-tuning cycle {data['cycle']} on {data['samples']} reviewed hard samples"
+                f"  {slug}: gate {m['gate_before']:.3f} -> {m['gate_after']:.3f} ({verdict}); "
+                f"{m['train_seconds']} s, peak {m['peak_memory_mb'] or '?'} MB"
             )
-        elif event == "finetuned":
-            for slug, m in data["models"].items():
-                verdict = "kept" if m["kept"] else "rolled back"
-                self.bar.console.print(
-                    f"  {slug}: gate {m['gate_before']:.3f} -> {m['gate_after']:.3f} ({verdict}); "
-                    f"{m['train_seconds']} s, peak {m['peak_memory_mb'] or '?'} MB"
-                )
+
+    # Not shown, on purpose: the label maps are in models.json (`autoannotator models`), the
+    # codegen verdicts under scripts/ (`autoannotator scripts`), a chunk's review shows as its
+    # bar (ReviewProgress), and the command prints the report's summary when the run ends.
+    @show.register(Aligned)
+    @show.register(CodegenAttempt)
+    @show.register(Reviewing)
+    @show.register(Reported)
+    def _(self, event: Event) -> None:
+        pass
 
 
 def describe_estimate(estimate) -> str:

@@ -7,7 +7,6 @@ already done, so a run resumed from any checkpoint repeats nothing that finished
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +16,21 @@ from langgraph.types import interrupt
 
 from agent.committee.labels import Alignment, llm_proposer
 from agent.committee.selection import select
+from agent.domain import (
+    Aligned,
+    Annotating,
+    Deployed,
+    Event,
+    Finetuned,
+    FinetuneStarted,
+    Progress,
+    Reported,
+    Reviewed,
+    Reviewing,
+    ReviewProgress,
+    Selected,
+    Voted,
+)
 from agent.hub.hubs import ModelHub
 from agent.pipeline.annotate import annotate_chunk, run_step, vote_chunk
 from agent.pipeline.chunking import estimated_chunks, plan_chunk
@@ -32,7 +46,7 @@ from agent.store.runstore import RunStore, read_json, write_json
 from sandbox.base import Limits, Sandbox
 
 
-def _quiet(event: str, **data: object) -> None:
+def _quiet(event: Event) -> None:
     """Default progress sink: nodes report events; the CLI decides how to show them."""
 
 
@@ -45,7 +59,7 @@ class Services:
     reviewer: object | None  # agent.pipeline.review.Reviewer
     device: str = "cpu"
     limits: Limits = field(default_factory=Limits)
-    progress: Callable[..., None] = _quiet
+    progress: Progress = _quiet
     # llm.client.LLMClient for the meta-controller's own calls: label maps, scripts (--codegen llm)
     llm: object | None = None
     vote_cache: Path | None = None  # v0 votes shared between runs (agent.pipeline.votecache)
@@ -81,9 +95,10 @@ def select_models(state: RunState, runtime: Runtime[Services]) -> dict:
         store.log_timing("select", time.perf_counter() - started)
     models = _models(store)
     runtime.context.progress(
-        "selected",
-        models=[m["id"] for m in models],
-        expected_escalation=models[0].get("expected_escalation"),
+        Selected(
+            models=[m["id"] for m in models],
+            expected_escalation=models[0].get("expected_escalation"),
+        )
     )
     return {"versions": state.get("versions") or {m["slug"]: 0 for m in models}}
 
@@ -97,7 +112,7 @@ def align_labels(state: RunState, runtime: Runtime[Services]) -> dict:
         alignment = Alignment(model["label_map"], model["label_evidence"])
         model["inverse_label_map"] = alignment.inverse(task.labels)
     write_json(data, store.models_path)
-    runtime.context.progress("aligned", maps={m["id"]: m["label_map"] for m in data["models"]})
+    runtime.context.progress(Aligned(maps={m["id"]: m["label_map"] for m in data["models"]}))
     return {}
 
 
@@ -149,7 +164,7 @@ def write_pipeline_scripts(state: RunState, runtime: Runtime[Services]) -> dict:
             output_dir=out,
             limits=limits,
         )
-        services.progress("deployed", model=model["id"])
+        services.progress(Deployed(model=model["id"]))
     store.log_timing("deploy", time.perf_counter() - started)
     scripts(("annotate", "finetune"))
     return {"next_chunk": state.get("next_chunk", 0)}
@@ -161,7 +176,7 @@ def annotate(state: RunState, runtime: Runtime[Services]) -> dict:
     chunk = state["next_chunk"]
     rows = plan_chunk(store, chunk, state.get("pool_chunks", []), state.get("pool_size", 0))
     runtime.context.progress(
-        "annotating", chunk=chunk, rows=rows, n_chunks=estimated_chunks(store, chunk)
+        Annotating(chunk=chunk, rows=rows, n_chunks=estimated_chunks(store, chunk))
     )
     services, models, versions = runtime.context, _models(store), state["versions"]
     if services.vote_cache:
@@ -177,14 +192,14 @@ def annotate(state: RunState, runtime: Runtime[Services]) -> dict:
 def vote_and_route(state: RunState, runtime: Runtime[Services]) -> dict:
     store = _store(state)
     counts = vote_chunk(store, _models(store), state["versions"], state["next_chunk"])
-    runtime.context.progress("voted", chunk=state["next_chunk"], **counts)
+    runtime.context.progress(Voted(chunk=state["next_chunk"], **counts))
     return {"escalated": state.get("escalated", 0) + counts["hard"]}
 
 
 def review(state: RunState, runtime: Runtime[Services]) -> dict:
     store = _store(state)
     chunk = state["next_chunk"]
-    runtime.context.progress("reviewing", chunk=chunk)
+    runtime.context.progress(Reviewing(chunk=chunk))
     human = store.task().reviewer == "human"
     counts = review_chunk(
         store,
@@ -192,7 +207,7 @@ def review(state: RunState, runtime: Runtime[Services]) -> dict:
         _models(store),
         chunk,
         progress=lambda done, total: runtime.context.progress(
-            "review_progress", chunk=chunk, done=done, total=total
+            ReviewProgress(chunk=chunk, done=done, total=total)
         ),
     )
     if human:
@@ -209,7 +224,7 @@ def review(state: RunState, runtime: Runtime[Services]) -> dict:
                 }
             )
         counts = {**counts, "expert": expert_count(store, chunk)}
-    runtime.context.progress("reviewed", chunk=chunk, **counts)
+    runtime.context.progress(Reviewed(chunk=chunk, **counts))
     return {
         "next_chunk": chunk + 1,
         "pool_chunks": [*state.get("pool_chunks", []), chunk],
@@ -220,7 +235,7 @@ def review(state: RunState, runtime: Runtime[Services]) -> dict:
 def finetune(state: RunState, runtime: Runtime[Services]) -> dict:
     store = _store(state)
     cycle = state.get("cycles", 0) + 1
-    runtime.context.progress("finetuning", cycle=cycle, samples=state["pool_size"])
+    runtime.context.progress(FinetuneStarted(cycle=cycle, samples=state["pool_size"]))
     versions, record = finetune_cycle(
         store,
         runtime.context.sandbox,
@@ -232,14 +247,14 @@ def finetune(state: RunState, runtime: Runtime[Services]) -> dict:
         runtime.context.device,
         runtime.context.limits,
     )
-    runtime.context.progress("finetuned", cycle=cycle, models=record["models"])
+    runtime.context.progress(Finetuned(cycle=cycle, models=record["models"]))
     return {"versions": versions, "pool_chunks": [], "pool_size": 0, "cycles": cycle}
 
 
 def report(state: RunState, runtime: Runtime[Services]) -> dict:
     store = _store(state)
     metrics = write_outputs(store, _models(store))
-    runtime.context.progress("reported", metrics=metrics)
+    runtime.context.progress(Reported(metrics=metrics))
     return {}
 
 

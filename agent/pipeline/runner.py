@@ -12,6 +12,7 @@ from pathlib import Path
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
 
+from agent.domain import Event, Progress, ReviewEstimated, Selected
 from agent.hub.hubs import ModelHub
 from agent.llm import client as llm
 from agent.llm.client import Price
@@ -45,7 +46,7 @@ class RunOptions:
     device: str = "auto"
     timeout_s: float = 3600.0
     vote_cache: Path | None = None  # share v0 votes with other runs on the same rows
-    progress: Callable[..., None] = field(default=lambda event, **data: None)
+    progress: Progress = field(default=lambda event: None)
     # Answers the graph's human-review interrupt: the resume value, or None to pause the run
     # there (checkpointed; `resume` asks again). Unset: the run pauses at the first one.
     on_interrupt: Callable[[dict], object | None] | None = None
@@ -129,21 +130,21 @@ def check_price(task: TaskSpec, endpoint) -> None:
 ESTIMATE_SAMPLE_ROWS = 8
 
 
-def with_review_estimate(progress: Callable[..., None], reviewer, store: RunStore):
+def with_review_estimate(progress: Progress, reviewer, store: RunStore) -> Progress:
     """Pass events on; once selection knows the expected escalation, and before any review
-    is paid for, announce the review's calls and cost (a `review_estimate` event)."""
+    is paid for, announce the review's calls and cost (a ReviewEstimated event)."""
     if not isinstance(reviewer, LLMReviewer):
         return progress
 
-    def relay(event: str, **data) -> None:
-        progress(event, **data)
-        if event == "selected" and data.get("expected_escalation") is not None:
+    def relay(event: Event) -> None:
+        progress(event)
+        if isinstance(event, Selected) and event.expected_escalation is not None:
             rows = store.rows()
             texts = rows["text"].dropna().head(ESTIMATE_SAMPLE_ROWS).tolist()
             estimate = estimate_review(
-                reviewer, texts, int(rows["text"].notna().sum()), data["expected_escalation"]
+                reviewer, texts, int(rows["text"].notna().sum()), event.expected_escalation
             )
-            progress("review_estimate", estimate=estimate)
+            progress(ReviewEstimated(estimate=estimate))
 
     return relay
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
+from agent.domain import CodegenAttempt, Progress
 from agent.errors import StepFailed
 from agent.llm.client import LLMClient, LLMUnavailable
 from agent.prompting import load_prompt, render_template
@@ -301,7 +302,7 @@ def generate_role(
     llm: LLMClient,
     verifier: Verifier,
     max_attempts: int = MAX_ATTEMPTS,
-    progress: Callable[..., None] = lambda event, **data: None,
+    progress: Progress = lambda event: None,
 ) -> tuple[str | None, dict]:
     """Ask for the role's script until one passes; (its code or None, the outcome record)."""
     workdir = store.scripts_dir / role
@@ -348,7 +349,7 @@ def generate_role(
             why = f"{attempt} attempt(s) rejected, last at {rejected.stage}: {rejected.reason}"
         verify_s += time.perf_counter() - started
         write_json(verdict, workdir / f"{name}.verdict.json")
-        progress("codegen", role=role, attempt=attempt, stage=verdict["stage"])
+        progress(CodegenAttempt(role=role, attempt=attempt, stage=verdict["stage"]))
         if repeated:
             # The next request would be this one again, answered from the cache: stop here.
             break
@@ -371,7 +372,7 @@ def generate_scripts(
     device: str,
     limits: Limits,
     max_attempts: int = MAX_ATTEMPTS,
-    progress: Callable[..., None] = lambda event, **data: None,
+    progress: Progress = lambda event: None,
 ) -> dict:
     """LLM-written, verified scripts for `roles` (template fallback); returns the manifest.
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from agent.domain import FinetuneStarted, Reported
 from agent.hub.hubs import LocalHub
 from agent.pipeline.runner import RunOptions, create_run, run_graph
 from agent.store.runstore import RunStore
@@ -51,7 +52,7 @@ def test_oracle_run_labels_every_row_once_and_fine_tunes(tmp_path, hub_dir, any_
         hub=LocalHub(hub_dir),
         sandbox=any_sandbox,
         device="cpu",
-        progress=lambda event, **data: events.append(event),
+        progress=events.append,
     )
     state = run_graph(store, options, resume=False)
 
@@ -101,7 +102,8 @@ def test_oracle_run_labels_every_row_once_and_fine_tunes(tmp_path, hub_dir, any_
     assert "![gate accuracy per cycle](plots/gate.png)" in report
     for plot in ("escalation", "gate"):
         assert (store.root / "plots" / f"{plot}.png").read_bytes()[:4] == b"\x89PNG"
-    assert "finetuning" in events and "reported" in events
+    kinds = {type(event) for event in events}
+    assert FinetuneStarted in kinds and Reported in kinds
     assert store.report_path.read_text().startswith("# AutoAnnotator report")
     assert (store.root / "labels.csv").is_file()
     steps = [json.loads(p.read_text()) for p in (store.root / "steps").glob("*.json")]

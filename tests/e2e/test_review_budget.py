@@ -7,6 +7,7 @@ import json
 
 import pandas as pd
 
+from agent.domain import ReviewEstimated
 from agent.hub.hubs import LocalHub
 from agent.pipeline.hardpool import expert_samples
 from agent.pipeline.report import CAPPED_FILE
@@ -40,7 +41,7 @@ def test_past_the_call_cap_hard_samples_keep_the_committee_label(tmp_path, hub_d
             llm_base_url=fake.base_url,
             llm_api_key="test",
             llm_model="fake",
-            progress=lambda event, **data: events.append((event, data)),
+            progress=events.append,
         )
         run_graph(store, options, resume=False)
 
@@ -64,5 +65,5 @@ def test_past_the_call_cap_hard_samples_keep_the_committee_label(tmp_path, hub_d
     pool = expert_samples(store, list(range(store.n_chunks())))
     assert set(pool["id"]) == set(reviewed["id"])
 
-    [estimate] = [data["estimate"] for event, data in events if event == "review_estimate"]
+    [estimate] = [event.estimate for event in events if isinstance(event, ReviewEstimated)]
     assert estimate.batch_size == 2 and estimate.affordable == 4
