@@ -184,7 +184,7 @@ class LLMReviewer:
         if len(found) < len(items):
             log.info("batch answer labeled %d of %d samples: %r", len(found), len(items), answer)
         return [
-            Verdict(item.id, self._label_of_word[found[number]], "llm", raw=found[number])
+            Verdict(item.id, self._label_of_word[found[number]], Source.LLM, raw=found[number])
             if number in found
             else self._review_one(item)
             for number, item in enumerate(items, start=1)
@@ -205,7 +205,7 @@ class LLMReviewer:
         if word is None:
             log.info("sample %s: no single label in %r; needs a human", item.id, answer)
             return Verdict(item.id, None, Source.NEEDS_HUMAN, raw=answer)
-        return Verdict(item.id, self._label_of_word[word], "llm", raw=answer)
+        return Verdict(item.id, self._label_of_word[word], Source.LLM, raw=answer)
 
     def batch_answer_tokens(self, n: int) -> int:
         """Room for `{"12": "label", ...}`: a label word is rarely more than a token per 3 chars."""
@@ -280,5 +280,5 @@ class OracleReviewer:
                 log.warning("no gold label for sample %s; it needs a human", item.id)
                 verdicts.append(Verdict(item.id, None, Source.NEEDS_HUMAN))
             else:
-                verdicts.append(Verdict(item.id, label, "oracle", raw=label))
+                verdicts.append(Verdict(item.id, label, Source.ORACLE, raw=label))
         return verdicts
