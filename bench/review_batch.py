@@ -24,7 +24,7 @@ import pandas as pd
 from agent.hub.demo import demo_input
 from agent.llm.client import DEFAULT_PRICES, Endpoint, LLMClient, open_endpoint
 from agent.pipeline.review import LLMReviewer, ReviewItem
-from tests.fake_openai import FakeOpenAI
+from tests.fixtures.llm import FakeOpenAI
 
 LABELS = ["positive", "negative", "neutral"]
 TASK = "sentiment of tweets: is the author positive, negative or neutral"

@@ -16,7 +16,7 @@ import pytest
 
 from agent.cli.review import label_keys
 from tests.e2e.conftest import LABELS, write_data
-from tests.fake_chat import FakeChatLLM
+from tests.fixtures.chat import FakeChatLLM
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = {label: key for key, label in label_keys(LABELS).items()}

@@ -17,8 +17,8 @@ from agent.pipeline.runner import RunOptions, create_run, run_graph
 from agent.task import TaskSpec
 from sandbox.local import LocalSandbox
 from tests.e2e.conftest import LABELS, WORDS, write_data
-from tests.fake_chat import FakeChatLLM
-from tests.fake_openai import FakeOpenAI
+from tests.fixtures.chat import FakeChatLLM
+from tests.fixtures.llm import FakeOpenAI
 
 
 @pytest.fixture(scope="module")

@@ -136,7 +136,7 @@ def test_the_llm_only_row_counts_the_calls_batched_review_made(tmp_path):
     from agent.pipeline.runner import RunOptions, create_run
     from agent.task import TaskSpec
     from tests.e2e.conftest import WORDS
-    from tests.fake_openai import FakeOpenAI
+    from tests.fixtures.llm import FakeOpenAI
 
     data = write_data(tmp_path / "labeled.csv", 30, blanks=())
     task = TaskSpec(

@@ -21,7 +21,7 @@ from agent.store.runstore import RunStore
 from agent.task import TaskSpec
 from sandbox.local import LocalSandbox
 from tests.e2e.conftest import LABELS, WORDS, write_data
-from tests.fake_openai import FakeOpenAI
+from tests.fixtures.llm import FakeOpenAI
 
 
 def make_task(data: Path, **kw) -> TaskSpec:

@@ -15,7 +15,7 @@ from agent.pipeline.runner import RunOptions, create_run, run_graph
 from agent.task import TaskSpec
 from sandbox.local import LocalSandbox
 from tests.e2e.conftest import LABELS, WORDS, write_data
-from tests.fake_openai import FakeOpenAI
+from tests.fixtures.llm import FakeOpenAI
 
 
 def test_past_the_call_cap_hard_samples_keep_the_committee_label(tmp_path, hub_dir):

@@ -20,8 +20,8 @@ from agent.pipeline.review import (
     estimate_review,
     parse_batch,
 )
-from tests.review.fakes import KeywordLabeler
-from tests.test_review import PromptRecorder
+from tests.fixtures.llm import PromptRecorder
+from tests.fixtures.reviewers import KeywordLabeler
 
 LABELS = ["positive", "negative", "neutral"]
 KEYWORDS = {"love": "positive", "great": "positive", "awful": "negative", "hate": "negative",

@@ -2,20 +2,8 @@ import pandas as pd
 import pytest
 
 from agent.pipeline.chunking import expert_rate, max_chunks, next_chunk_size, plan_chunk
-from agent.store.runstore import RunStore, prepare_input, write_parquet
-from agent.task import TaskSpec
-
-
-def make_store(tmp_path, n: int, chunk_size: int, beta: int) -> RunStore:
-    (tmp_path / "d.csv").write_text("text\n" + "\n".join(f"t{i}" for i in range(n)) + "\n")
-    task = TaskSpec(
-        description="sentiment",
-        labels=["neg", "pos"],
-        data_path=str(tmp_path / "d.csv"),
-        chunk_size=chunk_size,
-        beta=beta,
-    )
-    return RunStore.create(tmp_path / "run", task, prepare_input(task))
+from agent.store.runstore import RunStore, write_parquet
+from tests.fixtures.runs import make_store
 
 
 def review(store: RunStore, chunk: int, sources: list[str]) -> None:

@@ -4,9 +4,8 @@ import os
 from pathlib import Path
 
 import pytest
-from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import BaseMessage, HumanMessage
+from langchain_core.messages import HumanMessage
 
 from agent.llm.client import LLMClient, open_endpoint
 from agent.pipeline.review import (
@@ -17,6 +16,7 @@ from agent.pipeline.review import (
     escape_delimiters,
     parse_label,
 )
+from tests.fixtures.llm import PromptRecorder
 
 LABELS = ["positive", "negative", "neutral"]
 TABLE_B = (
@@ -28,16 +28,6 @@ ITEMS = [
     ReviewItem("b", "Terrible service, never again.", {"m1": "negative", "m2": "neutral"}),
     ReviewItem("c", "The store opens at 9am.", {"m1": "neutral", "m2": "positive"}),
 ]
-
-
-class PromptRecorder(BaseCallbackHandler):
-    """Keeps every prompt the chat model is sent, as the model would see it."""
-
-    def __init__(self) -> None:
-        self.prompts: list[list[BaseMessage]] = []
-
-    def on_chat_model_start(self, serialized, messages, **kwargs) -> None:
-        self.prompts.extend(messages)
 
 
 def llm_reviewer(tmp_path: Path, answers: list[str], recorder=None) -> LLMReviewer:

@@ -2,7 +2,7 @@ import pandas as pd
 
 from agent.pipeline.finetune import improved, replay_sample, split_gate
 from agent.store.runstore import write_parquet
-from tests.test_chunking import make_store
+from tests.fixtures.runs import make_store
 
 
 def vote(store, chunk: int, uncertainty: list[float]) -> None:

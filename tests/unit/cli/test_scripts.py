@@ -12,7 +12,7 @@ from agent.store.runstore import RunStore, write_json
 from agent.task import TaskSpec
 from sandbox.base import Limits
 from sandbox.local import LocalSandbox
-from tests.helpers import make_keyword_classifier
+from tests.fixtures.models import make_keyword_classifier
 
 LABELS = ["negative", "neutral", "positive"]
 runner = CliRunner()

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from agent.cli.app import app
-from tests.fake_openai import FakeOpenAI
+from tests.fixtures.llm import FakeOpenAI
 
 runner = CliRunner()
 

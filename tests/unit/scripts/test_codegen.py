@@ -25,7 +25,7 @@ from agent.store.runstore import RunStore, read_json
 from agent.task import TaskSpec
 from sandbox.base import Limits, Result
 from sandbox.local import LocalSandbox
-from tests.helpers import make_keyword_classifier
+from tests.fixtures.models import make_keyword_classifier
 
 TASK = TaskSpec(
     description='sentiment """quoted"""',

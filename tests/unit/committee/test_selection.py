@@ -22,9 +22,9 @@ from agent.committee.selection import (
 )
 from agent.hub.hubs import LocalHub, ModelInfo
 from agent.task import TaskSpec
-from tests.helpers import card_text, make_keyword_classifier
+from tests.fixtures.models import card_text, make_keyword_classifier
 
-FIXTURES = Path(__file__).parent / "fixtures" / "model_configs"
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "model_configs"
 SENTIMENT = ["negative", "neutral", "positive"]
 TOXICITY = ["non-toxic", "toxic"]
 POSITIVE_WORDS = [

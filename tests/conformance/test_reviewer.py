@@ -15,7 +15,7 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from agent.domain import Source
 from agent.llm.client import Budget, LLMClient
 from agent.pipeline.review import LLMReviewer, OracleReviewer, Reviewer, ReviewItem, Verdict
-from tests.review.fakes import KeywordLabeler
+from tests.fixtures.reviewers import KeywordLabeler
 
 LABELS = ["positive", "negative", "neutral"]
 KEYWORDS = {"love": "positive", "great": "positive", "awful": "negative", "hate": "negative"}

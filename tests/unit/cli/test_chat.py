@@ -11,7 +11,7 @@ from rich.console import Console
 
 from agent.cli.chat import ChatSession, Form, SpecDraft, SpecReader, estimate
 from agent.llm.client import Endpoint, Price, make_chat_model, open_endpoint
-from tests.fake_chat import FakeChatLLM
+from tests.fixtures.chat import FakeChatLLM
 
 
 @pytest.fixture
