@@ -22,6 +22,7 @@ from agent.task import TaskSpec
 from sandbox.local import LocalSandbox
 from tests.e2e.conftest import LABELS, WORDS, write_data
 from tests.fixtures.llm import FakeOpenAI
+from tests.fixtures.runs import fake_llm_options
 
 
 def make_task(data: Path, **kw) -> TaskSpec:
@@ -114,14 +115,7 @@ def test_llm_reviewer_labels_routed_samples_through_the_endpoint(tmp_path, hub_d
     data = write_data(tmp_path / "data.csv", 20)
     store = create_run(make_task(data, chunk_size=32, beta=1000), tmp_path / "run")
     with FakeOpenAI(LABELS, WORDS) as fake:
-        options = RunOptions(
-            hub=LocalHub(hub_dir),
-            sandbox=LocalSandbox(),
-            device="cpu",
-            llm_base_url=fake.base_url,
-            llm_api_key="test",
-            llm_model="fake",
-        )
+        options = fake_llm_options(fake, hub_dir)
         run_graph(store, options, resume=False)
     labels = pd.read_parquet(store.labels_path)
     routed = labels[labels["source"] == "llm"]

@@ -8,14 +8,13 @@ import json
 import pandas as pd
 
 from agent.domain import ReviewEstimated
-from agent.hub.hubs import LocalHub
 from agent.pipeline.hardpool import expert_samples
 from agent.pipeline.report import CAPPED_FILE
-from agent.pipeline.runner import RunOptions, create_run, run_graph
+from agent.pipeline.runner import create_run, run_graph
 from agent.task import TaskSpec
-from sandbox.local import LocalSandbox
 from tests.e2e.conftest import LABELS, WORDS, write_data
 from tests.fixtures.llm import FakeOpenAI
+from tests.fixtures.runs import fake_llm_options
 
 
 def test_past_the_call_cap_hard_samples_keep_the_committee_label(tmp_path, hub_dir):
@@ -34,15 +33,7 @@ def test_past_the_call_cap_hard_samples_keep_the_committee_label(tmp_path, hub_d
     store = create_run(task, tmp_path / "run")
     events = []
     with FakeOpenAI(LABELS, WORDS) as fake:
-        options = RunOptions(
-            hub=LocalHub(hub_dir),
-            sandbox=LocalSandbox(),
-            device="cpu",
-            llm_base_url=fake.base_url,
-            llm_api_key="test",
-            llm_model="fake",
-            progress=events.append,
-        )
+        options = fake_llm_options(fake, hub_dir, progress=events.append)
         run_graph(store, options, resume=False)
 
     assert sum(fake.requests.values()) == 2
