@@ -27,38 +27,42 @@ from agent.errors import StepFailed
 from agent.task import TaskSpec
 
 
+def _command_line(**options: object) -> list[str]:
+    """`--name value` pairs, in the order given; underscores in a name become dashes."""
+    return [
+        part
+        for name, value in options.items()
+        for part in (f"--{name.replace('_', '-')}", str(value))
+    ]
+
+
 def deploy_args(source: str, out: Path) -> list[str]:
     """The command line every deploy script gets: in the run (pipeline.nodes) and its probe."""
-    return ["--source", source, "--out", str(out)]
+    return _command_line(source=source, out=out)
 
 
 def annotate_args(
     model_dir: Path, input_path: Path, output_path: Path, task: TaskSpec, device: str, threads: int
 ) -> list[str]:
     """The command line every annotate script gets: in the run (pipeline.annotate) and its probe."""
-    return [
-        "--model", str(model_dir),
-        "--input", str(input_path),
-        "--output", str(output_path),
-        "--batch-size", str(task.batch_size),
-        "--max-length", str(task.max_length),
-        "--device", device,
-        "--threads", str(threads),
-    ]  # fmt: skip
+    return _command_line(
+        model=model_dir,
+        input=input_path,
+        output=output_path,
+        batch_size=task.batch_size,
+        max_length=task.max_length,
+        device=device,
+        threads=threads,
+    )
 
 
 def finetune_args(
     model_dir: Path, train: Path, gate: Path, out: Path, device: str, threads: int
 ) -> list[str]:
     """The command line every finetune script gets: in the run (pipeline.finetune) and its probe."""
-    return [
-        "--model", str(model_dir),
-        "--train", str(train),
-        "--eval", str(gate),
-        "--out", str(out),
-        "--device", device,
-        "--threads", str(threads),
-    ]  # fmt: skip
+    return _command_line(
+        model=model_dir, train=train, eval=gate, out=out, device=device, threads=threads
+    )
 
 
 def validate_votes(path: Path, chunk: pd.DataFrame, model_labels: list[str]) -> pd.DataFrame:
