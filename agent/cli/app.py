@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 from contextlib import ExitStack
@@ -31,9 +30,6 @@ from agent.pipeline.runner import RunOptions, is_finished, preflight, run_graph
 from agent.store.runstore import RunStore, prepare_input
 from agent.task import TaskSpec
 from sandbox.factory import make_sandbox
-
-# Our progress bars show each stage; the libraries' own bars (one per model load) are noise.
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 app = typer.Typer(
     help=__doc__

@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
-from huggingface_hub import HfApi, hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
 
 from agent.errors import UserError
 
@@ -189,12 +187,17 @@ class HfHub:
         token: str | bool | None = None,  # False: never send a token
         cache_dir: Path | str | None = None,
     ):
+        from huggingface_hub import HfApi  # noqa: PLC0415 - reads HF_HUB_* once, at import: after the CLI set them
+
         self.endpoint = endpoint  # None: huggingface_hub reads HF_ENDPOINT itself
         self.token = token
         self.cache_dir = cache_dir
         self._api = HfApi(endpoint=self.endpoint, token=token)
 
     def _download_text(self, model_id: str, filename: str, revision: str | None) -> str | None:
+        from huggingface_hub import hf_hub_download  # noqa: PLC0415 - reads HF_HUB_* once, at import: after the CLI set them
+        from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError  # noqa: PLC0415 - reads HF_HUB_* once, at import: after the CLI set them
+
         try:
             path = hf_hub_download(
                 model_id,
@@ -255,6 +258,8 @@ class HfHub:
         return models
 
     def model_info(self, model_id: str) -> ModelInfo:
+        from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError  # noqa: PLC0415 - reads HF_HUB_* once, at import: after the CLI set them
+
         try:
             hf_info = self._api.model_info(model_id, files_metadata=True)
         except RepositoryNotFoundError as err:
