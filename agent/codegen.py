@@ -75,7 +75,9 @@ def local_source(source: str) -> Path:
     (per-user cache), so a deploy script never needs the sandbox's network."""
     if Path(source).is_dir():
         return Path(source)
-    target = Path(platformdirs.user_cache_dir("autoannotator")) / "models" / source.replace("/", "__")
+    target = (
+        Path(platformdirs.user_cache_dir("autoannotator")) / "models" / source.replace("/", "__")
+    )
     try:
         return Path(snapshot_download(source, local_dir=target))
     except (HfHubHTTPError, OSError) as err:

@@ -144,7 +144,9 @@ def read_output_parquet(path: Path, limit: int = VOTES_BYTES) -> pd.DataFrame:
     try:
         data = read_bytes_bounded(path, limit)
     except FileNotFoundError:
-        raise Rejected("contract", f"no {path.name}: the script exited 0 without writing it") from None
+        raise Rejected(
+            "contract", f"no {path.name}: the script exited 0 without writing it"
+        ) from None
     except UnsafeOutput as err:
         raise Rejected("contract", f"unsafe output: {err.reason}") from None
     if not data:
@@ -152,7 +154,9 @@ def read_output_parquet(path: Path, limit: int = VOTES_BYTES) -> pd.DataFrame:
     try:
         return pq.read_table(pa.BufferReader(data)).to_pandas()
     except (pa.ArrowException, ValueError) as err:
-        raise Rejected("contract", f"{path.name} is not a parquet file ({type(err).__name__})") from None
+        raise Rejected(
+            "contract", f"{path.name} is not a parquet file ({type(err).__name__})"
+        ) from None
 
 
 def annotate_args(

@@ -103,7 +103,7 @@ def run(tmp_path, keyword_model):
     return store, task, [model]
 
 
-def codegen(run, role, code, tmp_path, sandbox=None):
+def let_write(run, role, code, tmp_path, sandbox=None):
     """Let the hostile endpoint write `role`'s script; (the manifest entry, the endpoint)."""
     store, task, models = run
     with HostileEndpoint(code) as endpoint:
@@ -147,15 +147,13 @@ print("export EVIL=1  # appended to the victim's shell startup")
 )
 
 
-def test_a_planted_result_link_and_copied_reference_answers_neither_write_nor_pass(
-    run, tmp_path
-):
+def test_a_planted_result_link_and_copied_reference_answers_neither_write_nor_pass(run, tmp_path):
     """The end-to-end attack: the host wrote the Result through the script's link onto a host
     file, and the copied reference answers passed the canary."""
     victim = tmp_path / "victim.bashrc"
     victim.write_text("# the user's own file\n")
     code = RESULT_LINK_ATTACK.replace("VICTIM", repr(str(victim)))
-    entry, _ = codegen(run, "annotate", code, tmp_path)
+    entry, _ = let_write(run, "annotate", code, tmp_path)
 
     assert victim.read_text() == "# the user's own file\n"
     assert entry["origin"] == "template" and entry["status"].startswith("template-fallback")
@@ -167,7 +165,7 @@ def test_the_result_link_attack_fails_in_docker_too(run, tmp_path, docker_sandbo
     victim = tmp_path / "victim.bashrc"
     victim.write_text("# the user's own file\n")
     code = RESULT_LINK_ATTACK.replace("VICTIM", repr(str(victim)))
-    entry, _ = codegen(run, "annotate", code, tmp_path, sandbox=docker_sandbox)
+    entry, _ = let_write(run, "annotate", code, tmp_path, sandbox=docker_sandbox)
 
     assert victim.read_text() == "# the user's own file\n"
     assert entry["origin"] == "template"
@@ -177,7 +175,7 @@ def test_votes_linked_to_a_host_parquet_are_refused(run, tmp_path):
     host = tmp_path / "host-votes.parquet"
     ids = [str(i) for i in range(7)]
     pd.DataFrame({"id": ids, "label": TRUTH, "score": 0.9}).to_parquet(host, index=False)
-    entry, _ = codegen(
+    entry, _ = let_write(
         run, "annotate", ANNOTATE_HEAD + f"os.symlink({str(host)!r}, out)\n", tmp_path
     )
 
@@ -196,7 +194,7 @@ def test_votes_linked_to_a_host_parquet_are_refused(run, tmp_path):
 )
 def test_exit_0_without_usable_votes_goes_back_for_repair(run, tmp_path, action, reason):
     """Before: FileNotFoundError / ArrowInvalid out of generate_scripts, a traceback."""
-    entry, endpoint = codegen(run, "annotate", ANNOTATE_HEAD + action + "\n", tmp_path)
+    entry, endpoint = let_write(run, "annotate", ANNOTATE_HEAD + action + "\n", tmp_path)
 
     assert entry["origin"] == "template"
     first = verdicts(run[0], "annotate")[0]
@@ -210,8 +208,11 @@ def test_exit_0_without_usable_votes_goes_back_for_repair(run, tmp_path, action,
 def test_a_linked_metrics_json_puts_no_host_content_in_the_repair_prompt(run, tmp_path):
     secret = tmp_path / "host-config.json"
     secret.write_text(json.dumps({"before": {"accuracy": "sk-HOST-SECRET-42"}}))
-    code = FINETUNE_HEAD + f"out.mkdir(exist_ok=True)\nos.symlink({str(secret)!r}, out / 'metrics.json')\n"
-    entry, endpoint = codegen(run, "finetune", code, tmp_path)
+    code = (
+        FINETUNE_HEAD
+        + f"out.mkdir(exist_ok=True)\nos.symlink({str(secret)!r}, out / 'metrics.json')\n"
+    )
+    entry, endpoint = let_write(run, "finetune", code, tmp_path)
 
     assert entry["origin"] == "template"
     assert len(endpoint.prompts) == 2
@@ -336,7 +337,7 @@ def test_a_hub_model_is_downloaded_by_the_host_and_deployed_without_network(
         shutil.copytree(keyword_model, local_dir, dirs_exist_ok=True)
         return str(local_dir)
 
-    monkeypatch.setattr(codegen, "snapshot_download", snapshot_download)
+    monkeypatch.setattr(codegen, "snapshot_download", snapshot_download, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     hub_model = {**models[0], "source": "org/kw"}
     script = tmp_path / "deploy.py"
