@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
 from agent import codegen
+from agent.cli import app
 from agent.codegen import generate_scripts
 from agent.finetune import finetune_cycle
 from agent.llm import Endpoint, LLMClient, make_chat_model
@@ -24,10 +26,10 @@ from agent.runstore import RunStore, read_json, write_json, write_parquet
 from agent.task import TaskSpec
 from sandbox.base import Limits
 from sandbox.local import LocalSandbox
+from tests.e2e.conftest import LABELS, write_data
 from tests.fake_openai import LoopbackChatServer
 from tests.helpers import make_keyword_classifier
 
-LABELS = ["negative", "neutral", "positive"]
 KEYWORDS = {"negative": ["bad", "hate"], "positive": ["good", "love"]}
 TEXTS = ["good day", "bad movie", "the news", "i love it", "i hate it", "a song", "okay"]
 # What the keyword model (and so the template's reference run) says for TEXTS.
@@ -160,6 +162,35 @@ def test_a_planted_result_link_and_copied_reference_answers_neither_write_nor_pa
     assert not any(v["ok"] for v in verdicts(run[0], "annotate"))
 
 
+def test_the_cli_run_with_a_hostile_endpoint_writes_no_host_file_and_keeps_no_llm_script(
+    tmp_path, hub_dir
+):
+    """`autoannotator run --codegen llm --sandbox local`: every script the endpoint writes is
+    the attack; the run finishes on the templates and the victim is untouched."""
+    victim = tmp_path / "victim.bashrc"
+    victim.write_text("# the user's own file\n")
+    data = write_data(tmp_path / "data.csv", 20)
+    code = RESULT_LINK_ATTACK.replace("VICTIM", repr(str(victim)))
+    with HostileEndpoint(code) as endpoint:
+        result = CliRunner().invoke(
+            app,
+            [
+                "run", "--data", str(data), "--labels", ",".join(LABELS),
+                "--task", "sentiment of short texts", "--run-dir", str(tmp_path / "run"),
+                "--hub", str(hub_dir), "--sandbox", "local", "--device", "cpu",
+                "--codegen", "llm", "--reviewer", "oracle:gold", "--chunk-size", "16",
+                "--llm-base-url", endpoint.base_url, "--llm-api-key", "k", "--llm-model", "x",
+                "--quiet",
+            ],
+        )  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    assert victim.read_text() == "# the user's own file\n"
+    manifest = read_json(tmp_path / "run" / "scripts" / "manifest.json")["scripts"]
+    assert {e["origin"] for e in manifest} == {"template"}
+    assert len(pd.read_parquet(tmp_path / "run" / "labels.parquet")) == 20
+
+
 @pytest.mark.docker
 def test_the_result_link_attack_fails_in_docker_too(run, tmp_path, docker_sandbox):
     victim = tmp_path / "victim.bashrc"
@@ -274,6 +305,7 @@ def test_the_gate_is_scored_by_the_host_not_by_the_scripts_metrics(run):
 CHILD = """
 import sys
 from agent.annotate import StepFailed
+from agent.cli import app
 from agent.finetune import finetune_cycle
 from agent.runstore import RunStore, read_json
 from sandbox.base import Limits
