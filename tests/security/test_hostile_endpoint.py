@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from agent import codegen
+from agent.annotate import StepFailed, annotate_chunk
 from agent.cli import app
 from agent.codegen import generate_scripts
 from agent.finetune import finetune_cycle
@@ -184,8 +185,8 @@ def test_the_cli_run_with_a_hostile_endpoint_writes_no_host_file_and_keeps_no_ll
             ],
         )  # fmt: skip
 
-    assert result.exit_code == 0, result.output
     assert victim.read_text() == "# the user's own file\n"
+    assert result.exit_code == 0, result.output
     manifest = read_json(tmp_path / "run" / "scripts" / "manifest.json")["scripts"]
     assert {e["origin"] for e in manifest} == {"template"}
     assert len(pd.read_parquet(tmp_path / "run" / "labels.parquet")) == 20
@@ -252,6 +253,24 @@ def test_a_linked_metrics_json_puts_no_host_content_in_the_repair_prompt(run, tm
     assert not any("sk-HOST-SECRET" in p.read_text() for p in run[0].root.rglob("*.md"))
 
 
+# --- the pipeline's annotate step ----------------------------------------------------------------
+
+
+def test_a_chunks_votes_linked_to_a_host_parquet_fail_the_step(run, tmp_path):
+    """Before: the link was validated through, then renamed into votes/ as the chunk's votes."""
+    store, _, models = run
+    host = tmp_path / "host-votes.parquet"
+    ids = [str(i) for i in range(7)]
+    pd.DataFrame({"id": ids, "label": TRUTH, "score": 0.9}).to_parquet(host, index=False)
+    script = store.scripts_dir / "annotate" / f"{SLUG}.py"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(ANNOTATE_HEAD + f"os.symlink({str(host)!r}, out)\n")
+
+    with pytest.raises(StepFailed, match=r"votes\.parquet is a symlink"):
+        annotate_chunk(store, LocalSandbox(), models, {SLUG: 0}, 0, "cpu", Limits(timeout_s=60))
+    assert not store.model_votes(SLUG, 0).exists()
+
+
 # --- the pipeline's fine-tune cycle --------------------------------------------------------------
 
 COPY_AND_CLAIM = """
@@ -305,6 +324,7 @@ def test_the_gate_is_scored_by_the_host_not_by_the_scripts_metrics(run):
 CHILD = """
 import sys
 from agent.annotate import StepFailed
+from agent.annotate import StepFailed, annotate_chunk
 from agent.cli import app
 from agent.finetune import finetune_cycle
 from agent.runstore import RunStore, read_json
