@@ -26,7 +26,7 @@ from agent.verify import (
     read_output_parquet,
     save_result,
 )
-from sandbox.base import Limits, Result, Sandbox
+from sandbox.base import Limits, Sandbox
 
 
 class StepFailed(RuntimeError):
@@ -43,7 +43,7 @@ def run_step(
     output_dir: Path,
     limits: Limits,
     output: dict,
-) -> Result:
+) -> None:
     """Run one script in the sandbox, save its Result under steps/, raise if it failed or left
     anything unsafe in `output_dir` (caps: verify.VOTES_OUTPUT / MODEL_OUTPUT)."""
     result = sandbox.run(script, args, inputs=inputs, output_dir=output_dir, limits=limits)
@@ -55,7 +55,6 @@ def run_step(
         inspect_step(output_dir, output)
     except Rejected as err:
         raise StepFailed(f"step {name}: {err.reason}") from None
-    return result
 
 
 def scratch_dir(store: RunStore, name: str) -> Path:
