@@ -6,6 +6,8 @@ already done, so a run resumed from any checkpoint repeats nothing that finished
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,9 +17,9 @@ import pandas as pd
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
-from agent.annotate import annotate_chunk, run_step, vote_chunk
+from agent.annotate import annotate_chunk, run_step, scratch_dir, vote_chunk
 from agent.chunking import estimated_chunks, plan_chunk
-from agent.codegen import generate_scripts, script_path, write_scripts
+from agent.codegen import generate_scripts, local_source, script_path, write_scripts
 from agent.finetune import finetune_cycle
 from agent.hardpool import review_chunk
 from agent.hub import ModelHub
@@ -27,6 +29,7 @@ from agent.report import write_outputs
 from agent.runstore import RunStore, read_json, write_json
 from agent.selection import select
 from agent.state import RunState
+from agent.verify import MODEL_OUTPUT
 from agent.votecache import add_to_cache, fill_from_cache
 from sandbox.base import Limits, Sandbox
 
@@ -133,23 +136,24 @@ def write_pipeline_scripts(state: RunState, runtime: Runtime[Services]) -> dict:
         out = store.model_dir(model["slug"], 0)
         if (out / "config.json").is_file():
             continue
-        limits = services.limits
-        inputs = []
-        # A local model directory is mounted read-only; a hub id needs the network.
-        if Path(model["source"]).is_dir():
-            inputs.append(Path(model["source"]))
-        else:
-            limits = Limits(**{**limits.__dict__, "network": True})
+        source = local_source(model["source"])
+        name = f"deploy-{model['slug']}"
+        scratch = scratch_dir(store, name)
         run_step(
             services.sandbox,
             store,
-            f"deploy-{model['slug']}",
+            name,
             script_path(store, "deploy", model["slug"]),
-            ["--source", model["source"], "--out", str(out)],
-            inputs=inputs,
-            output_dir=out,
-            limits=limits,
+            ["--source", str(source), "--out", str(scratch)],
+            inputs=[source],
+            output_dir=scratch,
+            limits=services.limits,
+            output=MODEL_OUTPUT,
         )
+        # Inspected, so from here on the host's: v0 appears only whole and checked.
+        shutil.rmtree(out, ignore_errors=True)  # what a deploy killed midway left
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(scratch, out)
         services.progress("deployed", model=model["id"])
     store.log_timing("deploy", time.perf_counter() - started)
     scripts(("annotate", "finetune"))

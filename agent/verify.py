@@ -14,12 +14,17 @@ import json
 import math
 import re
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from agent.runstore import write_json
 from agent.task import TaskSpec
 from sandbox.base import Limits, Result, Sandbox
+from sandbox.outputs import UnsafeOutput, inspect_outputs, read_bytes_bounded
 
 # What a script may import, by top-level module: what the templates use and what an LLM writing a
 # transformers classification script reaches for. An allowlist: the denylist it replaces let
@@ -116,6 +121,12 @@ TOKENIZER_FILES = (
 )  # fmt: skip
 # A probe run of a generated annotate script may take this many times the template's.
 SPEED_FACTOR = 5.0
+# What one step may leave in its output directory. Votes are a few columns per input row; a
+# model directory holds weights (a few GB for the largest classifiers a hub offers).
+VOTES_BYTES = 256 << 20
+VOTES_OUTPUT = {"max_file_bytes": VOTES_BYTES, "max_total_bytes": VOTES_BYTES, "max_files": 16}
+MODEL_OUTPUT = {"max_file_bytes": 16 << 30, "max_total_bytes": 32 << 30, "max_files": 1000}
+METRICS_BYTES = 1 << 20
 
 
 class Rejected(Exception):
@@ -332,13 +343,49 @@ def run_candidate(
     output_dir: Path,
     limits: Limits,
     log: Path,
+    output: dict,
 ) -> Result:
-    """Run a script in the sandbox, keep its Result at `log`, raise Rejected if it failed."""
+    """Run a script in the sandbox, keep its Result at `log` (outside `output_dir`), raise
+    Rejected if it failed or left anything unsafe in `output_dir` (caps: VOTES_/MODEL_OUTPUT)."""
     result = sandbox.run(script, args, inputs=inputs, output_dir=output_dir, limits=limits)
-    result.save(log)
+    save_result(result, log)
     if not result.ok:
         raise Rejected("run", result.reason(), result.stderr_tail)
+    inspect_step(output_dir, output)
     return result
+
+
+def save_result(result: Result, path: Path) -> None:
+    """Result.save writes through a symlink; the atomic write replaces one instead."""
+    write_json(asdict(result), path)
+
+
+def inspect_step(directory: Path, caps: dict) -> list[Path]:
+    """The step's regular files; Rejected('contract') naming what is unsafe, never its content."""
+    try:
+        return inspect_outputs(directory, **caps)
+    except UnsafeOutput as err:
+        raise Rejected("contract", f"unsafe output: {err.reason}") from None
+
+
+def read_output_parquet(path: Path, limit: int = VOTES_BYTES) -> pd.DataFrame:
+    """A parquet file a script wrote, read from at most `limit` bytes held in memory."""
+    try:
+        data = read_bytes_bounded(path, limit)
+    except FileNotFoundError:
+        raise Rejected(
+            "contract", f"no {path.name}: the script exited 0 without writing it"
+        ) from None
+    except UnsafeOutput as err:
+        raise Rejected("contract", f"unsafe output: {err.reason}") from None
+    if not data:
+        raise Rejected("contract", f"{path.name} is empty")
+    try:
+        return pq.read_table(pa.BufferReader(data)).to_pandas()
+    except (pa.ArrowException, ValueError) as err:
+        raise Rejected(
+            "contract", f"{path.name} is not a parquet file ({type(err).__name__})"
+        ) from None
 
 
 def annotate_args(
@@ -384,9 +431,9 @@ def check_model_dir(
         raise Rejected("contract", f"no tokenizer files in {path} (save the tokenizer too)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        # Safe on weights an untrusted script wrote: transformers reads safetensors, or a
-        # pickle with torch.load(weights_only=True), and runs no remote code unless asked.
-        model = AutoModelForSequenceClassification.from_pretrained(path)
+        # Weights an untrusted script wrote: safetensors only (no pickle at all), and
+        # transformers runs no remote code unless asked.
+        model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True)
     except Exception as err:  # transformers raises many kinds; every one means "not loadable"
         raise Rejected("contract", f"{path} does not load: {type(err).__name__}: {err}") from None
     found = [model.config.id2label[i] for i in sorted(model.config.id2label)]
@@ -398,8 +445,11 @@ def check_model_dir(
             raise Rejected("canary", f"the saved tokenizer does not tokenize like {reference}'s")
 
 
-def check_votes(path: Path, rows: pd.DataFrame, labels: list[str], reference: Path) -> None:
-    """The annotate contract, and the canary: the template's labels on the same rows."""
+def check_votes(
+    path: Path, rows: pd.DataFrame, labels: list[str], expected: pd.Series | None
+) -> pd.DataFrame:
+    """The annotate contract, and the canary: the template's labels on the same rows (by id),
+    held by the host where no candidate can read them; None checks the contract only."""
     # Imported here: agent.annotate imports agent.codegen, which imports this module.
     from agent.annotate import StepFailed, validate_votes
 
@@ -407,7 +457,8 @@ def check_votes(path: Path, rows: pd.DataFrame, labels: list[str], reference: Pa
         votes = validate_votes(path, rows, labels)
     except StepFailed as err:
         raise Rejected("contract", str(err).split(": ", 1)[-1]) from None
-    expected = pd.read_parquet(reference).set_index("id")["label"]
+    if expected is None:
+        return votes
     got = votes.set_index("id")["label"].reindex(expected.index)
     wrong = expected.index[got != expected]
     if len(wrong):
@@ -416,6 +467,7 @@ def check_votes(path: Path, rows: pd.DataFrame, labels: list[str], reference: Pa
             "canary",
             f"{len(wrong)} of {len(expected)} labels differ from the reference script's: {sample}",
         )
+    return votes
 
 
 def check_speed(candidate: Result, reference: Result) -> None:
@@ -429,13 +481,20 @@ def check_speed(candidate: Result, reference: Result) -> None:
 
 
 def check_finetune_metrics(path: Path, eval_rows: int) -> dict:
-    """metrics.json with before/after accuracy, loss and rows on the eval set, and train time."""
-    if not path.is_file():
-        raise Rejected("contract", f"no metrics.json in {path.parent}")
+    """metrics.json with before/after accuracy, loss and rows on the eval set, and train time.
+
+    The script's own account, kept for the record; the gate is scored by the host."""
     try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise Rejected("contract", f"metrics.json is not JSON: {err}") from None
+        raw = read_bytes_bounded(path, METRICS_BYTES)
+    except FileNotFoundError:
+        raise Rejected("contract", f"no metrics.json in {path.parent}") from None
+    except UnsafeOutput as err:
+        raise Rejected("contract", f"unsafe output: {err.reason}") from None
+    try:
+        metrics = json.loads(raw.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        # The error's text would quote the bytes; their place in the file is enough.
+        raise Rejected("contract", "metrics.json is not UTF-8 JSON") from None
     problems = []
     for phase in ("before", "after"):
         part = metrics.get(phase) if isinstance(metrics, dict) else None
