@@ -20,3 +20,14 @@ class RunError(Exception):
 
 class StepFailed(RunError, RuntimeError):
     """A sandboxed script failed; the message names the step and where its log is."""
+
+
+class Rejected(RunError):
+    """A generated script failed a check; `stage` says which, `stderr` is its error output if
+    it ran. Codegen repairs on it; it never leaves the verifier as a run's failure."""
+
+    def __init__(self, stage: str, reason: str, stderr: str = "") -> None:
+        super().__init__(f"{stage}: {reason}")
+        self.stage = stage
+        self.reason = reason
+        self.stderr = stderr

@@ -14,7 +14,7 @@ from rich.table import Table
 from agent.cli.common import fail, out
 from agent.errors import StepFailed
 from agent.scripts import contract, verify
-from agent.scripts.codegen import probe_rows, render
+from agent.scripts.codegen import local_source, probe_rows, render
 from agent.store.runstore import RunStore, read_json
 from sandbox.base import Limits
 from sandbox.factory import make_sandbox
@@ -122,48 +122,48 @@ def rerun_script(
     scratch.mkdir(parents=True)
     box = make_sandbox(sandbox, device)
     limits = Limits()
+    # The script writes only scratch/out; the host keeps its log beside it, outside.
+    output_dir = scratch / "out"
+    output_dir.mkdir()
+    log = scratch / "result.json"
     try:
         if role == "annotate":
             model_dir, chunk = _latest_version(store, entry["slug"]), store.input_chunk(0)
-            votes = scratch / "votes.parquet"
+            votes = output_dir / "votes.parquet"
             args = contract.annotate_args(model_dir, chunk, votes, store.task(), device, 0)
             result = verify.run_candidate(
-                box, script, args, inputs=[model_dir, chunk], output_dir=scratch,
-                limits=limits, log=scratch / "result.json",
+                box, script, args, inputs=[model_dir, chunk], output_dir=output_dir,
+                limits=limits, log=log, output=contract.VOTES_OUTPUT,
             )  # fmt: skip
             frame = contract.validate_votes(votes, pd.read_parquet(chunk), target["labels"])
             counts = frame["label"].value_counts().to_dict()
             summary = f"{len(frame)} rows of chunk 0, labels {counts}, contract kept"
         elif role == "deploy":
-            source = Path(target["source"])
-            network = not source.is_dir()
+            source = local_source(target["source"])
             result = verify.run_candidate(
-                box, script, contract.deploy_args(target["source"], scratch / "model"),
-                inputs=[] if network else [source], output_dir=scratch / "model",
-                limits=Limits(network=network), log=scratch / "result.json",
+                box, script, contract.deploy_args(str(source), output_dir),
+                inputs=[source], output_dir=output_dir,
+                limits=limits, log=log, output=contract.MODEL_OUTPUT,
             )  # fmt: skip
             verify.check_model_dir(
-                scratch / "model",
-                target["labels"],
-                None if network else source,
-                probe_rows(store)["text"].tolist(),
+                output_dir, target["labels"], source, probe_rows(store)["text"].tolist()
             )
             summary = f"deployed {target['source']}: loads, labels {target['labels']}"
         elif role == "finetune":
             model_dir = _latest_version(store, entry["slug"])
             train, gate = verify.finetune_probe(probe_rows(store), target["labels"], scratch)
-            args = contract.finetune_args(model_dir, train, gate, scratch / "model", device, 0)
+            args = contract.finetune_args(model_dir, train, gate, output_dir, device, 0)
             result = verify.run_candidate(
-                box, script, args, inputs=[model_dir, train, gate], output_dir=scratch / "model",
-                limits=limits, log=scratch / "result.json",
+                box, script, args, inputs=[model_dir, train, gate], output_dir=output_dir,
+                limits=limits, log=log, output=contract.MODEL_OUTPUT,
             )  # fmt: skip
             metrics = verify.check_finetune_metrics(
-                scratch / "model" / "metrics.json", len(pd.read_parquet(gate))
+                output_dir / "metrics.json", len(pd.read_parquet(gate))
             )
             summary = (
                 f"probe accuracy {metrics['before']['accuracy']:.3f} -> "
                 f"{metrics['after']['accuracy']:.3f}, loss {metrics['before']['loss']:.4f} -> "
-                f"{metrics['after']['loss']:.4f}"
+                f"{metrics['after']['loss']:.4f} (as the script reports them)"
             )
         else:
             fail(f"unknown role {role!r}; use deploy, annotate or finetune")

@@ -7,6 +7,7 @@ a chunk file), so chunks can later be fanned out to workers without changing thi
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -15,9 +16,10 @@ from pathlib import Path
 import pandas as pd
 
 from agent.committee.consensus import decide
-from agent.errors import StepFailed
-from agent.scripts.codegen import script_path
-from agent.scripts.contract import annotate_args, validate_votes
+from agent.errors import Rejected, StepFailed
+from agent.scripts.codegen import fresh_dir, script_path
+from agent.scripts.contract import VOTES_OUTPUT, annotate_args, inspect_step, validate_votes
+from agent.scripts.verify import save_result
 from agent.store.runstore import RunStore, write_parquet
 from sandbox.base import Limits, Sandbox
 
@@ -31,13 +33,24 @@ def run_step(
     inputs: list[Path],
     output_dir: Path,
     limits: Limits,
+    output: dict,
 ) -> None:
-    """Run one script in the sandbox, save its Result under steps/, raise if it failed."""
+    """Run one script in the sandbox, save its Result under steps/, raise if it failed or left
+    anything unsafe in `output_dir` (caps: contract.VOTES_OUTPUT / MODEL_OUTPUT)."""
     result = sandbox.run(script, args, inputs=inputs, output_dir=output_dir, limits=limits)
     log = store.steps_dir / f"{name}.json"
-    result.save(log)
+    save_result(result, log)
     if not result.ok:
         raise StepFailed(f"step {name} failed ({result.reason()}); details in {log}")
+    try:
+        inspect_step(output_dir, output)
+    except Rejected as err:
+        raise StepFailed(f"step {name}: {err.reason}") from None
+
+
+def scratch_dir(store: RunStore, name: str) -> Path:
+    """The fresh, empty directory step `name` may write, apart from everything the host keeps."""
+    return fresh_dir(store.root / "scratch" / name)
 
 
 def annotate_chunk(
@@ -64,22 +77,28 @@ def annotate_chunk(
 
     def one(model: dict) -> None:
         slug = model["slug"]
-        out = store.model_votes(slug, chunk)
+        name = f"annotate-{slug}-{chunk:06d}"
         model_dir = store.model_dir(slug, versions[slug])
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        run_step(
-            sandbox,
-            store,
-            f"annotate-{slug}-{chunk:06d}",
-            script_path(store, "annotate", slug),
-            annotate_args(model_dir, inputs, tmp, task, device, share.threads),
-            inputs=[model_dir, inputs],
-            output_dir=out.parent,
-            limits=share,
-        )
-        validate_votes(tmp, frame, model["labels"])
-        tmp.replace(out)
+        scratch = scratch_dir(store, name)
+        try:
+            run_step(
+                sandbox,
+                store,
+                name,
+                script_path(store, "annotate", slug),
+                annotate_args(
+                    model_dir, inputs, scratch / "votes.parquet", task, device, share.threads
+                ),
+                inputs=[model_dir, inputs],
+                output_dir=scratch,
+                limits=share,
+                output=VOTES_OUTPUT,
+            )
+            votes = validate_votes(scratch / "votes.parquet", frame, model["labels"])
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        # The host writes its own copy of what it checked: votes/ is never a script's directory.
+        write_parquet(votes, store.model_votes(slug, chunk))
 
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=len(todo)) as pool:

@@ -13,22 +13,29 @@ the hard cases without forgetting what it already did well. The gate holds hard 
 Swap or roll back: vN (the candidate of cycle N) replaces the model in use only when its
 accuracy on the gate beats the current version's (or ties with a lower loss); otherwise the
 current version stays, and cycle.json and the candidate's gate.json record the rollback.
+The gate is scored by the host (`score_gate`), never taken from the script's metrics.json: a
+script that lies about its own accuracy must not get its model swapped in.
 """
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import pandas as pd
 
-from agent.pipeline.annotate import run_step
+from agent.errors import Rejected, StepFailed
+from agent.pipeline.annotate import run_step, scratch_dir
 from agent.pipeline.hardpool import expert_samples
 from agent.scripts.codegen import script_path
-from agent.scripts.contract import finetune_args
+from agent.scripts.contract import MODEL_OUTPUT, finetune_args
+from agent.scripts.verify import check_finetune_metrics
 from agent.store.runstore import RunStore, read_json, write_json, write_parquet
 from sandbox.base import Limits, Sandbox
 
 GATE_SHARE = 0.15
+GATE_BATCH = 64
 
 
 def split_gate(samples: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -52,6 +59,53 @@ def replay_sample(
     confident = pd.concat(frames, ignore_index=True)
     picked = confident.sample(n=min(n, len(confident)), random_state=seed)
     return picked[["id", "text", "label"]].reset_index(drop=True)
+
+
+def score_gate(model_dir: Path, gate: pd.DataFrame, max_length: int) -> dict:
+    """Accuracy and mean cross-entropy of `model_dir` on the gate rows (labels in the model's
+    own label space), computed in this process, on the CPU, as the finetune template does."""
+    import torch  # noqa: PLC0415 - torch: seconds to import, only here
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: PLC0415 - torch: seconds to import, only here
+
+    if gate.empty:
+        return {"accuracy": 0.0, "loss": 0.0, "rows": 0}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        # A script wrote these weights: safetensors only, never a pickle.
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True)
+    except Exception as err:  # transformers raises many kinds; every one means "not loadable"
+        raise StepFailed(f"{model_dir} does not load: {type(err).__name__}") from None
+    label2id = {label: i for i, label in model.config.id2label.items()}
+    unknown = sorted(set(gate["label"]) - set(label2id))
+    if unknown:
+        raise StepFailed(f"{model_dir}: gate labels outside the model's label space: {unknown}")
+    targets = torch.tensor([label2id[x] for x in gate["label"]])
+    texts = gate["text"].astype(str).tolist()
+    logits = []
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(texts), GATE_BATCH):
+            batch = tokenizer(
+                texts[start : start + GATE_BATCH],
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            )
+            logits.append(model(**batch).logits.float())
+    scores = torch.cat(logits)
+    return {
+        "accuracy": (scores.argmax(-1) == targets).float().mean().item(),
+        "loss": torch.nn.functional.cross_entropy(scores, targets).item(),
+        "rows": len(texts),
+    }
+
+
+def _reported(step: str, directory: Path, gate_rows: int) -> dict:
+    try:
+        return check_finetune_metrics(directory / "metrics.json", gate_rows)
+    except Rejected as err:
+        raise StepFailed(f"step {step}: {err.reason}") from None
 
 
 def improved(metrics: dict) -> bool:
@@ -109,28 +163,42 @@ def finetune_cycle(
         train_path = cycle_dir / f"{slug}.train.parquet"
         gate_path = cycle_dir / f"{slug}.gate.parquet"
         write_parquet(train.assign(label=train["label"].map(to_model)), train_path)
-        write_parquet(gate.assign(label=gate["label"].map(to_model)), gate_path)
+        gate_rows = gate.assign(label=gate["label"].map(to_model))
+        write_parquet(gate_rows, gate_path)
         current = store.model_dir(slug, versions[slug])
         # Cycle N's candidate is always vN, kept or not: a resumed cycle finds its own output.
         candidate_version = cycle
         out = store.model_dir(slug, candidate_version)
         step = f"finetune-{slug}-{cycle:03d}"
-        if not (out / "metrics.json").is_file():
+        if not out.is_dir():
+            scratch = scratch_dir(store, step)
             run_step(
                 sandbox,
                 store,
                 step,
                 script_path(store, "finetune", slug),
-                finetune_args(current, train_path, gate_path, out, device, limits.threads),
+                finetune_args(current, train_path, gate_path, scratch, device, limits.threads),
                 inputs=[current, train_path, gate_path],
-                output_dir=out,
+                output_dir=scratch,
                 limits=limits,
+                output=MODEL_OUTPUT,
             )
-        metrics = read_json(out / "metrics.json")
+            _reported(step, scratch, len(gate))
+            # Inspected, so from here on the host's: vN appears only whole and checked.
+            os.replace(scratch, out)
+        # The script's metrics.json is its own account; only the train time is taken from it.
+        reported = _reported(step, out, len(gate))
+        metrics = {
+            "before": score_gate(current, gate_rows, task.max_length),
+            "after": score_gate(out, gate_rows, task.max_length),
+            "train_seconds": reported["train_seconds"],
+            "gate_scored_by": "host",
+        }
         kept = improved(metrics)
         if kept:
             new_versions[slug] = candidate_version
-        write_json({**metrics, "kept": kept, "from_version": versions[slug]}, out / "gate.json")
+        gate_record = {**metrics, "script_reported": reported}
+        write_json({**gate_record, "kept": kept, "from_version": versions[slug]}, out / "gate.json")
         per_model[slug] = {
             "gate_before": metrics["before"]["accuracy"],
             "gate_after": metrics["after"]["accuracy"],
@@ -140,7 +208,7 @@ def finetune_cycle(
             "from_version": versions[slug],
             "version": new_versions[slug],
             "train_seconds": round(metrics["train_seconds"], 2),
-            "peak_memory_mb": _peak_memory_mb(store, step, metrics),
+            "peak_memory_mb": _peak_memory_mb(store, step, reported),
         }
     record = {
         "cycle": cycle,
@@ -151,6 +219,8 @@ def finetune_cycle(
         "replay_rows": len(replay),
         "gate_rows": len(gate),
         "models": per_model,
+        # Gate accuracy and loss come from score_gate on the host, not the scripts' metrics.json.
+        "gate_scored_by": "host",
         "rolled_back": sorted(s for s, m in per_model.items() if not m["kept"]),
         "versions_after": new_versions,
         "seconds": round(time.perf_counter() - started, 2),

@@ -6,6 +6,8 @@ already done, so a run resumed from any checkpoint repeats nothing that finished
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +34,7 @@ from agent.domain import (
     Voted,
 )
 from agent.hub.hubs import ModelHub
-from agent.pipeline.annotate import annotate_chunk, run_step, vote_chunk
+from agent.pipeline.annotate import annotate_chunk, run_step, scratch_dir, vote_chunk
 from agent.pipeline.chunking import estimated_chunks, plan_chunk
 from agent.pipeline.finetune import finetune_cycle
 from agent.pipeline.hardpool import review_chunk
@@ -40,8 +42,8 @@ from agent.pipeline.human import expert_count, hard_items
 from agent.pipeline.report import write_outputs
 from agent.pipeline.state import RunState
 from agent.pipeline.votecache import add_to_cache, fill_from_cache
-from agent.scripts.codegen import generate_scripts, script_path, write_scripts
-from agent.scripts.contract import deploy_args
+from agent.scripts.codegen import generate_scripts, local_source, script_path, write_scripts
+from agent.scripts.contract import MODEL_OUTPUT, deploy_args
 from agent.store.runstore import RunStore, read_json, write_json
 from sandbox.base import Limits, Sandbox
 
@@ -147,23 +149,24 @@ def write_pipeline_scripts(state: RunState, runtime: Runtime[Services]) -> dict:
         out = store.model_dir(model["slug"], 0)
         if (out / "config.json").is_file():
             continue
-        limits = services.limits
-        inputs = []
-        # A local model directory is mounted read-only; a hub id needs the network.
-        if Path(model["source"]).is_dir():
-            inputs.append(Path(model["source"]))
-        else:
-            limits = Limits(**{**limits.__dict__, "network": True})
+        source = local_source(model["source"])
+        name = f"deploy-{model['slug']}"
+        scratch = scratch_dir(store, name)
         run_step(
             services.sandbox,
             store,
-            f"deploy-{model['slug']}",
+            name,
             script_path(store, "deploy", model["slug"]),
-            deploy_args(model["source"], out),
-            inputs=inputs,
-            output_dir=out,
-            limits=limits,
+            deploy_args(str(source), scratch),
+            inputs=[source],
+            output_dir=scratch,
+            limits=services.limits,
+            output=MODEL_OUTPUT,
         )
+        # Inspected, so from here on the host's: v0 appears only whole and checked.
+        shutil.rmtree(out, ignore_errors=True)  # what a deploy killed midway left
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(scratch, out)
         services.progress(Deployed(model=model["id"]))
     store.log_timing("deploy", time.perf_counter() - started)
     scripts(("annotate", "finetune"))

@@ -20,6 +20,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
+import platformdirs
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import HfHubHTTPError
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from agent.domain import CodegenAttempt, Progress
@@ -27,7 +30,7 @@ from agent.errors import StepFailed
 from agent.llm.client import LLMClient, LLMUnavailable
 from agent.prompting import load_prompt, render_template
 from agent.scripts import contract, verify
-from agent.store.runstore import RunStore, read_json, write_json
+from agent.store.runstore import RunStore, read_json, write_json, write_parquet, write_text
 from agent.task import TaskSpec
 from sandbox.base import Limits, Result, Sandbox
 
@@ -56,6 +59,28 @@ def render(role: str, model_id: str, task: TaskSpec) -> str:
     )
 
 
+def local_source(source: str) -> Path:
+    """The model as a local folder: the source itself, or the host's download of a hub id
+    (per-user cache), so a deploy script never needs the sandbox's network."""
+    if Path(source).is_dir():
+        return Path(source)
+    target = (
+        Path(platformdirs.user_cache_dir("autoannotator")) / "models" / source.replace("/", "__")
+    )
+    try:
+        return Path(snapshot_download(source, local_dir=target))
+    except (HfHubHTTPError, OSError) as err:
+        raise StepFailed(f"cannot download {source} from the hub: {err}") from None
+
+
+def fresh_dir(path: Path) -> Path:
+    """An empty directory the host made for one sandboxed run; whatever was there is gone
+    (rmtree unlinks a symlink, it does not follow it)."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
 def script_path(store: RunStore, role: str, slug: str) -> Path:
     return store.scripts_dir / role / f"{slug}.py"
 
@@ -78,7 +103,7 @@ def _install(store: RunStore, role: str, model: dict, code: str, **record: objec
     """Write the script the pipeline runs for (role, model); return its manifest entry."""
     path = script_path(store, role, model["slug"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(code, encoding="utf-8")
+    write_text(code, path)
     return {
         "role": role,
         "slug": model["slug"],
@@ -165,27 +190,24 @@ def probe_rows(store: RunStore, rows: int = PROBE_ROWS) -> pd.DataFrame:
 def _deploy_verifier(store, task, models, sandbox, device, limits) -> Verifier:
     """Deploy the first model's real source into a scratch dir; it must load with its labels."""
     model = models[0]
-    source = Path(model["source"])
-    inputs = [source] if source.is_dir() else []
-    limits = limits if source.is_dir() else Limits(**{**limits.__dict__, "network": True})
+    source = local_source(model["source"])
     workdir = store.scripts_dir / "deploy"
-    # A hub source would need the network here too: then only the files and labels are checked.
-    reference = source if source.is_dir() else None
     texts = probe_rows(store)["text"].tolist()
 
     def check(script: Path, name: str) -> None:
-        out = workdir / f"{name}.out"
+        out = fresh_dir(workdir / f"{name}.out")
         try:
             verify.run_candidate(
                 sandbox,
                 script,
-                contract.deploy_args(model["source"], out),
-                inputs=inputs,
+                contract.deploy_args(str(source), out),
+                inputs=[source],
                 output_dir=out,
                 limits=limits,
                 log=workdir / f"{name}.result.json",
+                output=contract.MODEL_OUTPUT,
             )
-            verify.check_model_dir(out, model["labels"], reference, texts)
+            verify.check_model_dir(out, model["labels"], source, texts)
         finally:
             shutil.rmtree(out, ignore_errors=True)  # a model's weights; the verdict is kept
 
@@ -193,53 +215,75 @@ def _deploy_verifier(store, task, models, sandbox, device, limits) -> Verifier:
 
 
 def _annotate_verifier(store, task, models, sandbox, device, limits) -> Verifier:
-    """Every deployed model on the probe rows: contract, the template's labels, its speed."""
+    """Every deployed model on the probe rows: contract, the template's labels, its speed.
+
+    probe/ holds what the host owns (rows, logs, the votes it accepted); every run, the
+    template's included, writes into its own fresh out/<run>/ and nothing else. The template's
+    answers (the canary) stay in memory, where no candidate can copy them.
+    """
     workdir = store.scripts_dir / "annotate" / "probe"
+    outdir = store.scripts_dir / "annotate" / "out"
     workdir.mkdir(parents=True, exist_ok=True)
     rows = probe_rows(store)
     rows_path = workdir / "rows.parquet"
-    rows.to_parquet(rows_path, index=False)
-    references: dict[str, Result] = {}
+    write_parquet(rows, rows_path)
+    references: dict[str, tuple[Result, pd.Series]] = {}
 
-    def reference(model: dict, model_dir: Path) -> Result:
+    def reference(model: dict, model_dir: Path) -> tuple[Result, pd.Series]:
         """The template's run on the probe, once per model: the canary's answers, the speed bar."""
         slug = model["slug"]
         if slug not in references:
             script = workdir / f"reference-{slug}.py"
-            script.write_text(render("annotate", model["id"], task), encoding="utf-8")
-            out = workdir / f"reference-{slug}.parquet"
+            write_text(render("annotate", model["id"], task), script)
+            out = fresh_dir(outdir / f"reference-{slug}")
             try:
-                references[slug] = verify.run_candidate(
+                result = verify.run_candidate(
                     sandbox,
                     script,
-                    contract.annotate_args(model_dir, rows_path, out, task, device, limits.threads),
+                    contract.annotate_args(
+                        model_dir, rows_path, out / "votes.parquet", task, device, limits.threads
+                    ),
                     inputs=[model_dir, rows_path],
-                    output_dir=workdir,
+                    output_dir=out,
                     limits=limits,
                     log=workdir / f"reference-{slug}.result.json",
+                    output=contract.VOTES_OUTPUT,
                 )
+                votes = verify.check_votes(out / "votes.parquet", rows, model["labels"], None)
             except verify.Rejected as err:
                 raise StepFailed(f"the annotate template itself failed on {slug}: {err}") from err
+            finally:
+                shutil.rmtree(out, ignore_errors=True)
+            references[slug] = (result, votes.set_index("id")["label"])
         return references[slug]
 
     def check(script: Path, name: str) -> None:
         for model in models:
             slug = model["slug"]
             model_dir = store.model_dir(slug, 0)
-            bar = reference(model, model_dir)
-            out = workdir / f"{name}.{slug}.parquet"
+            bar, expected = reference(model, model_dir)
+            out = fresh_dir(outdir / f"{name}.{slug}")
             # A hung candidate is stopped soon after it has broken the speed limit anyway.
             budget = verify.SPEED_FACTOR * bar.duration_s + SPEED_GRACE_S
-            result = verify.run_candidate(
-                sandbox,
-                script,
-                contract.annotate_args(model_dir, rows_path, out, task, device, limits.threads),
-                inputs=[model_dir, rows_path],
-                output_dir=workdir,
-                limits=Limits(**{**limits.__dict__, "timeout_s": min(limits.timeout_s, budget)}),
-                log=workdir / f"{name}.{slug}.result.json",
-            )
-            verify.check_votes(out, rows, model["labels"], workdir / f"reference-{slug}.parquet")
+            try:
+                result = verify.run_candidate(
+                    sandbox,
+                    script,
+                    contract.annotate_args(
+                        model_dir, rows_path, out / "votes.parquet", task, device, limits.threads
+                    ),
+                    inputs=[model_dir, rows_path],
+                    output_dir=out,
+                    limits=Limits(
+                        **{**limits.__dict__, "timeout_s": min(limits.timeout_s, budget)}
+                    ),
+                    log=workdir / f"{name}.{slug}.result.json",
+                    output=contract.VOTES_OUTPUT,
+                )
+                votes = verify.check_votes(out / "votes.parquet", rows, model["labels"], expected)
+            finally:
+                shutil.rmtree(out, ignore_errors=True)
+            write_parquet(votes, workdir / f"{name}.{slug}.parquet")
             verify.check_speed(result, bar)
 
     return check
@@ -256,7 +300,7 @@ def _finetune_verifier(store, task, models, sandbox, device, limits) -> Verifier
     eval_rows = len(pd.read_parquet(gate))
 
     def check(script: Path, name: str) -> None:
-        out = workdir / f"{name}.out"
+        out = fresh_dir(workdir / f"{name}.out")
         try:
             verify.run_candidate(
                 sandbox,
@@ -266,6 +310,7 @@ def _finetune_verifier(store, task, models, sandbox, device, limits) -> Verifier
                 output_dir=out,
                 limits=limits,
                 log=workdir / f"{name}.result.json",
+                output=contract.MODEL_OUTPUT,
             )
             metrics = verify.check_finetune_metrics(out / "metrics.json", eval_rows)
             write_json(metrics, workdir / f"{name}.metrics.json")
@@ -315,7 +360,7 @@ def generate_role(
     rejected_before: dict[str, tuple[int, verify.Rejected]] = {}
     for attempt in range(1, max_attempts + 1):
         name = f"attempt-{attempt}"
-        (workdir / f"{name}.prompt.md").write_text(_transcript(messages), encoding="utf-8")
+        write_text(_transcript(messages), workdir / f"{name}.prompt.md")
         started = time.perf_counter()
         try:
             answer = llm.complete(messages, purpose=f"codegen-{role}", max_tokens=MAX_TOKENS)
@@ -323,10 +368,10 @@ def generate_role(
             why = f"LLM unavailable: {err}"
             break
         llm_s += time.perf_counter() - started
-        (workdir / f"{name}.response.md").write_text(answer, encoding="utf-8")
+        write_text(answer, workdir / f"{name}.response.md")
         code = extract_code(answer)
         script = workdir / f"{name}.py"
-        script.write_text(code, encoding="utf-8")
+        write_text(code, script)
         started = time.perf_counter()
         verdict = {"attempt": attempt, "ok": True, "stage": "passed", "reason": ""}
         repeated = code in rejected_before
@@ -344,7 +389,7 @@ def generate_role(
             rejected_before.setdefault(code, (attempt, rejected))
             verdict.update(ok=False, stage=rejected.stage, reason=rejected.reason)
             if rejected.stderr:
-                (workdir / f"{name}.stderr.txt").write_text(rejected.stderr, encoding="utf-8")
+                write_text(rejected.stderr, workdir / f"{name}.stderr.txt")
             messages = repair_messages(role, first, answer, rejected)
             why = f"{attempt} attempt(s) rejected, last at {rejected.stage}: {rejected.reason}"
         verify_s += time.perf_counter() - started

@@ -22,9 +22,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from agent.errors import StepFailed
+from agent.errors import Rejected, StepFailed
 from agent.task import TaskSpec
+from sandbox.outputs import UnsafeOutput, inspect_outputs, read_bytes_bounded
+
+# What one step may leave in its output directory. Votes are a few columns per input row; a
+# model directory holds weights (a few GB for the largest classifiers a hub offers).
+VOTES_BYTES = 256 << 20
+VOTES_OUTPUT = {"max_file_bytes": VOTES_BYTES, "max_total_bytes": VOTES_BYTES, "max_files": 16}
+MODEL_OUTPUT = {"max_file_bytes": 16 << 30, "max_total_bytes": 32 << 30, "max_files": 1000}
+METRICS_BYTES = 1 << 20
 
 
 def _command_line(**options: object) -> list[str]:
@@ -65,9 +75,42 @@ def finetune_args(
     )
 
 
+def inspect_step(directory: Path, caps: dict) -> list[Path]:
+    """The step's regular files; Rejected('contract') naming what is unsafe, never its content."""
+    try:
+        return inspect_outputs(directory, **caps)
+    except UnsafeOutput as err:
+        raise Rejected("contract", f"unsafe output: {err.reason}") from None
+
+
+def read_output_parquet(path: Path, limit: int = VOTES_BYTES) -> pd.DataFrame:
+    """A parquet file a script wrote, read from at most `limit` bytes held in memory."""
+    try:
+        data = read_bytes_bounded(path, limit)
+    except FileNotFoundError:
+        raise Rejected(
+            "contract", f"no {path.name}: the script exited 0 without writing it"
+        ) from None
+    except UnsafeOutput as err:
+        raise Rejected("contract", f"unsafe output: {err.reason}") from None
+    if not data:
+        raise Rejected("contract", f"{path.name} is empty")
+    try:
+        return pq.read_table(pa.BufferReader(data)).to_pandas()
+    except (pa.ArrowException, ValueError) as err:
+        raise Rejected(
+            "contract", f"{path.name} is not a parquet file ({type(err).__name__})"
+        ) from None
+
+
 def validate_votes(path: Path, chunk: pd.DataFrame, model_labels: list[str]) -> pd.DataFrame:
-    """The annotate contract: one row per input id, known labels, scores in [0, 1]."""
-    votes = pd.read_parquet(path)
+    """The annotate contract: one row per input id, known labels, scores in [0, 1].
+
+    `path` is a script's output in a directory inspect_step has passed."""
+    try:
+        votes = read_output_parquet(path)
+    except Rejected as err:
+        raise StepFailed(f"{path}: annotate output breaks the contract: {err.reason}") from None
     problems = []
     if list(votes.columns[:3]) != ["id", "label", "score"]:
         problems.append(f"columns are {list(votes.columns)}, expected id, label, score")

@@ -14,13 +14,16 @@ import json
 import math
 import re
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 
-from agent.errors import RunError, StepFailed
-from agent.scripts.contract import validate_votes
+from agent.errors import Rejected, StepFailed
+from agent.scripts.contract import METRICS_BYTES, inspect_step, validate_votes
+from agent.store.runstore import write_json
 from sandbox.base import Limits, Result, Sandbox
+from sandbox.outputs import UnsafeOutput, read_bytes_bounded
 
 # What a script may import, by top-level module: what the templates use and what an LLM writing a
 # transformers classification script reaches for. An allowlist: the denylist it replaces let
@@ -117,16 +120,6 @@ TOKENIZER_FILES = (
 )  # fmt: skip
 # A probe run of a generated annotate script may take this many times the template's.
 SPEED_FACTOR = 5.0
-
-
-class Rejected(RunError):
-    """A candidate failed a check; `stage` says which, `stderr` is its error output if it ran."""
-
-    def __init__(self, stage: str, reason: str, stderr: str = "") -> None:
-        super().__init__(f"{stage}: {reason}")
-        self.stage = stage
-        self.reason = reason
-        self.stderr = stderr
 
 
 def _dotted(node: ast.AST) -> str:
@@ -333,13 +326,21 @@ def run_candidate(
     output_dir: Path,
     limits: Limits,
     log: Path,
+    output: dict,
 ) -> Result:
-    """Run a script in the sandbox, keep its Result at `log`, raise Rejected if it failed."""
+    """Run a script in the sandbox, keep its Result at `log` (outside `output_dir`), raise
+    Rejected if it failed or left anything unsafe in `output_dir` (caps: contract.*_OUTPUT)."""
     result = sandbox.run(script, args, inputs=inputs, output_dir=output_dir, limits=limits)
-    result.save(log)
+    save_result(result, log)
     if not result.ok:
         raise Rejected("run", result.reason(), result.stderr_tail)
+    inspect_step(output_dir, output)
     return result
+
+
+def save_result(result: Result, path: Path) -> None:
+    """Result.save writes through a symlink; the atomic write replaces one instead."""
+    write_json(asdict(result), path)
 
 
 def check_model_dir(
@@ -356,9 +357,9 @@ def check_model_dir(
         raise Rejected("contract", f"no tokenizer files in {path} (save the tokenizer too)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        # Safe on weights an untrusted script wrote: transformers reads safetensors, or a
-        # pickle with torch.load(weights_only=True), and runs no remote code unless asked.
-        model = AutoModelForSequenceClassification.from_pretrained(path)
+        # Weights an untrusted script wrote: safetensors only (no pickle at all), and
+        # transformers runs no remote code unless asked.
+        model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True)
     except Exception as err:  # transformers raises many kinds; every one means "not loadable"
         raise Rejected("contract", f"{path} does not load: {type(err).__name__}: {err}") from None
     found = [model.config.id2label[i] for i in sorted(model.config.id2label)]
@@ -370,13 +371,17 @@ def check_model_dir(
             raise Rejected("canary", f"the saved tokenizer does not tokenize like {reference}'s")
 
 
-def check_votes(path: Path, rows: pd.DataFrame, labels: list[str], reference: Path) -> None:
-    """The annotate contract, and the canary: the template's labels on the same rows."""
+def check_votes(
+    path: Path, rows: pd.DataFrame, labels: list[str], expected: pd.Series | None
+) -> pd.DataFrame:
+    """The annotate contract, and the canary: the template's labels on the same rows (by id),
+    held by the host where no candidate can read them; None checks the contract only."""
     try:
         votes = validate_votes(path, rows, labels)
     except StepFailed as err:
         raise Rejected("contract", str(err).split(": ", 1)[-1]) from None
-    expected = pd.read_parquet(reference).set_index("id")["label"]
+    if expected is None:
+        return votes
     got = votes.set_index("id")["label"].reindex(expected.index)
     wrong = expected.index[got != expected]
     if len(wrong):
@@ -385,6 +390,7 @@ def check_votes(path: Path, rows: pd.DataFrame, labels: list[str], reference: Pa
             "canary",
             f"{len(wrong)} of {len(expected)} labels differ from the reference script's: {sample}",
         )
+    return votes
 
 
 def check_speed(candidate: Result, reference: Result) -> None:
@@ -398,13 +404,20 @@ def check_speed(candidate: Result, reference: Result) -> None:
 
 
 def check_finetune_metrics(path: Path, eval_rows: int) -> dict:
-    """metrics.json with before/after accuracy, loss and rows on the eval set, and train time."""
-    if not path.is_file():
-        raise Rejected("contract", f"no metrics.json in {path.parent}")
+    """metrics.json with before/after accuracy, loss and rows on the eval set, and train time.
+
+    The script's own account, kept for the record; the gate is scored by the host."""
     try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise Rejected("contract", f"metrics.json is not JSON: {err}") from None
+        raw = read_bytes_bounded(path, METRICS_BYTES)
+    except FileNotFoundError:
+        raise Rejected("contract", f"no metrics.json in {path.parent}") from None
+    except UnsafeOutput as err:
+        raise Rejected("contract", f"unsafe output: {err.reason}") from None
+    try:
+        metrics = json.loads(raw.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        # The error's text would quote the bytes; their place in the file is enough.
+        raise Rejected("contract", "metrics.json is not UTF-8 JSON") from None
     problems = []
     for phase in ("before", "after"):
         part = metrics.get(phase) if isinstance(metrics, dict) else None

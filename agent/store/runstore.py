@@ -29,7 +29,12 @@ class InputError(UserError, ValueError):
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temp path beside `path`; it replaces `path` only if the block succeeds."""
+    """Yield a temp path beside `path`; it replaces `path` only if the block succeeds.
+
+    Never through a link a script may have planted: mkstemp creates the temp file with
+    O_CREAT|O_EXCL|O_NOFOLLOW, and os.replace swaps a symlink at `path` for the file instead of
+    writing where it points.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -49,6 +54,11 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> None:
 def write_json(data: object, path: Path) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+
+
+def write_text(text: str, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def read_json(path: Path) -> dict:

@@ -71,7 +71,9 @@ def test_rerun_annotates_chunk_zero_into_a_scratch_dir(run_dir):
     result = scripts(run_dir, "rerun", "annotate", "--sandbox", "local")
     assert result.exit_code == 0, result.output
     assert "5 rows of chunk 0" in result.output and "contract kept" in result.output
-    votes = pd.read_parquet(run_dir / "scratch" / "rerun-annotate-org__kw" / "votes.parquet")
+    votes = pd.read_parquet(
+        run_dir / "scratch" / "rerun-annotate-org__kw" / "out" / "votes.parquet"
+    )
     assert votes.set_index("id").loc[["0", "1", "2"], "label"].tolist() == [
         "positive",
         "negative",

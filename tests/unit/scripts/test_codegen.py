@@ -133,10 +133,11 @@ def test_canary_and_speed_and_finetune_metrics(tmp_path):
     pd.DataFrame({"id": ["2", "1"], "label": ["pos", "neg"], "score": [0.9, 0.8]}).to_parquet(
         swapped
     )
+    expected = pd.read_parquet(reference).set_index("id")["label"]
     with pytest.raises(verify.Rejected, match="2 of 2 labels differ") as caught:
-        verify.check_votes(swapped, rows, ["neg", "pos"], reference)
+        verify.check_votes(swapped, rows, ["neg", "pos"], expected)
     assert caught.value.stage == "canary"
-    verify.check_votes(reference, rows, ["neg", "pos"], reference)
+    verify.check_votes(reference, rows, ["neg", "pos"], expected)
 
     with pytest.raises(verify.Rejected, match=r"6.0x the template's") as caught:
         verify.check_speed(Result(0, "", "", 30.0), Result(0, "", "", 5.0))
