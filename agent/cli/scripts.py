@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import difflib
-import shutil
 from pathlib import Path
 
-import pandas as pd
 import typer
 from rich.syntax import Syntax
 from rich.table import Table
 
 from agent.cli.common import fail, out
-from agent.errors import StepFailed
-from agent.scripts import contract, verify
-from agent.scripts.codegen import local_source, probe_rows, render
+from agent.errors import Rejected, StepFailed, UserError
+from agent.scripts.codegen import render
+from agent.scripts.rerun import rerun, rerun_dir
 from agent.store.runstore import RunStore, read_json
-from sandbox.base import Limits
 from sandbox.factory import make_sandbox
 
 scripts_app = typer.Typer(help="Inspect the scripts a run generated and executed.")
@@ -93,16 +90,6 @@ def show_script(
     out.print(Syntax(text, "diff") if text else "identical to the template")
 
 
-def _latest_version(store: RunStore, slug: str) -> Path:
-    versions = sorted(
-        (p for p in store.model_dir(slug, 0).parent.glob("v*") if (p / "config.json").is_file()),
-        key=lambda p: int(p.name[1:]),
-    )
-    if not versions:
-        fail(f"{slug} was never deployed in {store.root}; nothing to run the script on")
-    return versions[-1]
-
-
 @scripts_app.command("rerun")
 def rerun_script(
     ctx: typer.Context,
@@ -114,66 +101,20 @@ def rerun_script(
     """Run one script again into a scratch dir (annotate: chunk 0) and print what came out."""
     store: RunStore = ctx.obj
     entry = _entry(store, role, model)
-    models = {m["slug"]: m for m in read_json(store.models_path)["models"]}
-    target = models[entry["slug"]]
-    script = store.root / entry["path"]
-    scratch = store.root / "scratch" / f"rerun-{role}-{entry['slug']}"
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
     box = make_sandbox(sandbox, device)
-    limits = Limits()
-    # The script writes only scratch/out; the host keeps its log beside it, outside.
-    output_dir = scratch / "out"
-    output_dir.mkdir()
-    log = scratch / "result.json"
     try:
-        if role == "annotate":
-            model_dir, chunk = _latest_version(store, entry["slug"]), store.input_chunk(0)
-            votes = output_dir / "votes.parquet"
-            args = contract.annotate_args(model_dir, chunk, votes, store.task(), device, 0)
-            result = verify.run_candidate(
-                box, script, args, inputs=[model_dir, chunk], output_dir=output_dir,
-                limits=limits, log=log, output=contract.VOTES_OUTPUT,
-            )  # fmt: skip
-            frame = contract.validate_votes(votes, pd.read_parquet(chunk), target["labels"])
-            counts = frame["label"].value_counts().to_dict()
-            summary = f"{len(frame)} rows of chunk 0, labels {counts}, contract kept"
-        elif role == "deploy":
-            source = local_source(target["source"])
-            result = verify.run_candidate(
-                box, script, contract.deploy_args(str(source), output_dir),
-                inputs=[source], output_dir=output_dir,
-                limits=limits, log=log, output=contract.MODEL_OUTPUT,
-            )  # fmt: skip
-            verify.check_model_dir(
-                output_dir, target["labels"], source, probe_rows(store)["text"].tolist()
-            )
-            summary = f"deployed {target['source']}: loads, labels {target['labels']}"
-        elif role == "finetune":
-            model_dir = _latest_version(store, entry["slug"])
-            train, gate = verify.finetune_probe(probe_rows(store), target["labels"], scratch)
-            args = contract.finetune_args(model_dir, train, gate, output_dir, device, 0)
-            result = verify.run_candidate(
-                box, script, args, inputs=[model_dir, train, gate], output_dir=output_dir,
-                limits=limits, log=log, output=contract.MODEL_OUTPUT,
-            )  # fmt: skip
-            metrics = verify.check_finetune_metrics(
-                output_dir / "metrics.json", len(pd.read_parquet(gate))
-            )
-            summary = (
-                f"probe accuracy {metrics['before']['accuracy']:.3f} -> "
-                f"{metrics['after']['accuracy']:.3f}, loss {metrics['before']['loss']:.4f} -> "
-                f"{metrics['after']['loss']:.4f} (as the script reports them)"
-            )
-        else:
-            fail(f"unknown role {role!r}; use deploy, annotate or finetune")
-    except verify.Rejected as rejected:
+        done = rerun(store, entry, box, device)
+    except Rejected as rejected:
         if rejected.stderr:
             out.print(rejected.stderr, markup=False, highlight=False)
-        fail(f"{role} ({entry['slug']}) {rejected.stage}: {rejected.reason}; output in {scratch}")
+        where = rerun_dir(store, role, entry["slug"])
+        fail(f"{role} ({entry['slug']}) {rejected.stage}: {rejected.reason}; output in {where}")
     except StepFailed as err:
         fail(f"{role} ({entry['slug']}): {err}")
+    except UserError as err:
+        fail(str(err))
     out.print(
-        f"{role} ({entry['slug']}): ok in {result.duration_s:.1f}s; {summary}", soft_wrap=True
+        f"{role} ({entry['slug']}): ok in {done.result.duration_s:.1f}s; {done.summary}",
+        soft_wrap=True,
     )
-    out.print(f"output: {scratch}", soft_wrap=True)
+    out.print(f"output: {done.scratch}", soft_wrap=True)
