@@ -79,3 +79,12 @@ def test_rerun_annotates_chunk_zero_into_a_scratch_dir(run_dir):
         "negative",
         "neutral",
     ]
+
+
+def test_rerun_deploys_and_finetunes_with_the_candidate_checks(run_dir):
+    deployed = scripts(run_dir, "rerun", "deploy", "--sandbox", "local")
+    assert deployed.exit_code == 0, deployed.output
+    assert f"labels {LABELS}" in deployed.output
+    tuned = scripts(run_dir, "rerun", "finetune", "--sandbox", "local")
+    assert tuned.exit_code == 0, tuned.output
+    assert "probe accuracy" in tuned.output and "(as the script reports them)" in tuned.output
