@@ -176,12 +176,12 @@ def test_a_run_dir_that_cannot_be_written_is_one_line(tmp_path, hub_dir, case):
 
 
 @pytest.mark.parametrize("labels", ["positive, ,negative", "positive,negative,"])
-def test_a_blank_label_is_an_error_not_dropped(tmp_path, labels):
+def test_a_blank_label_is_an_error_not_dropped(tmp_path, hub_dir, labels):
     data = write_data(tmp_path / "data.csv", 4)
     run_dir = tmp_path / "run"
     result = cli(
         "run", "--data", data, "--labels", labels, "--task", "sentiment of texts",
-        "--sandbox", "local", "--reviewer", "none", "--run-dir", run_dir,
+        "--hub", hub_dir, "--sandbox", "local", "--reviewer", "none", "--run-dir", run_dir,
     )  # fmt: skip
     assert "is empty; remove the extra comma from --labels" in one_line_error(result)
     assert not run_dir.exists()
