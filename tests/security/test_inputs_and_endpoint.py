@@ -224,3 +224,11 @@ def test_without_an_engine_rerun_refuses_an_llm_written_script(run_dir, no_engin
     result = cli("scripts", run_dir, "rerun", "deploy")
     message = one_line_error(result)
     assert "written by the LLM" in message and "--sandbox local" in message
+
+
+def test_without_an_engine_resume_refuses_a_run_with_llm_written_scripts(
+    run_dir, no_engine, tmp_path
+):
+    result = cli("resume", run_dir, "--hub", tmp_path, "--quiet")
+    message = one_line_error(result)
+    assert "written by the LLM" in message and "--sandbox local" in message
