@@ -15,7 +15,15 @@ from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from agent.cli_common import HubOpt, console, fail, open_hub, out, user_errors
+from agent.cli_common import (
+    HubOpt,
+    console,
+    fail,
+    open_hub,
+    out,
+    unconfined_by_surprise,
+    user_errors,
+)
 from agent.models_cli import models_app
 from agent.review_cli import review as review_command
 from agent.runstore import RunStore
@@ -195,9 +203,11 @@ def _options(hub, sandbox, device, llm_base_url, llm_api_key, llm_model, gguf, t
     from agent.runner import RunOptions
 
     status = None if quiet else (lambda line: console.print(line))
+    box = make_sandbox(sandbox, device)
     return RunOptions(
         hub=open_hub(hub, status),
-        sandbox=make_sandbox(sandbox, device),
+        sandbox=box,
+        llm_scripts_allowed=not unconfined_by_surprise(sandbox, box),
         llm_base_url=llm_base_url,
         llm_api_key=llm_api_key,
         llm_model=llm_model,
@@ -405,6 +415,7 @@ def run(
             review_batch, max_llm_calls, max_cost, price_in, price_out, label_desc, label_words
         ),
     )
+    store = None
     try:
         options = _options(
             hub, sandbox, device, llm_base_url, llm_api_key, llm_model, gguf, step_timeout, quiet
@@ -417,7 +428,9 @@ def run(
             )
         metrics = _execute(store, options, resume=False, quiet=quiet)
     except user_errors() as err:
-        fail(str(err))
+        # Past its creation the run directory is whole (every step is checkpointed): say how
+        # to continue once the cause is fixed.
+        fail(f"{err}; then: autoannotator resume {store.root}" if store else str(err))
     _summary(store, metrics)
 
 

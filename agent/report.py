@@ -12,11 +12,23 @@ from agent.review import CAPPED
 from agent.runstore import RunStore, atomic_path, read_json, write_json, write_parquet
 
 CAPPED_FILE = "committee_capped.csv"
-LABEL_COLUMNS = ["id", "text", "label", "source", "confidence", "uncertainty", "votes", "chunk"]
+LABEL_COLUMNS = [
+    "id",
+    "text",
+    "truncated",
+    "label",
+    "source",
+    "confidence",
+    "uncertainty",
+    "votes",
+    "chunk",
+]
 
 
 def assemble_labels(store: RunStore, models: list[dict]) -> pd.DataFrame:
     rows = store.rows()
+    if "truncated" not in rows:  # a run prepared before texts were cut
+        rows["truncated"] = False
     slugs = [m["slug"] for m in models]
     committee = (
         pd.concat(
@@ -41,7 +53,7 @@ def assemble_labels(store: RunStore, models: list[dict]) -> pd.DataFrame:
         expert = committee["source"].isin(("oracle", "human"))
         committee.loc[expert, "confidence"] = 1.0
         committee.loc[committee["source"] == "llm", "confidence"] = None
-    labels = rows[["row", "id", "text"]].merge(
+    labels = rows[["row", "id", "text", "truncated"]].merge(
         committee[["id", "label", "source", "confidence", "uncertainty", "votes", "chunk"]],
         on="id",
         how="left",

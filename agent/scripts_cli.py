@@ -12,7 +12,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from agent.annotate import StepFailed, validate_votes
-from agent.cli_common import fail, out
+from agent.cli_common import UNCONFINED_HINT, fail, out, unconfined_by_surprise
 from agent.runstore import RunStore, read_json
 
 scripts_app = typer.Typer(help="Inspect the scripts a run generated and executed.")
@@ -124,6 +124,8 @@ def rerun_script(
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     box = make_sandbox(sandbox, device)
+    if entry["origin"] == "llm" and unconfined_by_surprise(sandbox, box):
+        fail(f"{script} was written by the LLM and no Docker engine answers; {UNCONFINED_HINT}")
     limits = Limits()
     # The script writes only scratch/out; the host keeps its log beside it, outside.
     output_dir = scratch / "out"
