@@ -251,7 +251,9 @@ class DockerSandbox(SandboxUser):
             log_config=LOG_CONFIG,
             labels=self._labels,
             # A file past output_mb fails with EFBIG (Python ignores SIGXFSZ).
-            ulimits=[Ulimit(name="fsize", soft=limits.output_mb << 20, hard=limits.output_mb << 20)],
+            ulimits=[
+                Ulimit(name="fsize", soft=limits.output_mb << 20, hard=limits.output_mb << 20)
+            ],
             **self._network_options(limits),
         )
         if gpu:

@@ -11,7 +11,7 @@ isolation as the platform allows:
 - run by root, the script runs as the dedicated SANDBOX_UID with no capabilities and
   no-new-privs; run by a user, as that user, in a user namespace;
 - rlimits: data segment (memory_mb), processes (pids), file size (output_mb), CPU seconds
-  (timeout × cpus), open files;
+  (timeout times cpus), open files;
 - stdout/stderr read with a byte cap.
 
 It still sees the host's filesystem (readable where the sandbox user may read), devices
@@ -222,4 +222,3 @@ class LocalSandbox(SandboxUser):
             timed_out=timed_out(exit_code, duration, limits),
             sandbox=self.name,
         )
-

@@ -21,12 +21,14 @@ import pytest
 
 from sandbox.base import Limits
 from sandbox.docker import DockerSandbox
-from tests.sandbox.conftest import (  # noqa: F401 (fixtures)
-    docker_client,
-    docker_sandbox,
-    make_script,
-    sandbox,
-)
+from tests.sandbox import conftest as sandbox_fixtures
+
+# The sandbox tests' fixtures, shared rather than copied: the same engine checks (skip, or
+# fail under CI=true) and the same sandboxes.
+docker_client = sandbox_fixtures.docker_client
+docker_sandbox = sandbox_fixtures.docker_sandbox
+sandbox = sandbox_fixtures.sandbox
+make_script = sandbox_fixtures.make_script
 
 LIMITS = Limits(timeout_s=20, memory_mb=256, pids=32, output_mb=16)
 SECRET = "sk-fake-runner-secret-0123456789"
@@ -44,7 +46,8 @@ box = make_sandbox(kind, "cpu", **({"run_id": run_id} if run_id else {}))
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 result = box.run(script, [], inputs=[], output_dir=out, limits=Limits(**limits))
 grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-print(json.dumps({"stdout": result.stdout_tail, "reason": result.reason(), "grown_mb": grown / 1024}))
+report = {"stdout": result.stdout_tail, "reason": result.reason(), "grown_mb": grown / 1024}
+print(json.dumps(report))
 """
 
 
@@ -202,7 +205,9 @@ def test_a_memory_hog_is_stopped(sandbox, make_script, tmp_path):
     assert "GOT" not in result.stdout_tail
 
 
-@pytest.mark.parametrize("call", ["os.posix_fallocate(fd, 0, 5 << 30)", "os.ftruncate(fd, 5 << 30)"])
+@pytest.mark.parametrize(
+    "call", ["os.posix_fallocate(fd, 0, 5 << 30)", "os.ftruncate(fd, 5 << 30)"]
+)
 def test_a_5_gib_file_is_refused(sandbox, make_script, tmp_path, call):
     filler = tmp_path / "out" / "filler"
     script = make_script(
