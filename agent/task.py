@@ -49,7 +49,13 @@ class TaskSpec(BaseModel):
     @field_validator("labels")
     @classmethod
     def _labels_are_a_set(cls, labels: list[str]) -> list[str]:
-        labels = [label.strip() for label in labels if label.strip()]
+        labels = [label.strip() for label in labels]
+        # "positive, ,negative" is a typo, not two labels: dropping the blank hid it.
+        blank = [number for number, label in enumerate(labels, 1) if not label]
+        if blank:
+            raise ValueError(
+                f"label {blank[0]} of {len(labels)} is empty; remove the extra comma from --labels"
+            )
         if len(labels) < 2:
             raise ValueError("give at least 2 labels, e.g. --labels positive,negative")
         duplicates = sorted({x for x in labels if labels.count(x) > 1})

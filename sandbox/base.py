@@ -8,11 +8,21 @@ That keeps a script's command line identical whichever sandbox runs it.
 from __future__ import annotations
 
 import json
+import os
+import stat
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 
 TAIL_CHARS = 4000
+# What the runner keeps of each output stream while reading it: enough bytes for TAIL_CHARS
+# characters of any UTF-8 text (4 bytes at most each), so a flood costs the runner only this.
+STREAM_CAP_BYTES = 4 * TAIL_CHARS
+# The uid/gid scripts run as when the runner is root, in both sandboxes. Not a real host
+# user (uid 1000 usually is), so a script can never act as a person on the host.
+SANDBOX_UID = 64000
+SANDBOX_GID = 64000
 
 
 class SandboxError(RuntimeError):
@@ -28,6 +38,7 @@ class Limits:
     tmp_mb: int = 1024
     network: bool = False  # only the deploy step may ask for it, and only when the user allows it
     threads: int = 0  # torch / BLAS threads inside the script; 0 = leave the library default
+    output_mb: int = 2048  # the largest file a script may write (RLIMIT_FSIZE); past it: EFBIG
 
 
 @dataclass
@@ -64,6 +75,62 @@ class Result:
 
 def tail(text: str, limit: int = TAIL_CHARS) -> str:
     return text if len(text) <= limit else "…" + text[-limit:]
+
+
+def timed_out(exit_code: int, duration_s: float, limits: Limits) -> bool:
+    """The sandbox's `timeout -s KILL` ended the script: it exits 124, or dies of the SIGKILL
+    it sent its own process group (137), once the deadline has passed."""
+    return exit_code in (124, 137) and duration_s >= limits.timeout_s
+
+
+def read_tail(stream: BinaryIO, cap: int = STREAM_CAP_BYTES) -> bytes:
+    """Read `stream` to its end, keeping only its last `cap` bytes."""
+    kept = bytearray()
+    while chunk := stream.read(1 << 16):
+        kept += chunk
+        if len(kept) > 2 * cap:  # trim in batches, not on every chunk
+            del kept[:-cap]
+    return bytes(kept[-cap:])
+
+
+def walk(root: Path) -> Iterator[Path]:
+    """`root` and everything under it, without following symbolic links."""
+    yield root
+    if root.is_dir() and not root.is_symlink():
+        for parent, dirs, files in os.walk(root):
+            for name in dirs + files:
+                yield Path(parent, name)
+
+
+class SandboxUser:
+    """Lends a step's output directory to the sandbox user, and takes it back after.
+
+    A non-root caller's own uid is already unprivileged and sees its files as usual.
+    A root caller's uid must not be used, so the sandbox user gets the output directory
+    and read access to the inputs (bits are only ever added, never removed).
+    """
+
+    def _share_with_sandbox_user(self, readable: list[Path], output_dir: Path) -> tuple[int, int]:
+        """The uid and gid the script runs as."""
+        if os.geteuid() != 0:
+            return os.geteuid(), os.getegid()
+        for path in readable:
+            for item in walk(path):
+                mode = item.lstat().st_mode
+                if stat.S_ISLNK(mode):
+                    continue
+                wanted = stat.S_IROTH | (stat.S_IXOTH if stat.S_ISDIR(mode) else 0)
+                if mode & wanted != wanted:
+                    item.chmod(stat.S_IMODE(mode) | wanted)
+        for item in walk(output_dir):
+            os.lchown(item, SANDBOX_UID, SANDBOX_GID)
+        return SANDBOX_UID, SANDBOX_GID
+
+    def _give_back_outputs(self, output_dir: Path, uid: int, gid: int) -> None:
+        # What the script wrote belongs to the output directory's owner again.
+        if os.geteuid() == 0:
+            for item in walk(output_dir):
+                os.lchown(item, uid, gid)
 
 
 @runtime_checkable

@@ -6,15 +6,19 @@ same torch/transformers as the host. Each input is mounted read-only at its host
 the output directory read-write at its own path, so command lines need no rewriting.
 
 Locked down by default: no network, read-only root, a size-capped tmpfs /tmp, a non-root
-user, no capabilities, no-new-privileges, pids/memory/CPU limits, a wall-clock timeout
-after which the container is killed, and only an allowlisted environment.
+user, no capabilities, no-new-privileges, pids/memory/CPU/file-size limits, a wall-clock
+timeout enforced inside the container (so it holds when the runner dies), and only an
+allowlisted environment. Network, when a step asks for it, is a user-defined network of its
+own, never the host's.
+
+Each container carries its run's id as a label; the agent makes its sandbox with the run id
+on start and on resume, and `remove_stale` then removes what a killed runner left behind.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import stat
 import sys
 import threading
 import time
@@ -23,10 +27,10 @@ from pathlib import Path
 import docker
 import docker.errors
 import requests
-from docker.types import DeviceRequest, LogConfig, Mount
+from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
-from sandbox.base import Limits, Result, SandboxError, tail
-from sandbox.image import IMAGE_TAG, SANDBOX_GID, SANDBOX_UID, build_image
+from sandbox.base import Limits, Result, SandboxError, SandboxUser, tail, timed_out
+from sandbox.image import IMAGE_TAG, build_image
 from sandbox.local import script_environment
 
 log = logging.getLogger(__name__)
@@ -35,6 +39,13 @@ ENGINE_FIX = (
     "start one with `bash scripts/start-dockerd.sh` (or point DOCKER_HOST at a running engine)"
 )
 LABELS = {"autoannotator.sandbox": "1"}
+RUN_LABEL = "autoannotator.run"
+# The user-defined network a networked step gets: never the host's namespace.
+NETWORK = "autoannotator-sandbox"
+# The host's coreutils timeout (under the /usr mount); docker-init, PID 1, reaps after it.
+TIMEOUT = "/usr/bin/timeout"
+# The runner's own wait outlasts the in-container deadline by this much.
+BACKSTOP_S = 10.0
 # The engine keeps a container's output in its log file; rotation caps that file (a script
 # printing gigabytes must not fill the engine's disk) while keeping far more than the tail.
 LOG_CONFIG = LogConfig(type="json-file", config={"max-size": "4m", "max-file": "2"})
@@ -68,7 +79,7 @@ def host_python_paths() -> list[str]:
     return paths
 
 
-class DockerSandbox:
+class DockerSandbox(SandboxUser):
     name = "docker"
 
     def __init__(
@@ -76,6 +87,7 @@ class DockerSandbox:
         client: docker.DockerClient | None = None,
         device: str = "auto",
         image: str = IMAGE_TAG,
+        run_id: str | None = None,
     ):
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
@@ -85,7 +97,23 @@ class DockerSandbox:
         self._engine_cpus = float(self.client.info()["NCPU"])
         self._host_paths = host_python_paths()
         self._device = "cpu" if device == "cpu" else None
-        self._network_mode: str | None = None
+        self._network: str | None = None
+        self._labels = {**LABELS, RUN_LABEL: run_id} if run_id else LABELS
+        self.run_id = run_id
+        if run_id:
+            self.remove_stale()
+
+    def remove_stale(self) -> int:
+        """Remove the containers of this run that are still there (a runner killed mid-step
+        leaves its container behind); returns how many."""
+        stale = self.client.containers.list(
+            all=True, filters={"label": f"{RUN_LABEL}={self.run_id}"}
+        )
+        for container in stale:
+            container.remove(force=True)
+        if stale:
+            log.info("removed %d leftover sandbox container(s) of run %s", len(stale), self.run_id)
+        return len(stale)
 
     @property
     def device(self) -> str:
@@ -144,9 +172,9 @@ class DockerSandbox:
         output_dir.mkdir(parents=True, exist_ok=True)
 
         owner = output_dir.stat()
-        user = self._share_with_sandbox_user([script, *inputs], output_dir)
+        uid, gid = self._share_with_sandbox_user([script, *inputs], output_dir)
         try:
-            return self._run_container(script, args, inputs, output_dir, limits, user)
+            return self._run_container(script, args, inputs, output_dir, limits, f"{uid}:{gid}")
         finally:
             self._give_back_outputs(output_dir, owner.st_uid, owner.st_gid)
 
@@ -162,7 +190,7 @@ class DockerSandbox:
         try:
             container = self.client.containers.create(
                 self.image,
-                [sys.executable, str(script), *args],
+                [TIMEOUT, "-s", "KILL", str(limits.timeout_s), sys.executable, str(script), *args],
                 **self._container_options(limits, gpu=self.device == "cuda"),
                 mounts=self._mounts([script, *inputs], output_dir),
                 environment=script_environment(limits, home=output_dir),
@@ -171,7 +199,6 @@ class DockerSandbox:
             )
         except docker.errors.APIError as exc:
             raise SandboxError(f"Docker refused the sandbox container: {exc.explanation}") from exc
-        timed_out = False
         sampler = _CgroupSampler(container.id)
         try:
             start = time.monotonic()
@@ -181,10 +208,9 @@ class DockerSandbox:
                 raise SandboxError(f"sandbox container did not start: {exc.explanation}") from exc
             sampler.start()
             try:
-                status = container.wait(timeout=limits.timeout_s)
+                status = container.wait(timeout=limits.timeout_s + BACKSTOP_S)
             # The SDK surfaces a wait timeout as either of these, depending on where it fires.
             except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-                timed_out = True
                 _kill(container)
                 status = container.wait(timeout=60)
             duration = time.monotonic() - start
@@ -196,12 +222,13 @@ class DockerSandbox:
         finally:
             sampler.stop()
             container.remove(force=True)
+        exit_code = int(status["StatusCode"])
         return Result(
-            exit_code=int(status["StatusCode"]),
+            exit_code=exit_code,
             stdout_tail=tail(stdout),
             stderr_tail=tail(stderr),
             duration_s=duration,
-            timed_out=timed_out,
+            timed_out=timed_out(exit_code, duration, limits),
             oom_killed=oom_killed,
             sandbox=self.name,
             peak_memory_mb=sampler.peak_memory_mb,
@@ -222,7 +249,11 @@ class DockerSandbox:
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             log_config=LOG_CONFIG,
-            labels=LABELS,
+            labels=self._labels,
+            # A file past output_mb fails with EFBIG (Python ignores SIGXFSZ).
+            ulimits=[
+                Ulimit(name="fsize", soft=limits.output_mb << 20, hard=limits.output_mb << 20)
+            ],
             **self._network_options(limits),
         )
         if gpu:
@@ -233,15 +264,19 @@ class DockerSandbox:
         if not limits.network:
             # network_disabled leaves loopback only; it starts faster than network_mode="none".
             return {"network_disabled": True}
-        if self._network_mode is None:
-            if self.client.networks.list(names=["bridge"]):
-                self._network_mode = "bridge"
-            else:
-                # An engine started with --bridge=none (scripts/start-dockerd.sh) has no
-                # bridge; the host's network is then the only way out, as in LocalSandbox.
-                log.warning("Docker engine has no bridge network; networked scripts use the host's")
-                self._network_mode = "host"
-        return {"network_mode": self._network_mode}
+        if self._network is None:
+            # A network of our own, not the default bridge (which an engine started with
+            # --bridge=none, as scripts/start-dockerd.sh does, lacks) and never the host's.
+            try:
+                if not self.client.networks.list(names=[NETWORK]):
+                    self.client.networks.create(NETWORK, driver="bridge", labels=LABELS)
+            except docker.errors.APIError as exc:
+                raise SandboxError(
+                    f"Docker cannot give the sandbox a network of its own ({exc.explanation}); "
+                    "let the host download the model instead"
+                ) from exc
+            self._network = NETWORK
+        return {"network": self._network}
 
     def _mounts(self, readable: list[Path], output_dir: Path) -> list[Mount]:
         read_only = dict.fromkeys(self._host_paths, True)
@@ -250,42 +285,6 @@ class DockerSandbox:
         read_only[str(output_dir)] = False
         # A Mount of type bind fails on a missing source instead of creating it as root.
         return [Mount(p, p, type="bind", read_only=ro) for p, ro in read_only.items()]
-
-    def _share_with_sandbox_user(self, readable: list[Path], output_dir: Path) -> str:
-        """The container user, after making sure it can read inputs and write the output.
-
-        A non-root caller's own uid is already unprivileged and sees its files as usual.
-        A root caller's uid must not be used, so the sandbox user gets the output directory
-        and read access to the inputs (bits are only ever added, never removed).
-        """
-        if os.geteuid() != 0:
-            return f"{os.geteuid()}:{os.getegid()}"
-        for path in readable:
-            for item in _walk(path):
-                mode = item.lstat().st_mode
-                if stat.S_ISLNK(mode):
-                    continue
-                wanted = stat.S_IROTH | (stat.S_IXOTH if stat.S_ISDIR(mode) else 0)
-                if mode & wanted != wanted:
-                    item.chmod(stat.S_IMODE(mode) | wanted)
-        for item in _walk(output_dir):
-            os.lchown(item, SANDBOX_UID, SANDBOX_GID)
-        return f"{SANDBOX_UID}:{SANDBOX_GID}"
-
-    def _give_back_outputs(self, output_dir: Path, uid: int, gid: int) -> None:
-        # What the script wrote belongs to the output directory's owner again: on the
-        # host, uid 1000 may be somebody else.
-        if os.geteuid() == 0:
-            for item in _walk(output_dir):
-                os.lchown(item, uid, gid)
-
-
-def _walk(root: Path):
-    yield root
-    if root.is_dir() and not root.is_symlink():
-        for parent, dirs, files in os.walk(root):
-            for name in dirs + files:
-                yield Path(parent, name)
 
 
 def _kill(container) -> None:

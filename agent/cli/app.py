@@ -16,7 +16,15 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from agent.cli.chat import ChatSession, open_chat_model, repl
-from agent.cli.common import USER_ERRORS, HubOpt, console, fail, open_hub, out
+from agent.cli.common import (
+    USER_ERRORS,
+    HubOpt,
+    console,
+    fail,
+    open_hub,
+    out,
+    unconfined_by_surprise,
+)
 from agent.cli.models import models_app
 from agent.cli.progress import ProgressView
 from agent.cli.review import answer_interrupt
@@ -95,9 +103,11 @@ def _summary(store: RunStore, metrics: dict) -> None:
 
 def _options(hub, sandbox, device, llm_base_url, llm_api_key, llm_model, gguf, timeout, quiet):
     status = None if quiet else (lambda line: console.print(line))
+    box = make_sandbox(sandbox, device=device)
     return RunOptions(
         hub=open_hub(hub, status),
-        sandbox=make_sandbox(sandbox, device=device),
+        sandbox=box,
+        llm_scripts_allowed=not unconfined_by_surprise(sandbox, box),
         llm_base_url=llm_base_url,
         llm_api_key=llm_api_key,
         llm_model=llm_model,
@@ -305,6 +315,7 @@ def run(
             review_batch, max_llm_calls, max_cost, price_in, price_out, label_desc, label_words
         ),
     )
+    store = None
     try:
         options = _options(
             hub, sandbox, device, llm_base_url, llm_api_key, llm_model, gguf, step_timeout, quiet
@@ -317,7 +328,9 @@ def run(
             )
         metrics = _execute(store, options, resume=False, quiet=quiet)
     except USER_ERRORS as err:
-        fail(str(err))
+        # Past its creation the run directory is whole (every step is checkpointed): say how
+        # to continue once the cause is fixed.
+        fail(f"{err}; then: autoannotator resume {store.root}" if store else str(err))
     _summary(store, metrics)
 
 

@@ -27,6 +27,15 @@ def fail(message: str, code: int = 2) -> None:
 USER_ERRORS = (UserError, RunError, SandboxError)
 
 
+def unconfined_by_surprise(kind: str, sandbox) -> bool:
+    """`--sandbox auto` found no engine and fell back to a local subprocess (sandbox.factory):
+    LLM-written code must not run there unless the user asked for `--sandbox local` by name."""
+    return kind == "auto" and sandbox.name == "local"
+
+
+UNCONFINED_HINT = "start Docker, or pass --sandbox local to run LLM-written scripts unconfined"
+
+
 def open_hub(hub: str | None, progress: Callable[[str], None] | None = None):
     """A LocalHub at PATH, `hf` for the Hugging Face Hub, or the demo catalog (built on demand)."""
     if hub == "hf":

@@ -9,7 +9,7 @@ import typer
 from rich.syntax import Syntax
 from rich.table import Table
 
-from agent.cli.common import fail, out
+from agent.cli.common import UNCONFINED_HINT, fail, out, unconfined_by_surprise
 from agent.errors import Rejected, StepFailed, UserError
 from agent.scripts.codegen import render
 from agent.scripts.rerun import rerun, rerun_dir
@@ -102,6 +102,9 @@ def rerun_script(
     store: RunStore = ctx.obj
     entry = _entry(store, role, model)
     box = make_sandbox(sandbox, device)
+    if entry["origin"] == "llm" and unconfined_by_surprise(sandbox, box):
+        script = store.root / entry["path"]
+        fail(f"{script} was written by the LLM and no Docker engine answers; {UNCONFINED_HINT}")
     try:
         done = rerun(store, entry, box, device)
     except Rejected as rejected:

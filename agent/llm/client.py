@@ -150,16 +150,29 @@ def check_endpoint(endpoint: Endpoint, timeout_s: float = 10.0) -> None:
     except (openai.AuthenticationError, openai.PermissionDeniedError) as err:
         raise LLMUnavailable(
             f"{endpoint.display_url} refused the API key ({err.status_code}); "
-            f"set {ENV_API_KEY} or --api-key to a valid key"
+            f"set {ENV_API_KEY} or --llm-api-key to a valid key"
         ) from err
     except openai.NotFoundError:
         pass  # some compatible servers serve chat completions without a model list
     except (openai.APIConnectionError, openai.APIStatusError) as err:
         raise LLMUnavailable(
-            f"no answer from the LLM endpoint {endpoint.display_url} ({err}); start that server, "
-            f"or fix --base-url / {ENV_BASE_URL}, or unset both {ENV_BASE_URL} and {ENV_API_KEY} "
-            "to use the local model"
+            f"no answer from the LLM endpoint {endpoint.display_url} ({_first_line(err)}); "
+            f"start that server, or fix --llm-base-url / {ENV_BASE_URL}, or unset both "
+            f"{ENV_BASE_URL} and {ENV_API_KEY} to use the local model"
         ) from err
+    # The openai client parses a body that is not its JSON (a web page, a proxy's error) into
+    # a bare ValueError or AttributeError: the URL is not an OpenAI-compatible API.
+    except (openai.APIResponseValidationError, ValueError, AttributeError) as err:
+        raise LLMUnavailable(
+            f"{endpoint.display_url} answers, but not as an OpenAI-compatible API "
+            f"({_first_line(err)}); fix --llm-base-url / {ENV_BASE_URL} (it usually ends in /v1)"
+        ) from err
+
+
+def _first_line(err: BaseException, limit: int = 200) -> str:
+    """An exception as a short single line: a server's error page must not flood the message."""
+    text = str(err).strip().splitlines()
+    return (text[0] if text else type(err).__name__)[:limit]
 
 
 def make_chat_model(
@@ -574,11 +587,26 @@ class LLMClient:
 
         options = {} if max_tokens is None else {"max_tokens": max_tokens}
         started = time.perf_counter()
+        url = getattr(self.chat_model, "openai_api_base", None) or "the LLM endpoint"
         try:
             reply = self.chat_model.invoke(list(messages), **options)
         except openai.APIConnectionError as err:
-            url = getattr(self.chat_model, "openai_api_base", None) or "the LLM endpoint"
-            raise LLMUnavailable(f"lost the LLM endpoint {url} ({err}); is it still up?") from err
+            raise LLMUnavailable(
+                f"lost the LLM endpoint {url} ({_first_line(err)}); is it still up?"
+            ) from err
+        except openai.APIError as err:  # an error status after the client's retries
+            raise LLMUnavailable(
+                f"the LLM endpoint {url} answered with an error ({_first_line(err)}); "
+                f"check that server, or point --llm-base-url / {ENV_BASE_URL} at a working one"
+            ) from err
+        # langchain_openai raises these bare for a reply that is not a chat completion: a body
+        # that is not JSON (ValueError), `choices` null (TypeError) or empty (IndexError).
+        except (ValueError, TypeError, IndexError) as err:
+            raise LLMUnavailable(
+                f"the LLM endpoint {url} answered something that is not a chat completion "
+                f"({_first_line(err)}); check that server, or point --llm-base-url / "
+                f"{ENV_BASE_URL} at a working one"
+            ) from err
         latency_s = time.perf_counter() - started
         answer = reply.text
         usage = reply.usage_metadata or {}

@@ -13,11 +13,23 @@ from agent.pipeline.plots import escalation_plot, gate_plot
 from agent.store.runstore import RunStore, atomic_path, read_json, write_json, write_parquet
 
 CAPPED_FILE = "committee_capped.csv"
-LABEL_COLUMNS = ["id", "text", "label", "source", "confidence", "uncertainty", "votes", "chunk"]
+LABEL_COLUMNS = [
+    "id",
+    "text",
+    "truncated",
+    "label",
+    "source",
+    "confidence",
+    "uncertainty",
+    "votes",
+    "chunk",
+]
 
 
 def assemble_labels(store: RunStore, models: list[dict]) -> pd.DataFrame:
     rows = store.rows()
+    if "truncated" not in rows:  # a run prepared before texts were cut
+        rows["truncated"] = False
     slugs = [m["slug"] for m in models]
     committee = (
         pd.concat(
@@ -42,7 +54,7 @@ def assemble_labels(store: RunStore, models: list[dict]) -> pd.DataFrame:
         expert = committee["source"].isin((Source.ORACLE, Source.HUMAN))
         committee.loc[expert, "confidence"] = 1.0
         committee.loc[committee["source"] == Source.LLM, "confidence"] = None
-    labels = rows[["row", "id", "text"]].merge(
+    labels = rows[["row", "id", "text", "truncated"]].merge(
         committee[["id", "label", "source", "confidence", "uncertainty", "votes", "chunk"]],
         on="id",
         how="left",

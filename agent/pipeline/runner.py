@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from collections.abc import Callable
@@ -21,9 +22,11 @@ from agent.pipeline.chunking import max_chunks
 from agent.pipeline.graph import build_graph
 from agent.pipeline.nodes import Services
 from agent.pipeline.review import LLMReviewer, estimate_review
-from agent.store.runstore import InputError, RunStore, prepare_input
+from agent.store.runstore import InputError, RunStore, prepare_input, read_json, write_json
 from agent.task import TaskSpec
 from sandbox.base import Limits, Sandbox
+
+log = logging.getLogger(__name__)
 
 # The local LLM server's share of the CPU; torch in the sandbox gets the rest.
 LOCAL_SERVER_THREADS = 1
@@ -47,6 +50,9 @@ class RunOptions:
     timeout_s: float = 3600.0
     vote_cache: Path | None = None  # share v0 votes with other runs on the same rows
     progress: Progress = field(default=lambda event: None)
+    # False when the sandbox is a local subprocess the user did not ask for by name (no engine
+    # behind --sandbox auto): LLM-written scripts are then refused, the templates run instead.
+    llm_scripts_allowed: bool = True
     # Answers the graph's human-review interrupt: the resume value, or None to pause the run
     # there (checkpointed; `resume` asks again). Unset: the run pauses at the first one.
     on_interrupt: Callable[[dict], object | None] | None = None
@@ -161,10 +167,33 @@ def open_controller_llm(endpoint, store: RunStore, stack: ExitStack):
     return client
 
 
+def confine_scripts(store: RunStore, options: RunOptions) -> TaskSpec:
+    """The run's task, with codegen switched to the templates when LLM-written scripts may not
+    run in options.sandbox; a run whose scripts the LLM already wrote stops there."""
+    task = store.task()
+    if options.llm_scripts_allowed:
+        return task
+    manifest = store.scripts_dir / "manifest.json"
+    if manifest.is_file() and any(e["origin"] == "llm" for e in read_json(manifest)["scripts"]):
+        raise InputError(
+            f"{store.root}: its scripts were written by the LLM and no Docker engine answers; "
+            "start Docker, or pass --sandbox local to run them unconfined"
+        )
+    if task.codegen == "llm":
+        log.warning(
+            "no Docker engine answers, so the templates write the scripts, not the LLM; "
+            "pass --sandbox local to run LLM-written scripts unconfined"
+        )
+        task = task.model_copy(update={"codegen": "template"})
+        # The nodes read the task from task.json, which now says what the run really does.
+        write_json(task.model_dump(mode="json"), store.task_path)
+    return task
+
+
 def run_graph(store: RunStore, options: RunOptions, *, resume: bool) -> dict:
     """Run (or resume) the graph to the end, or to a human-review interrupt nobody answered;
     returns the state it stopped in (`is_finished` tells which)."""
-    task = store.task()
+    task = confine_scripts(store, options)
     graph = build_graph()
     with ExitStack() as stack:
         wants_llm = task.codegen == "llm" or task.reviewer == "llm"

@@ -7,6 +7,7 @@ each file either whole or absent, and a resumed run can trust whatever it finds.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -20,7 +21,16 @@ import pyarrow.parquet as pq
 from agent.errors import UserError
 from agent.task import TaskSpec
 
+log = logging.getLogger(__name__)
+
 READERS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+
+
+# A text is cut to this many characters when the run's rows are prepared. Far past what any
+# classifier reads (max_length is at most 4096 tokens) and what a review prompt needs, yet it
+# bounds every later step: one 50 MB text held 5-6.7 GB in selection's tokenizer (outside any
+# sandbox) and ~6.3 GB in each annotate script.
+MAX_TEXT_CHARS = 20_000
 
 
 class InputError(UserError, ValueError):
@@ -149,13 +159,24 @@ def prepare_input(task: TaskSpec) -> pd.DataFrame:
         out["id"] = ids.to_numpy()
     else:
         out["id"] = out["row"].astype(str)
-    texts = frame[task.text_column]
-    out["text"] = [
+    texts = [
         None
         if (t is None or (isinstance(t, float) and pd.isna(t)) or not str(t).strip())
         else str(t)
-        for t in texts
+        for t in frame[task.text_column]
     ]
+    # The row is kept and flagged (the flag reaches labels.*), never dropped or refused.
+    out["text"] = [t if t is None else t[:MAX_TEXT_CHARS] for t in texts]
+    out["truncated"] = [t is not None and len(t) > MAX_TEXT_CHARS for t in texts]
+    cut = int(out["truncated"].sum())
+    if cut:
+        log.warning(
+            "%s: %d text(s) longer than %d characters cut to that length (column truncated "
+            "in labels.*)",
+            path,
+            cut,
+            MAX_TEXT_CHARS,
+        )
     if task.gold_source:
         gold = frame[task.gold_source].astype("string")
         unknown = sorted(set(gold.dropna()) - set(task.labels))
@@ -209,7 +230,7 @@ class RunStore:
     def create(cls, root: Path, task: TaskSpec, rows: pd.DataFrame) -> RunStore:
         """Write task.json, input.parquet and the input chunks, all or nothing."""
         root = Path(root)
-        if root.exists() and any(root.iterdir()):
+        if root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise InputError(
                 f"{root}: run directory already exists; resume it with "
                 f"`autoannotator resume {root}` or choose another --run-dir"
@@ -217,17 +238,25 @@ class RunStore:
         partial = root.with_name(root.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         store = cls(partial)
-        partial.mkdir(parents=True)
-        task.save(store.task_path)
-        rows.to_parquet(store.input_path, index=False)
-        (partial / "inputs").mkdir()
-        # Only the first chunk is cut now (selection smoke-tests on it); pipeline.chunking sizes
-        # the others from the escalation it observes.
-        if store.n_labelable():
-            store.cut_chunk(0, task.chunk_size)
-        if root.exists():
-            root.rmdir()
-        partial.rename(root)
+        try:
+            partial.mkdir(parents=True)
+            task.save(store.task_path)
+            rows.to_parquet(store.input_path, index=False)
+            (partial / "inputs").mkdir()
+            # Only the first chunk is cut now (selection smoke-tests on it); pipeline.chunking
+            # sizes the others from the escalation it observes.
+            if store.n_labelable():
+                store.cut_chunk(0, task.chunk_size)
+            if root.exists():
+                root.rmdir()
+            partial.rename(root)
+        except OSError as err:
+            # A read-only folder, a path through a regular file, a full disk: the user's to fix.
+            shutil.rmtree(partial, ignore_errors=True)
+            raise InputError(
+                f"{root}: cannot write the run directory ({err.strerror or err}); "
+                "choose another --run-dir"
+            ) from None
         return cls(root)
 
     def task(self) -> TaskSpec:

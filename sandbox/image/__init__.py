@@ -26,11 +26,11 @@ import time
 import docker
 import docker.errors
 
+from sandbox.base import SANDBOX_GID, SANDBOX_UID
+
 log = logging.getLogger(__name__)
 
 IMAGE_TAG = "autoannotator-sandbox:hostpy"
-SANDBOX_UID = 1000
-SANDBOX_GID = 1000
 # Bump when the skeleton or the image config changes: a different label forces a rebuild.
 RECIPE = f"hostpy-v1-uid{SANDBOX_UID}-gid{SANDBOX_GID}"
 RECIPE_LABEL = "autoannotator.sandbox.recipe"

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import socket
+import sys
+import time
 
 import pandas as pd
 import pytest
 
-from sandbox.base import TAIL_CHARS, Limits, SandboxError
+from sandbox.base import STREAM_CAP_BYTES, TAIL_CHARS, Limits, SandboxError
+from sandbox.local import LocalSandbox
 
 LIMITS = Limits(timeout_s=120, memory_mb=2048, threads=1)
 
@@ -159,4 +163,100 @@ def test_missing_script_or_input_is_a_sandbox_error(sandbox, make_script, tmp_pa
             inputs=[tmp_path / "missing.parquet"],
             output_dir=tmp_path / "out",
             limits=LIMITS,
+        )
+
+
+def test_the_deadline_is_enforced_inside_the_sandbox(sandbox, make_script, tmp_path, monkeypatch):
+    # The runner's own backstop is pushed far away: only the in-sandbox `timeout` can stop
+    # the script in time, as it must when the runner itself has died.
+    monkeypatch.setattr(sys.modules[type(sandbox).__module__], "BACKSTOP_S", 600.0)
+    script = make_script("while True:\n    pass")
+
+    result = sandbox.run(
+        script, [], inputs=[], output_dir=tmp_path / "out", limits=Limits(timeout_s=2)
+    )
+
+    assert result.timed_out
+    assert result.duration_s < 30
+
+
+def test_nothing_the_step_started_outlives_it(sandbox, make_script, tmp_path):
+    beat = tmp_path / "out" / "beat"
+    beater = make_script(
+        f"""
+        import time
+        n = 0
+        while True:
+            n += 1
+            open({str(beat)!r}, "w").write(str(n))
+            time.sleep(0.1)
+        """,
+        name="beater.py",
+    )
+    # A detached child in a session of its own; the step returns once it has beaten.
+    script = make_script(
+        f"""
+        import os, subprocess, sys
+        subprocess.Popen([sys.executable, {str(beater)!r}], start_new_session=True)
+        while not os.path.exists({str(beat)!r}):
+            pass
+        """
+    )
+
+    result = sandbox.run(
+        script, [], inputs=[beater], output_dir=tmp_path / "out", limits=Limits(timeout_s=20)
+    )
+    first = beat.read_text()
+    time.sleep(1)
+
+    assert result.ok, result.reason()
+    assert beat.read_text() == first
+
+
+def test_file_size_is_capped(sandbox, make_script, tmp_path):
+    target = tmp_path / "out" / "big.bin"
+    script = make_script(f"open({str(target)!r}, 'wb').write(b'x' * (3 << 20))")
+
+    result = sandbox.run(
+        script, [], inputs=[], output_dir=tmp_path / "out", limits=Limits(output_mb=1)
+    )
+
+    assert not result.ok
+    assert "File too large" in result.reason()
+    assert target.stat().st_size <= 1 << 20
+
+
+def test_no_network_by_default(sandbox, make_script, tmp_path):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        script = make_script(f"import socket\nsocket.create_connection(('127.0.0.1', {port}))")
+
+        result = sandbox.run(script, [], inputs=[], output_dir=tmp_path / "out", limits=LIMITS)
+
+    assert not result.ok
+    assert "Errno" in result.reason()
+
+
+def test_the_runner_keeps_a_capped_tail_of_each_stream(sandbox, make_script, tmp_path):
+    script = make_script(
+        "import os\nfor _ in range(64):\n    os.write(1, b'z' * (1 << 20))\nos.write(1, b'END')"
+    )
+
+    result = sandbox.run(script, [], inputs=[], output_dir=tmp_path / "out", limits=LIMITS)
+
+    assert result.ok, result.reason()
+    assert result.stdout_tail.endswith("zEND")
+    assert len(result.stdout_tail.encode()) <= STREAM_CAP_BYTES
+
+
+def test_local_sandbox_refuses_a_script_that_asks_for_the_network(make_script, tmp_path):
+    with pytest.raises(SandboxError, match=r"no network.*--sandbox docker"):
+        LocalSandbox().run(
+            make_script("pass"),
+            [],
+            inputs=[],
+            output_dir=tmp_path / "out",
+            limits=Limits(network=True),
         )

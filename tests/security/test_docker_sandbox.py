@@ -6,11 +6,13 @@ Every attack must end as a failing Result (or SandboxError) whose reason names t
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 
 import pytest
 
 from sandbox.base import Limits
-from sandbox.local import LocalSandbox
+from sandbox.docker import NETWORK
 
 pytestmark = pytest.mark.docker
 
@@ -61,24 +63,32 @@ def test_network_access_is_blocked(docker_sandbox, make_script, tmp_path):
             f"import socket\nsocket.create_connection({address!r}, timeout=5).close()\nprint('in')"
         )
         # The same probe from the host gets through, so the probe itself is sound.
-        control = run(LocalSandbox(), script, tmp_path)
+        control = subprocess.run([sys.executable, script], capture_output=True, text=True)
         result = run(docker_sandbox, script, tmp_path)
 
-    assert control.ok, control.reason()
+    assert control.returncode == 0, control.stderr
     assert not result.ok
     assert "Network is unreachable" in result.reason()
 
 
-def test_network_is_an_explicit_opt_in(docker_sandbox, make_script, tmp_path):
+def test_network_is_an_explicit_opt_in_on_a_network_of_its_own(
+    docker_sandbox, make_script, tmp_path
+):
     with socket.socket() as listener:
         listener.bind(("0.0.0.0", 0))
         listener.listen()
         address = (host_address(), listener.getsockname()[1])
-        script = make_script(f"import socket\nsocket.create_connection({address!r}, timeout=5)")
+        script = make_script(
+            f"import os, socket\nsocket.create_connection({address!r}, timeout=5)\n"
+            "print(sorted(os.listdir('/sys/class/net')))"
+        )
 
         result = run(docker_sandbox, script, tmp_path, limits=Limits(network=True))
 
     assert result.ok, result.reason()
+    # A veth of its own on the sandbox's network, not the host's interfaces.
+    assert result.stdout_tail == "['eth0', 'lo']\n"
+    assert docker_sandbox.client.networks.get(NETWORK).attrs["Driver"] == "bridge"
 
 
 def test_inputs_are_read_only(docker_sandbox, make_script, tmp_path):

@@ -22,7 +22,7 @@ from agent.errors import StepFailed
 from agent.llm.client import Endpoint, LLMClient, make_chat_model
 from agent.pipeline.annotate import annotate_chunk
 from agent.pipeline.finetune import finetune_cycle
-from agent.scripts import codegen
+from agent.scripts import codegen, verify
 from agent.scripts.codegen import generate_scripts
 from agent.store.runstore import RunStore, read_json, write_json, write_parquet
 from agent.task import TaskSpec
@@ -38,6 +38,8 @@ TEXTS = ["good day", "bad movie", "the news", "i love it", "i hate it", "a song"
 TRUTH = ["positive", "negative", "neutral", "positive", "negative", "neutral", "neutral"]
 SLUG = "org__kw"
 REPO = Path(__file__).resolve().parents[2]
+# The real check, kept before the autouse fixture below lets each test's script past it.
+STATIC_CHECK = verify.static_check
 
 # The annotate command line every candidate gets; the attacks below use only these.
 ANNOTATE_HEAD = """\
@@ -87,6 +89,14 @@ class HostileEndpoint(LoopbackChatServer):
             "completion_tokens": 1,
             "total_tokens": 2,
         }
+
+
+@pytest.fixture(autouse=True)
+def past_the_static_check(monkeypatch):
+    """The static check is a first filter and already rejects these scripts (os.symlink, fixed
+    paths); a script can hide such calls from the ast, so each test here lets its script past
+    the filter and proves the wall behind it holds (test_the_static_check_already_rejects_...)."""
+    monkeypatch.setattr(verify, "static_check", lambda code, role: None)
 
 
 @pytest.fixture(scope="module")
@@ -194,6 +204,12 @@ def test_the_cli_run_with_a_hostile_endpoint_writes_no_host_file_and_keeps_no_ll
 
 
 @pytest.mark.docker
+def test_the_static_check_already_rejects_the_result_link_attack():
+    with pytest.raises(verify.Rejected) as rejected:
+        STATIC_CHECK(RESULT_LINK_ATTACK.replace("VICTIM", "'/home/user/.bashrc'"), "annotate")
+    assert rejected.value.stage == "static"
+
+
 def test_the_result_link_attack_fails_in_docker_too(run, tmp_path, docker_sandbox):
     victim = tmp_path / "victim.bashrc"
     victim.write_text("# the user's own file\n")

@@ -19,7 +19,7 @@ def test_default_epsilon_is_one_over_k():
     [
         (["only"], "at least 2 labels"),
         (["a", "b", "a"], "duplicate labels: a"),
-        ([" ", "b"], "at least 2"),
+        ([" ", "b"], "label 1 of 2 is empty"),
     ],
 )
 def test_bad_label_sets_are_explained(labels, message):

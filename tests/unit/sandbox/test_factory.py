@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import uuid
 
+import docker.errors
 import pytest
 
-from sandbox.base import SandboxError
-from sandbox.docker import DockerSandbox
+from sandbox.base import Limits, SandboxError
+from sandbox.docker import RUN_LABEL, DockerSandbox
 from sandbox.factory import make_sandbox
+from sandbox.image import IMAGE_TAG
 from sandbox.local import LocalSandbox
 
 
@@ -61,3 +65,25 @@ def test_cuda_falls_back_to_cpu_quoting_the_engine(docker_client, caplog):
     else:
         assert device == "cuda"
         assert caplog.records == []
+
+
+@pytest.mark.docker
+def test_a_run_id_labels_containers_and_removes_the_runs_leftovers(docker_client):
+    run_id = f"factory-{uuid.uuid4().hex[:8]}"
+    stale = docker_client.containers.create(
+        IMAGE_TAG, ["/usr/bin/true"], labels={RUN_LABEL: run_id}
+    )
+    other = docker_client.containers.create(
+        IMAGE_TAG, ["/usr/bin/true"], labels={RUN_LABEL: f"{run_id}-other"}
+    )
+    try:
+        sandbox = make_sandbox("docker", device="cpu", run_id=run_id)
+
+        with pytest.raises(docker.errors.NotFound):
+            stale.reload()
+        other.reload()  # another run's container stays
+        assert sandbox._container_options(Limits(), gpu=False)["labels"][RUN_LABEL] == run_id
+    finally:
+        for container in (stale, other):
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)

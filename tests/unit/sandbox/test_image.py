@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import pwd
 import tarfile
 
 import docker.errors
 import pytest
 
+from sandbox.base import SANDBOX_UID
 from sandbox.image import RECIPE, RECIPE_LABEL, build_image, image_id, skeleton_tar
 
 
@@ -19,7 +21,9 @@ def test_skeleton_has_a_real_sbin_and_an_unprivileged_user():
     assert members["sbin"].isdir()  # docker-init is mounted at /sbin/docker-init
     assert members["bin"].issym() and members["bin"].linkname == "usr/bin"
     assert members["tmp"].mode == 0o1777
-    assert "sandbox:x:1000:1000:" in passwd
+    assert "sandbox:x:64000:64000:" in passwd
+    with pytest.raises(KeyError):  # nobody on the host: a script never acts as a person
+        pwd.getpwuid(SANDBOX_UID)
     assert all(m.uid == 0 and m.gid == 0 for m in members.values())
     assert skeleton_tar() == skeleton_tar()  # reproducible
 
