@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 from contextlib import ExitStack
+from dataclasses import replace
 from datetime import datetime
 from functools import cache
 from pathlib import Path
@@ -68,14 +69,14 @@ def _task_or_fail(**fields) -> TaskSpec:
 
 def _execute(store: RunStore, options, *, resume: bool, quiet: bool) -> dict:
     with ProgressView(quiet) as view:
-        options.progress = view
+        options = replace(options, progress=view)
         if not quiet:
 
             def on_interrupt(payload: dict):
                 with view.paused():
                     return answer_interrupt(store, payload)
 
-            options.on_interrupt = on_interrupt
+            options = replace(options, on_interrupt=on_interrupt)
         run_graph(store, options, resume=resume)
     if not is_finished(store):
         console.print(
@@ -399,8 +400,7 @@ def chat(
                 False,
             )
             # The run's reviewer talks to the chat's LLM: one local server, not two.
-            options.endpoint = endpoint
-            return options
+            return replace(options, endpoint=endpoint)
 
         repl(ChatSession(console, model, make_options, run_dir=run_dir, price=price))
 
@@ -519,7 +519,7 @@ def evaluate(
             hub, sandbox, device, llm_base_url, llm_api_key, llm_model, gguf, 3600.0, quiet
         )
         with ProgressView(quiet) as view:
-            options.progress = view
+            options = replace(options, progress=view)
             root = _run_dir(run_dir, "eval")
             if len(ks) * len(betas) > 1:
                 table = ablation(base, root, options, chosen, ks, betas)

@@ -12,7 +12,7 @@ import json
 import readline
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -327,13 +327,12 @@ class ChatSession:
 
     def execute(self, options, *, resume: bool) -> None:
         with ProgressView(False) as view:
-            options.progress = view
 
             def on_interrupt(payload: dict):
                 with view.paused():
                     return answer_interrupt(self.store, payload, self.screen)
 
-            options.on_interrupt = on_interrupt
+            options = replace(options, progress=view, on_interrupt=on_interrupt)
             try:
                 run_graph(self.store, options, resume=resume)
             except KeyboardInterrupt:

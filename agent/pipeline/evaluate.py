@@ -5,6 +5,7 @@ from __future__ import annotations
 import resource
 import time
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -129,7 +130,7 @@ def evaluate(
     root = Path(root)
     if "llm" in reviewers:
         preflight(base.model_copy(update={"reviewer": "llm"}), options)
-    options.vote_cache = root / "vote-cache"
+    options = replace(options, vote_cache=root / "vote-cache")
     table_rows: list[dict] = []
     for name in reviewers:
         task = base.model_copy(update={"reviewer": _reviewer(base, name)})
@@ -208,7 +209,7 @@ def ablation(
     root = Path(root)
     if "llm" in reviewers:
         preflight(base.model_copy(update={"reviewer": "llm"}), options)
-    options.vote_cache = root / "vote-cache"
+    options = replace(options, vote_cache=root / "vote-cache")
     rows = []
     for k in ks:
         for beta in betas:

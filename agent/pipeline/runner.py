@@ -33,9 +33,10 @@ LOCAL_SERVER_THREADS = 1
 CODEGEN_TIMEOUT_S = 1200.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunOptions:
-    """How to run (not what): these may differ between a run and its resume."""
+    """How to run (not what): these may differ between a run and its resume. Frozen: a
+    caller that needs other options makes a copy (dataclasses.replace)."""
 
     hub: ModelHub
     sandbox: Sandbox
