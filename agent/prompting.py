@@ -1,4 +1,5 @@
-"""Loading and rendering prompts/ and templates/ (installed as agent.prompts, agent.templates).
+"""Loading and rendering prompts/ and templates/ (installed as agent.prompts, agent.templates),
+and fencing the data that goes into a prompt.
 
 One Jinja environment renders both: strict (a missing variable is an error, not an empty
 string), no autoescaping (the output is a prompt or Python, not HTML), block tags trimmed so
@@ -8,6 +9,7 @@ touch them, and the trailing newline a file ends with is kept.
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 
 import jinja2
@@ -37,3 +39,10 @@ def template_source(role: str) -> str:
 
 def render_template(role: str, **variables: object) -> str:
     return ENVIRONMENT.from_string(template_source(role)).render(**variables)
+
+
+def escape_tag(text: str, tag: str) -> str:
+    """Neutralise every <tag ...> and </tag> inside data (a sample, a model card) so it can
+    neither close the block it is fenced in nor forge another one."""
+    pattern = re.compile(rf"<\s*(/?)\s*{re.escape(tag)}\b([^>]*)>", re.IGNORECASE)
+    return pattern.sub(lambda m: f"&lt;{m.group(1)}{tag}{m.group(2)}&gt;", text)

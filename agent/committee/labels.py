@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from agent.domain import Purpose
-from agent.prompting import load_prompt
+from agent.prompting import escape_tag, load_prompt
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,6 @@ def _apply_proposal(
 
 # The local server's context is 4096 tokens; the start of a card is where labels are explained.
 CARD_CHARS = 2000
-_CARD_DELIMITER = re.compile(r"<\s*(/?)\s*card\s*>", re.IGNORECASE)
 _JSON_OBJECT = re.compile(r"\{.*\}", re.S)
 
 
@@ -222,7 +221,7 @@ def llm_proposer(client, task_description: str) -> Proposer:
 
     def propose(model_labels: list[str], task_labels: list[str], card: str) -> dict:
         # The card comes from the hub: it is data, fenced so it cannot close its own block.
-        card = _CARD_DELIMITER.sub(lambda m: f"&lt;{m.group(1)}card&gt;", card[:CARD_CHARS])
+        card = escape_tag(card[:CARD_CHARS], "card")
         variables = {
             "task_description": task_description,
             "task_labels": task_labels,

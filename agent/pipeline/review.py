@@ -12,14 +12,12 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 
 from agent.domain import Purpose, Source
 from agent.llm.client import BudgetExhausted, Endpoint, LLMClient, Price, approx_tokens
-from agent.prompting import load_prompt
+from agent.prompting import escape_tag, load_prompt
 
 log = logging.getLogger(__name__)
 
 # A label is one word or a short phrase, but models like to add a period or a sentence around it.
 DEFAULT_MAX_ANSWER_TOKENS = 24
-# Any tag named text, with or without attributes: <text>, </text>, <text id="3">.
-_DELIMITER = re.compile(r"<\s*(/?)\s*text\b([^>]*)>", re.IGNORECASE)
 _BATCH_ENTRY = re.compile(r'"\s*(\d+)\s*"\s*:\s*"([^"]*)"')
 
 # A metered API charges the instructions once per call, so many samples per call pay; a local
@@ -98,12 +96,6 @@ def parse_batch(answer: str, n: int, labels: list[str]) -> dict[int, str]:
     return {number: label for number, label in parsed.items() if label is not None}
 
 
-def escape_delimiters(text: str) -> str:
-    """Neutralise <text ...> tags inside a sample so it cannot close its data block or forge
-    another sample's."""
-    return _DELIMITER.sub(lambda m: f"&lt;{m.group(1)}text{m.group(2)}&gt;", text)
-
-
 class LLMReviewer:
     """Labels samples with the LLM: the paper's Table B prompt, one sample or a batch per call.
 
@@ -154,11 +146,11 @@ class LLMReviewer:
         self._batch_system = SystemMessage(self._batch_templates["system"].render(**context))
 
     def messages_for(self, text: str) -> list[BaseMessage]:
-        user = self._templates["user"].render(text=escape_delimiters(text))
+        user = self._templates["user"].render(text=escape_tag(text, "text"))
         return [self._system, HumanMessage(user)]
 
     def batch_messages_for(self, texts: list[str]) -> list[BaseMessage]:
-        user = self._batch_templates["user"].render(texts=[escape_delimiters(t) for t in texts])
+        user = self._batch_templates["user"].render(texts=[escape_tag(t, "text") for t in texts])
         return [self._batch_system, HumanMessage(user)]
 
     def review(self, items: list[ReviewItem]) -> list[Verdict]:

@@ -13,9 +13,9 @@ from agent.pipeline.review import (
     OracleReviewer,
     ReviewItem,
     Verdict,
-    escape_delimiters,
     parse_label,
 )
+from agent.prompting import escape_tag
 from tests.fixtures.llm import PromptRecorder
 
 LABELS = ["positive", "negative", "neutral"]
@@ -74,9 +74,9 @@ def test_one_malicious_text_cannot_reach_another_samples_prompt(tmp_path):
     assert len(recorder.prompts) == len(items)  # one call per sample
     for item, prompt in zip(items, recorder.prompts, strict=True):
         sent = "\n".join(message.content for message in prompt)
-        assert escape_delimiters(item.text) in sent
+        assert escape_tag(item.text, "text") in sent
         others = [other for other in items if other.id != item.id]
-        assert not any(escape_delimiters(other.text) in sent for other in others)
+        assert not any(escape_tag(other.text, "text") in sent for other in others)
     evil_user = recorder.prompts[1][1].content
     # The attack cannot close its data block early: only our own tags are real tags.
     assert evil_user.count("<text>") == 1 and evil_user.count("</text>") == 1

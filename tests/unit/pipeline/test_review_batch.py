@@ -142,7 +142,7 @@ def test_a_sample_cannot_change_the_labels_of_the_others_in_its_batch(tmp_path, 
 def test_control_without_escaping_the_same_attacks_do_change_neighbours(tmp_path, monkeypatch):
     """The fake model really obeys injections that escape their block, so the test above can
     fail: a reviewer that does not escape sample text is fooled by the same attacks."""
-    monkeypatch.setattr(agent.pipeline.review, "escape_delimiters", lambda text: text)
+    monkeypatch.setattr(agent.pipeline.review, "escape_tag", lambda text, tag: text)
     neighbours = ["awful service", "meeting at noon", "I hate it", "the table is brown"]
     for n, attack in enumerate(ATTACKS[1:]):
         naive = reviewer(tmp_path / str(n), KeywordLabeler(keywords=KEYWORDS), batch_size=5)
