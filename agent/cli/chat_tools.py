@@ -8,14 +8,12 @@ an answer about a run never comes from the model's memory.
 from __future__ import annotations
 
 import json
-from collections import Counter
 
 import pandas as pd
 from langchain_core.tools import BaseTool, StructuredTool
 
 from agent.domain import NEEDS_HUMAN
-from agent.llm.client import ledger_entries
-from agent.pipeline.report import ledger_totals
+from agent.store.ledger import calls_by_purpose, ledger_totals
 from agent.store.runstore import RunStore, read_json
 
 MAX_SCRIPT_CHARS = 6000  # a script shown to the local model must leave room in its context
@@ -62,15 +60,10 @@ def run_status(store: RunStore) -> dict:
 def llm_usage(store: RunStore) -> dict:
     """LLM calls, tokens and cost from ledger.jsonl, and how many hard rows the LLM labeled."""
     totals = ledger_totals(store.ledger_path)
-    purposes = Counter(
-        entry["purpose"]
-        for entry in ledger_entries(store.ledger_path)
-        if not entry.get("cache_hit")
-    )
     hard = _hard(store)
     return {
         **totals,
-        "calls_by_purpose": dict(purposes),
+        "calls_by_purpose": calls_by_purpose(store.ledger_path),
         "rows_labeled_by_llm": int((hard["source"] == "llm").sum()),
         "rows_sent_to_review": len(hard),
         "cost_note": "cost_usd counts calls with a known price; a local model costs nothing",

@@ -38,6 +38,7 @@ from langchain_openai import ChatOpenAI
 from langchain_openai.chat_models.base import BaseChatOpenAI
 
 from agent.errors import RunError, UserError
+from agent.store.ledger import ledger_totals
 
 log = logging.getLogger(__name__)
 
@@ -438,17 +439,6 @@ def approx_tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
 
-def ledger_entries(path: Path) -> Iterator[dict]:
-    """The ledger's entries, skipping the half-written last line of a run killed mid-write."""
-    if not path.is_file():
-        return
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            yield json.loads(line)
-        except json.JSONDecodeError:
-            continue
-
-
 @dataclass
 class Budget:
     """Caps on the reviewer's paid calls; what was spent is counted from the run's ledger, so
@@ -463,11 +453,8 @@ class Budget:
     def from_ledger(
         cls, path: Path, max_calls: int | None = None, max_cost_usd: float | None = None
     ) -> Budget:
-        budget = cls(max_calls, max_cost_usd)
-        for entry in ledger_entries(path):
-            if budget.covers(entry.get("purpose", "")) and not entry.get("cache_hit"):
-                budget.spend(float(entry.get("cost_usd") or 0.0))
-        return budget
+        spent = ledger_totals(path, cls.covers)
+        return cls(max_calls, max_cost_usd, spent["calls"], spent["cost_usd"])
 
     @staticmethod
     def covers(purpose: str) -> bool:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 
 from agent.domain import Route, Source
-from agent.llm.client import ledger_entries
 from agent.pipeline.plots import escalation_plot, gate_plot
+from agent.store.ledger import ledger_totals
 from agent.store.runstore import RunStore, atomic_path, read_json, write_json, write_parquet
 
 CAPPED_FILE = "committee_capped.csv"
@@ -75,19 +74,6 @@ def write_labels(store: RunStore, labels: pd.DataFrame) -> None:
     write_parquet(labels, store.labels_path)
     with atomic_path(store.labels_csv_path) as tmp:
         labels.to_csv(tmp, index=False)
-
-
-def ledger_totals(path: Path) -> dict:
-    totals = {"calls": 0, "cache_hits": 0, "tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0}
-    for entry in ledger_entries(path):
-        if entry.get("cache_hit"):
-            totals["cache_hits"] += 1
-            continue
-        totals["calls"] += 1
-        totals["tokens_in"] += int(entry.get("tokens_in") or 0)
-        totals["tokens_out"] += int(entry.get("tokens_out") or 0)
-        totals["cost_usd"] += float(entry.get("cost_usd") or 0.0)
-    return totals
 
 
 def write_capped(store: RunStore, labels: pd.DataFrame) -> dict:
