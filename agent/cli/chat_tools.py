@@ -20,7 +20,7 @@ MAX_SCRIPT_CHARS = 6000  # a script shown to the local model must leave room in 
 
 
 def _hard(store: RunStore) -> pd.DataFrame:
-    paths = sorted((store.root / "hard").glob("*.parquet"))
+    paths = store.hard_chunks()
     if not paths:
         return pd.DataFrame(columns=["id", "chunk", "committee_label", "votes", "label", "source"])
     return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
@@ -31,7 +31,7 @@ def run_status(store: RunStore) -> dict:
     task = store.task()
     # Chunks are cut as the run goes (agent.pipeline.chunking): count rows, not a chunk total.
     n_chunks = store.n_chunks()
-    voted = len(list((store.root / "chunks").glob("*.parquet")))
+    voted = len(store.voted_chunks())
     hard = _hard(store)
     status = {
         "run_dir": str(store.root),
@@ -94,7 +94,7 @@ def show_script(store: RunStore, role: str, model: str = "") -> dict:
         matches = [s for s in scripts if model in (s["model"], s["slug"])]
         # One script may serve the whole committee (its model is then not a member's id).
         chosen = matches[0] if matches else scripts[0]
-    path = store.root / chosen["path"]
+    path = store.path(chosen["path"])
     source = path.read_text(encoding="utf-8") if path.is_file() else ""
     return {
         **chosen,

@@ -166,7 +166,7 @@ def review(
         store.task()
     except InputError as err:
         fail(str(err))
-    if not (store.root / "hard").is_dir():
+    if not store.hard_dir.is_dir():
         fail(f"{run_dir}: no hard samples yet; the committee has not routed any chunk to review")
     outcome = review_items(store, hard_items(store, everything=everything))
     if outcome.answered and is_finished(store):

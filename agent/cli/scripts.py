@@ -20,7 +20,7 @@ scripts_app = typer.Typer(help="Inspect the scripts a run generated and executed
 
 
 def _manifest(store: RunStore) -> list[dict]:
-    return read_json(store.scripts_dir / "manifest.json")["scripts"]
+    return read_json(store.scripts_manifest_path)["scripts"]
 
 
 def _entry(store: RunStore, role: str, model: str | None) -> dict:
@@ -70,7 +70,7 @@ def show_script(
     """Print one script with syntax highlighting, or its diff against the template."""
     store: RunStore = ctx.obj
     entry = _entry(store, role, model)
-    path = store.root / entry["path"]
+    path = store.path(entry["path"])
     if attempt is not None:
         path = store.scripts_dir / role / f"attempt-{attempt}.py"
         if not path.is_file():
@@ -84,7 +84,7 @@ def show_script(
         template.splitlines(keepends=True),
         code.splitlines(keepends=True),
         fromfile=f"templates/{role}.py.j2 ({entry['model']})",
-        tofile=str(path.relative_to(store.root)),
+        tofile=store.relative(path),
     )
     text = "".join(lines)
     out.print(Syntax(text, "diff") if text else "identical to the template")
@@ -103,7 +103,7 @@ def rerun_script(
     entry = _entry(store, role, model)
     box = make_sandbox(sandbox, device)
     if entry["origin"] == "llm" and unconfined_by_surprise(sandbox, box):
-        script = store.root / entry["path"]
+        script = store.path(entry["path"])
         fail(f"{script} was written by the LLM and no Docker engine answers; {UNCONFINED_HINT}")
     try:
         done = rerun(store, entry, box, device)

@@ -39,6 +39,7 @@ from langchain_openai.chat_models.base import BaseChatOpenAI
 
 from agent.errors import RunError, UserError
 from agent.store.ledger import ledger_totals
+from agent.store.runstore import RunStore
 
 log = logging.getLogger(__name__)
 
@@ -540,11 +541,12 @@ class LLMClient:
     ) -> LLMClient:
         """The client a run uses: cache and ledger in its run directory, priced by `price`,
         else free on the local server, else from DEFAULT_PRICES by model name."""
+        store = RunStore(run_dir)
         return cls(
             make_chat_model(endpoint),
             model=endpoint.model,
-            cache_path=run_dir / "llm_cache.sqlite",
-            ledger_path=run_dir / "ledger.jsonl",
+            cache_path=store.llm_cache_path,
+            ledger_path=store.ledger_path,
             prices={endpoint.model: price} if price is not None else price_table(endpoint),
             budget=budget,
         )

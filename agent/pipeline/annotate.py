@@ -17,7 +17,7 @@ import pandas as pd
 
 from agent.committee.consensus import decide
 from agent.errors import Rejected, StepFailed
-from agent.scripts.codegen import fresh_dir, script_path
+from agent.scripts.codegen import fresh_dir
 from agent.scripts.contract import VOTES_OUTPUT, annotate_args, inspect_step, validate_votes
 from agent.scripts.verify import save_result
 from agent.store.runstore import RunStore, write_parquet
@@ -50,7 +50,7 @@ def run_step(
 
 def scratch_dir(store: RunStore, name: str) -> Path:
     """The fresh, empty directory step `name` may write, apart from everything the host keeps."""
-    return fresh_dir(store.root / "scratch" / name)
+    return fresh_dir(store.scratch_dir(name))
 
 
 def annotate_chunk(
@@ -85,7 +85,7 @@ def annotate_chunk(
                 sandbox,
                 store,
                 name,
-                script_path(store, "annotate", slug),
+                store.script_path("annotate", slug),
                 annotate_args(
                     model_dir, inputs, scratch / "votes.parquet", task, device, share.threads
                 ),

@@ -28,7 +28,6 @@ import pandas as pd
 from agent.errors import Rejected, StepFailed
 from agent.pipeline.annotate import run_step, scratch_dir
 from agent.pipeline.hardpool import expert_samples
-from agent.scripts.codegen import script_path
 from agent.scripts.contract import MODEL_OUTPUT, finetune_args
 from agent.scripts.verify import check_finetune_metrics
 from agent.store.runstore import RunStore, read_json, write_json, write_parquet
@@ -139,7 +138,7 @@ def finetune_cycle(
     """Fine-tune every SLM on the pool plus replay; returns the versions to use next and the
     cycle record (also saved as finetune/cycle-NNN/cycle.json)."""
     task = store.task()
-    cycle_dir = store.root / "finetune" / f"cycle-{cycle:03d}"
+    cycle_dir = store.finetune_dir(cycle)
     record_path = cycle_dir / "cycle.json"
     if record_path.is_file():
         record = read_json(record_path)
@@ -176,7 +175,7 @@ def finetune_cycle(
                 sandbox,
                 store,
                 step,
-                script_path(store, "finetune", slug),
+                store.script_path("finetune", slug),
                 finetune_args(current, train_path, gate_path, scratch, device, limits.threads),
                 inputs=[current, train_path, gate_path],
                 output_dir=scratch,

@@ -44,7 +44,7 @@ class Answers:
 
     def __init__(self, store: RunStore):
         self.store = store
-        self.path = store.root / "human" / "answers.json"
+        self.path = store.human_answers_path
         self._log: list[dict] = read_json(self.path)["answers"] if self.path.is_file() else []
 
     def answer(self, item: HumanItem, label: str) -> None:
@@ -95,11 +95,7 @@ class Answers:
 
 def hard_items(store: RunStore, chunks: list[int] | None = None, everything: bool = False):
     """The hard samples a human should see: those no expert labeled, or all with `everything`."""
-    paths = (
-        [store.hard_chunk(c) for c in chunks]
-        if chunks is not None
-        else sorted((store.root / "hard").glob("*.parquet"))
-    )
+    paths = [store.hard_chunk(c) for c in chunks] if chunks is not None else store.hard_chunks()
     items: list[HumanItem] = []
     for path in paths:
         if not path.is_file():

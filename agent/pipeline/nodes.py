@@ -42,7 +42,7 @@ from agent.pipeline.human import expert_count, hard_items
 from agent.pipeline.report import write_outputs
 from agent.pipeline.state import RunState
 from agent.pipeline.votecache import add_to_cache, fill_from_cache
-from agent.scripts.codegen import generate_scripts, local_source, script_path, write_scripts
+from agent.scripts.codegen import generate_scripts, local_source, write_scripts
 from agent.scripts.contract import MODEL_OUTPUT, deploy_args
 from agent.store.runstore import RunStore, read_json, write_json
 from sandbox.base import Limits, Sandbox
@@ -156,7 +156,7 @@ def write_pipeline_scripts(state: RunState, runtime: Runtime[Services]) -> dict:
             services.sandbox,
             store,
             name,
-            script_path(store, "deploy", model["slug"]),
+            store.script_path("deploy", model["slug"]),
             deploy_args(str(source), scratch),
             inputs=[source],
             output_dir=scratch,

@@ -11,7 +11,6 @@ from agent.pipeline.plots import escalation_plot, gate_plot
 from agent.store.ledger import ledger_totals
 from agent.store.runstore import RunStore, atomic_path, read_json, write_json, write_parquet
 
-CAPPED_FILE = "committee_capped.csv"
 LABEL_COLUMNS = [
     "id",
     "text",
@@ -43,7 +42,7 @@ def assemble_labels(store: RunStore, models: list[dict]) -> pd.DataFrame:
         for r in committee.to_dict("records")
     ]
     committee["source"] = Source.COMMITTEE
-    hard_paths = sorted((store.root / "hard").glob("*.parquet"))
+    hard_paths = store.hard_chunks()
     if hard_paths:
         hard = pd.concat([pd.read_parquet(p) for p in hard_paths]).set_index("id")
         reviewed = committee["id"].isin(hard.index)
@@ -79,17 +78,17 @@ def write_labels(store: RunStore, labels: pd.DataFrame) -> None:
 def write_capped(store: RunStore, labels: pd.DataFrame) -> dict:
     """The ids of hard samples the LLM budget left with the committee's label, in a file."""
     capped = labels[labels["source"] == Source.CAPPED]
-    path = store.root / CAPPED_FILE
+    path = store.capped_path
     if capped.empty:
         path.unlink(missing_ok=True)
         return {"count": 0, "file": None}
     with atomic_path(path) as tmp:
         capped[["id", "chunk", "label"]].to_csv(tmp, index=False)
-    return {"count": len(capped), "file": CAPPED_FILE}
+    return {"count": len(capped), "file": path.name}
 
 
 def cycles(store: RunStore) -> list[dict]:
-    return [read_json(p) for p in sorted((store.root / "finetune").glob("cycle-*/cycle.json"))]
+    return [read_json(p) for p in store.finetune_records()]
 
 
 def compute_metrics(store: RunStore, labels: pd.DataFrame, models: list[dict]) -> dict:
@@ -219,12 +218,12 @@ def write_plots(store: RunStore, metrics: dict) -> dict[str, str]:
         path = escalation_plot(
             metrics["escalation_per_chunk"],
             metrics["finetune_cycles"],
-            store.root / "plots" / "escalation.png",
+            store.plots_dir / "escalation.png",
         )
-        plots["escalation"] = str(path.relative_to(store.root))
+        plots["escalation"] = store.relative(path)
     if metrics["finetune_cycles"]:
-        path = gate_plot(metrics["finetune_cycles"], store.root / "plots" / "gate.png")
-        plots["gate"] = str(path.relative_to(store.root))
+        path = gate_plot(metrics["finetune_cycles"], store.plots_dir / "gate.png")
+        plots["gate"] = store.relative(path)
     return plots
 
 

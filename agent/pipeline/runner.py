@@ -174,7 +174,7 @@ def confine_scripts(store: RunStore, options: RunOptions) -> TaskSpec:
     task = store.task()
     if options.llm_scripts_allowed:
         return task
-    manifest = store.scripts_dir / "manifest.json"
+    manifest = store.scripts_manifest_path
     if manifest.is_file() and any(e["origin"] == "llm" for e in read_json(manifest)["scripts"]):
         raise InputError(
             f"{store.root}: its scripts were written by the LLM and no Docker engine answers; "

@@ -16,13 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from agent.scripts.codegen import script_path
 from agent.store.runstore import RunStore, write_parquet
 
 
 def cache_key(store: RunStore, model: dict, device: str) -> str:
     task = store.task()
-    script = script_path(store, "annotate", model["slug"]).read_bytes()
+    script = store.script_path("annotate", model["slug"]).read_bytes()
     identity = {
         "model": model["id"],
         "source": model["source"],

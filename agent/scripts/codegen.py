@@ -81,16 +81,8 @@ def fresh_dir(path: Path) -> Path:
     return path
 
 
-def script_path(store: RunStore, role: str, slug: str) -> Path:
-    return store.scripts_dir / role / f"{slug}.py"
-
-
-def _manifest_path(store: RunStore) -> Path:
-    return store.scripts_dir / "manifest.json"
-
-
 def read_manifest(store: RunStore) -> dict:
-    path = _manifest_path(store)
+    path = store.scripts_manifest_path
     return read_json(path) if path.is_file() else {"scripts": []}
 
 
@@ -101,14 +93,14 @@ def _missing(manifest: dict, role: str, models: list[dict]) -> list[dict]:
 
 def _install(store: RunStore, role: str, model: dict, code: str, **record: object) -> dict:
     """Write the script the pipeline runs for (role, model); return its manifest entry."""
-    path = script_path(store, role, model["slug"])
+    path = store.script_path(role, model["slug"])
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(code, path)
     return {
         "role": role,
         "slug": model["slug"],
         "model": model["id"],
-        "path": str(path.relative_to(store.root)),
+        "path": store.relative(path),
         "sha256": hashlib.sha256(code.encode()).hexdigest(),
         **record,
     }
@@ -137,7 +129,7 @@ def write_scripts(
     for role in roles:
         todo = _missing(manifest, role, models)
         manifest["scripts"] += _install_templates(store, task, role, todo, "rendered")
-    write_json(manifest, _manifest_path(store))
+    write_json(manifest, store.scripts_manifest_path)
     return manifest
 
 
@@ -450,6 +442,6 @@ def generate_scripts(
                 for m in todo
             ]
         manifest["scripts"] += entries
-        write_json(manifest, _manifest_path(store))
+        write_json(manifest, store.scripts_manifest_path)
         store.log_timing("codegen", seconds, role=role, status=entries[0]["status"])
     return manifest

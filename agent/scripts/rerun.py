@@ -29,7 +29,7 @@ class Rerun:
 
 
 def rerun_dir(store: RunStore, role: str, slug: str) -> Path:
-    return store.root / "scratch" / f"rerun-{role}-{slug}"
+    return store.scratch_dir(f"rerun-{role}-{slug}")
 
 
 def latest_version(store: RunStore, slug: str) -> Path:
@@ -47,7 +47,7 @@ def rerun(store: RunStore, entry: dict, box: Sandbox, device: str) -> Rerun:
     model could not be had) or UserError (nothing to run it on)."""
     role, slug = entry["role"], entry["slug"]
     target = {m["slug"]: m for m in read_json(store.models_path)["models"]}[slug]
-    script = store.root / entry["path"]
+    script = store.path(entry["path"])
     scratch = rerun_dir(store, role, slug)
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)

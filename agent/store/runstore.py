@@ -209,6 +209,37 @@ class RunStore:
     report_path = property(lambda self: self.root / "report.md")
     metrics_path = property(lambda self: self.root / "metrics.json")
     timings_path = property(lambda self: self.root / "timings.jsonl")
+    hard_dir = property(lambda self: self.root / "hard")
+    plots_dir = property(lambda self: self.root / "plots")
+    capped_path = property(lambda self: self.root / "committee_capped.csv")
+    human_answers_path = property(lambda self: self.root / "human" / "answers.json")
+    scripts_manifest_path = property(lambda self: self.root / "scripts" / "manifest.json")
+
+    def path(self, relative: str | Path) -> Path:
+        """A path the run recorded relative to its root (a manifest entry's script)."""
+        return self.root / relative
+
+    def relative(self, path: Path) -> str:
+        return str(path.relative_to(self.root))
+
+    def script_path(self, role: str, slug: str) -> Path:
+        return self.scripts_dir / role / f"{slug}.py"
+
+    def scratch_dir(self, name: str) -> Path:
+        """Where step `name` writes before the host checks it (not created here)."""
+        return self.root / "scratch" / name
+
+    def finetune_dir(self, cycle: int) -> Path:
+        return self.root / "finetune" / f"cycle-{cycle:03d}"
+
+    def finetune_records(self) -> list[Path]:
+        return sorted((self.root / "finetune").glob("cycle-*/cycle.json"))
+
+    def hard_chunks(self) -> list[Path]:
+        return sorted(self.hard_dir.glob("*.parquet"))
+
+    def voted_chunks(self) -> list[Path]:
+        return sorted((self.root / "chunks").glob("*.parquet"))
 
     def input_chunk(self, chunk: int) -> Path:
         return self.root / "inputs" / f"{chunk:06d}.parquet"

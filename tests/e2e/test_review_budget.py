@@ -9,7 +9,6 @@ import pandas as pd
 
 from agent.domain import ReviewEstimated
 from agent.pipeline.hardpool import expert_samples
-from agent.pipeline.report import CAPPED_FILE
 from agent.pipeline.runner import create_run, run_graph
 from agent.task import TaskSpec
 from tests.e2e.conftest import LABELS, WORDS, write_data
@@ -45,13 +44,13 @@ def test_past_the_call_cap_hard_samples_keep_the_committee_label(tmp_path, hub_d
     committee = votes.set_index("id")["label"]
     assert (capped["label"] == capped["id"].map(committee)).all()
 
-    listed = pd.read_csv(store.root / CAPPED_FILE, dtype={"id": str})
+    listed = pd.read_csv(store.capped_path, dtype={"id": str})
     assert listed["id"].tolist() == capped["id"].tolist()
     metrics = json.loads(store.metrics_path.read_text())
-    assert metrics["committee_capped"] == {"count": len(capped), "file": CAPPED_FILE}
+    assert metrics["committee_capped"] == {"count": len(capped), "file": store.capped_path.name}
     report = store.report_path.read_text()
     assert f"{len(capped)} hard samples came after --max-llm-calls" in report
-    assert CAPPED_FILE in report
+    assert store.capped_path.name in report
 
     pool = expert_samples(store, list(range(store.n_chunks())))
     assert set(pool["id"]) == set(reviewed["id"])
