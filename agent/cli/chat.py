@@ -32,7 +32,7 @@ from agent.cli.review import answer_interrupt, review_items
 from agent.llm import client as llm
 from agent.pipeline.human import hard_items
 from agent.pipeline.report import refresh_outputs
-from agent.pipeline.runner import create_run, is_finished, preflight, run_graph
+from agent.pipeline.runner import RunOptions, create_run, is_finished, preflight, run_graph
 from agent.prompting import load_prompt
 from agent.store.runstore import InputError, RunStore, read_table
 from agent.task import TaskSpec
@@ -215,11 +215,9 @@ class ChatSession:
 
     screen: Console
     model: BaseChatModel | None
-    make_options: Callable[[], object]  # -> agent.pipeline.runner.RunOptions
+    make_options: Callable[[], RunOptions]
     run_dir: Path | None = None
-    price: object | None = (
-        None  # agent.llm.client.Price of the reviewer's endpoint, for the estimate
-    )
+    price: llm.Price | None = None  # the reviewer's endpoint's, for the estimate
     form: Form = field(default_factory=Form)
     confirming: bool = False
     store: RunStore | None = None

@@ -34,12 +34,14 @@ from agent.domain import (
     Voted,
 )
 from agent.hub.hubs import ModelHub
+from agent.llm.client import LLMClient
 from agent.pipeline.annotate import annotate_chunk, run_step, scratch_dir, vote_chunk
 from agent.pipeline.chunking import estimated_chunks, plan_chunk
 from agent.pipeline.finetune import finetune_cycle
 from agent.pipeline.hardpool import review_chunk
 from agent.pipeline.human import expert_count, hard_items
 from agent.pipeline.report import write_outputs
+from agent.pipeline.review import Reviewer
 from agent.pipeline.state import RunState
 from agent.pipeline.votecache import add_to_cache, fill_from_cache
 from agent.scripts.codegen import generate_scripts, local_source, write_scripts
@@ -58,12 +60,12 @@ class Services:
 
     hub: ModelHub
     sandbox: Sandbox
-    reviewer: object | None  # agent.pipeline.review.Reviewer
+    reviewer: Reviewer | None  # None: no LLM or oracle review (off, or a human's)
     device: str = "cpu"
     limits: Limits = field(default_factory=Limits)
     progress: Progress = _quiet
-    # llm.client.LLMClient for the meta-controller's own calls: label maps, scripts (--codegen llm)
-    llm: object | None = None
+    # The meta-controller's own calls: label maps, scripts (--codegen llm)
+    llm: LLMClient | None = None
     vote_cache: Path | None = None  # v0 votes shared between runs (agent.pipeline.votecache)
 
 

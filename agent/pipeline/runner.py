@@ -44,9 +44,7 @@ class RunOptions:
     llm_api_key: str | None = None
     llm_model: str | None = None
     gguf: str | None = None
-    endpoint: object | None = (
-        None  # agent.llm.client.Endpoint already open (the chat's), used as is
-    )
+    endpoint: llm.Endpoint | None = None  # already open (the chat's), used as is
     device: str = "auto"
     timeout_s: float = 3600.0
     vote_cache: Path | None = None  # share v0 votes with other runs on the same rows
