@@ -2,7 +2,7 @@
 
 Three numbers on the same models and the same texts, in one process run:
   naive   the paper's released code: one transformers pipeline call per text, per model
-  ours    agent.annotate.annotate_chunk: the k annotate scripts in the sandbox, end to end
+  ours    agent.pipeline.annotate.annotate_chunk: the k annotate scripts in the sandbox, end to end
           (process start, model load, length-sorted batches, inference_mode, output write)
   raw     the models' batched forward alone (pre-tokenized, no I/O): the ceiling for ours
 Printed as ratios, since absolute speeds on a shared machine mean little.
@@ -22,10 +22,10 @@ import pandas as pd
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-from agent.annotate import annotate_chunk
-from agent.codegen import write_scripts
-from agent.demo_hub import build_demo_hub, demo_input
-from agent.hub import LocalHub
+from agent.hub.demo import build_demo_hub, demo_input
+from agent.hub.hubs import LocalHub
+from agent.pipeline.annotate import annotate_chunk
+from agent.scripts.codegen import write_scripts
 from agent.task import TaskSpec
 from sandbox.base import Limits
 from sandbox.local import LocalSandbox
@@ -81,7 +81,7 @@ def ours(models: list, items: list[str], threads: int, batch_size: int) -> float
             chunk_size=len(items),
             batch_size=batch_size,
         )
-        from agent.runner import create_run
+        from agent.pipeline.runner import create_run
 
         store = create_run(task, Path(tmp) / "run")
         entries = [

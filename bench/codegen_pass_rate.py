@@ -1,7 +1,7 @@
 """How often the LLM writes a script that passes verification: first try, after repair, or never.
 
 For each role, `--n` independent generations (a fresh cache each, sampled at `--temperature`
-with a different seed) go through the same loop a run uses (agent.codegen.generate_role: static
+with a different seed) go through the same loop a run uses (scripts.codegen.generate_role: static
 check, sandbox probe on real tweets, contract, canary, speed; repair up to `--attempts`), on a
 real model of the demo catalog deployed as version 0.
 
@@ -27,11 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd
 
-from agent import codegen
-from agent.demo_hub import build_demo_hub
-from agent.llm import LLMClient, make_chat_model, open_endpoint
-from agent.runner import CODEGEN_TIMEOUT_S
-from agent.runstore import RunStore, write_json
+from agent.hub.demo import build_demo_hub
+from agent.llm.client import LLMClient, make_chat_model, open_endpoint
+from agent.pipeline.runner import CODEGEN_TIMEOUT_S
+from agent.scripts import codegen
+from agent.store.runstore import RunStore, write_json
 from agent.task import TaskSpec
 from sandbox.base import Limits
 from sandbox.local import LocalSandbox

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "tweeteval_sentiment"
-DEMO_DATA = Path(__file__).resolve().parents[1] / "agent" / "demo_data"
+DEMO_DATA = Path(__file__).resolve().parents[1] / "agent" / "hub" / "demo_data"
 TASK = "sentiment of tweets: is the author positive, negative or neutral"
 
 
@@ -54,7 +54,7 @@ def main() -> int:
     command = [
         sys.executable,
         "-m",
-        "agent.cli",
+        "agent.cli.app",
         "eval",
         "--data",
         str(data),

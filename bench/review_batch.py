@@ -1,6 +1,6 @@
 """LLM review: one sample per call vs a batch per call, on both kinds of endpoint.
 
-  metered  tests/fake_openai.py on loopback, billing ~4 characters per token like a metered API:
+  metered  tests/fixtures/llm.py on loopback, billing ~4 characters per token like a metered API:
            calls, tokens and cost at gpt-4o-mini prices (what batching saves there)
   local    the llama.cpp server on the bundled model: wall time, calls, tokens, accuracy,
            and how many samples the batch answer missed (they are asked again alone)
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from agent.demo_hub import demo_input
-from agent.llm import DEFAULT_PRICES, Endpoint, LLMClient, open_endpoint
-from agent.review import LLMReviewer, ReviewItem
-from tests.fake_openai import FakeOpenAI
+from agent.hub.demo import demo_input
+from agent.llm.client import DEFAULT_PRICES, Endpoint, LLMClient, open_endpoint
+from agent.pipeline.review import LLMReviewer, ReviewItem
+from tests.fixtures.llm import FakeOpenAI
 
 LABELS = ["positive", "negative", "neutral"]
 TASK = "sentiment of tweets: is the author positive, negative or neutral"

@@ -23,8 +23,8 @@ from pathlib import Path
 import pandas as pd
 import platformdirs
 
-from agent.llm import LLMClient, open_endpoint
-from agent.review import LLMReviewer, ReviewItem
+from agent.llm.client import LLMClient, open_endpoint
+from agent.pipeline.review import LLMReviewer, ReviewItem
 
 DATA = Path(__file__).resolve().parents[2] / "shared/data/financial_phrasebank_allagree/test.csv"
 RELABEL = {"negative": "bearish", "positive": "bullish", "neutral": "neutral"}

@@ -1,4 +1,4 @@
-"""Shared pieces of the end-to-end tests: a tiny hub, keyword data, the Docker fixtures."""
+"""Shared pieces of the end-to-end tests: a tiny hub and keyword data."""
 
 from __future__ import annotations
 
@@ -6,10 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import make_keyword_classifier
-from tests.sandbox.conftest import docker_client, docker_sandbox
-
-__all__ = ["docker_client", "docker_sandbox"]
+from tests.fixtures.models import make_keyword_classifier
 
 LABELS = ["negative", "neutral", "positive"]
 WORDS = {

@@ -14,9 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from agent.review_cli import label_keys
+from agent.cli.review import label_keys
 from tests.e2e.conftest import LABELS, write_data
-from tests.fake_chat import FakeChatLLM
+from tests.fixtures.chat import FakeChatLLM
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = {label: key for key, label in label_keys(LABELS).items()}
@@ -81,7 +81,7 @@ def test_chat_request_confirm_review_and_questions(tmp_path, hub_dir):
                 "env",
                 *(f"{k}={shlex.quote(v)}" for k, v in env.items()),
                 shlex.quote(sys.executable),
-                "-m agent.cli chat --sandbox local --device cpu",
+                "-m agent.cli.app chat --sandbox local --device cpu",
                 f"--hub {shlex.quote(str(hub_dir))} --run-dir {shlex.quote(str(run_dir))};",
                 "sleep 600",  # keep the pane for capture-pane after the program ends
             ]

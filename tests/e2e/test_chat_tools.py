@@ -9,16 +9,15 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from agent import chat_tools
-from agent.chat import ChatSession, answer_question
-from agent.hub import LocalHub
-from agent.llm import Endpoint, make_chat_model
-from agent.runner import RunOptions, create_run, run_graph
+from agent.cli import chat_tools
+from agent.cli.chat import ChatSession, answer_question
+from agent.llm.client import Endpoint, make_chat_model
+from agent.pipeline.runner import create_run, run_graph
 from agent.task import TaskSpec
-from sandbox.local import LocalSandbox
 from tests.e2e.conftest import LABELS, WORDS, write_data
-from tests.fake_chat import FakeChatLLM
-from tests.fake_openai import FakeOpenAI
+from tests.fixtures.chat import FakeChatLLM
+from tests.fixtures.llm import FakeOpenAI
+from tests.fixtures.runs import fake_llm_options
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +34,7 @@ def llm_run(tmp_path_factory, hub_dir):
     )
     store = create_run(task, root / "run")
     with FakeOpenAI(LABELS, WORDS) as fake:
-        options = RunOptions(
-            hub=LocalHub(hub_dir),
-            sandbox=LocalSandbox(),
-            device="cpu",
-            llm_base_url=fake.base_url,
-            llm_api_key="test",
-            llm_model="fake",
-        )
+        options = fake_llm_options(fake, hub_dir)
         run_graph(store, options, resume=False)
     return store
 

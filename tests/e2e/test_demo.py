@@ -22,7 +22,7 @@ def test_demo_labels_bundled_tweets_end_to_end(tmp_path):
         [
             sys.executable,
             "-m",
-            "agent.cli",
+            "agent.cli.app",
             "demo",
             "--rows",
             "160",

@@ -3,46 +3,32 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 from typer.testing import CliRunner
 
-from agent.cli import app
-from agent.runstore import RunStore
+from agent.cli.app import app
+from agent.store.runstore import RunStore
 from tests.e2e.conftest import LABELS, write_data
+
+
+def oracle_eval(data: Path, hub_dir: Path, run_dir: Path, *extra: str):
+    """`autoannotator eval` of `data` with the oracle reviewer on the tiny hub, locally, on CPU."""
+    return CliRunner(env={"COLUMNS": "200"}).invoke(
+        app,
+        [
+            "eval", "--data", str(data), "--gold-column", "gold", "--labels", ",".join(LABELS),
+            "--task", "sentiment of short texts", "--reviewers", "oracle", "--beta", "1000",
+            "--hub", str(hub_dir), "--sandbox", "local", "--device", "cpu",
+            "--run-dir", str(run_dir), "--quiet", *extra,
+        ],
+    )  # fmt: skip
 
 
 def test_eval_with_the_oracle_scores_slms_committee_and_autoannotator(tmp_path, hub_dir):
     data = write_data(tmp_path / "labeled.csv", 30, blanks=())
-    result = CliRunner(env={"COLUMNS": "200"}).invoke(
-        app,
-        [
-            "eval",
-            "--data",
-            str(data),
-            "--gold-column",
-            "gold",
-            "--labels",
-            ",".join(LABELS),
-            "--task",
-            "sentiment of short texts",
-            "--reviewers",
-            "oracle",
-            "--beta",
-            "1000",
-            "--chunk-size",
-            "32",
-            "--hub",
-            str(hub_dir),
-            "--sandbox",
-            "local",
-            "--device",
-            "cpu",
-            "--run-dir",
-            str(tmp_path / "eval"),
-            "--quiet",
-        ],
-    )
+    result = oracle_eval(data, hub_dir, tmp_path / "eval", "--chunk-size", "32")
     assert result.exit_code == 0, result.output
     table = json.loads((tmp_path / "eval" / "eval.json").read_text())
     methods = [row["method"] for row in table["rows"]]
@@ -68,37 +54,7 @@ def test_eval_with_the_oracle_scores_slms_committee_and_autoannotator(tmp_path, 
 def test_eval_grid_over_k_and_beta_writes_one_table_and_reuses_v0_votes(tmp_path, hub_dir):
     data = write_data(tmp_path / "labeled.csv", 24, blanks=())
     root = tmp_path / "grid"
-    result = CliRunner(env={"COLUMNS": "200"}).invoke(
-        app,
-        [
-            "eval",
-            "--data",
-            str(data),
-            "--gold-column",
-            "gold",
-            "--labels",
-            ",".join(LABELS),
-            "--task",
-            "sentiment of short texts",
-            "--reviewers",
-            "oracle",
-            "--k",
-            "2,3",
-            "--beta",
-            "1000",
-            "--chunk-size",
-            "12",
-            "--hub",
-            str(hub_dir),
-            "--sandbox",
-            "local",
-            "--device",
-            "cpu",
-            "--run-dir",
-            str(root),
-            "--quiet",
-        ],
-    )
+    result = oracle_eval(data, hub_dir, root, "--k", "2,3", "--chunk-size", "12")
     assert result.exit_code == 0, result.output
     table = pd.read_csv(root / "ablation.csv")
     assert list(zip(table["k"], table["beta"], strict=True)) == [(2, 1000), (3, 1000)]
@@ -132,11 +88,11 @@ def test_eval_grid_refuses_a_bad_list(tmp_path):
 
 
 def test_the_llm_only_row_counts_the_calls_batched_review_made(tmp_path):
-    from agent.evaluate import llm_alone_row
-    from agent.runner import RunOptions, create_run
+    from agent.pipeline.evaluate import llm_alone_row
+    from agent.pipeline.runner import RunOptions, create_run
     from agent.task import TaskSpec
     from tests.e2e.conftest import WORDS
-    from tests.fake_openai import FakeOpenAI
+    from tests.fixtures.llm import FakeOpenAI
 
     data = write_data(tmp_path / "labeled.csv", 30, blanks=())
     task = TaskSpec(

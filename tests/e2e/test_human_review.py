@@ -11,12 +11,12 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from agent.cli import app
-from agent.hub import LocalHub
-from agent.human import Answers, hard_items
-from agent.review_cli import answer_interrupt, label_keys
-from agent.runner import RunOptions, create_run, is_finished, run_graph
-from agent.runstore import RunStore
+from agent.cli.app import app
+from agent.cli.review import answer_interrupt, label_keys
+from agent.hub.hubs import LocalHub
+from agent.pipeline.human import Answers, hard_items
+from agent.pipeline.runner import RunOptions, create_run, is_finished, run_graph
+from agent.store.runstore import RunStore
 from agent.task import TaskSpec
 from sandbox.local import LocalSandbox
 from tests.e2e.conftest import LABELS, write_data

@@ -14,13 +14,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from agent.hub import LocalHub
-from agent.runner import RunOptions, create_run, run_graph
-from agent.runstore import RunStore
+from agent.domain import FinetuneStarted, Reported
+from agent.hub.hubs import LocalHub
+from agent.pipeline.runner import RunOptions, create_run, run_graph
+from agent.store.runstore import RunStore
 from agent.task import TaskSpec
 from sandbox.local import LocalSandbox
 from tests.e2e.conftest import LABELS, WORDS, write_data
-from tests.fake_openai import FakeOpenAI
+from tests.fixtures.llm import FakeOpenAI
+from tests.fixtures.runs import fake_llm_options
 
 
 def make_task(data: Path, **kw) -> TaskSpec:
@@ -51,7 +53,7 @@ def test_oracle_run_labels_every_row_once_and_fine_tunes(tmp_path, hub_dir, any_
         hub=LocalHub(hub_dir),
         sandbox=any_sandbox,
         device="cpu",
-        progress=lambda event, **data: events.append(event),
+        progress=events.append,
     )
     state = run_graph(store, options, resume=False)
 
@@ -101,7 +103,8 @@ def test_oracle_run_labels_every_row_once_and_fine_tunes(tmp_path, hub_dir, any_
     assert "![gate accuracy per cycle](plots/gate.png)" in report
     for plot in ("escalation", "gate"):
         assert (store.root / "plots" / f"{plot}.png").read_bytes()[:4] == b"\x89PNG"
-    assert "finetuning" in events and "reported" in events
+    kinds = {type(event) for event in events}
+    assert FinetuneStarted in kinds and Reported in kinds
     assert store.report_path.read_text().startswith("# AutoAnnotator report")
     assert (store.root / "labels.csv").is_file()
     steps = [json.loads(p.read_text()) for p in (store.root / "steps").glob("*.json")]
@@ -112,14 +115,7 @@ def test_llm_reviewer_labels_routed_samples_through_the_endpoint(tmp_path, hub_d
     data = write_data(tmp_path / "data.csv", 20)
     store = create_run(make_task(data, chunk_size=32, beta=1000), tmp_path / "run")
     with FakeOpenAI(LABELS, WORDS) as fake:
-        options = RunOptions(
-            hub=LocalHub(hub_dir),
-            sandbox=LocalSandbox(),
-            device="cpu",
-            llm_base_url=fake.base_url,
-            llm_api_key="test",
-            llm_model="fake",
-        )
+        options = fake_llm_options(fake, hub_dir)
         run_graph(store, options, resume=False)
     labels = pd.read_parquet(store.labels_path)
     routed = labels[labels["source"] == "llm"]
@@ -134,7 +130,7 @@ def test_llm_reviewer_labels_routed_samples_through_the_endpoint(tmp_path, hub_d
 
 def _cli(*args: str, env: dict) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", *args],
+        [sys.executable, "-m", "agent.cli.app", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

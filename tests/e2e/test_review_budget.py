@@ -7,14 +7,13 @@ import json
 
 import pandas as pd
 
-from agent.hardpool import expert_samples
-from agent.hub import LocalHub
-from agent.report import CAPPED_FILE
-from agent.runner import RunOptions, create_run, run_graph
+from agent.domain import ReviewEstimated
+from agent.pipeline.hardpool import expert_samples
+from agent.pipeline.runner import create_run, run_graph
 from agent.task import TaskSpec
-from sandbox.local import LocalSandbox
 from tests.e2e.conftest import LABELS, WORDS, write_data
-from tests.fake_openai import FakeOpenAI
+from tests.fixtures.llm import FakeOpenAI
+from tests.fixtures.runs import fake_llm_options
 
 
 def test_past_the_call_cap_hard_samples_keep_the_committee_label(tmp_path, hub_dir):
@@ -33,15 +32,7 @@ def test_past_the_call_cap_hard_samples_keep_the_committee_label(tmp_path, hub_d
     store = create_run(task, tmp_path / "run")
     events = []
     with FakeOpenAI(LABELS, WORDS) as fake:
-        options = RunOptions(
-            hub=LocalHub(hub_dir),
-            sandbox=LocalSandbox(),
-            device="cpu",
-            llm_base_url=fake.base_url,
-            llm_api_key="test",
-            llm_model="fake",
-            progress=lambda event, **data: events.append((event, data)),
-        )
+        options = fake_llm_options(fake, hub_dir, progress=events.append)
         run_graph(store, options, resume=False)
 
     assert sum(fake.requests.values()) == 2
@@ -53,16 +44,16 @@ def test_past_the_call_cap_hard_samples_keep_the_committee_label(tmp_path, hub_d
     committee = votes.set_index("id")["label"]
     assert (capped["label"] == capped["id"].map(committee)).all()
 
-    listed = pd.read_csv(store.root / CAPPED_FILE, dtype={"id": str})
+    listed = pd.read_csv(store.capped_path, dtype={"id": str})
     assert listed["id"].tolist() == capped["id"].tolist()
     metrics = json.loads(store.metrics_path.read_text())
-    assert metrics["committee_capped"] == {"count": len(capped), "file": CAPPED_FILE}
+    assert metrics["committee_capped"] == {"count": len(capped), "file": store.capped_path.name}
     report = store.report_path.read_text()
     assert f"{len(capped)} hard samples came after --max-llm-calls" in report
-    assert CAPPED_FILE in report
+    assert store.capped_path.name in report
 
     pool = expert_samples(store, list(range(store.n_chunks())))
     assert set(pool["id"]) == set(reviewed["id"])
 
-    [estimate] = [data["estimate"] for event, data in events if event == "review_estimate"]
+    [estimate] = [event.estimate for event in events if isinstance(event, ReviewEstimated)]
     assert estimate.batch_size == 2 and estimate.affordable == 4

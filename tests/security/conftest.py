@@ -1,7 +1,6 @@
-"""The sandbox tests' Docker fixtures (skip without an engine, fail under CI=true) and the
-end-to-end tests' tiny hub."""
+"""The end-to-end tests' tiny hub, for the hostile-endpoint tests (the Docker fixtures come from
+tests.fixtures.sandbox, a plugin of the root conftest)."""
 
 from tests.e2e.conftest import hub_dir
-from tests.sandbox.conftest import docker_client, docker_sandbox
 
-__all__ = ["docker_client", "docker_sandbox", "hub_dir"]
+__all__ = ["hub_dir"]

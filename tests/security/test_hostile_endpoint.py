@@ -17,19 +17,20 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from agent import codegen, verify
-from agent.annotate import StepFailed, annotate_chunk
-from agent.cli import app
-from agent.codegen import generate_scripts
-from agent.finetune import finetune_cycle
-from agent.llm import Endpoint, LLMClient, make_chat_model
-from agent.runstore import RunStore, read_json, write_json, write_parquet
+from agent.cli.app import app
+from agent.errors import StepFailed
+from agent.llm.client import Endpoint, LLMClient, make_chat_model
+from agent.pipeline.annotate import annotate_chunk
+from agent.pipeline.finetune import finetune_cycle
+from agent.scripts import codegen, verify
+from agent.scripts.codegen import generate_scripts
+from agent.store.runstore import RunStore, read_json, write_json, write_parquet
 from agent.task import TaskSpec
 from sandbox.base import Limits
 from sandbox.local import LocalSandbox
 from tests.e2e.conftest import LABELS, write_data
-from tests.fake_openai import LoopbackChatServer
-from tests.helpers import make_keyword_classifier
+from tests.fixtures.llm import LoopbackChatServer
+from tests.fixtures.models import make_keyword_classifier
 
 KEYWORDS = {"negative": ["bad", "hate"], "positive": ["good", "love"]}
 TEXTS = ["good day", "bad movie", "the news", "i love it", "i hate it", "a song", "okay"]
@@ -339,11 +340,11 @@ def test_the_gate_is_scored_by_the_host_not_by_the_scripts_metrics(run):
 # memory ran out, or blocked forever on the FIFO.
 CHILD = """
 import sys
-from agent.annotate import StepFailed
-from agent.annotate import StepFailed, annotate_chunk
-from agent.cli import app
-from agent.finetune import finetune_cycle
-from agent.runstore import RunStore, read_json
+from agent.pipeline.annotate import StepFailed
+from agent.pipeline.annotate import StepFailed, annotate_chunk
+from agent.cli.app import app
+from agent.pipeline.finetune import finetune_cycle
+from agent.store.runstore import RunStore, read_json
 from sandbox.base import Limits
 from sandbox.local import LocalSandbox
 

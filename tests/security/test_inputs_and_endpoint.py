@@ -13,14 +13,14 @@ import pytest
 from typer.testing import CliRunner
 
 import sandbox.factory
-from agent.cli import app
-from agent.runner import create_run
-from agent.runstore import MAX_TEXT_CHARS
+from agent.cli.app import app
+from agent.pipeline.runner import create_run
+from agent.store.runstore import MAX_TEXT_CHARS
 from agent.task import TaskSpec
 from sandbox.base import SandboxError
 from tests.e2e.conftest import LABELS, WORDS, hub_dir, write_data
-from tests.fake_openai import FakeOpenAI
-from tests.test_scripts_cli import run_dir
+from tests.fixtures.llm import FakeOpenAI
+from tests.unit.cli.test_scripts import run_dir
 
 __all__ = ["hub_dir", "run_dir"]  # fixtures
 

@@ -21,14 +21,10 @@ import pytest
 
 from sandbox.base import Limits
 from sandbox.docker import DockerSandbox
-from tests.sandbox import conftest as sandbox_fixtures
 
-# The sandbox tests' fixtures, shared rather than copied: the same engine checks (skip, or
-# fail under CI=true) and the same sandboxes.
-docker_client = sandbox_fixtures.docker_client
-docker_sandbox = sandbox_fixtures.docker_sandbox
-sandbox = sandbox_fixtures.sandbox
-make_script = sandbox_fixtures.make_script
+# The sandbox fixtures (docker_client, docker_sandbox, sandbox, make_script) come from
+# tests.fixtures.sandbox, a plugin of the root conftest: the same engine checks (skip, or fail
+# under CI=true) and the same sandboxes as the conformance suite.
 
 LIMITS = Limits(timeout_s=20, memory_mb=256, pids=32, output_mb=16)
 SECRET = "sk-fake-runner-secret-0123456789"

@@ -11,9 +11,9 @@ import re
 import pytest
 import yaml
 
-from agent.codegen import ROLES, render
+from agent.scripts.codegen import ROLES, render
+from agent.scripts.verify import ROLE_MODULES, Rejected, static_check
 from agent.task import TaskSpec
-from agent.verify import ROLE_MODULES, Rejected, static_check
 
 TASK = TaskSpec(
     description="sentiment of tweets",

@@ -1,0 +1,7 @@
+"""The `autoannotator` command line: UI only, the work is done in agent.pipeline and below."""
+
+import os
+
+# Our progress bars show each stage; the libraries' own bars (one per model load) are noise.
+# Set here, before any command module imports the libraries that read it.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

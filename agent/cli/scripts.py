@@ -1,0 +1,123 @@
+"""`autoannotator scripts RUN`: inspect the scripts a run generated and executed, re-run one."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import typer
+from rich.syntax import Syntax
+from rich.table import Table
+
+from agent.cli.common import UNCONFINED_HINT, fail, out, unconfined_by_surprise
+from agent.errors import Rejected, StepFailed, UserError
+from agent.scripts.codegen import render
+from agent.scripts.rerun import rerun, rerun_dir
+from agent.store.runstore import RunStore, read_json
+from sandbox.factory import make_sandbox
+
+scripts_app = typer.Typer(help="Inspect the scripts a run generated and executed.")
+
+
+def _manifest(store: RunStore) -> list[dict]:
+    return read_json(store.scripts_manifest_path)["scripts"]
+
+
+def _entry(store: RunStore, role: str, model: str | None) -> dict:
+    matches = [
+        e
+        for e in _manifest(store)
+        if e["role"] == role and (model is None or model in (e["model"], e["slug"]))
+    ]
+    if not matches:
+        fail(f"no {role} script{' for ' + model if model else ''} in {store.root}")
+    return matches[0]
+
+
+@scripts_app.callback(invoke_without_command=True)
+def scripts(
+    ctx: typer.Context,
+    run_dir: Path = typer.Argument(..., help="A run directory."),
+) -> None:
+    """List every script of a run: where it came from (llm or template) and how it fared."""
+    store = RunStore(run_dir)
+    if not (store.scripts_dir / "manifest.json").is_file():
+        fail(f"{run_dir}: no scripts/manifest.json; is this a run directory that got that far?")
+    ctx.obj = store
+    if ctx.invoked_subcommand:
+        return
+    table = Table("role", "model", "origin", "status", "attempts", "path")
+    for entry in _manifest(store):
+        table.add_row(
+            entry["role"],
+            entry["model"],
+            entry["origin"],
+            entry["status"],
+            str(entry.get("attempts", "-")),
+            entry["path"],
+        )
+    out.print(table)
+
+
+@scripts_app.command("show")
+def show_script(
+    ctx: typer.Context,
+    role: str = typer.Argument(..., help="deploy, annotate or finetune."),
+    model: str = typer.Option(None, "--model", help="Model id or slug (default: the first)."),
+    attempt: int = typer.Option(None, "--attempt", help="Show the LLM's attempt N instead."),
+    diff: bool = typer.Option(False, "--diff", help="The unified diff against the template."),
+) -> None:
+    """Print one script with syntax highlighting, or its diff against the template."""
+    store: RunStore = ctx.obj
+    entry = _entry(store, role, model)
+    path = store.path(entry["path"])
+    if attempt is not None:
+        path = store.scripts_dir / role / f"attempt-{attempt}.py"
+        if not path.is_file():
+            fail(f"no attempt {attempt} for {role} in {store.root} (see `scripts {store.root}`)")
+    code = path.read_text(encoding="utf-8")
+    if not diff:
+        out.print(Syntax(code, "python", line_numbers=True))
+        return
+    template = render(role, entry["model"], store.task())
+    lines = difflib.unified_diff(
+        template.splitlines(keepends=True),
+        code.splitlines(keepends=True),
+        fromfile=f"templates/{role}.py.j2 ({entry['model']})",
+        tofile=store.relative(path),
+    )
+    text = "".join(lines)
+    out.print(Syntax(text, "diff") if text else "identical to the template")
+
+
+@scripts_app.command("rerun")
+def rerun_script(
+    ctx: typer.Context,
+    role: str = typer.Argument(..., help="deploy, annotate or finetune."),
+    model: str = typer.Option(None, "--model", help="Model id or slug (default: the first)."),
+    sandbox: str = typer.Option("auto", "--sandbox", help="docker, local or auto."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+) -> None:
+    """Run one script again into a scratch dir (annotate: chunk 0) and print what came out."""
+    store: RunStore = ctx.obj
+    entry = _entry(store, role, model)
+    box = make_sandbox(sandbox, device)
+    if entry["origin"] == "llm" and unconfined_by_surprise(sandbox, box):
+        script = store.path(entry["path"])
+        fail(f"{script} was written by the LLM and no Docker engine answers; {UNCONFINED_HINT}")
+    try:
+        done = rerun(store, entry, box, device)
+    except Rejected as rejected:
+        if rejected.stderr:
+            out.print(rejected.stderr, markup=False, highlight=False)
+        where = rerun_dir(store, role, entry["slug"])
+        fail(f"{role} ({entry['slug']}) {rejected.stage}: {rejected.reason}; output in {where}")
+    except StepFailed as err:
+        fail(f"{role} ({entry['slug']}): {err}")
+    except UserError as err:
+        fail(str(err))
+    out.print(
+        f"{role} ({entry['slug']}): ok in {done.result.duration_s:.1f}s; {done.summary}",
+        soft_wrap=True,
+    )
+    out.print(f"output: {done.scratch}", soft_wrap=True)

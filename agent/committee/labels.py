@@ -1,0 +1,320 @@
+"""Label alignment: map a model's id2label onto the task's labels, then check the map on probes.
+
+Order of evidence: the model's label equals a task label; a known synonym (POS -> positive);
+for generic names (LABEL_0) the card's own mapping ("LABEL_0: negative"); last, for whatever
+is still unmapped, a proposal from a caller-supplied function (an LLM). Many-to-one is fine
+(1-5 stars onto three sentiments) and is written into the evidence. A model is usable only
+when every one of its labels maps to a task label and every task label is reachable, so its
+votes are always in the task's space.
+
+A map that reads well can still be wrong (a card that swaps LABEL_0 and LABEL_2, an LLM
+guess), so `check_probes` compares the mapped predictions on texts whose label is obvious
+with that label and flags what disagrees.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from langchain_core.messages import HumanMessage, SystemMessage
+
+from agent.domain import Purpose
+from agent.prompting import escape_tag, load_prompt
+
+log = logging.getLogger(__name__)
+
+# Canonical task label -> spellings models use for it.
+SYNONYMS: dict[str, tuple[str, ...]] = {
+    "positive": ("pos", "positive", "label_positive", "5 stars", "4 stars"),
+    "negative": ("neg", "negative", "label_negative", "1 star", "2 stars"),
+    "neutral": ("neu", "neutral", "label_neutral", "3 stars"),
+    "toxic": ("toxic", "toxicity", "offensive", "hate", "abusive", "insult"),
+    "non-toxic": (
+        "non-toxic",
+        "nontoxic",
+        "non_toxic",
+        "not toxic",
+        "not-toxic",
+        "neutral",
+        "normal",
+        "clean",
+        "not-offensive",
+        "not offensive",
+        "none",
+    ),
+}
+GENERIC = re.compile(r"^label[_ ]?(\d+)$", re.IGNORECASE)
+# "LABEL_0: negative", "0 -> negative", "label 2 = `positive`," ... one per line or list item.
+CARD_MAPPING = re.compile(
+    r"(?:label[_ ]?)?(\d+)\s*(?::|->|→|=|means|is)\s*[`'\"]?"
+    r"([A-Za-z][\w\- ]{0,30}?)[`'\"]?\s*(?:$|[,;.|)])",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+# How a model label was mapped: the evidence string starts with one of these, and the
+# label-fit part of the selection score trusts them in this order.
+EXACT = "exact"
+SYNONYM = "synonym"
+FROM_CARD = "card says"
+PROPOSED = "proposed"
+NO_MATCH = "no match"
+TRUST = {EXACT: 1.0, SYNONYM: 1.0, FROM_CARD: 0.9, PROPOSED: 0.75}
+
+# (unmapped model labels, task labels, model card) -> {model label: task label or None}
+Proposer = Callable[[list[str], list[str], str], dict]
+
+# Texts whose label no reasonable reader disputes, per canonical task label (SYNONYMS keys).
+PROBES: dict[str, tuple[str, ...]] = {
+    "positive": (
+        "I absolutely love this, it made my day!",
+        "What a wonderful experience, everything was perfect. Highly recommend!",
+        "So happy with how it turned out, thank you so much!",
+    ),
+    "negative": (
+        "This is terrible, I hate it and want my money back.",
+        "Worst experience ever, awful service and a complete waste of time.",
+        "I am so angry and disappointed, everything went wrong.",
+    ),
+    "neutral": (
+        "The meeting is scheduled for 3 pm on Tuesday.",
+        "The report has twelve pages and two appendices.",
+        "The train to Boston leaves from platform 4.",
+    ),
+    "toxic": (
+        "You are a worthless idiot, shut up and go away.",
+        "Nobody wants you here, you pathetic stupid moron.",
+        "Go to hell, you disgusting piece of garbage.",
+    ),
+    "non-toxic": (
+        "Thanks for your help, have a nice day!",
+        "I think the second option makes more sense for this project.",
+        "The weather is lovely this afternoon.",
+    ),
+}
+
+
+def normalize(label: str) -> str:
+    return re.sub(r"\s+", " ", label.strip().lower().replace("_", " ").replace("-", " "))
+
+
+@dataclass(frozen=True)
+class Alignment:
+    mapping: dict[str, str | None]  # model label -> task label (None: unmappable)
+    evidence: dict[str, str]  # model label -> how it was mapped
+
+    @property
+    def complete(self) -> bool:
+        return all(v is not None for v in self.mapping.values())
+
+    def covers(self, task_labels: Sequence[str]) -> bool:
+        return set(task_labels) <= {v for v in self.mapping.values() if v}
+
+    def missing(self, task_labels: Sequence[str]) -> list[str]:
+        return [t for t in task_labels if t not in set(self.mapping.values())]
+
+    def inverse(self, task_labels: Sequence[str]) -> dict[str, str]:
+        """Task label -> the first model label that maps to it (used to fine-tune)."""
+        inverse: dict[str, str] = {}
+        for model_label, task_label in self.mapping.items():
+            if task_label is not None and task_label not in inverse:
+                inverse[task_label] = model_label
+        return {t: inverse[t] for t in task_labels if t in inverse}
+
+    @property
+    def many_to_one(self) -> dict[str, list[str]]:
+        """Task label -> the model labels merged into it, where more than one is."""
+        merged: dict[str, list[str]] = {}
+        for model_label, task_label in self.mapping.items():
+            if task_label is not None:
+                merged.setdefault(task_label, []).append(model_label)
+        return {t: labels for t, labels in merged.items() if len(labels) > 1}
+
+    @property
+    def fit(self) -> float:
+        """0..1: how well-founded the map is (1 = every label an exact or synonym match)."""
+        if not self.evidence:
+            return 0.0
+        trust = [
+            next((w for how, w in TRUST.items() if e.startswith(how)), 0.0)
+            for e in self.evidence.values()
+        ]
+        return sum(trust) / len(trust)
+
+
+def _card_mapping(card: str) -> dict[str, str]:
+    """`LABEL_0: negative` / `LABEL_0 -> negative` / `0 = negative` lines from a model card."""
+    found: dict[str, str] = {}
+    for match in CARD_MAPPING.finditer(card):
+        found.setdefault(match.group(1), match.group(2).strip())
+    return found
+
+
+def _match(name: str, task_labels: Sequence[str]) -> tuple[str | None, str]:
+    norm = normalize(name)
+    for task_label in task_labels:
+        if normalize(task_label) == norm:
+            return task_label, EXACT
+    for task_label in task_labels:
+        spellings = SYNONYMS.get(canonical(task_label) or "", ())
+        if norm in {normalize(s) for s in spellings}:
+            return task_label, SYNONYM
+    return None, NO_MATCH
+
+
+def canonical(task_label: str) -> str | None:
+    """The SYNONYMS key a task label is spelled as ("Non_Toxic" -> "non-toxic"), if any.
+
+    Only the key itself counts: a task label "hate" is its own class, not a spelling of toxic.
+    """
+    norm = normalize(task_label)
+    return next((key for key in SYNONYMS if normalize(key) == norm), None)
+
+
+def _apply_proposal(
+    propose: Proposer,
+    mapping: dict[str, str | None],
+    evidence: dict[str, str],
+    task_labels: Sequence[str],
+    card: str,
+) -> None:
+    unresolved = [label for label, target in mapping.items() if target is None]
+    if not unresolved:
+        return
+    proposal = propose(unresolved, list(task_labels), card) or {}
+    for label in unresolved:
+        suggested = proposal.get(label)
+        if suggested is None:
+            continue
+        target, _ = _match(str(suggested), task_labels)
+        if target is None or normalize(target) != normalize(str(suggested)):
+            # Only an exact task label is accepted: a proposal is a guess, not a new label.
+            evidence[label] = f"{NO_MATCH} (proposed {suggested!r}, not a task label)"
+            continue
+        mapping[label] = target
+        evidence[label] = f"{PROPOSED} by the LLM: {label} = {target}"
+
+
+# The local server's context is 4096 tokens; the start of a card is where labels are explained.
+CARD_CHARS = 2000
+_JSON_OBJECT = re.compile(r"\{.*\}", re.S)
+
+
+def parse_proposal(answer: str) -> dict:
+    """The JSON object in an LLM answer ({} when there is none); values are checked by align."""
+    found = _JSON_OBJECT.search(answer)
+    if found is None:
+        return {}
+    try:
+        proposal = json.loads(found.group(0))
+    except json.JSONDecodeError:
+        return {}
+    return proposal if isinstance(proposal, dict) else {}
+
+
+def llm_proposer(client, task_description: str) -> Proposer:
+    """A Proposer that asks the run's LLM (an agent.llm.client.LLMClient), one call per model."""
+    templates = load_prompt("label_map")
+
+    def propose(model_labels: list[str], task_labels: list[str], card: str) -> dict:
+        # The card comes from the hub: it is data, fenced so it cannot close its own block.
+        card = escape_tag(card[:CARD_CHARS], "card")
+        variables = {
+            "task_description": task_description,
+            "task_labels": task_labels,
+            "model_labels": model_labels,
+            "card": card,
+            "example": {label: task_labels[0] for label in model_labels[:1]},
+        }
+        messages = [
+            SystemMessage(templates["system"].render(**variables)),
+            HumanMessage(templates["user"].render(**variables)),
+        ]
+        answer = client.complete(messages, purpose=Purpose.LABEL_MAP, max_tokens=200)
+        proposal = parse_proposal(answer)
+        if not proposal:
+            log.info("label map: no JSON object in the LLM's answer %r", answer[:200])
+        return proposal
+
+    return propose
+
+
+def _note_many_to_one(alignment: Alignment) -> None:
+    for task_label, model_labels in alignment.many_to_one.items():
+        note = f"; many-to-one: {', '.join(model_labels)} -> {task_label}"
+        for model_label in model_labels:
+            alignment.evidence[model_label] += note
+
+
+def align(
+    model_labels: Sequence[str],
+    task_labels: Sequence[str],
+    card: str = "",
+    propose: Proposer | None = None,
+) -> Alignment:
+    """Map every model label onto a task label (None where nothing supports one)."""
+    from_card = _card_mapping(card)
+    mapping: dict[str, str | None] = {}
+    evidence: dict[str, str] = {}
+    for index, label in enumerate(model_labels):
+        target, how = _match(label, task_labels)
+        generic = GENERIC.match(label.strip())
+        if target is None and generic:
+            named = from_card.get(generic.group(1)) or from_card.get(str(index))
+            if named:
+                target, how = _match(named, task_labels)
+                how = f"{FROM_CARD} {label} = {named} ({how})"
+        mapping[label] = target
+        evidence[label] = how
+    if propose is not None:
+        _apply_proposal(propose, mapping, evidence, task_labels, card)
+    alignment = Alignment(mapping=mapping, evidence=evidence)
+    _note_many_to_one(alignment)
+    return alignment
+
+
+def probes_for(task_labels: Sequence[str]) -> list[tuple[str, str]]:
+    """(text, task label) for every task label with obvious examples; others get none."""
+    probes = []
+    for task_label in task_labels:
+        key = canonical(task_label)
+        probes.extend((text, task_label) for text in PROBES.get(key or "", ()))
+    return probes
+
+
+@dataclass(frozen=True)
+class ProbeCheck:
+    total: int
+    correct: int
+    flags: list[str]  # "positive probes came out as negative (2/3)"
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.total if self.total else None
+
+
+def check_probes(
+    alignment: Alignment, probes: Sequence[tuple[str, str]], predicted: Sequence[str]
+) -> ProbeCheck:
+    """Compare the mapped model predictions on probe texts (`predicted`: model labels, in
+    probe order) with the probes' obvious labels; flag every task label that came out wrong."""
+    wrong: dict[str, dict[str, int]] = {}
+    seen: dict[str, int] = {}
+    correct = 0
+    for (_, expected), model_label in zip(probes, predicted, strict=True):
+        got = alignment.mapping.get(model_label) or f"{model_label} (unmapped)"
+        seen[expected] = seen.get(expected, 0) + 1
+        if got == expected:
+            correct += 1
+        else:
+            wrong.setdefault(expected, {})
+            wrong[expected][got] = wrong[expected].get(got, 0) + 1
+    flags = [
+        f"{expected} probes came out as "
+        + ", ".join(f"{got} ({n}/{seen[expected]})" for got, n in answers.items())
+        for expected, answers in wrong.items()
+    ]
+    return ProbeCheck(total=len(probes), correct=correct, flags=flags)

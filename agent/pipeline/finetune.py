@@ -1,0 +1,229 @@
+"""Continual fine-tuning (paper eq. 6-7) with a gate: a new version is kept only if it is better.
+
+Trigger (eq. 4's β): after each chunk is reviewed, if the reviewed hard samples collected since
+the last cycle (those with an expert label: llm, oracle or human; `nodes.after_review` counts
+them) number at least β and input rows remain, annotation pauses and every SLM is fine-tuned.
+A pool that reaches β on the last chunk trains nothing: no rows are left to label better.
+
+Training set of cycle N: the pool's reviewed hard samples minus a held-out gate (`GATE_SHARE`
+of them), plus a replay sample of confident committee labels (unanimous votes, U(x) = 0) from
+every chunk labeled so far, `replay_ratio` replay rows per hard training row, so the SLM learns
+the hard cases without forgetting what it already did well. The gate holds hard samples only.
+
+Swap or roll back: vN (the candidate of cycle N) replaces the model in use only when its
+accuracy on the gate beats the current version's (or ties with a lower loss); otherwise the
+current version stays, and cycle.json and the candidate's gate.json record the rollback.
+The gate is scored by the host (`score_gate`), never taken from the script's metrics.json: a
+script that lies about its own accuracy must not get its model swapped in.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from agent.errors import Rejected, StepFailed
+from agent.pipeline.annotate import run_step, scratch_dir
+from agent.pipeline.hardpool import expert_samples
+from agent.scripts.contract import MODEL_OUTPUT, finetune_args
+from agent.scripts.verify import check_finetune_metrics
+from agent.store.runstore import RunStore, read_json, write_json, write_parquet
+from sandbox.base import Limits, Sandbox
+
+GATE_SHARE = 0.15
+GATE_BATCH = 64
+
+
+def split_gate(samples: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    shuffled = samples.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    n_gate = max(1, round(len(shuffled) * GATE_SHARE)) if len(shuffled) > 1 else 0
+    return shuffled.iloc[n_gate:], shuffled.iloc[:n_gate]
+
+
+def replay_sample(
+    store: RunStore, chunks: list[int], n: int, seed: int, exclude: set[str]
+) -> pd.DataFrame:
+    """Up to n rows the whole committee agreed on (U = 0) in `chunks`, as id, text, label."""
+    if n <= 0 or not chunks:
+        return pd.DataFrame(columns=["id", "text", "label"])
+    frames = []
+    for chunk in chunks:
+        votes = pd.read_parquet(store.chunk_votes(chunk), columns=["id", "label", "uncertainty"])
+        sure = votes[(votes["uncertainty"] == 0) & ~votes["id"].isin(exclude)]
+        texts = pd.read_parquet(store.input_chunk(chunk)).set_index("id")["text"]
+        frames.append(sure.assign(text=texts.loc[sure["id"]].to_numpy()))
+    confident = pd.concat(frames, ignore_index=True)
+    picked = confident.sample(n=min(n, len(confident)), random_state=seed)
+    return picked[["id", "text", "label"]].reset_index(drop=True)
+
+
+def score_gate(model_dir: Path, gate: pd.DataFrame, max_length: int) -> dict:
+    """Accuracy and mean cross-entropy of `model_dir` on the gate rows (labels in the model's
+    own label space), computed in this process, on the CPU, as the finetune template does."""
+    import torch  # noqa: PLC0415 - torch: seconds to import, only here
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: PLC0415 - torch: seconds to import, only here
+
+    if gate.empty:
+        return {"accuracy": 0.0, "loss": 0.0, "rows": 0}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        # A script wrote these weights: safetensors only, never a pickle.
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True)
+    except Exception as err:  # transformers raises many kinds; every one means "not loadable"
+        raise StepFailed(f"{model_dir} does not load: {type(err).__name__}") from None
+    label2id = {label: i for i, label in model.config.id2label.items()}
+    unknown = sorted(set(gate["label"]) - set(label2id))
+    if unknown:
+        raise StepFailed(f"{model_dir}: gate labels outside the model's label space: {unknown}")
+    targets = torch.tensor([label2id[x] for x in gate["label"]])
+    texts = gate["text"].astype(str).tolist()
+    logits = []
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(texts), GATE_BATCH):
+            batch = tokenizer(
+                texts[start : start + GATE_BATCH],
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            )
+            logits.append(model(**batch).logits.float())
+    scores = torch.cat(logits)
+    return {
+        "accuracy": (scores.argmax(-1) == targets).float().mean().item(),
+        "loss": torch.nn.functional.cross_entropy(scores, targets).item(),
+        "rows": len(texts),
+    }
+
+
+def _reported(step: str, directory: Path, gate_rows: int) -> dict:
+    try:
+        return check_finetune_metrics(directory / "metrics.json", gate_rows)
+    except Rejected as err:
+        raise StepFailed(f"step {step}: {err.reason}") from None
+
+
+def improved(metrics: dict) -> bool:
+    before, after = metrics["before"], metrics["after"]
+    if after["rows"] == 0:
+        return False
+    if after["accuracy"] != before["accuracy"]:
+        return after["accuracy"] > before["accuracy"]
+    return after["loss"] < before["loss"]
+
+
+def _peak_memory_mb(store: RunStore, step: str, metrics: dict) -> float | None:
+    """The sandbox's measurement (Docker's cgroup) when it has one, else the script's own RSS."""
+    log = store.steps_dir / f"{step}.json"
+    measured = read_json(log).get("peak_memory_mb") if log.is_file() else None
+    peak = measured if measured is not None else metrics.get("peak_rss_mb")
+    return round(peak, 1) if peak is not None else None
+
+
+def finetune_cycle(
+    store: RunStore,
+    sandbox: Sandbox,
+    models: list[dict],
+    versions: dict[str, int],
+    pool_chunks: list[int],
+    seen_chunks: list[int],
+    cycle: int,
+    device: str,
+    limits: Limits,
+) -> tuple[dict[str, int], dict]:
+    """Fine-tune every SLM on the pool plus replay; returns the versions to use next and the
+    cycle record (also saved as finetune/cycle-NNN/cycle.json)."""
+    task = store.task()
+    cycle_dir = store.finetune_dir(cycle)
+    record_path = cycle_dir / "cycle.json"
+    if record_path.is_file():
+        record = read_json(record_path)
+        return record["versions_after"], record
+    started = time.perf_counter()
+    samples = expert_samples(store, pool_chunks)
+    hard_train, gate = split_gate(samples[["id", "text", "label"]], task.seed + cycle)
+    replay = replay_sample(
+        store,
+        seen_chunks,
+        round(task.replay_ratio * len(hard_train)),
+        task.seed + cycle,
+        exclude=set(samples["id"]),
+    )
+    train = pd.concat([hard_train, replay], ignore_index=True)
+    new_versions = dict(versions)
+    per_model = {}
+    for model in models:
+        slug = model["slug"]
+        to_model = model["inverse_label_map"]
+        train_path = cycle_dir / f"{slug}.train.parquet"
+        gate_path = cycle_dir / f"{slug}.gate.parquet"
+        write_parquet(train.assign(label=train["label"].map(to_model)), train_path)
+        gate_rows = gate.assign(label=gate["label"].map(to_model))
+        write_parquet(gate_rows, gate_path)
+        current = store.model_dir(slug, versions[slug])
+        # Cycle N's candidate is always vN, kept or not: a resumed cycle finds its own output.
+        candidate_version = cycle
+        out = store.model_dir(slug, candidate_version)
+        step = f"finetune-{slug}-{cycle:03d}"
+        if not out.is_dir():
+            scratch = scratch_dir(store, step)
+            run_step(
+                sandbox,
+                store,
+                step,
+                store.script_path("finetune", slug),
+                finetune_args(current, train_path, gate_path, scratch, device, limits.threads),
+                inputs=[current, train_path, gate_path],
+                output_dir=scratch,
+                limits=limits,
+                output=MODEL_OUTPUT,
+            )
+            _reported(step, scratch, len(gate))
+            # Inspected, so from here on the host's: vN appears only whole and checked.
+            os.replace(scratch, out)
+        # The script's metrics.json is its own account; only the train time is taken from it.
+        reported = _reported(step, out, len(gate))
+        metrics = {
+            "before": score_gate(current, gate_rows, task.max_length),
+            "after": score_gate(out, gate_rows, task.max_length),
+            "train_seconds": reported["train_seconds"],
+            "gate_scored_by": "host",
+        }
+        kept = improved(metrics)
+        if kept:
+            new_versions[slug] = candidate_version
+        gate_record = {**metrics, "script_reported": reported}
+        write_json({**gate_record, "kept": kept, "from_version": versions[slug]}, out / "gate.json")
+        per_model[slug] = {
+            "gate_before": metrics["before"]["accuracy"],
+            "gate_after": metrics["after"]["accuracy"],
+            "loss_before": metrics["before"]["loss"],
+            "loss_after": metrics["after"]["loss"],
+            "kept": kept,
+            "from_version": versions[slug],
+            "version": new_versions[slug],
+            "train_seconds": round(metrics["train_seconds"], 2),
+            "peak_memory_mb": _peak_memory_mb(store, step, reported),
+        }
+    record = {
+        "cycle": cycle,
+        "chunks": pool_chunks,
+        "pool_rows": len(samples),
+        "train_rows": len(train),
+        "hard_train_rows": len(hard_train),
+        "replay_rows": len(replay),
+        "gate_rows": len(gate),
+        "models": per_model,
+        # Gate accuracy and loss come from score_gate on the host, not the scripts' metrics.json.
+        "gate_scored_by": "host",
+        "rolled_back": sorted(s for s, m in per_model.items() if not m["kept"]),
+        "versions_after": new_versions,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    write_json(record, record_path)
+    store.log_timing("finetune", record["seconds"], cycle=cycle)
+    return new_versions, record

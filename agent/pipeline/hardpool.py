@@ -1,0 +1,95 @@
+"""The hard-sample pool D_hard: routed samples, their review, and what fine-tuning may use.
+
+hard/<chunk>.parquet holds one row per routed sample of that chunk with the reviewer's
+verdict. A reviewer that is off (unreviewed), over budget (committee-capped) or unsure
+(needs_human) leaves the committee's label in place and says so in `source`; only samples with
+an expert label (llm, oracle, human) train SLMs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pandas as pd
+
+from agent.domain import EXPERT_SOURCES, Route, Source
+from agent.pipeline.review import ReviewItem
+from agent.store.runstore import RunStore, write_parquet
+
+# Items handed to the reviewer at a time, so progress shows during review: a whole number of
+# its batches, so a resumed chunk sends the same prompts and the cache answers them.
+PROGRESS_STEP = 16
+
+
+def progress_step(reviewer) -> int:
+    batch = getattr(reviewer, "batch_size", 1)
+    return batch * max(1, PROGRESS_STEP // batch)
+
+
+def review_chunk(
+    store: RunStore, reviewer, models: list[dict], chunk: int, progress=lambda done, total: None
+) -> dict:
+    """Review the routed samples of one chunk; returns counts for progress and the pool."""
+    target = store.hard_chunk(chunk)
+    if target.is_file():
+        hard = pd.read_parquet(target)
+        return {"hard": len(hard), "expert": int(hard["source"].isin(EXPERT_SOURCES).sum())}
+    started = time.perf_counter()
+    votes = pd.read_parquet(store.chunk_votes(chunk))
+    routed = votes[votes["route"] == Route.REVIEW]
+    texts = pd.read_parquet(store.input_chunk(chunk)).set_index("id")["text"]
+    slugs = [m["slug"] for m in models]
+    items = [
+        ReviewItem(
+            id=row["id"],
+            text=texts[row["id"]],
+            votes={s: row[f"{s}.label"] for s in slugs},
+        )
+        for row in routed.to_dict("records")
+    ]
+    if reviewer is None:
+        verdict_labels = [None] * len(items)
+        sources = [Source.UNREVIEWED] * len(items)
+    else:
+        verdicts = []
+        step = progress_step(reviewer)
+        for start in range(0, len(items), step):
+            verdicts += reviewer.review(items[start : start + step])
+            progress(len(verdicts), len(items))
+        if [v.id for v in verdicts] != [i.id for i in items]:
+            raise RuntimeError(f"reviewer {reviewer.name} returned verdicts out of order")
+        verdict_labels = [v.label for v in verdicts]
+        sources = [
+            v.source if v.label is not None or v.source == Source.CAPPED else Source.NEEDS_HUMAN
+            for v in verdicts
+        ]
+    hard = pd.DataFrame(
+        {
+            "id": routed["id"].to_numpy(),
+            "chunk": chunk,
+            "committee_label": routed["label"].to_numpy(),
+            "votes": [json.dumps(i.votes, ensure_ascii=False) for i in items],
+            "label": [
+                v if v is not None else c
+                for v, c in zip(verdict_labels, routed["label"], strict=True)
+            ],
+            "source": sources,
+        }
+    )
+    write_parquet(hard, target)
+    store.log_timing("review", time.perf_counter() - started, chunk=chunk, samples=len(items))
+    return {"hard": len(hard), "expert": int(hard["source"].isin(EXPERT_SOURCES).sum())}
+
+
+def expert_samples(store: RunStore, chunks: list[int]) -> pd.DataFrame:
+    """Reviewed hard samples of the given chunks with their text: the fine-tuning set."""
+    frames = []
+    for chunk in chunks:
+        hard = pd.read_parquet(store.hard_chunk(chunk))
+        hard = hard[hard["source"].isin(EXPERT_SOURCES)]
+        texts = pd.read_parquet(store.input_chunk(chunk)).set_index("id")["text"]
+        frames.append(hard.assign(text=texts.loc[hard["id"]].to_numpy()))
+    if not frames:
+        return pd.DataFrame(columns=["id", "chunk", "text", "label", "source"])
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,280 @@
+"""The graph's nodes: plain functions of (state, runtime) that call the modules doing the work.
+
+Each node is idempotent: it checks the run directory for what it would write and skips work
+already done, so a run resumed from any checkpoint repeats nothing that finished.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from langgraph.runtime import Runtime
+from langgraph.types import interrupt
+
+from agent.committee.labels import Alignment, llm_proposer
+from agent.committee.selection import select
+from agent.domain import (
+    Aligned,
+    Annotating,
+    Deployed,
+    Event,
+    Finetuned,
+    FinetuneStarted,
+    Progress,
+    Reported,
+    Reviewed,
+    Reviewing,
+    ReviewProgress,
+    Selected,
+    Voted,
+)
+from agent.hub.hubs import ModelHub
+from agent.llm.client import LLMClient
+from agent.pipeline.annotate import annotate_chunk, run_step, scratch_dir, vote_chunk
+from agent.pipeline.chunking import estimated_chunks, plan_chunk
+from agent.pipeline.finetune import finetune_cycle
+from agent.pipeline.hardpool import review_chunk
+from agent.pipeline.human import expert_count, hard_items
+from agent.pipeline.report import write_outputs
+from agent.pipeline.review import Reviewer
+from agent.pipeline.state import RunState
+from agent.pipeline.votecache import add_to_cache, fill_from_cache
+from agent.scripts.codegen import generate_scripts, local_source, write_scripts
+from agent.scripts.contract import MODEL_OUTPUT, deploy_args
+from agent.store.runstore import RunStore, read_json, write_json
+from sandbox.base import Limits, Sandbox
+
+
+def _quiet(event: Event) -> None:
+    """Default progress sink: nodes report events; the CLI decides how to show them."""
+
+
+@dataclass
+class Services:
+    """What nodes use but the checkpoint must not hold: live clients and settings."""
+
+    hub: ModelHub
+    sandbox: Sandbox
+    reviewer: Reviewer | None  # None: no LLM or oracle review (off, or a human's)
+    device: str = "cpu"
+    limits: Limits = field(default_factory=Limits)
+    progress: Progress = _quiet
+    # The meta-controller's own calls: label maps, scripts (--codegen llm)
+    llm: LLMClient | None = None
+    vote_cache: Path | None = None  # v0 votes shared between runs (agent.pipeline.votecache)
+
+
+def _store(state: RunState) -> RunStore:
+    return RunStore(state["run_dir"])
+
+
+def _models(store: RunStore) -> list[dict]:
+    return read_json(store.models_path)["models"]
+
+
+def select_models(state: RunState, runtime: Runtime[Services]) -> dict:
+    """Eq. 1: Top-k models by task/card similarity among those that fit the labels."""
+    store = _store(state)
+    if not store.models_path.is_file():
+        started = time.perf_counter()
+        # The smoke test runs every candidate on the user's own first rows.
+        texts = pd.read_parquet(store.input_chunk(0))["text"].tolist() if store.n_chunks() else None
+        task = store.task()
+        llm = runtime.context.llm
+        propose = llm_proposer(llm, task.description) if llm is not None else None
+        chosen, ranked = select(runtime.context.hub, task, texts, propose=propose)
+        write_json(
+            {
+                "hub": runtime.context.hub.name,
+                "models": [c.to_json() for c in chosen],
+                "considered": [c.to_json() for c in ranked],
+            },
+            store.models_path,
+        )
+        store.log_timing("select", time.perf_counter() - started)
+    models = _models(store)
+    runtime.context.progress(
+        Selected(
+            models=[m["id"] for m in models],
+            expected_escalation=models[0].get("expected_escalation"),
+        )
+    )
+    return {"versions": state.get("versions") or {m["slug"]: 0 for m in models}}
+
+
+def align_labels(state: RunState, runtime: Runtime[Services]) -> dict:
+    """Fix each model's label map (model label -> task label) and its inverse for fine-tuning."""
+    store = _store(state)
+    data = read_json(store.models_path)
+    task = store.task()
+    for model in data["models"]:
+        alignment = Alignment(model["label_map"], model["label_evidence"])
+        model["inverse_label_map"] = alignment.inverse(task.labels)
+    write_json(data, store.models_path)
+    runtime.context.progress(Aligned(maps={m["id"]: m["label_map"] for m in data["models"]}))
+    return {}
+
+
+def write_pipeline_scripts(state: RunState, runtime: Runtime[Services]) -> dict:
+    """Write the deploy script, deploy every model as version 0, then the annotate and
+    finetune scripts: with --codegen llm those are verified on the deployed models."""
+    store = _store(state)
+    task = store.task()
+    models = _models(store)
+    services = runtime.context
+
+    def scripts(roles: tuple[str, ...]) -> None:
+        # Generated scripts are tried on the run's first rows; with none there is nothing to try.
+        if task.codegen == "llm" and store.n_chunks():
+            generate_scripts(
+                store,
+                task,
+                models,
+                roles,
+                services.llm,
+                services.sandbox,
+                device=services.device,
+                limits=services.limits,
+                progress=services.progress,
+            )
+        else:
+            write_scripts(store, task, models, roles)
+
+    scripts(("deploy",))
+    started = time.perf_counter()
+    for model in models:
+        out = store.model_dir(model["slug"], 0)
+        if (out / "config.json").is_file():
+            continue
+        source = local_source(model["source"])
+        name = f"deploy-{model['slug']}"
+        scratch = scratch_dir(store, name)
+        run_step(
+            services.sandbox,
+            store,
+            name,
+            store.script_path("deploy", model["slug"]),
+            deploy_args(str(source), scratch),
+            inputs=[source],
+            output_dir=scratch,
+            limits=services.limits,
+            output=MODEL_OUTPUT,
+        )
+        # Inspected, so from here on the host's: v0 appears only whole and checked.
+        shutil.rmtree(out, ignore_errors=True)  # what a deploy killed midway left
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(scratch, out)
+        services.progress(Deployed(model=model["id"]))
+    store.log_timing("deploy", time.perf_counter() - started)
+    scripts(("annotate", "finetune"))
+    return {"next_chunk": state.get("next_chunk", 0)}
+
+
+def annotate(state: RunState, runtime: Runtime[Services]) -> dict:
+    """Cut the next chunk (sized to reach β, see pipeline.chunking) and let every SLM label it."""
+    store = _store(state)
+    chunk = state["next_chunk"]
+    rows = plan_chunk(store, chunk, state.get("pool_chunks", []), state.get("pool_size", 0))
+    runtime.context.progress(
+        Annotating(chunk=chunk, rows=rows, n_chunks=estimated_chunks(store, chunk))
+    )
+    services, models, versions = runtime.context, _models(store), state["versions"]
+    if services.vote_cache:
+        fill_from_cache(store, services.vote_cache, models, versions, chunk, services.device)
+    annotate_chunk(
+        store, services.sandbox, models, versions, chunk, services.device, services.limits
+    )
+    if services.vote_cache:
+        add_to_cache(store, services.vote_cache, models, versions, chunk, services.device)
+    return {}
+
+
+def vote_and_route(state: RunState, runtime: Runtime[Services]) -> dict:
+    store = _store(state)
+    counts = vote_chunk(store, _models(store), state["versions"], state["next_chunk"])
+    runtime.context.progress(Voted(chunk=state["next_chunk"], **counts))
+    return {"escalated": state.get("escalated", 0) + counts["hard"]}
+
+
+def review(state: RunState, runtime: Runtime[Services]) -> dict:
+    store = _store(state)
+    chunk = state["next_chunk"]
+    runtime.context.progress(Reviewing(chunk=chunk))
+    human = store.task().reviewer == "human"
+    counts = review_chunk(
+        store,
+        None if human else runtime.context.reviewer,
+        _models(store),
+        chunk,
+        progress=lambda done, total: runtime.context.progress(
+            ReviewProgress(chunk=chunk, done=done, total=total)
+        ),
+    )
+    if human:
+        pending = hard_items(store, [chunk])
+        if pending:
+            # The graph stops here (checkpointed) until the CLI resumes it. The console saves
+            # each answer into hard/ as it is given, so the resume value only reports; this
+            # node runs again from the top on resume and finds the answers there.
+            interrupt(
+                {
+                    "chunk": chunk,
+                    "labels": store.task().labels,
+                    "items": [item.to_json() for item in pending],
+                }
+            )
+        counts = {**counts, "expert": expert_count(store, chunk)}
+    runtime.context.progress(Reviewed(chunk=chunk, **counts))
+    return {
+        "next_chunk": chunk + 1,
+        "pool_chunks": [*state.get("pool_chunks", []), chunk],
+        "pool_size": state.get("pool_size", 0) + counts["expert"],
+    }
+
+
+def finetune(state: RunState, runtime: Runtime[Services]) -> dict:
+    store = _store(state)
+    cycle = state.get("cycles", 0) + 1
+    runtime.context.progress(FinetuneStarted(cycle=cycle, samples=state["pool_size"]))
+    versions, record = finetune_cycle(
+        store,
+        runtime.context.sandbox,
+        _models(store),
+        state["versions"],
+        state["pool_chunks"],
+        list(range(state["next_chunk"])),
+        cycle,
+        runtime.context.device,
+        runtime.context.limits,
+    )
+    runtime.context.progress(Finetuned(cycle=cycle, models=record["models"]))
+    return {"versions": versions, "pool_chunks": [], "pool_size": 0, "cycles": cycle}
+
+
+def report(state: RunState, runtime: Runtime[Services]) -> dict:
+    store = _store(state)
+    metrics = write_outputs(store, _models(store))
+    runtime.context.progress(Reported(metrics=metrics))
+    return {}
+
+
+# ---- routing ------------------------------------------------------------------------------
+def _rows_left(state: RunState) -> bool:
+    return _store(state).rows_left(state["next_chunk"]) > 0
+
+
+def after_scripts(state: RunState) -> str:
+    return "annotate" if _rows_left(state) else "report"
+
+
+def after_review(state: RunState, runtime: Runtime[Services]) -> str:
+    """Eq. 4's trigger: fine-tune once the reviewed hard pool reaches β and rows remain."""
+    more = _rows_left(state)
+    if more and state.get("pool_size", 0) >= _store(state).task().beta:
+        return "finetune"
+    return "annotate" if more else "report"

@@ -1,0 +1,276 @@
+"""Reviewers: who labels the samples the committee disagreed on (the LLM, or gold labels)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from dataclasses import dataclass
+from typing import Protocol
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+
+from agent.domain import Purpose, Source
+from agent.llm.client import BudgetExhausted, Endpoint, LLMClient, Price, approx_tokens
+from agent.prompting import escape_tag, load_prompt
+
+log = logging.getLogger(__name__)
+
+# A label is one word or a short phrase, but models like to add a period or a sentence around it.
+DEFAULT_MAX_ANSWER_TOKENS = 24
+_BATCH_ENTRY = re.compile(r'"\s*(\d+)\s*"\s*:\s*"([^"]*)"')
+
+# A metered API charges the instructions once per call, so many samples per call pay; a local
+# llama.cpp server keeps the unchanged system prompt evaluated, so single calls are cheap there
+# while a long batch prompt is read at 45-117 tokens/s (README: measured batch sizes).
+REMOTE_BATCH = 20
+LOCAL_BATCH = 1
+
+
+def batch_size_for(requested: int | str, endpoint: Endpoint) -> int:
+    """`--review-batch auto|N`: N, or what pays on this kind of endpoint."""
+    if requested != "auto":
+        return int(requested)
+    return LOCAL_BATCH if endpoint.local else REMOTE_BATCH
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    id: str
+    text: str
+    votes: dict[str, str]  # model id -> the task label it voted
+
+
+@dataclass(frozen=True)
+class Verdict:
+    id: str
+    label: str | None
+    source: Source  # LLM, ORACLE, NEEDS_HUMAN or CAPPED (label None for the last two)
+    raw: str = ""  # the reviewer's own answer, kept for audit
+
+
+class Reviewer(Protocol):
+    name: str
+
+    def review(self, items: list[ReviewItem]) -> list[Verdict]:
+        """One verdict per item, in the same order; never drops one."""
+        ...
+
+
+def parse_label(answer: str, labels: list[str]) -> str | None:
+    """The single label an answer names, or None when it names none or several."""
+    cleaned = answer.strip().strip("\"'`*.:;!").strip()
+    for label in labels:
+        if cleaned == label:
+            return label
+    for label in labels:
+        if cleaned.casefold() == label.casefold():
+            return label
+    spans = []
+    for label in labels:
+        pattern = rf"(?<!\w){re.escape(label)}(?!\w)"
+        spans += [(m.start(), m.end(), label) for m in re.finditer(pattern, answer, re.IGNORECASE)]
+    # "non-toxic" also contains "toxic": a match inside a longer match is not a mention.
+    named = {
+        label
+        for start, end, label in spans
+        if not any(s <= start and end <= e and (s, e) != (start, end) for s, e, _ in spans)
+    }
+    return named.pop() if len(named) == 1 else None
+
+
+def parse_batch(answer: str, n: int, labels: list[str]) -> dict[int, str]:
+    """Sample number (1..n) -> label, from the `"N": "label"` entries of a batch answer.
+
+    Read entry by entry rather than as one JSON document, so an answer cut off by the token
+    limit, fenced in markdown or wrapped in prose still gives the samples it did label. An
+    entry outside 1..n, one that is not a single label, and a number given two different
+    labels give nothing: those samples are asked again one by one.
+    """
+    parsed: dict[int, str | None] = {}
+    for key, value in _BATCH_ENTRY.findall(answer):
+        number, label = int(key), parse_label(value, labels)
+        if not 1 <= number <= n:
+            continue
+        parsed[number] = label if parsed.get(number, label) == label else None
+    return {number: label for number, label in parsed.items() if label is not None}
+
+
+class LLMReviewer:
+    """Labels samples with the LLM: the paper's Table B prompt, one sample or a batch per call.
+
+    Labels may be shown to the LLM as other words (`label_words`: bearish -> negative) that it
+    understands better; answers are parsed in those words and mapped back. In a batch every
+    sample is numbered inside its own escaped <text> block, so a sample cannot close its block
+    and speak as the prompt; a batch answer that misses or garbles a sample sends that sample
+    to its own call, so none is lost, and a single-sample answer without a label gets one
+    reminder before the sample goes to a human. Past the client's budget, samples keep the
+    committee's label (Source.CAPPED).
+    """
+
+    name = "llm"
+
+    def __init__(
+        self,
+        client: LLMClient,
+        labels: list[str],
+        task_description: str,
+        label_descriptions: dict[str, str] | None = None,
+        label_words: dict[str, str] | None = None,
+        batch_size: int = 1,
+        max_answer_tokens: int = DEFAULT_MAX_ANSWER_TOKENS,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        self.client = client
+        self.labels = list(labels)
+        self.batch_size = batch_size
+        self.max_answer_tokens = max_answer_tokens
+        words = label_words or {}
+        self.words = [words.get(label, label) for label in self.labels]
+        if len({w.casefold() for w in self.words}) < len(self.words):
+            raise ValueError(f"two labels would be shown as the same word: {self.words}")
+        self._label_of_word = dict(zip(self.words, self.labels, strict=True))
+        context = {
+            "labels": self.words,
+            "task_description": task_description,
+            "label_descriptions": {
+                words.get(label, label): meaning
+                for label, meaning in (label_descriptions or {}).items()
+            },
+        }
+        self._templates = load_prompt("review")
+        self._batch_templates = load_prompt("review_batch")
+        # The same system message for every sample lets llama.cpp reuse its evaluated prefix.
+        self._system = SystemMessage(self._templates["system"].render(**context))
+        self._batch_system = SystemMessage(self._batch_templates["system"].render(**context))
+
+    def messages_for(self, text: str) -> list[BaseMessage]:
+        user = self._templates["user"].render(text=escape_tag(text, "text"))
+        return [self._system, HumanMessage(user)]
+
+    def batch_messages_for(self, texts: list[str]) -> list[BaseMessage]:
+        user = self._batch_templates["user"].render(texts=[escape_tag(t, "text") for t in texts])
+        return [self._batch_system, HumanMessage(user)]
+
+    def review(self, items: list[ReviewItem]) -> list[Verdict]:
+        verdicts: list[Verdict] = []
+        for start in range(0, len(items), self.batch_size):
+            group = items[start : start + self.batch_size]
+            if len(group) == 1:
+                verdicts.append(self._review_one(group[0]))
+            else:
+                verdicts += self._review_batch(group)
+        return verdicts
+
+    def _review_batch(self, items: list[ReviewItem]) -> list[Verdict]:
+        try:
+            answer = self._ask(
+                self.batch_messages_for([item.text for item in items]),
+                Purpose.REVIEW_BATCH,
+                self.batch_answer_tokens(len(items)),
+            )
+        except BudgetExhausted:
+            return [Verdict(item.id, None, Source.CAPPED) for item in items]
+        found = parse_batch(answer, len(items), self.words)
+        if len(found) < len(items):
+            log.info("batch answer labeled %d of %d samples: %r", len(found), len(items), answer)
+        return [
+            Verdict(item.id, self._label_of_word[found[number]], Source.LLM, raw=found[number])
+            if number in found
+            else self._review_one(item)
+            for number, item in enumerate(items, start=1)
+        ]
+
+    def _review_one(self, item: ReviewItem) -> Verdict:
+        messages = self.messages_for(item.text)
+        try:
+            answer = self._ask(messages, Purpose.REVIEW, self.max_answer_tokens)
+            word = parse_label(answer, self.words)
+            if word is None:
+                reminder = self._templates["reminder"].render(answer=answer, labels=self.words)
+                messages += [AIMessage(answer), HumanMessage(reminder)]
+                answer = self._ask(messages, Purpose.REVIEW_RETRY, self.max_answer_tokens)
+                word = parse_label(answer, self.words)
+        except BudgetExhausted:
+            return Verdict(item.id, None, Source.CAPPED)
+        if word is None:
+            log.info("sample %s: no single label in %r; needs a human", item.id, answer)
+            return Verdict(item.id, None, Source.NEEDS_HUMAN, raw=answer)
+        return Verdict(item.id, self._label_of_word[word], Source.LLM, raw=answer)
+
+    def batch_answer_tokens(self, n: int) -> int:
+        """Room for `{"12": "label", ...}`: a label word is rarely more than a token per 3 chars."""
+        per_sample = 6 + max(len(word) for word in self.words) // 3
+        return 8 + n * per_sample
+
+    def _ask(self, messages: list[BaseMessage], purpose: str, max_tokens: int) -> str:
+        return self.client.complete(messages, purpose, max_tokens=max_tokens)
+
+
+@dataclass(frozen=True)
+class ReviewEstimate:
+    samples: int  # hard samples expected
+    calls: int
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float | None  # None: no price known for the model
+    batch_size: int
+    affordable: int | None  # hard samples the budget pays for; None: no cap
+
+
+def estimate_review(
+    reviewer: LLMReviewer, texts: list[str], rows: int, escalation: float
+) -> ReviewEstimate:
+    """Calls, tokens and cost of reviewing a run, from the prompts of the user's own rows.
+
+    `texts` are a few real rows: their rendered prompts give the tokens of an average call.
+    """
+    texts = [t for t in texts if t] or ["?"]
+    batch = reviewer.batch_size
+    samples = math.ceil(rows * escalation)
+    calls = math.ceil(samples / batch)
+    group = [texts[i % len(texts)] for i in range(batch)]
+    if batch == 1:
+        per_call_in = sum(
+            approx_tokens("".join(str(m.content) for m in reviewer.messages_for(t))) for t in texts
+        ) / len(texts)
+        per_call_out = approx_tokens(max(reviewer.words, key=len)) + 1
+    else:
+        messages = reviewer.batch_messages_for(group)
+        per_call_in = approx_tokens("".join(str(m.content) for m in messages))
+        per_call_out = reviewer.batch_answer_tokens(batch)
+    tokens_in, tokens_out = round(calls * per_call_in), round(calls * per_call_out)
+    price: Price | None = reviewer.client.price
+    cost = None if price is None else (tokens_in * price.input + tokens_out * price.output) / 1e6
+    budget = reviewer.client.budget
+    affordable = None
+    if budget is not None and (budget.max_calls is not None or budget.max_cost_usd is not None):
+        calls_left = math.inf
+        if budget.max_calls is not None:
+            calls_left = max(0, budget.max_calls - budget.calls)
+        if budget.max_cost_usd is not None and cost:
+            calls_left = min(calls_left, (budget.max_cost_usd - budget.cost_usd) / (cost / calls))
+        if calls_left != math.inf:
+            affordable = min(samples, int(max(0, calls_left)) * batch)
+    return ReviewEstimate(samples, calls, tokens_in, tokens_out, cost, batch, affordable)
+
+
+class OracleReviewer:
+    """Answers with the gold label: the paper's "+Human" rows, for evaluation runs."""
+
+    name = "oracle"
+
+    def __init__(self, gold: dict[str, str]) -> None:
+        self.gold = gold
+
+    def review(self, items: list[ReviewItem]) -> list[Verdict]:
+        verdicts = []
+        for item in items:
+            label = self.gold.get(item.id)
+            if label is None:
+                log.warning("no gold label for sample %s; it needs a human", item.id)
+                verdicts.append(Verdict(item.id, None, Source.NEEDS_HUMAN))
+            else:
+                verdicts.append(Verdict(item.id, label, Source.ORACLE, raw=label))
+        return verdicts

@@ -1,0 +1,447 @@
+"""The pipeline's scripts: written by the LLM and verified, or rendered from the jinja2 templates.
+
+Section 3.1 of the paper: the meta-controller prompts the LLM (Table A, prompts/<role>.yaml) for
+the scripts that deploy, run and fine-tune the SLMs. One script per role serves all k models
+(every script takes --model), so a slow local LLM writes three scripts, not 3k. A candidate is
+checked before it runs, run in the sandbox on a probe and checked after (agent.scripts.verify); a
+rejected one goes back to the LLM with its error, up to `max_attempts` times, and then the
+template, the verified reference, takes its place. Every attempt stays under scripts/<role>/;
+scripts/<role>/<slug>.py is what the pipeline runs and scripts/manifest.json says where each
+came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pandas as pd
+import platformdirs
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import HfHubHTTPError
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+
+from agent.domain import CodegenAttempt, Progress
+from agent.errors import StepFailed
+from agent.llm.client import LLMClient, LLMUnavailable
+from agent.prompting import load_prompt, render_template
+from agent.scripts import contract, verify
+from agent.store.runstore import RunStore, read_json, write_json, write_parquet, write_text
+from agent.task import TaskSpec
+from sandbox.base import Limits, Result, Sandbox
+
+ROLES = ("deploy", "annotate", "finetune")
+MAX_ATTEMPTS = 3
+PROBE_ROWS = 32
+# A contract script is 60-120 lines; prompt, one failed answer and the reply must fit the
+# local server's 4096-token context.
+MAX_TOKENS = 1536
+# A hung candidate costs at most this much beyond the speed limit it would break anyway.
+SPEED_GRACE_S = 15.0
+FENCED = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:```|\Z)", re.S | re.I)
+
+
+def render(role: str, model_id: str, task: TaskSpec) -> str:
+    return render_template(
+        role,
+        model_id=model_id,
+        task_description=task.description.replace('"""', "'''"),
+        batch_size=task.batch_size,
+        max_length=task.max_length,
+        lr=task.finetune_lr,
+        weight_decay=task.finetune_weight_decay,
+        epochs=task.finetune_epochs,
+        seed=task.seed,
+    )
+
+
+def local_source(source: str) -> Path:
+    """The model as a local folder: the source itself, or the host's download of a hub id
+    (per-user cache), so a deploy script never needs the sandbox's network."""
+    if Path(source).is_dir():
+        return Path(source)
+    target = (
+        Path(platformdirs.user_cache_dir("autoannotator")) / "models" / source.replace("/", "__")
+    )
+    try:
+        return Path(snapshot_download(source, local_dir=target))
+    except (HfHubHTTPError, OSError) as err:
+        raise StepFailed(f"cannot download {source} from the hub: {err}") from None
+
+
+def fresh_dir(path: Path) -> Path:
+    """An empty directory the host made for one sandboxed run; whatever was there is gone
+    (rmtree unlinks a symlink, it does not follow it)."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def read_manifest(store: RunStore) -> dict:
+    path = store.scripts_manifest_path
+    return read_json(path) if path.is_file() else {"scripts": []}
+
+
+def _missing(manifest: dict, role: str, models: list[dict]) -> list[dict]:
+    known = {(s["role"], s["slug"]) for s in manifest["scripts"]}
+    return [m for m in models if (role, m["slug"]) not in known]
+
+
+def _install(store: RunStore, role: str, model: dict, code: str, **record: object) -> dict:
+    """Write the script the pipeline runs for (role, model); return its manifest entry."""
+    path = store.script_path(role, model["slug"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(code, path)
+    return {
+        "role": role,
+        "slug": model["slug"],
+        "model": model["id"],
+        "path": store.relative(path),
+        "sha256": hashlib.sha256(code.encode()).hexdigest(),
+        **record,
+    }
+
+
+def _install_templates(store: RunStore, task: TaskSpec, role: str, models: list[dict], status: str):
+    return [
+        _install(
+            store,
+            role,
+            model,
+            render(role, model["id"], task),
+            origin="template",
+            template=f"templates/{role}.py.j2",
+            status=status,
+        )
+        for model in models
+    ]
+
+
+def write_scripts(
+    store: RunStore, task: TaskSpec, models: list[dict], roles: Sequence[str] = ROLES
+) -> dict:
+    """Render every (role, model) template script that is not already there (--codegen template)."""
+    manifest = read_manifest(store)
+    for role in roles:
+        todo = _missing(manifest, role, models)
+        manifest["scripts"] += _install_templates(store, task, role, todo, "rendered")
+    write_json(manifest, store.scripts_manifest_path)
+    return manifest
+
+
+def extract_code(answer: str) -> str:
+    """The script in an LLM answer: its longest fenced block (closed or cut off), else all of it."""
+    blocks = FENCED.findall(answer)
+    code = max(blocks, key=len) if blocks else answer
+    return code.strip() + "\n"
+
+
+def prompt_messages(role: str, task: TaskSpec, models: list[dict]) -> list[BaseMessage]:
+    templates = load_prompt(role)
+    variables = {
+        "task_description": task.description,
+        "model_ids": [m["id"] for m in models],
+        "batch_size": task.batch_size,
+        "max_length": task.max_length,
+        "lr": task.finetune_lr,
+        "weight_decay": task.finetune_weight_decay,
+        "epochs": task.finetune_epochs,
+        "seed": task.seed,
+    }
+    return [
+        SystemMessage(templates["system"].render(**variables)),
+        HumanMessage(templates["user"].render(**variables)),
+    ]
+
+
+def repair_messages(
+    role: str, first: list[BaseMessage], answer: str, rejected: verify.Rejected
+) -> list[BaseMessage]:
+    """The original request, the rejected answer and why: only the latest, to fit the context."""
+    stderr = rejected.stderr.strip()[-1500:]
+    repair = load_prompt(role)["repair"].render(
+        reason=f"{rejected.stage}: {rejected.reason}", stderr=stderr
+    )
+    return [*first, AIMessage(answer), HumanMessage(repair)]
+
+
+# --- probes: what a candidate runs on, per role -----------------------------------------------
+
+Verifier = Callable[[Path, str], None]  # (candidate script, attempt name) -> raises Rejected
+
+
+def probe_rows(store: RunStore, rows: int = PROBE_ROWS) -> pd.DataFrame:
+    """The run's own first texts: the probe every generated script is tried on."""
+    return pd.read_parquet(store.input_chunk(0), columns=["id", "text"]).head(rows)
+
+
+def _deploy_verifier(store, task, models, sandbox, device, limits) -> Verifier:
+    """Deploy the first model's real source into a scratch dir; it must load with its labels."""
+    model = models[0]
+    source = local_source(model["source"])
+    workdir = store.scripts_dir / "deploy"
+    texts = probe_rows(store)["text"].tolist()
+
+    def check(script: Path, name: str) -> None:
+        out = fresh_dir(workdir / f"{name}.out")
+        try:
+            verify.run_candidate(
+                sandbox,
+                script,
+                contract.deploy_args(str(source), out),
+                inputs=[source],
+                output_dir=out,
+                limits=limits,
+                log=workdir / f"{name}.result.json",
+                output=contract.MODEL_OUTPUT,
+            )
+            verify.check_model_dir(out, model["labels"], source, texts)
+        finally:
+            shutil.rmtree(out, ignore_errors=True)  # a model's weights; the verdict is kept
+
+    return check
+
+
+def _annotate_verifier(store, task, models, sandbox, device, limits) -> Verifier:
+    """Every deployed model on the probe rows: contract, the template's labels, its speed.
+
+    probe/ holds what the host owns (rows, logs, the votes it accepted); every run, the
+    template's included, writes into its own fresh out/<run>/ and nothing else. The template's
+    answers (the canary) stay in memory, where no candidate can copy them.
+    """
+    workdir = store.scripts_dir / "annotate" / "probe"
+    outdir = store.scripts_dir / "annotate" / "out"
+    workdir.mkdir(parents=True, exist_ok=True)
+    rows = probe_rows(store)
+    rows_path = workdir / "rows.parquet"
+    write_parquet(rows, rows_path)
+    references: dict[str, tuple[Result, pd.Series]] = {}
+
+    def reference(model: dict, model_dir: Path) -> tuple[Result, pd.Series]:
+        """The template's run on the probe, once per model: the canary's answers, the speed bar."""
+        slug = model["slug"]
+        if slug not in references:
+            script = workdir / f"reference-{slug}.py"
+            write_text(render("annotate", model["id"], task), script)
+            out = fresh_dir(outdir / f"reference-{slug}")
+            try:
+                result = verify.run_candidate(
+                    sandbox,
+                    script,
+                    contract.annotate_args(
+                        model_dir, rows_path, out / "votes.parquet", task, device, limits.threads
+                    ),
+                    inputs=[model_dir, rows_path],
+                    output_dir=out,
+                    limits=limits,
+                    log=workdir / f"reference-{slug}.result.json",
+                    output=contract.VOTES_OUTPUT,
+                )
+                votes = verify.check_votes(out / "votes.parquet", rows, model["labels"], None)
+            except verify.Rejected as err:
+                raise StepFailed(f"the annotate template itself failed on {slug}: {err}") from err
+            finally:
+                shutil.rmtree(out, ignore_errors=True)
+            references[slug] = (result, votes.set_index("id")["label"])
+        return references[slug]
+
+    def check(script: Path, name: str) -> None:
+        for model in models:
+            slug = model["slug"]
+            model_dir = store.model_dir(slug, 0)
+            bar, expected = reference(model, model_dir)
+            out = fresh_dir(outdir / f"{name}.{slug}")
+            # A hung candidate is stopped soon after it has broken the speed limit anyway.
+            budget = verify.SPEED_FACTOR * bar.duration_s + SPEED_GRACE_S
+            try:
+                result = verify.run_candidate(
+                    sandbox,
+                    script,
+                    contract.annotate_args(
+                        model_dir, rows_path, out / "votes.parquet", task, device, limits.threads
+                    ),
+                    inputs=[model_dir, rows_path],
+                    output_dir=out,
+                    limits=Limits(
+                        **{**limits.__dict__, "timeout_s": min(limits.timeout_s, budget)}
+                    ),
+                    log=workdir / f"{name}.{slug}.result.json",
+                    output=contract.VOTES_OUTPUT,
+                )
+                votes = verify.check_votes(out / "votes.parquet", rows, model["labels"], expected)
+            finally:
+                shutil.rmtree(out, ignore_errors=True)
+            write_parquet(votes, workdir / f"{name}.{slug}.parquet")
+            verify.check_speed(result, bar)
+
+    return check
+
+
+def _finetune_verifier(store, task, models, sandbox, device, limits) -> Verifier:
+    """Fine-tune the first deployed model on a tiny set; model and metrics.json must come out."""
+    model = models[0]
+    model_dir = store.model_dir(model["slug"], 0)
+    workdir = store.scripts_dir / "finetune"
+    rows = probe_rows(store)
+    texts = rows["text"].tolist()
+    train, gate = verify.finetune_probe(rows, model["labels"], workdir / "probe")
+    eval_rows = len(pd.read_parquet(gate))
+
+    def check(script: Path, name: str) -> None:
+        out = fresh_dir(workdir / f"{name}.out")
+        try:
+            verify.run_candidate(
+                sandbox,
+                script,
+                contract.finetune_args(model_dir, train, gate, out, device, limits.threads),
+                inputs=[model_dir, train, gate],
+                output_dir=out,
+                limits=limits,
+                log=workdir / f"{name}.result.json",
+                output=contract.MODEL_OUTPUT,
+            )
+            metrics = verify.check_finetune_metrics(out / "metrics.json", eval_rows)
+            write_json(metrics, workdir / f"{name}.metrics.json")
+            verify.check_model_dir(out, model["labels"], model_dir, texts)
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+
+    return check
+
+
+VERIFIERS = {
+    "deploy": _deploy_verifier,
+    "annotate": _annotate_verifier,
+    "finetune": _finetune_verifier,
+}
+
+
+# --- the loop: prompt, answer, check, repair, fall back --------------------------------------
+
+
+def spent(llm_s: float, verify_s: float) -> dict:
+    return {"llm_seconds": round(llm_s, 2), "verify_seconds": round(verify_s, 2)}
+
+
+def _transcript(messages: Sequence[BaseMessage]) -> str:
+    return "\n\n".join(f"## {m.type}\n\n{m.content}" for m in messages) + "\n"
+
+
+def generate_role(
+    store: RunStore,
+    task: TaskSpec,
+    role: str,
+    models: list[dict],
+    llm: LLMClient,
+    verifier: Verifier,
+    max_attempts: int = MAX_ATTEMPTS,
+    progress: Progress = lambda event: None,
+) -> tuple[str | None, dict]:
+    """Ask for the role's script until one passes; (its code or None, the outcome record)."""
+    workdir = store.scripts_dir / role
+    workdir.mkdir(parents=True, exist_ok=True)
+    first = prompt_messages(role, task, models)
+    messages = first
+    why = "no attempt made"
+    llm_s = verify_s = 0.0
+    # A small model often answers a repair request with the script it was told is broken.
+    rejected_before: dict[str, tuple[int, verify.Rejected]] = {}
+    for attempt in range(1, max_attempts + 1):
+        name = f"attempt-{attempt}"
+        write_text(_transcript(messages), workdir / f"{name}.prompt.md")
+        started = time.perf_counter()
+        try:
+            answer = llm.complete(messages, purpose=f"codegen-{role}", max_tokens=MAX_TOKENS)
+        except LLMUnavailable as err:
+            why = f"LLM unavailable: {err}"
+            break
+        llm_s += time.perf_counter() - started
+        write_text(answer, workdir / f"{name}.response.md")
+        code = extract_code(answer)
+        script = workdir / f"{name}.py"
+        write_text(code, script)
+        started = time.perf_counter()
+        verdict = {"attempt": attempt, "ok": True, "stage": "passed", "reason": ""}
+        repeated = code in rejected_before
+        try:
+            if repeated:
+                earlier, rejected = rejected_before[code]
+                raise verify.Rejected(
+                    rejected.stage,
+                    f"{rejected.reason} (the same script as attempt {earlier}; not run again)",
+                    rejected.stderr,
+                )
+            verify.static_check(code, role)
+            verifier(script, name)
+        except verify.Rejected as rejected:
+            rejected_before.setdefault(code, (attempt, rejected))
+            verdict.update(ok=False, stage=rejected.stage, reason=rejected.reason)
+            if rejected.stderr:
+                write_text(rejected.stderr, workdir / f"{name}.stderr.txt")
+            messages = repair_messages(role, first, answer, rejected)
+            why = f"{attempt} attempt(s) rejected, last at {rejected.stage}: {rejected.reason}"
+        verify_s += time.perf_counter() - started
+        write_json(verdict, workdir / f"{name}.verdict.json")
+        progress(CodegenAttempt(role=role, attempt=attempt, stage=verdict["stage"]))
+        if repeated:
+            # The next request would be this one again, answered from the cache: stop here.
+            break
+        if verdict["ok"]:
+            status = "passed-first-try" if attempt == 1 else f"repaired-after-{attempt - 1}"
+            record = {"origin": "llm", "status": status, "attempts": attempt, "source": name}
+            return code, {**record, **spent(llm_s, verify_s)}
+    fallback = {"origin": "template", "status": f"template-fallback: {why[:300]}"}
+    return None, {**fallback, "attempts": attempt, **spent(llm_s, verify_s)}
+
+
+def generate_scripts(
+    store: RunStore,
+    task: TaskSpec,
+    models: list[dict],
+    roles: Sequence[str],
+    llm: LLMClient | None,
+    sandbox: Sandbox,
+    *,
+    device: str,
+    limits: Limits,
+    max_attempts: int = MAX_ATTEMPTS,
+    progress: Progress = lambda event: None,
+) -> dict:
+    """LLM-written, verified scripts for `roles` (template fallback); returns the manifest.
+
+    Annotate's and finetune's verifiers run on the deployed models (version 0), so call this for
+    deploy first, deploy, then for the rest. A role already in the manifest is not redone.
+    """
+    manifest = read_manifest(store)
+    for role in roles:
+        if not _missing(manifest, role, models):
+            continue
+        started = time.perf_counter()
+        if llm is None:
+            code, record = None, {"status": "template-fallback: no LLM configured", "attempts": 0}
+        else:
+            verifier = VERIFIERS[role](store, task, models, sandbox, device, limits)
+            code, record = generate_role(
+                store, task, role, models, llm, verifier, max_attempts, progress
+            )
+        seconds = round(time.perf_counter() - started, 2)
+        todo = _missing(manifest, role, models)
+        if code is None:
+            record.pop("origin", None)
+            entries = _install_templates(store, task, role, todo, record.pop("status"))
+            for entry in entries:
+                entry.update(record, seconds=seconds)
+        else:
+            source = f"scripts/{role}/{record.pop('source')}.py"
+            entries = [
+                _install(store, role, m, code, **record, from_attempt=source, seconds=seconds)
+                for m in todo
+            ]
+        manifest["scripts"] += entries
+        write_json(manifest, store.scripts_manifest_path)
+        store.log_timing("codegen", seconds, role=role, status=entries[0]["status"])
+    return manifest

@@ -1,0 +1,347 @@
+"""The run directory: the single source of truth of a labeling run.
+
+Every file is written atomically (temp file + rename), so a run killed at any instant leaves
+each file either whole or absent, and a resumed run can trust whatever it finds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from agent.errors import UserError
+from agent.task import TaskSpec
+
+log = logging.getLogger(__name__)
+
+READERS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+
+
+# A text is cut to this many characters when the run's rows are prepared. Far past what any
+# classifier reads (max_length is at most 4096 tokens) and what a review prompt needs, yet it
+# bounds every later step: one 50 MB text held 5-6.7 GB in selection's tokenizer (outside any
+# sandbox) and ~6.3 GB in each annotate script.
+MAX_TEXT_CHARS = 20_000
+
+
+class InputError(UserError, ValueError):
+    """A mistake in what the user gave us; the message says what and how to fix it."""
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temp path beside `path`; it replaces `path` only if the block succeeds.
+
+    Never through a link a script may have planted: mkstemp creates the temp file with
+    O_CREAT|O_EXCL|O_NOFOLLOW, and os.replace swaps a symlink at `path` for the file instead of
+    writing where it points.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
+def write_json(data: object, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+
+
+def write_text(text: str, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _check_utf8(path: Path) -> None:
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise InputError(
+            f"{path}: line {line} is not valid UTF-8 (byte 0x{raw[err.start]:02x}); "
+            "re-save the file as UTF-8"
+        ) from None
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a CSV/TSV/JSONL/parquet file, turning every user mistake into an InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file; check the --data path")
+    kind = READERS.get(path.suffix.lower())
+    if kind is None:
+        raise InputError(
+            f"{path}: unsupported file type {path.suffix!r}; use .csv, .tsv, .jsonl or .parquet"
+        )
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty; it needs a header and at least one row")
+    try:
+        if kind == "parquet":
+            frame = pd.read_parquet(path)
+        else:
+            _check_utf8(path)
+            if kind == "jsonl":
+                frame = pd.read_json(path, lines=True, dtype=False)
+            else:
+                sep = "\t" if kind == "tsv" else ","
+                # A blank line is an empty text to report as skipped, never a row to drop.
+                frame = pd.read_csv(
+                    path,
+                    sep=sep,
+                    dtype=str,
+                    keep_default_na=False,
+                    na_values=[""],
+                    skip_blank_lines=False,
+                )
+    except InputError:
+        raise
+    except (ValueError, pd.errors.ParserError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"{path}: cannot be read as {kind} ({first}); fix the file") from None
+    if frame.empty:
+        raise InputError(f"{path}: has a header but no rows; nothing to label")
+    return frame
+
+
+def prepare_input(task: TaskSpec) -> pd.DataFrame:
+    """The user's rows as `row, id, text` plus the oracle column; every row is kept."""
+    path = Path(task.data_path)
+    frame = read_table(path)
+    columns = [str(c) for c in frame.columns]
+    frame.columns = columns
+    for flag, column in (
+        ("--text-column", task.text_column),
+        ("--id-column", task.id_column),
+        ("--gold-column / --reviewer oracle:", task.gold_source),
+    ):
+        if column is not None and column not in columns:
+            raise InputError(
+                f"{path}: no column {column!r} (columns: {', '.join(columns)}); "
+                f"pass the right name with {flag}"
+            )
+    out = pd.DataFrame({"row": range(len(frame))})
+    if task.id_column:
+        ids = frame[task.id_column]
+        if ids.isna().any():
+            bad = int(ids.isna().to_numpy().nonzero()[0][0])
+            raise InputError(f"{path}: row {bad + 1} has no {task.id_column!r}; every id is needed")
+        ids = ids.astype(str)
+        dup = ids[ids.duplicated()]
+        if not dup.empty:
+            raise InputError(
+                f"{path}: id {dup.iloc[0]!r} appears more than once in {task.id_column!r}; "
+                "ids must be unique"
+            )
+        out["id"] = ids.to_numpy()
+    else:
+        out["id"] = out["row"].astype(str)
+    texts = [
+        None
+        if (t is None or (isinstance(t, float) and pd.isna(t)) or not str(t).strip())
+        else str(t)
+        for t in frame[task.text_column]
+    ]
+    # The row is kept and flagged (the flag reaches labels.*), never dropped or refused.
+    out["text"] = [t if t is None else t[:MAX_TEXT_CHARS] for t in texts]
+    out["truncated"] = [t is not None and len(t) > MAX_TEXT_CHARS for t in texts]
+    cut = int(out["truncated"].sum())
+    if cut:
+        log.warning(
+            "%s: %d text(s) longer than %d characters cut to that length (column truncated "
+            "in labels.*)",
+            path,
+            cut,
+            MAX_TEXT_CHARS,
+        )
+    if task.gold_source:
+        gold = frame[task.gold_source].astype("string")
+        unknown = sorted(set(gold.dropna()) - set(task.labels))
+        if unknown:
+            raise InputError(
+                f"{path}: column {task.gold_source!r} holds labels outside the task's labels "
+                f"({', '.join(unknown[:5])}); fix the column or --labels"
+            )
+        out["gold"] = gold.to_numpy()
+    return out
+
+
+class RunStore:
+    """Paths and typed reads/writes of one run directory."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    # ---- layout -------------------------------------------------------------------------
+    task_path = property(lambda self: self.root / "task.json")
+    input_path = property(lambda self: self.root / "input.parquet")
+    models_path = property(lambda self: self.root / "models.json")
+    scripts_dir = property(lambda self: self.root / "scripts")
+    steps_dir = property(lambda self: self.root / "steps")
+    labels_path = property(lambda self: self.root / "labels.parquet")
+    labels_csv_path = property(lambda self: self.root / "labels.csv")
+    ledger_path = property(lambda self: self.root / "ledger.jsonl")
+    llm_cache_path = property(lambda self: self.root / "llm_cache.sqlite")
+    checkpoints_path = property(lambda self: self.root / "checkpoints.sqlite")
+    report_path = property(lambda self: self.root / "report.md")
+    metrics_path = property(lambda self: self.root / "metrics.json")
+    timings_path = property(lambda self: self.root / "timings.jsonl")
+    hard_dir = property(lambda self: self.root / "hard")
+    plots_dir = property(lambda self: self.root / "plots")
+    capped_path = property(lambda self: self.root / "committee_capped.csv")
+    human_answers_path = property(lambda self: self.root / "human" / "answers.json")
+    scripts_manifest_path = property(lambda self: self.root / "scripts" / "manifest.json")
+
+    def path(self, relative: str | Path) -> Path:
+        """A path the run recorded relative to its root (a manifest entry's script)."""
+        return self.root / relative
+
+    def relative(self, path: Path) -> str:
+        return str(path.relative_to(self.root))
+
+    def script_path(self, role: str, slug: str) -> Path:
+        return self.scripts_dir / role / f"{slug}.py"
+
+    def scratch_dir(self, name: str) -> Path:
+        """Where step `name` writes before the host checks it (not created here)."""
+        return self.root / "scratch" / name
+
+    def finetune_dir(self, cycle: int) -> Path:
+        return self.root / "finetune" / f"cycle-{cycle:03d}"
+
+    def finetune_records(self) -> list[Path]:
+        return sorted((self.root / "finetune").glob("cycle-*/cycle.json"))
+
+    def hard_chunks(self) -> list[Path]:
+        return sorted(self.hard_dir.glob("*.parquet"))
+
+    def voted_chunks(self) -> list[Path]:
+        return sorted((self.root / "chunks").glob("*.parquet"))
+
+    def input_chunk(self, chunk: int) -> Path:
+        return self.root / "inputs" / f"{chunk:06d}.parquet"
+
+    def model_votes(self, slug: str, chunk: int) -> Path:
+        return self.root / "votes" / slug / f"{chunk:06d}.parquet"
+
+    def chunk_votes(self, chunk: int) -> Path:
+        return self.root / "chunks" / f"{chunk:06d}.parquet"
+
+    def hard_chunk(self, chunk: int) -> Path:
+        return self.root / "hard" / f"{chunk:06d}.parquet"
+
+    def model_dir(self, slug: str, version: int) -> Path:
+        return self.root / "models" / slug / f"v{version}"
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    @classmethod
+    def create(cls, root: Path, task: TaskSpec, rows: pd.DataFrame) -> RunStore:
+        """Write task.json, input.parquet and the input chunks, all or nothing."""
+        root = Path(root)
+        if root.exists() and (not root.is_dir() or any(root.iterdir())):
+            raise InputError(
+                f"{root}: run directory already exists; resume it with "
+                f"`autoannotator resume {root}` or choose another --run-dir"
+            )
+        partial = root.with_name(root.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        store = cls(partial)
+        try:
+            partial.mkdir(parents=True)
+            task.save(store.task_path)
+            rows.to_parquet(store.input_path, index=False)
+            (partial / "inputs").mkdir()
+            # Only the first chunk is cut now (selection smoke-tests on it); pipeline.chunking
+            # sizes the others from the escalation it observes.
+            if store.n_labelable():
+                store.cut_chunk(0, task.chunk_size)
+            if root.exists():
+                root.rmdir()
+            partial.rename(root)
+        except OSError as err:
+            # A read-only folder, a path through a regular file, a full disk: the user's to fix.
+            shutil.rmtree(partial, ignore_errors=True)
+            raise InputError(
+                f"{root}: cannot write the run directory ({err.strerror or err}); "
+                "choose another --run-dir"
+            ) from None
+        return cls(root)
+
+    def task(self) -> TaskSpec:
+        if not self.task_path.is_file():
+            raise InputError(f"{self.root}: not a run directory (no task.json)")
+        return TaskSpec.load(self.task_path)
+
+    def n_chunks(self) -> int:
+        """Chunks cut so far; once the run is finished, all of them."""
+        return len(list((self.root / "inputs").glob("*.parquet")))
+
+    def labelable(self) -> pd.DataFrame:
+        """The rows the committee labels (non-empty texts), in input order, as id, text."""
+        rows = pd.read_parquet(self.input_path, columns=["id", "text"])
+        return rows[rows["text"].notna()].reset_index(drop=True)
+
+    def n_labelable(self) -> int:
+        return len(self.labelable())
+
+    def chunk_rows(self, chunk: int) -> int:
+        return pq.ParquetFile(self.input_chunk(chunk)).metadata.num_rows
+
+    def rows_left(self, chunk: int) -> int:
+        """Labelable rows not in any chunk before `chunk`."""
+        return self.n_labelable() - sum(self.chunk_rows(c) for c in range(chunk))
+
+    def cut_chunk(self, chunk: int, size: int) -> Path:
+        """Write inputs/<chunk>.parquet: the next `size` rows after chunks 0..chunk-1.
+
+        A chunk is cut once; its file then fixes its rows for good, so a resume never re-splits.
+        """
+        path = self.input_chunk(chunk)
+        if path.is_file():
+            return path
+        if chunk and not self.input_chunk(chunk - 1).is_file():
+            raise RuntimeError(f"chunk {chunk} cut before chunk {chunk - 1}")
+        start = sum(self.chunk_rows(c) for c in range(chunk))
+        write_parquet(self.labelable().iloc[start : start + size], path)
+        return path
+
+    def rows(self) -> pd.DataFrame:
+        return pd.read_parquet(self.input_path)
+
+    def log_timing(self, stage: str, seconds: float, **extra: object) -> None:
+        with self.timings_path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"stage": stage, "seconds": round(seconds, 4), **extra}) + "\n")
+
+    def timings(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        if self.timings_path.is_file():
+            for line in self.timings_path.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:  # the last line of a run killed mid-write
+                    continue
+                totals[entry["stage"]] = totals.get(entry["stage"], 0.0) + entry["seconds"]
+        return totals

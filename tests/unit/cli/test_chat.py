@@ -1,0 +1,134 @@
+"""The chat's task form: the LLM's reading, hand edits, questions back, the estimate."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+
+import pytest
+from rich.console import Console
+
+from agent.cli.chat import ChatSession, Form, SpecDraft, SpecReader, estimate
+from agent.llm.client import Endpoint, Price, make_chat_model, open_endpoint
+from tests.fixtures.chat import FakeChatLLM
+
+
+@pytest.fixture
+def data(tmp_path):
+    path = tmp_path / "tweets.csv"
+    path.write_text("tweet,gold\ngood day,positive\nbad day,negative\n,neutral\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def fake():
+    with FakeChatLLM() as server:
+        yield server
+
+
+def chat_model(fake):
+    return make_chat_model(Endpoint(fake.base_url, "test", "fake"), max_retries=0)
+
+
+def session(model, screen):
+    return ChatSession(screen, model, make_options=lambda: None, price=Price(0.15, 0.60))
+
+
+def test_the_llm_fills_the_form_from_a_request(fake, data):
+    reader = SpecReader(chat_model(fake))
+    draft = reader.read(
+        SpecDraft(), f"label {data} for sentiment, positive/negative, spend at most $2"
+    )
+    assert draft == SpecDraft(
+        data_path=str(data),
+        labels=["positive", "negative"],
+        description="sentiment of short texts",
+        max_cost_usd=2.0,
+    )
+    # A later turn keeps what was said and adds to it.
+    again = reader.read(draft, "I will review the hard ones myself")
+    assert again.reviewer == "human" and again.labels == ["positive", "negative"]
+
+
+def test_an_unreadable_answer_leaves_the_form_to_hand_edits(fake, data):
+    out = io.StringIO()
+    chat = session(chat_model(fake), Console(file=out, width=200))
+    chat.handle("nonsense")
+    assert "could not read that" in out.getvalue()
+    assert chat.form.draft == SpecDraft()
+
+
+def test_the_session_asks_for_what_is_missing_then_shows_the_form(fake, data):
+    out = io.StringIO()
+    chat = session(chat_model(fake), Console(file=out, width=200))
+    chat.handle(f"label {data} for sentiment, positive/negative/neutral, at most $2")
+    # The file has no `text` column, so the session asks which one holds the text.
+    assert "Which column holds the text? Columns: tweet, gold" in out.getvalue()
+    assert not chat.confirming
+    chat.handle("column=tweet; k=2")
+    assert chat.confirming
+    screen = out.getvalue()
+    assert "Run it?" in screen and "2 rows to label in 1 chunks" in screen
+    assert "at most 2 LLM review calls" in screen
+    task = chat.form.task()
+    assert (task.text_column, task.k) == ("tweet", 2)
+    assert task.labels == ["positive", "negative", "neutral"]
+    chat.handle("n")
+    assert not chat.confirming and chat.form.draft == SpecDraft()
+
+
+def test_without_an_llm_the_form_is_filled_by_hand(data):
+    out = io.StringIO()
+    chat = session(None, Console(file=out, width=200))
+    chat.handle("label my tweets please")
+    assert "No LLM here" in out.getvalue()
+    assert "Which file" in out.getvalue()
+    chat.handle(f"data={data}; column=tweet; labels=good/bad; task=tone of tweets; reviewer=human")
+    assert chat.confirming
+    assert chat.form.task().reviewer == "human"
+    assert "at most 0 LLM review calls" in out.getvalue()
+
+
+def test_hand_edits_report_unknown_fields_and_bad_values():
+    form = Form()
+    errors = form.edit("colour=red; reviewer=robot; budget=3")
+    assert errors[0].startswith("unknown field 'colour'")
+    assert errors[1].startswith("reviewer:")
+    assert form.draft.max_cost_usd == 3.0
+
+
+def test_the_budget_becomes_the_runs_cost_cap(data):
+    form = Form()
+    form.edit(f"data={data}; column=tweet; labels=a,b; task=tone; budget=2")
+    assert form.task().max_cost_usd == 2.0
+
+
+def test_estimate_is_the_worst_case_of_every_row_reviewed(data):
+    form = Form()
+    form.edit(f"data={data}; column=tweet; labels=a,b; task=tone")
+    numbers = estimate(form.task(), Price(0.15, 0.60))
+    assert numbers["labelable"] == 2 and numbers["max_review_calls"] == 2
+    assert numbers["max_cost_usd"] == pytest.approx(2 * (160 * 0.15 + 4 * 0.60) / 1e6)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None and os.environ.get("CI") != "true",
+    reason="needs llama-cpp-python (scripts/install.sh llm)",
+)
+@pytest.mark.timeout(900)
+def test_the_local_model_fills_the_form(monkeypatch):
+    for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    with open_endpoint(n_threads=1) as endpoint:
+        reader = SpecReader(make_chat_model(endpoint))
+        draft = reader.read(
+            SpecDraft(),
+            "label data/tweets.csv for sentiment, positive/negative/neutral, spend at most $2",
+        )
+        later = reader.read(draft, "I want to label the hard ones myself")
+    assert draft.data_path == "data/tweets.csv"
+    assert draft.labels == ["positive", "negative", "neutral"]
+    assert draft.max_cost_usd == 2.0
+    assert later.reviewer == "human" and later.data_path == "data/tweets.csv"

@@ -1,0 +1,334 @@
+"""Model selection: ranking on real config formats, rejections with reasons, diversity, and the
+smoke test on tiny BERTs whose behaviour is set by hand (so each failure mode is certain)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from agent.cli.app import app
+from agent.committee.labels import align
+from agent.committee.selection import (
+    Policy,
+    SelectionError,
+    choose,
+    rank_candidates,
+    select,
+    static_rejection,
+)
+from agent.hub.hubs import LocalHub, ModelInfo
+from agent.task import TaskSpec
+from tests.fixtures.models import card_text, make_keyword_classifier
+
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "model_configs"
+SENTIMENT = ["negative", "neutral", "positive"]
+TOXICITY = ["non-toxic", "toxic"]
+POSITIVE_WORDS = [
+    "good",
+    "great",
+    "best",
+    "love",
+    "happy",
+    "nice",
+    "wonderful",
+    "awesome",
+    "amazing",
+    "perfect",
+    "glad",
+]
+NEGATIVE_WORDS = [
+    "bad",
+    "worst",
+    "hate",
+    "sad",
+    "awful",
+    "terrible",
+    "horrible",
+    "poor",
+    "angry",
+    "boring",
+    "ugly",
+]
+SUBJECTS = ["the movie", "my day", "this phone", "the food", "the team", "the show", "our city"]
+
+
+def task(description: str, labels: list[str], k: int) -> TaskSpec:
+    return TaskSpec(description=description, labels=labels, k=k, data_path="data.csv")
+
+
+def sample_texts() -> list[str]:
+    """50 short texts: a third positive, a third negative, a third plain statements."""
+    texts = []
+    for i in range(50):
+        subject = SUBJECTS[i % len(SUBJECTS)]
+        if i % 3 == 0:
+            texts.append(f"{subject} was {POSITIVE_WORDS[i % len(POSITIVE_WORDS)]} today")
+        elif i % 3 == 1:
+            texts.append(f"{subject} was {NEGATIVE_WORDS[i % len(NEGATIVE_WORDS)]} today")
+        else:
+            texts.append(f"{subject} is at {i} pm on the news")
+    return texts
+
+
+def sentiment_model(path: Path, **kwargs) -> Path:
+    keywords = {"positive": POSITIVE_WORDS, "negative": NEGATIVE_WORDS}
+    return make_keyword_classifier(path, SENTIMENT, keywords, "neutral", **kwargs)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    # Tiny models gain nothing from threads, and on a shared 2-core machine extra threads only
+    # contend (measured: 10x slower with the default thread count under load).
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+SMOKE_ROLES = ["always-neutral", "never-neutral", "swapped", "multi-label", "broken", "a", "b"]
+B_MISSES = ("awful", "terrible")
+# Look-alike ids, so that popularity, not the words in an id, decides the smoke-test order.
+ID = {role: f"acme/tweet-sentiment-{n}" for n, role in enumerate(SMOKE_ROLES, 1)}
+
+
+@pytest.fixture(scope="module")
+def smoke_hub(tmp_path_factory) -> Path:
+    """A hub where only models a and b can do tweet sentiment; the others fail one smoke check
+    each and are more popular, so they rank first and are smoke-tested first."""
+    root = tmp_path_factory.mktemp("smoke-hub")
+
+    def at(role: str) -> Path:
+        return root / ID[role].replace("/", "__")
+
+    popular = {"downloads": 5_000_000}
+    sentiment_model(at("always-neutral"), bias={"neutral": 50.0}, front_matter=popular)
+    sentiment_model(at("never-neutral"), bias={"neutral": -50.0}, front_matter=popular)
+    make_keyword_classifier(
+        at("swapped"),
+        SENTIMENT,
+        {"positive": NEGATIVE_WORDS, "negative": POSITIVE_WORDS},
+        "neutral",
+        front_matter=popular,
+    )
+    sentiment_model(
+        at("multi-label"), problem_type="multi_label_classification", front_matter=popular
+    )
+    sentiment_model(at("broken"), front_matter=popular)
+    (at("broken") / "model.safetensors").write_bytes(b"not a safetensors file")
+    sentiment_model(
+        at("a"), front_matter={"downloads": 10, "base_model": "tiny/bert", "datasets": ["a"]}
+    )
+    # b does not know B_MISSES, so the committee disagrees on some rows.
+    make_keyword_classifier(
+        at("b"),
+        SENTIMENT,
+        {"positive": POSITIVE_WORDS, "negative": [w for w in NEGATIVE_WORDS if w not in B_MISSES]},
+        "neutral",
+        front_matter={"downloads": 10, "base_model": "tiny/bert", "datasets": ["b"]},
+    )
+    return root
+
+
+def by_id(candidates) -> dict:
+    return {c.model.id: c for c in candidates}
+
+
+def test_sentiment_ranking_on_real_config_formats():
+    chosen, ranked = select(LocalHub(FIXTURES), task("sentiment of tweets", SENTIMENT, k=3))
+    assert {c.model.id for c in chosen} == {
+        "cardiffnlp/twitter-roberta-base-sentiment-latest",
+        "cardiffnlp/twitter-roberta-base-sentiment",
+        "finiteautomata/bertweet-base-sentiment-analysis",
+    }
+    candidates = by_id(ranked)
+    stars = candidates["nlptown/bert-base-multilingual-uncased-sentiment"]
+    assert stars.rejected is None and stars.note.startswith("not needed")
+    assert stars.alignment.many_to_one["positive"] == ["4 stars", "5 stars"]
+    generic = candidates["cardiffnlp/twitter-roberta-base-sentiment"]
+    assert generic.alignment.mapping["LABEL_2"] == "positive"
+    for toxicity_model in ("unitary/toxic-bert", "s-nlp/roberta_toxicity_classifier"):
+        assert candidates[toxicity_model].rejected.startswith("cannot predict")
+    # The score is eq. 1's similarity plus the label-fit and popularity parts, in that order
+    # of weight; ranked lists acceptable models first, best score first.
+    assert [c.chosen for c in ranked[:3]] == [True, True, True]
+    scores = [c.score for c in ranked if c.rejected is None]
+    assert scores == sorted(scores, reverse=True)
+    assert set(chosen[0].score_parts) == {"similarity", "label_fit", "popularity"}
+
+
+def test_multilabel_toxic_bert_is_rejected_for_binary_toxicity():
+    chosen, ranked = select(LocalHub(FIXTURES), task("toxic comments", TOXICITY, k=1))
+    assert [c.model.id for c in chosen] == ["s-nlp/roberta_toxicity_classifier"]
+    assert chosen[0].alignment.mapping == {"neutral": "non-toxic", "toxic": "toxic"}
+    toxic_bert = by_id(ranked)["unitary/toxic-bert"]
+    assert "cannot predict non-toxic" in toxic_bert.rejected
+    assert "severe_toxic" in toxic_bert.rejected
+
+
+def test_too_few_fitting_models_raise_with_every_reason():
+    with pytest.raises(SelectionError, match="only 1 model") as err:
+        select(LocalHub(FIXTURES), task("toxic comments", TOXICITY, k=2))
+    assert "unitary/toxic-bert: cannot predict non-toxic" in str(err.value)
+
+
+def test_licence_allowlist_and_size_budget():
+    policy = Policy(licenses=frozenset({"mit"}))
+    ranked = rank_candidates(
+        LocalHub(FIXTURES), task("sentiment of tweets", SENTIMENT, k=1), policy=policy
+    )
+    accepted = [c.model.id for c in ranked if c.rejected is None]
+    assert accepted == ["nlptown/bert-base-multilingual-uncased-sentiment"]
+    assert by_id(ranked)["cardiffnlp/twitter-roberta-base-sentiment"].rejected == (
+        "licence unknown not in the allowlist"
+    )
+
+    big = ModelInfo("org/big", "org/big", SENTIMENT, "", size_bytes=5_000_000_000)
+    alignment = align(big.labels, SENTIMENT)
+    spec = task("sentiment", SENTIMENT, k=1)
+    assert static_rejection(big, alignment, spec, Policy()) == (
+        "weights 5000 MB over the 2147 MB budget"
+    )
+    assert static_rejection(big, alignment, spec, Policy(max_size_bytes=None)) is None
+
+
+def write_config_only(root: Path, model_id: str, source: str, **front_matter) -> None:
+    """A hub entry copied from a fixture, with its own id and card metadata."""
+    target = root / model_id.replace("/", "__")
+    target.mkdir(parents=True)
+    shutil.copy(FIXTURES / source / "config.json", target)
+    body = (FIXTURES / source / "README.md").read_text(encoding="utf-8").split("---\n", 2)[2]
+    (target / "README.md").write_text(card_text(front_matter, body), encoding="utf-8")
+
+
+def test_diversity_prefers_a_different_base_or_dataset(tmp_path):
+    source = "cardiffnlp__twitter-roberta-base-sentiment-latest"
+    lineage = {"base_model": "roberta-base", "datasets": ["tweet_eval"]}
+    write_config_only(tmp_path, "a/tweets", source, downloads=3000, **lineage)
+    write_config_only(tmp_path, "b/tweets-copy", source, downloads=2000, **lineage)
+    write_config_only(
+        tmp_path,
+        "c/reviews",
+        "nlptown__bert-base-multilingual-uncased-sentiment",
+        downloads=10,
+        base_model="bert-base-multilingual-uncased",
+        datasets=["amazon_reviews"],
+    )
+    hub = LocalHub(tmp_path)
+
+    twins = {"a/tweets", "b/tweets-copy"}
+    chosen, ranked = select(hub, task("sentiment of tweets", SENTIMENT, k=2))
+    first, second = (c.model.id for c in chosen)
+    assert first in twins and second == "c/reviews"  # despite its lower score
+    (other,) = twins - {first}
+    copy = by_id(ranked)[other]
+    assert copy.rejected is None and not copy.chosen
+    assert copy.note == f"same base model and training data as {first}"
+    assert copy.score > by_id(ranked)["c/reviews"].score
+
+    chosen, _ = select(hub, task("sentiment of tweets", SENTIMENT, k=3))
+    assert [c.model.id for c in chosen] == [first, "c/reviews", other]
+    assert chosen[2].note == f"same base model and data as {first}; no alternative"
+
+
+def test_smoke_test_rejects_each_failure_with_its_reason(smoke_hub):
+    texts = [None, "", *sample_texts()]  # blanks in the user's column are skipped
+    selection = choose(LocalHub(smoke_hub), task("sentiment of tweets", SENTIMENT, k=2), texts)
+    assert [c.model.id for c in selection.chosen] == [ID["a"], ID["b"]]
+    assert selection.sample_rows == 50
+    reasons = {c.model.id: c.rejected for c in selection.ranked if c.rejected}
+    assert (
+        reasons[ID["always-neutral"]] == "smoke test: answers neutral for 100% of 50 sample texts"
+    )
+    assert reasons[ID["never-neutral"]].startswith("smoke test: never answers neutral")
+    assert reasons[ID["swapped"]] == (
+        "smoke test: 3/9 obvious probes right (negative probes came out as positive (3/3); "
+        "positive probes came out as negative (3/3))"
+    )
+    assert reasons[ID["multi-label"]].startswith("multi-label model")
+    assert reasons[ID["broken"]].startswith("smoke test crashed (")
+    assert len(reasons) == 5
+
+
+def test_expected_escalation_is_the_share_of_sample_rows_the_committee_disagrees_on(smoke_hub):
+    chosen, _ = select(
+        LocalHub(smoke_hub), task("sentiment of tweets", SENTIMENT, k=2), sample_texts()
+    )
+    a, b = chosen
+    disagree = sum(x != y for x, y in zip(a.smoke.predictions, b.smoke.predictions, strict=True))
+    # Only the texts with a word b does not know split the committee: b reads them as neutral.
+    unknown_to_b = sum(any(word in t.split() for word in B_MISSES) for t in sample_texts())
+    assert disagree == unknown_to_b > 0
+    assert a.expected_escalation == b.expected_escalation == disagree / 50
+    assert a.smoke.probes.accuracy == 1.0
+
+    saved = json.loads(json.dumps(a.to_json()))
+    assert {"id", "slug", "source", "labels", "similarity", "label_map", "label_evidence"} <= set(
+        saved
+    )
+    assert {"rejected", "license", "size_bytes", "base_model", "datasets"} <= set(saved)
+    assert saved["expected_escalation"] == round(disagree / 50, 4)
+    assert saved["smoke"]["rows"] == 50 and saved["chosen"] is True
+
+
+def test_models_search_cli_shows_choices_rejections_and_escalation(smoke_hub, tmp_path):
+    data = tmp_path / "tweets.csv"
+    data.write_text("body\n" + "\n".join(sample_texts()) + "\n", encoding="utf-8")
+    runner = CliRunner()
+
+    def search(k: int, *extra: str):
+        args = ["models", "search", "sentiment of tweets", "--labels", ",".join(SENTIMENT)]
+        args += ["--hub", str(smoke_hub), "--k", str(k), "--data", str(data)]
+        return runner.invoke(app, [*args, "--text-column", "body", *extra], env={"COLUMNS": "250"})
+
+    result = search(2, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["chosen"] == [ID["a"], ID["b"]]
+    assert report["sample_rows"] == 50 and 0 < report["expected_escalation"] < 0.5
+    assert len([c for c in report["candidates"] if c["rejected"]]) == 5
+
+    result = search(2)
+    assert result.exit_code == 0, result.output
+    assert ID["a"] in result.output and "chosen" in result.output
+    assert "answers neutral for 100% of 50 sample texts" in result.output
+    assert "expected escalation:" in result.output
+
+    result = search(3)
+    assert result.exit_code == 1
+    assert "only 2 of the k=3 models needed can do the task" in result.output
+
+
+def test_an_llm_proposal_rescues_generic_labels_for_the_closest_models_only(tmp_path, monkeypatch):
+    import agent.committee.selection
+
+    source = "cardiffnlp__twitter-roberta-base-sentiment"
+    for model_id, topic in (("a/tweet-sentiment", "tweets"), ("b/poems", "medieval poetry")):
+        target = tmp_path / model_id.replace("/", "__")
+        target.mkdir(parents=True)
+        shutil.copy(FIXTURES / source / "config.json", target)
+        # No "0 -> negative" line: rules alone cannot map LABEL_0..2.
+        body = f"# Sentiment classifier\n\nA sentiment analysis model fine-tuned on {topic}.\n"
+        (target / "README.md").write_text(card_text({"downloads": 10}, body), encoding="utf-8")
+    asked = []
+
+    def propose(model_labels, task_labels, card):
+        asked.append(card)
+        return {"LABEL_0": "negative", "LABEL_1": "neutral", "LABEL_2": "positive"}
+
+    hub = LocalHub(tmp_path)
+    spec = task("sentiment of tweets", SENTIMENT, k=1)
+    assert all(c.rejected for c in rank_candidates(hub, spec))
+
+    monkeypatch.setattr(agent.committee.selection, "MAX_PROPOSALS", 1)
+    ranked = by_id(rank_candidates(hub, spec, propose=propose))
+    assert len(asked) == 1 and "tweets" in asked[0]
+    rescued = ranked["a/tweet-sentiment"]
+    assert rescued.rejected is None
+    assert rescued.alignment.evidence["LABEL_2"] == "proposed by the LLM: LABEL_2 = positive"
+    assert ranked["b/poems"].rejected

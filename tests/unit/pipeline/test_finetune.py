@@ -1,0 +1,52 @@
+import pandas as pd
+
+from agent.pipeline.finetune import improved, replay_sample, split_gate
+from agent.store.runstore import write_parquet
+from tests.fixtures.runs import make_store
+
+
+def vote(store, chunk: int, uncertainty: list[float]) -> None:
+    """A chunk's committee decisions as vote_chunk writes them (the columns replay reads)."""
+    ids = pd.read_parquet(store.input_chunk(chunk))["id"]
+    frame = pd.DataFrame(
+        {"id": ids, "label": ["pos", "neg"] * (len(ids) // 2), "uncertainty": uncertainty}
+    )
+    write_parquet(frame, store.chunk_votes(chunk))
+
+
+def test_replay_draws_only_unanimous_rows_of_the_chunks_seen(tmp_path):
+    store = make_store(tmp_path, n=40, chunk_size=10, beta=5)
+    store.cut_chunk(1, 10)
+    vote(store, 0, [0.0] * 6 + [1 / 3] * 4)
+    vote(store, 1, [0.0] * 2 + [1 / 3] * 8)
+    picked = replay_sample(store, [0, 1], n=100, seed=1, exclude={"0"})
+    # Unanimous rows: 0-5 and 10-11; row 0 is excluded (it is in the hard pool).
+    assert sorted(picked["id"], key=int) == ["1", "2", "3", "4", "5", "10", "11"]
+    texts = dict(zip(picked["id"], picked["text"], strict=True))
+    assert texts["10"] == "t10"
+    assert set(picked.columns) == {"id", "text", "label"}
+    # Asking for fewer draws a seeded subset, the same one every time.
+    few = replay_sample(store, [0, 1], n=3, seed=1, exclude=set())
+    assert len(few) == 3 and few.equals(replay_sample(store, [0, 1], n=3, seed=1, exclude=set()))
+    assert replay_sample(store, [0, 1], n=0, seed=1, exclude=set()).empty
+
+
+def test_gate_holds_out_fifteen_percent_of_the_hard_samples():
+    samples = pd.DataFrame({"id": [str(i) for i in range(40)], "label": "pos", "text": "x"})
+    train, gate = split_gate(samples, seed=3)
+    assert len(gate) == 6 and len(train) == 34
+    assert set(train["id"]).isdisjoint(gate["id"])
+
+
+def test_candidate_kept_only_when_it_beats_the_current_version_on_the_gate():
+    def metrics(before, after, loss_before=1.0, loss_after=1.0, rows=10):
+        return {
+            "before": {"accuracy": before, "loss": loss_before, "rows": rows},
+            "after": {"accuracy": after, "loss": loss_after, "rows": rows},
+        }
+
+    assert improved(metrics(0.5, 0.6))
+    assert not improved(metrics(0.6, 0.5))
+    assert improved(metrics(0.5, 0.5, loss_before=0.9, loss_after=0.8))
+    assert not improved(metrics(0.5, 0.5))
+    assert not improved(metrics(0.5, 0.9, rows=0))

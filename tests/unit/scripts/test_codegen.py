@@ -1,0 +1,373 @@
+import ast
+import importlib.util
+import json
+import os
+import shutil
+
+import pandas as pd
+import pytest
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+from agent.errors import StepFailed
+from agent.llm.client import LLMClient
+from agent.prompting import load_prompt
+from agent.scripts import verify
+from agent.scripts.codegen import (
+    ROLES,
+    extract_code,
+    generate_scripts,
+    prompt_messages,
+    render,
+    write_scripts,
+)
+from agent.scripts.contract import validate_votes
+from agent.store.runstore import RunStore, read_json
+from agent.task import TaskSpec
+from sandbox.base import Limits, Result
+from sandbox.local import LocalSandbox
+from tests.fixtures.models import make_keyword_classifier
+
+TASK = TaskSpec(
+    description='sentiment """quoted"""',
+    labels=["neg", "pos"],
+    data_path="x.csv",
+    batch_size=7,
+    max_length=33,
+    finetune_epochs=2,
+)
+LABELS = ["negative", "neutral", "positive"]
+KEYWORDS = {"negative": ["bad", "hate"], "positive": ["good", "love"]}
+TEXTS = ["good day", "bad movie", "the news", "i love it", "i hate it", "a song", "okay"]
+TABLE_A_OPENING = "Now I need you to help me write a code. Note that you"
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_templates_render_to_python_with_the_task_defaults(role):
+    code = render(role, "org/model", TASK)
+    tree = ast.parse(code)
+    assert any(isinstance(n, ast.FunctionDef) and n.name == "main" for n in tree.body)
+    assert "org/model" in code
+    if role == "annotate":
+        assert "default=7" in code and "default=33" in code
+        assert "inference_mode" in code and "half()" in code
+    if role == "finetune":
+        assert "default=2e-05" in code and "default=0.01" in code and "default=2)" in code
+
+
+def test_write_scripts_is_idempotent_and_recorded(tmp_path):
+    store = RunStore(tmp_path)
+    models = [{"id": "org/a", "slug": "org__a"}, {"id": "org/b", "slug": "org__b"}]
+    manifest = write_scripts(store, TASK, models)
+    assert len(manifest["scripts"]) == 6
+    assert {s["origin"] for s in manifest["scripts"]} == {"template"}
+    script = tmp_path / "scripts" / "annotate" / "org__a.py"
+    script.write_text("# edited\n")
+    write_scripts(store, TASK, models)
+    assert script.read_text() == "# edited\n"
+    saved = json.loads((tmp_path / "scripts" / "manifest.json").read_text())
+    assert len(saved["scripts"]) == 6
+
+
+def test_vote_contract_checks(tmp_path):
+    chunk = pd.DataFrame({"id": ["1", "2"], "text": ["a", "b"]})
+    good = tmp_path / "good.parquet"
+    pd.DataFrame({"id": ["2", "1"], "label": ["pos", "neg"], "score": [0.9, 0.6]}).to_parquet(good)
+    assert len(validate_votes(good, chunk, ["neg", "pos"])) == 2
+    cases = {
+        "missing_row": pd.DataFrame({"id": ["1"], "label": ["pos"], "score": [0.9]}),
+        "bad_label": pd.DataFrame({"id": ["1", "2"], "label": ["pos", "meh"], "score": [0.9, 0.5]}),
+        "bad_score": pd.DataFrame({"id": ["1", "2"], "label": ["pos", "neg"], "score": [1.5, 0.5]}),
+        "columns": pd.DataFrame({"id": ["1", "2"], "prediction": ["pos", "neg"]}),
+    }
+    for name, frame in cases.items():
+        path = tmp_path / f"{name}.parquet"
+        frame.to_parquet(path)
+        with pytest.raises(StepFailed, match="breaks the contract"):
+            validate_votes(path, chunk, ["neg", "pos"])
+
+
+# --- the pieces of the verifier ---------------------------------------------------------------
+
+
+def test_code_is_taken_from_the_longest_fence_a_cut_off_fence_or_the_bare_answer():
+    fenced = "Here:\n```python\nimport os\nprint(1)\n```\nand ```py\nx=1\n```"
+    assert extract_code(fenced) == "import os\nprint(1)\n"
+    assert extract_code("```python\nimport sys\nsys.exit(0)") == "import sys\nsys.exit(0)\n"
+    assert extract_code("import sys\n") == "import sys\n"
+
+
+@pytest.mark.parametrize(
+    ("role", "code", "found"),
+    [
+        ("annotate", "import socket\n", "imports socket"),
+        ("finetune", "from subprocess import run\n", "imports subprocess"),
+        ("annotate", "import os\nos.system('ls')\n", "uses os.system"),
+        ("annotate", "from os import system\n", "imports os.system"),
+        ("annotate", "import urllib.request\n", "imports urllib.request"),
+        ("finetune", "import requests\n", "imports requests"),
+        ("annotate", "x = eval('1')\n", "uses eval"),
+        ("deploy", "import os\nos.execv('/bin/sh', [])\n", "uses os.execv"),
+        ("deploy", "import socket\n", "imports socket"),
+        ("annotate", "def f(:\n", "not valid Python"),
+    ],
+)
+def test_static_check_rejects_what_a_role_may_not_use(role, code, found):
+    with pytest.raises(verify.Rejected, match=found) as caught:
+        verify.static_check(code, role)
+    assert caught.value.stage == "static"
+
+
+def test_static_check_lets_deploy_fetch_and_passes_the_templates():
+    verify.static_check("from huggingface_hub import snapshot_download\n", "deploy")
+    for role in ROLES:
+        verify.static_check(render(role, "org/m", TASK), role)
+
+
+def test_canary_and_speed_and_finetune_metrics(tmp_path):
+    rows = pd.DataFrame({"id": ["1", "2"], "text": ["good", "bad"]})
+    reference = tmp_path / "ref.parquet"
+    pd.DataFrame({"id": ["1", "2"], "label": ["pos", "neg"], "score": [0.9, 0.8]}).to_parquet(
+        reference
+    )
+    swapped = tmp_path / "swapped.parquet"
+    pd.DataFrame({"id": ["2", "1"], "label": ["pos", "neg"], "score": [0.9, 0.8]}).to_parquet(
+        swapped
+    )
+    expected = pd.read_parquet(reference).set_index("id")["label"]
+    with pytest.raises(verify.Rejected, match="2 of 2 labels differ") as caught:
+        verify.check_votes(swapped, rows, ["neg", "pos"], expected)
+    assert caught.value.stage == "canary"
+    verify.check_votes(reference, rows, ["neg", "pos"], expected)
+
+    with pytest.raises(verify.Rejected, match=r"6.0x the template's") as caught:
+        verify.check_speed(Result(0, "", "", 30.0), Result(0, "", "", 5.0))
+    assert caught.value.stage == "speed"
+    verify.check_speed(Result(0, "", "", 24.0), Result(0, "", "", 5.0))
+
+    metrics = tmp_path / "metrics.json"
+    part = {"accuracy": 0.5, "loss": 0.7, "rows": 4}
+    metrics.write_text(json.dumps({"before": part, "after": part, "train_seconds": 1.0}))
+    assert verify.check_finetune_metrics(metrics, 4)["after"] == part
+    metrics.write_text(json.dumps({"before": part, "after": {**part, "accuracy": 2}}))
+    with pytest.raises(verify.Rejected, match=r"after.accuracy is 2.*train_seconds"):
+        verify.check_finetune_metrics(metrics, 4)
+
+
+@pytest.mark.parametrize("role", ["deploy", "annotate", "finetune", "select"])
+def test_table_a_prompts_stay_recognisable_and_render_with_their_documented_variables(role):
+    templates = load_prompt(role)
+    if role == "select":
+        user = templates["user"].render(
+            task_description="sentiment", labels=["a", "b"], k=3, output_path="models.csv"
+        )
+        assert "Quantity requirements: 3 models" in user
+    else:
+        _, user = prompt_messages(role, TASK, [{"id": "org/a"}, {"id": "org/b"}])
+        user = user.content
+        assert "org/a, org/b" in user
+        repair = templates["repair"].render(reason="run: boom", stderr="Traceback")
+        assert "run: boom" in repair and "Traceback" in repair
+    assert user.startswith(TABLE_A_OPENING)
+
+
+# --- the loop, with a fake LLM and a real LocalSandbox ------------------------------------------
+
+
+class SpySandbox(LocalSandbox):
+    """A LocalSandbox that remembers every script it was asked to run."""
+
+    def __init__(self):
+        super().__init__()
+        self.scripts = []
+
+    def run(self, script, args, **kw):
+        self.scripts.append(script.name)
+        return super().run(script, args, **kw)
+
+
+@pytest.fixture(scope="module")
+def keyword_model(tmp_path_factory):
+    return make_keyword_classifier(
+        tmp_path_factory.mktemp("hub") / "kw", LABELS, KEYWORDS, "neutral"
+    )
+
+
+@pytest.fixture
+def run(tmp_path, keyword_model):
+    """A run with one chunk of texts and one model already deployed as v0."""
+    task = TaskSpec(description="sentiment of short texts", labels=LABELS, data_path="x.csv")
+    rows = pd.DataFrame({"row": range(7), "id": [str(i) for i in range(7)], "text": TEXTS})
+    store = RunStore.create(tmp_path / "run", task, rows)
+    model = {"id": "org/kw", "slug": "org__kw", "source": str(keyword_model), "labels": LABELS}
+    shutil.copytree(keyword_model, store.model_dir("org__kw", 0))
+    return store, task, [model]
+
+
+def test_a_saved_model_without_its_tokenizer_or_labels_is_rejected(keyword_model, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    texts = ["good day", "the news"]
+    verify.check_model_dir(keyword_model, LABELS, keyword_model, texts)
+    bare = tmp_path / "bare"
+    AutoModelForSequenceClassification.from_pretrained(keyword_model).save_pretrained(bare)
+    with pytest.raises(verify.Rejected, match="no tokenizer files"):
+        verify.check_model_dir(bare, LABELS)
+    with pytest.raises(verify.Rejected, match="labels are") as caught:
+        verify.check_model_dir(keyword_model, ["neg", "neu", "pos"])
+    assert caught.value.stage == "canary"
+
+
+def fake_llm(tmp_path, answers):
+    return LLMClient(
+        FakeListChatModel(responses=answers),
+        model="fake",
+        cache_path=tmp_path / "cache.sqlite",
+        ledger_path=tmp_path / "ledger.jsonl",
+    )
+
+
+def fenced(code):
+    return f"Here is the script:\n```python\n{code}```\n"
+
+
+def generate(store, task, models, roles, llm, sandbox=None, attempts=3):
+    return generate_scripts(
+        store,
+        task,
+        models,
+        roles,
+        llm,
+        sandbox or LocalSandbox(),
+        device="cpu",
+        limits=Limits(timeout_s=300, threads=1),
+        max_attempts=attempts,
+    )
+
+
+def statuses(manifest):
+    return {e["role"]: (e["origin"], e["status"]) for e in manifest["scripts"]}
+
+
+def test_scripts_that_keep_the_contract_pass_first_try_and_everything_is_kept(run, tmp_path):
+    store, task, models = run
+    # The LLM answers with the templates in its own words (a comment). Annotate's passing path
+    # is the repair test's second attempt.
+    roles = ["deploy", "finetune"]
+    answers = [fenced(f"# written by the LLM\n{render(r, 'org/kw', task)}") for r in roles]
+    llm = fake_llm(tmp_path, answers)
+    manifest = generate(store, task, models, roles, llm)
+
+    assert statuses(manifest) == {r: ("llm", "passed-first-try") for r in roles}
+    for role in roles:
+        code = (store.scripts_dir / role / "org__kw.py").read_text()
+        assert code.startswith("# written by the LLM")
+        for suffix in ("prompt.md", "response.md", "py", "verdict.json", "result.json"):
+            assert (store.scripts_dir / role / f"attempt-1.{suffix}").is_file()
+        verdict = read_json(store.scripts_dir / role / "attempt-1.verdict.json")
+        assert verdict["ok"] and verdict["stage"] == "passed"
+        assert not (store.scripts_dir / role / "attempt-1.out").exists()  # scratch weights gone
+    metrics = read_json(store.scripts_dir / "finetune" / "attempt-1.metrics.json")
+    assert metrics["after"]["rows"] == 3
+    ledger = [json.loads(line) for line in llm.ledger_path.read_text().splitlines()]
+    assert [e["purpose"] for e in ledger] == [f"codegen-{r}" for r in roles]
+    # Done roles are not redone: no further LLM call, the manifest unchanged.
+    assert generate(store, task, models, roles, fake_llm(tmp_path, [])) == manifest
+
+
+def test_a_broken_script_is_repaired_with_its_error_fed_back(run, tmp_path):
+    store, task, models = run
+    good = render("annotate", "org/kw", task)
+    # A submodule of an allowed package: it passes the static check and fails when it runs.
+    broken = "import pandas.pandas_typo_module\n" + good
+    llm = fake_llm(tmp_path, [fenced(broken), fenced(good)])
+    manifest = generate(store, task, models, ["annotate"], llm)
+
+    assert statuses(manifest) == {"annotate": ("llm", "repaired-after-1")}
+    role_dir = store.scripts_dir / "annotate"
+    first = read_json(role_dir / "attempt-1.verdict.json")
+    assert first["stage"] == "run" and "pandas_typo_module" in first["reason"]
+    assert "ModuleNotFoundError" in (role_dir / "attempt-1.stderr.txt").read_text()
+    repair = (role_dir / "attempt-2.prompt.md").read_text()
+    assert "pandas_typo_module" in repair and "## ai" in repair
+    assert (role_dir / "org__kw.py").read_text() == good
+    votes = pd.read_parquet(role_dir / "probe" / "attempt-2.org__kw.parquet")
+    assert votes.set_index("id").loc[["0", "1", "2"], "label"].tolist() == [
+        "positive",
+        "negative",
+        "neutral",
+    ]
+
+
+def test_garbage_forever_falls_back_to_the_template_without_running_anything(run, tmp_path):
+    store, task, models = run
+    sandbox = SpySandbox()
+    llm = fake_llm(tmp_path, ["I am sorry, I cannot write that.", "Sure! Step 1: think."])
+    manifest = generate(store, task, models, ["annotate"], llm, sandbox)
+
+    origin, status = statuses(manifest)["annotate"]
+    assert origin == "template"
+    assert status.startswith("template-fallback: 3 attempt(s) rejected, last at static")
+    assert (store.scripts_dir / "annotate" / "org__kw.py").read_text() == render(
+        "annotate", "org/kw", task
+    )
+    assert sandbox.scripts == []
+    assert len(llm.ledger_path.read_text().splitlines()) == 3
+
+
+def test_a_repair_that_repeats_the_rejected_script_stops_the_loop_without_rerunning(run, tmp_path):
+    store, task, models = run
+    sandbox = SpySandbox()
+    broken = "import pandas.pandas_typo_module\n" + render("annotate", "org/kw", task)
+    llm = fake_llm(tmp_path, [fenced(broken)])  # the same answer to every request
+    manifest = generate(store, task, models, ["annotate"], llm, sandbox)
+
+    origin, status = statuses(manifest)["annotate"]
+    assert origin == "template"
+    assert status.startswith("template-fallback: 2 attempt(s) rejected, last at run:")
+    assert "the same script as attempt 1; not run again" in status
+    assert sandbox.scripts.count("attempt-1.py") == 1 and "attempt-2.py" not in sandbox.scripts
+    assert not (store.scripts_dir / "annotate" / "attempt-3.prompt.md").exists()
+    assert len(llm.ledger_path.read_text().splitlines()) == 2
+
+
+def test_a_script_that_opens_a_socket_never_reaches_the_sandbox(run, tmp_path):
+    store, task, models = run
+    sandbox = SpySandbox()
+    sneaky = "import socket\n" + render("annotate", "org/kw", task)
+    manifest = generate(store, task, models, ["annotate"], fake_llm(tmp_path, [fenced(sneaky)]),
+                        sandbox, attempts=1)  # fmt: skip
+
+    assert "imports socket" in statuses(manifest)["annotate"][1]
+    assert sandbox.scripts == []
+    assert read_json(store.scripts_dir / "annotate" / "attempt-1.verdict.json")["stage"] == "static"
+
+
+def test_without_an_llm_the_templates_are_used_and_the_reason_recorded(run):
+    store, task, models = run
+    manifest = generate(store, task, models, ROLES, None)
+    assert set(statuses(manifest).values()) == {
+        ("template", "template-fallback: no LLM configured")
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None and os.environ.get("CI") != "true",
+    reason="the local LLM (llama-cpp-python) is not installed",
+)
+def test_the_local_llm_writes_an_annotate_script_that_is_verified(run):
+    from agent.llm.client import LLMClient as Client
+    from agent.llm.client import make_chat_model, open_endpoint
+
+    store, task, models = run
+    with open_endpoint() as endpoint, Client.for_endpoint(endpoint, store.root) as llm:
+        llm.chat_model = make_chat_model(endpoint, timeout_s=1800, max_retries=0)
+        manifest = generate(store, task, models, ["annotate"], llm)
+    entry = manifest["scripts"][0]
+    # Whatever the small model wrote, the outcome is one of the three and the pipeline's script
+    # keeps the contract: the LLM's if it passed, else the template.
+    assert entry["status"] == "passed-first-try" or entry["status"].startswith(
+        ("repaired-after-", "template-fallback: ")
+    )
+    assert (entry["origin"] == "llm") == (not entry["status"].startswith("template"))
+    assert (store.scripts_dir / "annotate" / "attempt-1.response.md").is_file()
