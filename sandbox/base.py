@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -102,13 +103,54 @@ def walk(root: Path) -> Iterator[Path]:
                 yield Path(parent, name)
 
 
-class SandboxUser:
-    """Lends a step's output directory to the sandbox user, and takes it back after.
+class SandboxBase(ABC):
+    """What every engine does around a run: check the paths, lend the step's output directory
+    to the sandbox user, and take it back after; engines implement `_execute`.
 
     A non-root caller's own uid is already unprivileged and sees its files as usual.
     A root caller's uid must not be used, so the sandbox user gets the output directory
     and read access to the inputs (bits are only ever added, never removed).
     """
+
+    name = ""
+
+    def run(
+        self,
+        script: Path,
+        args: list[str],
+        *,
+        inputs: list[Path],
+        output_dir: Path,
+        limits: Limits,
+    ) -> Result:
+        script = Path(script).absolute()
+        if not script.is_file():
+            raise SandboxError(f"script not found: {script}")
+        inputs = [Path(p).absolute() for p in inputs]
+        missing = [str(p) for p in inputs if not p.exists()]
+        if missing:
+            raise SandboxError(f"sandbox inputs not found: {', '.join(missing)}")
+        output_dir = Path(output_dir).absolute()
+        output_dir.mkdir(parents=True, exist_ok=True)
+        owner = output_dir.stat()
+        uid, gid = self._share_with_sandbox_user([script, *inputs], output_dir)
+        try:
+            return self._execute(script, args, inputs, output_dir, limits, uid, gid)
+        finally:
+            self._give_back_outputs(output_dir, owner.st_uid, owner.st_gid)
+
+    @abstractmethod
+    def _execute(
+        self,
+        script: Path,
+        args: list[str],
+        inputs: list[Path],
+        output_dir: Path,
+        limits: Limits,
+        uid: int,
+        gid: int,
+    ) -> Result:
+        """Run `python script *args` as uid:gid with `limits`; paths are absolute and exist."""
 
     def _share_with_sandbox_user(self, readable: list[Path], output_dir: Path) -> tuple[int, int]:
         """The uid and gid the script runs as."""

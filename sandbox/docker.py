@@ -29,7 +29,7 @@ import docker.errors
 import requests
 from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
-from sandbox.base import Limits, Result, SandboxError, SandboxUser, tail, timed_out
+from sandbox.base import Limits, Result, SandboxBase, SandboxError, tail, timed_out
 from sandbox.image import IMAGE_TAG, build_image
 from sandbox.local import script_environment
 
@@ -79,7 +79,7 @@ def host_python_paths() -> list[str]:
     return paths
 
 
-class DockerSandbox(SandboxUser):
+class DockerSandbox(SandboxBase):
     name = "docker"
 
     def __init__(
@@ -152,40 +152,15 @@ class DockerSandbox(SandboxUser):
             container.remove(force=True)
         return None if code == 0 else f"a GPU container exited with code {code}"
 
-    def run(
-        self,
-        script: Path,
-        args: list[str],
-        *,
-        inputs: list[Path],
-        output_dir: Path,
-        limits: Limits,
-    ) -> Result:
-        script = Path(script).absolute()
-        if not script.is_file():
-            raise SandboxError(f"script not found: {script}")
-        inputs = [Path(p).absolute() for p in inputs]
-        missing = [str(p) for p in inputs if not p.exists()]
-        if missing:
-            raise SandboxError(f"sandbox inputs not found: {', '.join(missing)}")
-        output_dir = Path(output_dir).absolute()
-        output_dir.mkdir(parents=True, exist_ok=True)
-
-        owner = output_dir.stat()
-        uid, gid = self._share_with_sandbox_user([script, *inputs], output_dir)
-        try:
-            return self._run_container(script, args, inputs, output_dir, limits, f"{uid}:{gid}")
-        finally:
-            self._give_back_outputs(output_dir, owner.st_uid, owner.st_gid)
-
-    def _run_container(
+    def _execute(
         self,
         script: Path,
         args: list[str],
         inputs: list[Path],
         output_dir: Path,
         limits: Limits,
-        user: str,
+        uid: int,
+        gid: int,
     ) -> Result:
         try:
             container = self.client.containers.create(
@@ -194,7 +169,7 @@ class DockerSandbox(SandboxUser):
                 **self._container_options(limits, gpu=self.device == "cuda"),
                 mounts=self._mounts([script, *inputs], output_dir),
                 environment=script_environment(limits, home=output_dir),
-                user=user,
+                user=f"{uid}:{gid}",
                 working_dir=str(output_dir),
             )
         except docker.errors.APIError as exc:

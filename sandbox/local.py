@@ -36,8 +36,8 @@ from pathlib import Path
 from sandbox.base import (
     Limits,
     Result,
+    SandboxBase,
     SandboxError,
-    SandboxUser,
     read_tail,
     tail,
     timed_out,
@@ -108,7 +108,7 @@ def _let_sandbox_user_reach(paths: list[Path]) -> None:
                 parent.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
 
 
-class LocalSandbox(SandboxUser):
+class LocalSandbox(SandboxBase):
     name = "local"
 
     def __init__(self, python: str | None = None):
@@ -148,34 +148,26 @@ class LocalSandbox(SandboxUser):
         output_dir: Path,
         limits: Limits,
     ) -> Result:
-        script = Path(script).absolute()
-        if not script.is_file():
-            raise SandboxError(f"script not found: {script}")
-        inputs = [Path(p).absolute() for p in inputs]
-        missing = [str(p) for p in inputs if not p.exists()]
-        if missing:
-            raise SandboxError(f"sandbox inputs not found: {', '.join(missing)}")
         if limits.network:
             raise SandboxError(
                 "LocalSandbox gives scripts no network (the host downloads models itself); "
                 "use --sandbox docker for a script that needs it"
             )
-        output_dir = Path(output_dir).absolute()
-        output_dir.mkdir(parents=True, exist_ok=True)
+        return super().run(script, args, inputs=inputs, output_dir=output_dir, limits=limits)
 
-        owner = output_dir.stat()
-        uid, gid = self._share_with_sandbox_user([script, *inputs], output_dir)
-        try:
-            if uid != os.geteuid():
-                prefixes = [Path(p) for p in (self.python, sys.prefix, sys.base_prefix)]
-                _let_sandbox_user_reach([script, *inputs, output_dir, *prefixes])
-            return self._run_process(script, args, output_dir, limits, uid, gid)
-        finally:
-            self._give_back_outputs(output_dir, owner.st_uid, owner.st_gid)
-
-    def _run_process(
-        self, script: Path, args: list[str], output_dir: Path, limits: Limits, uid: int, gid: int
+    def _execute(
+        self,
+        script: Path,
+        args: list[str],
+        inputs: list[Path],
+        output_dir: Path,
+        limits: Limits,
+        uid: int,
+        gid: int,
     ) -> Result:
+        if uid != os.geteuid():
+            prefixes = [Path(p) for p in (self.python, sys.prefix, sys.base_prefix)]
+            _let_sandbox_user_reach([script, *inputs, output_dir, *prefixes])
         # `timeout` is the namespace's init: the script cannot signal it, it enforces the
         # deadline even without the runner, and its exit takes down every process inside.
         command = [*self._namespaces, self._tools["timeout"], "-s", "KILL", str(limits.timeout_s)]
