@@ -221,31 +221,45 @@ def _annotate_verifier(store, task, models, sandbox, device, limits) -> Verifier
     write_parquet(rows, rows_path)
     references: dict[str, tuple[Result, pd.Series]] = {}
 
+    def probe(
+        script: Path,
+        model: dict,
+        model_dir: Path,
+        run: str,
+        limits: Limits,
+        expected: pd.Series | None,
+    ) -> tuple[Result, pd.DataFrame]:
+        """One annotate run on the probe rows in its own fresh out/<run>/: (result, votes)."""
+        out = fresh_dir(outdir / run)
+        try:
+            result = verify.run_candidate(
+                sandbox,
+                script,
+                contract.annotate_args(
+                    model_dir, rows_path, out / "votes.parquet", task, device, limits.threads
+                ),
+                inputs=[model_dir, rows_path],
+                output_dir=out,
+                limits=limits,
+                log=workdir / f"{run}.result.json",
+                output=contract.VOTES_OUTPUT,
+            )
+            return result, verify.check_votes(
+                out / "votes.parquet", rows, model["labels"], expected
+            )
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+
     def reference(model: dict, model_dir: Path) -> tuple[Result, pd.Series]:
         """The template's run on the probe, once per model: the canary's answers, the speed bar."""
         slug = model["slug"]
         if slug not in references:
             script = workdir / f"reference-{slug}.py"
             write_text(render("annotate", model["id"], task), script)
-            out = fresh_dir(outdir / f"reference-{slug}")
             try:
-                result = verify.run_candidate(
-                    sandbox,
-                    script,
-                    contract.annotate_args(
-                        model_dir, rows_path, out / "votes.parquet", task, device, limits.threads
-                    ),
-                    inputs=[model_dir, rows_path],
-                    output_dir=out,
-                    limits=limits,
-                    log=workdir / f"reference-{slug}.result.json",
-                    output=contract.VOTES_OUTPUT,
-                )
-                votes = verify.check_votes(out / "votes.parquet", rows, model["labels"], None)
+                result, votes = probe(script, model, model_dir, f"reference-{slug}", limits, None)
             except verify.Rejected as err:
                 raise StepFailed(f"the annotate template itself failed on {slug}: {err}") from err
-            finally:
-                shutil.rmtree(out, ignore_errors=True)
             references[slug] = (result, votes.set_index("id")["label"])
         return references[slug]
 
@@ -254,27 +268,10 @@ def _annotate_verifier(store, task, models, sandbox, device, limits) -> Verifier
             slug = model["slug"]
             model_dir = store.model_dir(slug, 0)
             bar, expected = reference(model, model_dir)
-            out = fresh_dir(outdir / f"{name}.{slug}")
             # A hung candidate is stopped soon after it has broken the speed limit anyway.
             budget = verify.SPEED_FACTOR * bar.duration_s + SPEED_GRACE_S
-            try:
-                result = verify.run_candidate(
-                    sandbox,
-                    script,
-                    contract.annotate_args(
-                        model_dir, rows_path, out / "votes.parquet", task, device, limits.threads
-                    ),
-                    inputs=[model_dir, rows_path],
-                    output_dir=out,
-                    limits=Limits(
-                        **{**limits.__dict__, "timeout_s": min(limits.timeout_s, budget)}
-                    ),
-                    log=workdir / f"{name}.{slug}.result.json",
-                    output=contract.VOTES_OUTPUT,
-                )
-                votes = verify.check_votes(out / "votes.parquet", rows, model["labels"], expected)
-            finally:
-                shutil.rmtree(out, ignore_errors=True)
+            capped = Limits(**{**limits.__dict__, "timeout_s": min(limits.timeout_s, budget)})
+            result, votes = probe(script, model, model_dir, f"{name}.{slug}", capped, expected)
             write_parquet(votes, workdir / f"{name}.{slug}.parquet")
             verify.check_speed(result, bar)
 

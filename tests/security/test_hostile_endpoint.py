@@ -25,16 +25,14 @@ from agent.pipeline.finetune import finetune_cycle
 from agent.scripts import codegen, verify
 from agent.scripts.codegen import generate_scripts
 from agent.store.runstore import RunStore, read_json, write_json, write_parquet
-from agent.task import TaskSpec
 from sandbox.base import Limits
 from sandbox.local import LocalSandbox
 from tests.e2e.conftest import LABELS, write_data
 from tests.fixtures.llm import LoopbackChatServer
-from tests.fixtures.models import make_keyword_classifier
+from tests.fixtures.runs import keyword_model as make_keyword_model
+from tests.fixtures.runs import keyword_run
 
-KEYWORDS = {"negative": ["bad", "hate"], "positive": ["good", "love"]}
-TEXTS = ["good day", "bad movie", "the news", "i love it", "i hate it", "a song", "okay"]
-# What the keyword model (and so the template's reference run) says for TEXTS.
+# What the keyword model (and so the template's reference run) says for KEYWORD_TEXTS.
 TRUTH = ["positive", "negative", "neutral", "positive", "negative", "neutral", "neutral"]
 SLUG = "org__kw"
 REPO = Path(__file__).resolve().parents[2]
@@ -101,20 +99,13 @@ def past_the_static_check(monkeypatch):
 
 @pytest.fixture(scope="module")
 def keyword_model(tmp_path_factory):
-    return make_keyword_classifier(
-        tmp_path_factory.mktemp("hub") / "kw", LABELS, KEYWORDS, "neutral"
-    )
+    return make_keyword_model(tmp_path_factory.mktemp("hub") / "kw")
 
 
 @pytest.fixture
 def run(tmp_path, keyword_model):
     """A run with one chunk of texts and one model already deployed as v0."""
-    task = TaskSpec(description="sentiment of short texts", labels=LABELS, data_path="x.csv")
-    rows = pd.DataFrame({"row": range(7), "id": [str(i) for i in range(7)], "text": TEXTS})
-    store = RunStore.create(tmp_path / "run", task, rows)
-    model = {"id": "org/kw", "slug": SLUG, "source": str(keyword_model), "labels": LABELS}
-    shutil.copytree(keyword_model, store.model_dir(SLUG, 0))
-    return store, task, [model]
+    return keyword_run(tmp_path, keyword_model, SLUG)
 
 
 def let_write(run, role, code, tmp_path, sandbox=None):

@@ -2,7 +2,6 @@ import ast
 import importlib.util
 import json
 import os
-import shutil
 
 import pandas as pd
 import pytest
@@ -25,7 +24,8 @@ from agent.store.runstore import RunStore, read_json
 from agent.task import TaskSpec
 from sandbox.base import Limits, Result
 from sandbox.local import LocalSandbox
-from tests.fixtures.models import make_keyword_classifier
+from tests.fixtures.runs import keyword_model as make_keyword_model
+from tests.fixtures.runs import keyword_run
 
 TASK = TaskSpec(
     description='sentiment """quoted"""',
@@ -36,8 +36,6 @@ TASK = TaskSpec(
     finetune_epochs=2,
 )
 LABELS = ["negative", "neutral", "positive"]
-KEYWORDS = {"negative": ["bad", "hate"], "positive": ["good", "love"]}
-TEXTS = ["good day", "bad movie", "the news", "i love it", "i hate it", "a song", "okay"]
 TABLE_A_OPENING = "Now I need you to help me write a code. Note that you"
 
 
@@ -187,20 +185,13 @@ class SpySandbox(LocalSandbox):
 
 @pytest.fixture(scope="module")
 def keyword_model(tmp_path_factory):
-    return make_keyword_classifier(
-        tmp_path_factory.mktemp("hub") / "kw", LABELS, KEYWORDS, "neutral"
-    )
+    return make_keyword_model(tmp_path_factory.mktemp("hub") / "kw")
 
 
 @pytest.fixture
 def run(tmp_path, keyword_model):
     """A run with one chunk of texts and one model already deployed as v0."""
-    task = TaskSpec(description="sentiment of short texts", labels=LABELS, data_path="x.csv")
-    rows = pd.DataFrame({"row": range(7), "id": [str(i) for i in range(7)], "text": TEXTS})
-    store = RunStore.create(tmp_path / "run", task, rows)
-    model = {"id": "org/kw", "slug": "org__kw", "source": str(keyword_model), "labels": LABELS}
-    shutil.copytree(keyword_model, store.model_dir("org__kw", 0))
-    return store, task, [model]
+    return keyword_run(tmp_path, keyword_model, "org__kw")
 
 
 def test_a_saved_model_without_its_tokenizer_or_labels_is_rejected(keyword_model, tmp_path):
