@@ -1,0 +1,186 @@
+"""How far each label source can be trusted, and the label each row's evidence supports best.
+
+Pure functions over arrays (cleanlab's style: no I/O, no run directory); agent.pipeline.trust
+feeds them from the run directory. Labels are column indices 0..K-1 of the task's label list.
+
+The model (one Dawid–Skene step with the committee as the prior):
+
+- the committee's distribution over labels for a row is the mean of its members' distributions
+  (each member's score on the label it voted, the rest spread evenly over the other labels);
+- a reviewer is a confusion matrix C[true, answer] = P(answer | true), counted on the rows whose
+  label is known (the user's gold, a person's answer) or likely (rows the whole committee agreed
+  on, from the audit sample), smoothed by a Dirichlet prior;
+- a row's posterior is the committee's distribution times C[:, answer], normalised.
+
+So a reviewer that never answers "neutral" gets a C whose "neutral" row puts its mass on the
+labels it says instead, and its "positive" then counts for little against a committee leaning
+neutral. Why not EM over every member's vote (crowd-kit's DawidSkene was tried): the members are
+fine-tuned from the same bases on the same kind of data, so they agree for the same reasons;
+EM reads their agreement as reliability and rated the reviewer at 14–19% where it was right 53%
+(tests/unit/pipeline/test_trust.py's setting), while this model is within a few points.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.stats import beta as beta_distribution
+from sklearn.isotonic import IsotonicRegression
+from sklearn.model_selection import KFold, cross_val_predict
+
+# Central interval reported for every accuracy (Jeffreys: Beta(k + 1/2, n - k + 1/2)).
+INTERVAL = 0.90
+# Pseudo-counts of the prior on a reviewer's confusion matrix: a reviewer with no evidence is
+# taken as somewhat better than chance (2 on the diagonal against 0.5 off it), and a few dozen
+# evidence rows outweigh that.
+PRIOR_RIGHT, PRIOR_WRONG = 2.0, 0.5
+# Fewer known rows than this and calibration keeps the confidence as it is: isotonic
+# regression on a handful of points is a step function fitted to noise.
+MIN_CALIBRATION_ROWS = 30
+ECE_BINS = 10
+
+
+def committee_distribution(votes: np.ndarray, scores: np.ndarray, n_labels: int) -> np.ndarray:
+    """(rows, K) from each member's voted label index and score (both (rows, k)): the mean of
+    the members' distributions, each its score on its vote and the rest spread evenly."""
+    votes, scores = np.asarray(votes, dtype=int), np.clip(np.asarray(scores, dtype=float), 0, 1)
+    rows, members = votes.shape
+    spread = (1.0 - scores) / max(n_labels - 1, 1)
+    total = np.zeros((rows, n_labels))
+    for member in range(members):
+        part = np.repeat(spread[:, member : member + 1], n_labels, axis=1)
+        part[np.arange(rows), votes[:, member]] = scores[:, member]
+        total += part
+    return total / members
+
+
+def confusion(
+    truth: np.ndarray, answers: np.ndarray, n_labels: int, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """C[true, answer] = P(answer | true) from (weighted) evidence rows, Dirichlet-smoothed."""
+    counts = np.full((n_labels, n_labels), PRIOR_WRONG)
+    np.fill_diagonal(counts, PRIOR_RIGHT)
+    weights = np.ones(len(truth)) if weights is None else np.asarray(weights, dtype=float)
+    np.add.at(counts, (np.asarray(truth, dtype=int), np.asarray(answers, dtype=int)), weights)
+    return counts / counts.sum(axis=1, keepdims=True)
+
+
+def combine(prior: np.ndarray, answers: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """The posterior (rows, K): `prior` times the reviewer's likelihood of its answer; a row
+    with answer -1 (not reviewed) keeps its prior."""
+    answers = np.asarray(answers, dtype=int)
+    posterior = np.array(prior, dtype=float, copy=True)
+    asked = answers >= 0
+    posterior[asked] *= matrix[:, answers[asked]].T
+    return posterior / posterior.sum(axis=1, keepdims=True)
+
+
+def expected_accuracy(matrix: np.ndarray, label_mix: np.ndarray) -> float:
+    """A reviewer's accuracy on rows whose true labels are mixed as `label_mix`: Σ π_y C[y, y]."""
+    mix = np.asarray(label_mix, dtype=float)
+    return float(mix @ np.diag(matrix) / mix.sum())
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """A source's accuracy: a point, its interval, and on how many rows."""
+
+    value: float
+    low: float
+    high: float
+    rows: float  # the (possibly fractional) evidence behind it
+
+    def to_json(self) -> dict:
+        return {
+            "accuracy": None if np.isnan(self.value) else round(self.value, 4),
+            "low": round(self.low, 4),
+            "high": round(self.high, 4),
+            "rows": round(self.rows, 1),
+        }
+
+
+def accuracy_interval(correct: float, rows: float) -> Accuracy:
+    """Jeffreys interval for `correct` successes out of `rows` (fractional counts allowed)."""
+    if rows <= 0:
+        return Accuracy(value=float("nan"), low=0.0, high=1.0, rows=0.0)
+    tail = (1 - INTERVAL) / 2
+    a, b = correct + 0.5, rows - correct + 0.5
+    return Accuracy(
+        value=correct / rows,
+        low=0.0 if correct <= 0 else float(beta_distribution.ppf(tail, a, b)),
+        high=1.0 if correct >= rows else float(beta_distribution.ppf(1 - tail, a, b)),
+        rows=rows,
+    )
+
+
+def measured_accuracy(answers: pd.Series, truth: pd.Series) -> Accuracy:
+    """Accuracy of `answers` (id -> label) on the ids `truth` knows."""
+    shared = answers.index.intersection(truth.index)
+    correct = float((answers.loc[shared] == truth.loc[shared]).sum())
+    return accuracy_interval(correct, float(len(shared)))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Confidence as it comes out of the posterior, mapped to how often it is right."""
+
+    isotonic: IsotonicRegression | None  # None: too few known rows, confidence kept as is
+    rows: int
+
+    def __call__(self, confidence: np.ndarray) -> np.ndarray:
+        if self.isotonic is None:
+            return np.asarray(confidence, dtype=float)
+        return self.isotonic.predict(np.asarray(confidence, dtype=float))
+
+
+def fit_calibration(confidence: np.ndarray, correct: np.ndarray) -> Calibration:
+    """Isotonic regression of correctness on confidence (scikit-learn), where rows suffice."""
+    correct = np.asarray(correct, dtype=float)
+    if len(confidence) < MIN_CALIBRATION_ROWS or len(set(correct.tolist())) < 2:
+        return Calibration(isotonic=None, rows=len(confidence))
+    isotonic = _isotonic()
+    isotonic.fit(np.asarray(confidence, dtype=float), correct)
+    return Calibration(isotonic=isotonic, rows=len(confidence))
+
+
+def _isotonic() -> IsotonicRegression:
+    return IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+
+
+def held_out_calibrated(confidence: np.ndarray, correct: np.ndarray, seed: int) -> np.ndarray:
+    """Each row's calibrated confidence from a calibration fitted without it (5-fold), so the
+    error measured on these rows is not the fit's own."""
+    confidence = np.asarray(confidence, dtype=float)
+    if len(confidence) < MIN_CALIBRATION_ROWS:
+        return confidence
+    folds = KFold(n_splits=5, shuffle=True, random_state=seed)
+    return cross_val_predict(_isotonic(), confidence, np.asarray(correct, dtype=float), cv=folds)
+
+
+def calibration_bins(
+    confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS
+) -> pd.DataFrame:
+    """Per equal-width confidence bin: rows, mean confidence, accuracy (a reliability diagram's
+    data; empty bins left out)."""
+    confidence = np.asarray(confidence, dtype=float)
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    frame = pd.DataFrame(
+        {"bin": which, "confidence": confidence, "correct": np.asarray(correct, dtype=float)}
+    )
+    grouped = frame.groupby("bin").agg(
+        rows=("correct", "size"), confidence=("confidence", "mean"), accuracy=("correct", "mean")
+    )
+    return grouped.reset_index()
+
+
+def expected_calibration_error(
+    confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS
+) -> float:
+    """ECE: the row-weighted gap between confidence and accuracy over equal-width bins."""
+    if len(confidence) == 0:
+        return float("nan")
+    table = calibration_bins(confidence, correct, bins)
+    gaps = (table["confidence"] - table["accuracy"]).abs() * table["rows"]
+    return float(gaps.sum() / table["rows"].sum())
