@@ -140,6 +140,7 @@ class FinetuneStarted:
 class Finetuned:
     cycle: int
     models: dict[str, dict]  # slug -> gate scores, kept, train seconds, peak memory
+    skipped: str | None = None  # why the cycle did not run (the trust stage stood it down)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Pure functions over arrays (cleanlab's style: no I/O, no run directory); agent.pipeline.trust
 feeds them from the run directory. Labels are column indices 0..K-1 of the task's label list.
 
-The model (one Dawid–Skene step with the committee as the prior):
+The model (one Dawid-Skene step with the committee as the prior):
 
 - the committee's distribution over labels for a row is the mean of its members' distributions
   (each member's score on the label it voted, the rest spread evenly over the other labels);
@@ -16,7 +16,7 @@ So a reviewer that never answers "neutral" gets a C whose "neutral" row puts its
 labels it says instead, and its "positive" then counts for little against a committee leaning
 neutral. Why not EM over every member's vote (crowd-kit's DawidSkene was tried): the members are
 fine-tuned from the same bases on the same kind of data, so they agree for the same reasons;
-EM reads their agreement as reliability and rated the reviewer at 14–19% where it was right 53%
+EM reads their agreement as reliability and rated the reviewer at 14-19% where it was right 53%
 (tests/unit/pipeline/test_trust.py's setting), while this model is within a few points.
 """
 

@@ -256,7 +256,9 @@ def finetune(state: RunState, runtime: Runtime[Services]) -> dict:
         runtime.context.device,
         runtime.context.limits,
     )
-    runtime.context.progress(Finetuned(cycle=cycle, models=record["models"]))
+    runtime.context.progress(
+        Finetuned(cycle=cycle, models=record["models"], skipped=record.get("skipped"))
+    )
     return {"versions": versions, "pool_chunks": [], "pool_size": 0, "cycles": cycle}
 
 

@@ -68,10 +68,7 @@ def assemble_labels(store: RunStore, models: list[dict]) -> pd.DataFrame:
         committee.loc[has, "label"] = best.loc[has, "label"].to_numpy()
         committee.loc[has, "confidence"] = best.loc[has, "confidence"].to_numpy()
     labels = rows[["row", "id", "text", "truncated"]].merge(
-        committee[
-            ["id", "label", "source", "confidence", "reviewer_label", "uncertainty", "votes"]
-            + ["chunk"]
-        ],
+        committee[LABEL_COLUMNS[3:]].assign(id=committee["id"]),
         on="id",
         how="left",
     )
@@ -87,10 +84,22 @@ def assemble_labels(store: RunStore, models: list[dict]) -> pd.DataFrame:
     return labels
 
 
-def write_labels(store: RunStore, labels: pd.DataFrame) -> None:
-    write_parquet(labels, store.labels_path)
+def write_labels(store: RunStore, labels: pd.DataFrame) -> dict:
+    """labels.parquet/csv; with --min-confidence P only the rows at P or above (and rows nobody
+    could label), the rest in needs_review.csv for people. Returns the split's counts."""
+    threshold = store.task().min_confidence
+    unsure = pd.Series(False, index=labels.index)
+    if threshold is not None:
+        unsure = labels["confidence"].notna() & (labels["confidence"] < threshold)
+    write_parquet(labels[~unsure], store.labels_path)
     with atomic_path(store.labels_csv_path) as tmp:
-        labels.to_csv(tmp, index=False)
+        labels[~unsure].to_csv(tmp, index=False)
+    if threshold is None:
+        store.needs_review_path.unlink(missing_ok=True)
+        return {"min_confidence": None, "below": 0}
+    with atomic_path(store.needs_review_path) as tmp:
+        labels[unsure].to_csv(tmp, index=False)
+    return {"min_confidence": threshold, "below": int(unsure.sum())}
 
 
 def write_capped(store: RunStore, labels: pd.DataFrame) -> dict:
@@ -165,6 +174,13 @@ def render_report(metrics: dict) -> str:
     if "accuracy_vs_gold" in metrics:
         lines.append(f"- accuracy against the gold column: {metrics['accuracy_vs_gold']:.2%}")
     lines += _trust_lines(metrics)
+    split = metrics.get("confidence_split") or {}
+    if split.get("min_confidence") is not None:
+        lines += [
+            "",
+            f"--min-confidence {split['min_confidence']}: {split['below']} rows below it are in "
+            "`needs_review.csv`, not in labels.*.",
+        ]
     lines += ["", "## Labels by source", "", "| source | rows |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in metrics["by_source"].items()]
     capped = metrics["committee_capped"]
@@ -223,8 +239,8 @@ def _trust_lines(metrics: dict) -> list[str]:
         "",
         f"Estimated accuracy of the final labels (rows not given as gold): "
         f"{_interval(final['estimated_accuracy'])} rows (90% interval). Every label is the one "
-        "all sources' answers support best, each source weighed by its estimated confusion "
-        f"matrix (Dawid–Skene); {trust_metrics['known_rows']} rows with a known label anchor "
+        "all sources' answers support best, the reviewer weighed by its measured confusion "
+        f"matrix; {trust_metrics['known_rows']} rows with a known label anchor "
         "the estimate.",
     ]
     check = trust_metrics.get("known_rows_check")
@@ -276,8 +292,9 @@ def _cycle_lines(metrics: dict) -> list[str]:
     lines = [
         f"Trigger: {metrics['beta']} reviewed hard samples since the last cycle, checked after "
         "each chunk. Training: the pool's hard samples less the gate, plus replayed unanimous "
-        "committee labels. Gate: held-out hard samples; the candidate is kept only if it beats "
-        "the version in use there, else rolled back.",
+        "committee labels, each reviewed row with its best-supported label. Gate: the user's gold "
+        "rows where there are enough, else held-out hard samples (`gate_source` in cycle.json); "
+        "the candidate is kept only if it beats the version in use there, else rolled back.",
         "",
     ]
     if metrics.get("plots", {}).get("gate"):
@@ -287,8 +304,13 @@ def _cycle_lines(metrics: dict) -> list[str]:
         "| verdict | train s | peak MB |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    skipped = []
     for cycle in metrics["finetune_cycles"]:
         chunks = f"{min(cycle['chunks'])}-{max(cycle['chunks'])}"
+        if cycle.get("skipped"):
+            skipped.append(
+                f"- cycle {cycle['cycle']} (chunks {chunks}) did not run: {cycle['skipped']}."
+            )
         for slug, m in cycle["models"].items():
             verdict = f"kept v{m['version']}" if m["kept"] else f"rolled back to v{m['version']}"
             lines.append(
@@ -297,6 +319,7 @@ def _cycle_lines(metrics: dict) -> list[str]:
                 f"{m['gate_before']:.3f} | {m['gate_after']:.3f} | {verdict} | "
                 f"{m['train_seconds']} | {m.get('peak_memory_mb') or '-'} |"
             )
+    lines += ["", *skipped] if skipped else []
     lines += ["", "| cycle | seconds |", "|---|---|"]
     lines += [f"| {c['cycle']} | {c['seconds']} |" for c in metrics["finetune_cycles"]]
     return lines
@@ -325,8 +348,9 @@ def write_plots(store: RunStore, metrics: dict) -> dict[str, str]:
 def write_outputs(store: RunStore, models: list[dict]) -> dict:
     trust.update(store, models)
     labels = assemble_labels(store, models)
-    write_labels(store, labels)
+    split = write_labels(store, labels)
     metrics = compute_metrics(store, labels, models)
+    metrics["confidence_split"] = split
     metrics["committee_capped"] = write_capped(store, labels)
     metrics["plots"] = write_plots(store, metrics)
     write_json(metrics, store.metrics_path)

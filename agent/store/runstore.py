@@ -208,6 +208,7 @@ class RunStore:
     steps_dir = property(lambda self: self.root / "steps")
     labels_path = property(lambda self: self.root / "labels.parquet")
     labels_csv_path = property(lambda self: self.root / "labels.csv")
+    needs_review_path = property(lambda self: self.root / "needs_review.csv")
     ledger_path = property(lambda self: self.root / "ledger.jsonl")
     llm_cache_path = property(lambda self: self.root / "llm_cache.sqlite")
     checkpoints_path = property(lambda self: self.root / "checkpoints.sqlite")
