@@ -6,6 +6,7 @@ each file either whole or absent, and a resumed run can trust whatever it finds.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -214,6 +215,14 @@ class RunStore:
     capped_path = property(lambda self: self.root / "committee_capped.csv")
     human_answers_path = property(lambda self: self.root / "human" / "answers.json")
     scripts_manifest_path = property(lambda self: self.root / "scripts" / "manifest.json")
+
+    @property
+    def run_id(self) -> str:
+        """Names what the run owns outside its directory (its sandbox's Docker containers):
+        the directory's name and a hash of its absolute path, so runs of the same name in
+        other folders never share it, and it is known before the directory is created."""
+        where = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:12]
+        return f"{self.root.name}-{where}"
 
     def path(self, relative: str | Path) -> Path:
         """A path the run recorded relative to its root (a manifest entry's script)."""

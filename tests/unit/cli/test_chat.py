@@ -32,7 +32,7 @@ def chat_model(fake):
 
 
 def session(model, screen):
-    return ChatSession(screen, model, make_options=lambda: None, price=Price(0.15, 0.60))
+    return ChatSession(screen, model, make_options=lambda run_dir: None, price=Price(0.15, 0.60))
 
 
 def test_the_llm_fills_the_form_from_a_request(fake, data):
