@@ -236,8 +236,7 @@ def run(
     target = _run_dir(run_dir)
     store = None
     try:
-        options = run_options(engine, run_id=RunStore(target).run_id)
-        store = _create(spec, target, options)
+        store, options = _create(spec, target, engine)
         if not quiet:
             console.print(
                 f"run directory: {store.root}  (resume: autoannotator resume {store.root})",
@@ -251,11 +250,16 @@ def run(
     _summary(store, metrics)
 
 
-def _create(spec: TaskSpec, run_dir: Path, options: RunOptions) -> RunStore:
-    """Check everything the run needs, then write its directory: a refused run leaves nothing."""
+def _create(spec: TaskSpec, run_dir: Path, engine: Engine) -> tuple[RunStore, RunOptions]:
+    """Check everything the run needs, then write its directory: a refused run leaves nothing.
+
+    The sandbox is opened only once the directory is known to be free: opening it under the
+    run's id removes that id's leftover containers, which must never be a live run's."""
     rows = prepare_input(spec)
+    RunStore.check_free(run_dir)
+    options = run_options(engine, run_id=RunStore(run_dir).run_id)
     preflight(spec, options)
-    return RunStore.create(run_dir, spec, rows)
+    return RunStore.create(run_dir, spec, rows), options
 
 
 @app.command()
@@ -375,8 +379,7 @@ def demo(
         chunk_size=chunk_size,
     )
     try:
-        options = run_options(engine, run_id=RunStore(target).run_id)
-        store = _create(spec, target, options)
+        store, options = _create(spec, target, engine)
         if not quiet:
             console.print(f"run directory: {store.root}", soft_wrap=True)
         metrics = _execute(store, options, resume=False, quiet=quiet)

@@ -313,6 +313,7 @@ class ChatSession:
         target = self.run_dir or Path("runs") / f"chat-{datetime.now():%Y%m%d-%H%M%S}"
         self.run_dir = None  # a second job gets its own directory
         try:
+            RunStore.check_free(target)  # before its sandbox removes the run id's containers
             options = self.make_options(target)
             preflight(task, options)
             self.store = create_run(task, target)

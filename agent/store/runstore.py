@@ -266,15 +266,21 @@ class RunStore:
         return self.root / "models" / slug / f"v{version}"
 
     # ---- lifecycle ----------------------------------------------------------------------
-    @classmethod
-    def create(cls, root: Path, task: TaskSpec, rows: pd.DataFrame) -> RunStore:
-        """Write task.json, input.parquet and the input chunks, all or nothing."""
+    @staticmethod
+    def check_free(root: Path) -> None:
+        """Refuse a run directory that holds anything: it is another run's."""
         root = Path(root)
         if root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise InputError(
                 f"{root}: run directory already exists; resume it with "
                 f"`autoannotator resume {root}` or choose another --run-dir"
             )
+
+    @classmethod
+    def create(cls, root: Path, task: TaskSpec, rows: pd.DataFrame) -> RunStore:
+        """Write task.json, input.parquet and the input chunks, all or nothing."""
+        root = Path(root)
+        cls.check_free(root)
         partial = root.with_name(root.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         store = cls(partial)

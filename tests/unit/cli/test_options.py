@@ -71,6 +71,21 @@ def test_every_command_takes_the_step_timeout_and_names_the_runs_sandbox(
     assert not (tmp_path / name / "task.json").exists() or name == "resume"
 
 
+@pytest.mark.parametrize("name", ["run", "demo"])
+def test_an_existing_run_directory_is_refused_before_its_sandbox_is_opened(
+    tmp_path, csv, engines, name
+):
+    """Opening a sandbox under a run id removes that id's containers: never a live run's."""
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "task.json").write_text("{}", encoding="utf-8")
+
+    result = runner.invoke(app, command_line(name, csv, tmp_path))
+
+    assert result.exit_code == 2, result.output
+    assert "run directory already exists" in result.output
+    assert engines == []
+
+
 @pytest.mark.parametrize("name", ["eval", "demo"])
 def test_the_step_timeout_defaults_to_an_hour(tmp_path, csv, engines, name):
     runner.invoke(app, command_line(name, csv, tmp_path))
