@@ -5,13 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PAPER_BETA = 2000
 
 
 class TaskSpec(BaseModel):
     """A labeling job. ε defaults to 1/k, which routes every disagreement (the paper's setting)."""
+
+    # A task.json may hold fields this version no longer has (`device`, which said nothing a
+    # run read: the device is an option of each command); they are ignored, not refused.
+    model_config = ConfigDict(extra="ignore")
 
     description: str = Field(min_length=3, description="what to label, in plain words")
     labels: list[str]
@@ -37,7 +41,6 @@ class TaskSpec(BaseModel):
     chunk_size: int = Field(default=1000, ge=1)
     reviewer: str = "llm"  # llm | human | oracle:COLUMN | none
     codegen: Literal["template", "llm"] = "template"  # CLI default: llm when the reviewer is
-    device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(default=64, ge=1)
     max_length: int = Field(default=128, ge=8, le=4096)
     finetune_lr: float = 2e-5

@@ -10,6 +10,7 @@ from dataclasses import replace
 from datetime import datetime
 from functools import cache
 from pathlib import Path
+from typing import Annotated
 
 import pandas as pd
 import typer
@@ -17,16 +18,38 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from agent.cli.chat import ChatSession, open_chat_model, repl
-from agent.cli.common import (
-    USER_ERRORS,
-    HubOpt,
-    console,
-    fail,
-    open_hub,
-    out,
-    unconfined_by_surprise,
-)
+from agent.cli.common import USER_ERRORS, console, fail, out
 from agent.cli.models import models_app
+from agent.cli.options import (
+    DEFAULT_STEP_TIMEOUT_S,
+    PIPELINE,
+    ApiKeyOption,
+    BaseUrlOption,
+    ChunkSizeOption,
+    CodegenOption,
+    DeviceOption,
+    Engine,
+    EpsilonOption,
+    GgufOption,
+    HubOption,
+    LabelDescOption,
+    LabelsOption,
+    LabelWordsOption,
+    MaxCallsOption,
+    MaxCostOption,
+    ModelOption,
+    PriceInOption,
+    PriceOutOption,
+    QuietOption,
+    ReplayOption,
+    Review,
+    ReviewBatchOption,
+    SandboxOption,
+    StepTimeoutOption,
+    TaskOption,
+    TextColumnOption,
+    run_options,
+)
 from agent.cli.progress import ProgressView
 from agent.cli.review import answer_interrupt
 from agent.cli.review import review as review_command
@@ -38,7 +61,6 @@ from agent.pipeline.evaluate import evaluate as run_eval
 from agent.pipeline.runner import RunOptions, is_finished, preflight, run_graph
 from agent.store.runstore import RunStore, prepare_input
 from agent.task import TaskSpec
-from sandbox.factory import make_sandbox
 
 app = typer.Typer(
     help=__doc__
@@ -67,7 +89,7 @@ def _task_or_fail(**fields) -> TaskSpec:
         raise  # unreachable; fail() exits
 
 
-def _execute(store: RunStore, options, *, resume: bool, quiet: bool) -> dict:
+def _execute(store: RunStore, options: RunOptions, *, resume: bool, quiet: bool) -> dict:
     with ProgressView(quiet) as view:
         options = replace(options, progress=view)
         if not quiet:
@@ -102,138 +124,10 @@ def _summary(store: RunStore, metrics: dict) -> None:
     out.print(f"report: {store.report_path}", soft_wrap=True)
 
 
-def _options(hub, sandbox, device, llm_base_url, llm_api_key, llm_model, gguf, timeout, quiet):
-    status = None if quiet else (lambda line: console.print(line))
-    box = make_sandbox(sandbox, device=device)
-    return RunOptions(
-        hub=open_hub(hub, status),
-        sandbox=box,
-        llm_scripts_allowed=not unconfined_by_surprise(sandbox, box),
-        llm_base_url=llm_base_url,
-        llm_api_key=llm_api_key,
-        llm_model=llm_model,
-        gguf=gguf,
-        device=device,
-        timeout_s=timeout,
-    )
-
-
-# Shared option declarations keep `run`, `eval` and `demo` consistent.
-SandboxOpt = typer.Option(
-    "auto",
-    "--sandbox",
-    help="Where scripts run: docker, local, or auto (Docker when an engine answers).",
-)
-DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
-BaseUrlOpt = typer.Option(
-    None,
-    "--llm-base-url",
-    envvar="OPENAI_BASE_URL",
-    help="OpenAI-compatible endpoint. Unset: a local llama.cpp server.",
-)
-ApiKeyOpt = typer.Option(None, "--llm-api-key", envvar="OPENAI_API_KEY", show_default=False)
-ModelOpt = typer.Option(
-    None, "--llm-model", envvar="AUTOANNOTATOR_LLM_MODEL", help="Model name at the endpoint."
-)
-GgufOpt = typer.Option(
-    None,
-    "--gguf",
-    envvar="AUTOANNOTATOR_GGUF",
-    help="GGUF file for the local server (default: packaged Qwen2.5-Coder-1.5B).",
-)
-TimeoutOpt = typer.Option(3600.0, "--step-timeout", help="Seconds one sandboxed script may run.")
-QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars; for scripts.")
-ChunkSizeOpt = typer.Option(
-    1000,
-    "--chunk-size",
-    help="Rows in the first chunk; later chunks (between a quarter and 4x this) are sized so "
-    "fine-tuning starts as the reviewed hard pool reaches β.",
-)
-ReplayOpt = typer.Option(
-    1.0,
-    "--replay-ratio",
-    help="Fine-tuning replays this many unanimous committee labels per reviewed hard sample, "
-    "so the SLMs keep what they knew (0: hard samples only).",
-)
-CodegenOpt = typer.Option(
-    None,
-    "--codegen",
-    help="Who writes the deploy/annotate/finetune scripts: llm (verified, template fallback) "
-    "or template. Default: llm when an LLM reviews, template otherwise.",
-)
-
-
-ReviewBatchOpt = typer.Option(
-    "auto",
-    "--review-batch",
-    help="Samples per LLM review call: N, or auto (1 on the local server, where single calls "
-    "reuse the prompt prefix; 20 on a remote endpoint, which charges the instructions per call).",
-)
-MaxCallsOpt = typer.Option(
-    None,
-    "--max-llm-calls",
-    help="Cap on paid LLM review calls over the whole run (resume included); past it, hard "
-    "samples keep the committee's label as committee-capped.",
-)
-MaxCostOpt = typer.Option(
-    None, "--max-cost", help="Cap on the LLM review's cost in USD (needs a known price)."
-)
-PriceInOpt = typer.Option(
-    None,
-    "--price-in",
-    envvar="AUTOANNOTATOR_PRICE_IN",
-    help="USD per 1M input tokens. Default: 0 on the local server, else a built-in table "
-    "(gpt-4o-mini, gpt-4o, gpt-4.1-mini, gpt-4.1-nano, gpt-3.5-turbo).",
-)
-PriceOutOpt = typer.Option(
-    None, "--price-out", envvar="AUTOANNOTATOR_PRICE_OUT", help="USD per 1M output tokens."
-)
-LabelDescOpt = typer.Option(
-    None,
-    "--label-desc",
-    help='What a label means, for the reviewer LLM; repeatable: --label-desc "bearish=expects '
-    'the price to fall".',
-)
-LabelWordsOpt = typer.Option(
-    None,
-    "--label-words",
-    help="Words the reviewer LLM sees instead of labels, mapped back: "
-    "bearish=negative,bullish=positive.",
-)
-
-
-def _pairs(option: str, items: list[str]) -> dict[str, str]:
-    """`label=text` items (`--label-desc`, `--label-words`) as a dict; a bad one fails."""
-    pairs = {}
-    for item in items:
-        label, sep, text = item.partition("=")
-        if not sep or not label.strip() or not text.strip():
-            fail(f"{option} takes label=text, not {item!r}")
-        pairs[label.strip()] = text.strip()
-    return pairs
-
-
-def _review_fields(batch, max_calls, max_cost, price_in, price_out, label_desc, label_words):
-    """The TaskSpec fields of the LLM review options shared by `run` and `eval`."""
-    if batch != "auto" and not batch.isdigit():
-        fail(f"--review-batch takes auto or a number of samples per call, not {batch!r}")
-    words = [w for group in (label_words or []) for w in group.split(",") if w.strip()]
-    return {
-        "review_batch": batch if batch == "auto" else int(batch),
-        "max_llm_calls": max_calls,
-        "max_cost_usd": max_cost,
-        "price_in": price_in,
-        "price_out": price_out,
-        "label_descriptions": _pairs("--label-desc", label_desc or []),
-        "label_words": _pairs("--label-words", words),
-    }
-
-
 def _codegen(choice: str | None, llm_configured: bool) -> str:
+    """--codegen as given (its option checked it), else llm when an LLM reviews."""
     if choice is None:
         return "llm" if llm_configured else "template"
-    if choice not in ("llm", "template"):
-        fail(f"--codegen takes llm or template, not {choice!r}")
     return choice
 
 
@@ -253,51 +147,77 @@ def _run_dir(run_dir: Path | None, prefix: str = "run") -> Path:
 
 @app.command()
 def run(
-    data: Path = typer.Option(..., "--data", help="CSV, TSV, JSONL or parquet file to label."),
-    labels: str = typer.Option(..., "--labels", help="Comma-separated labels, e.g. pos,neg."),
-    task: str = typer.Option(..., "--task", help="What to label, in plain words."),
-    text_column: str = typer.Option("text", "--text-column"),
-    id_column: str = typer.Option(None, "--id-column", help="Unique id column (default: row)."),
-    k: int = typer.Option(3, "--k", help="Committee size (paper: 3)."),
-    epsilon: float = typer.Option(
-        None,
-        "--epsilon",
-        help="Route when U(x) >= ε. Default 1/k: "
-        "every disagreement goes to review, as in the paper.",
-    ),
-    beta: int = typer.Option(
-        2000,
-        "--beta",
-        help="Fine-tune when this many reviewed hard samples have piled up (paper: 2000).",
-    ),
-    chunk_size: int = ChunkSizeOpt,
-    replay_ratio: float = ReplayOpt,
-    reviewer: str = typer.Option(
-        "llm",
-        "--reviewer",
-        help="llm, human (you label the hard samples as they come), none, or oracle:COLUMN "
-        "(gold labels from COLUMN: the paper's +Human row).",
-    ),
-    run_dir: Path = typer.Option(None, "--run-dir", help="Default: runs/run-<timestamp>."),
-    hub: str = HubOpt,
-    sandbox: str = SandboxOpt,
-    device: str = DeviceOpt,
-    llm_base_url: str = BaseUrlOpt,
-    llm_api_key: str = ApiKeyOpt,
-    llm_model: str = ModelOpt,
-    gguf: str = GgufOpt,
-    step_timeout: float = TimeoutOpt,
-    quiet: bool = QuietOpt,
-    codegen: str = CodegenOpt,
-    review_batch: str = ReviewBatchOpt,
-    max_llm_calls: int = MaxCallsOpt,
-    max_cost: float = MaxCostOpt,
-    price_in: float = PriceInOpt,
-    price_out: float = PriceOutOpt,
-    label_desc: list[str] = LabelDescOpt,
-    label_words: list[str] = LabelWordsOpt,
+    data: Annotated[Path, typer.Option("--data", help="CSV, TSV, JSONL or parquet file to label.")],
+    labels: LabelsOption,
+    task: TaskOption,
+    text_column: TextColumnOption = "text",
+    id_column: Annotated[
+        str | None, typer.Option("--id-column", help="Unique id column (default: row).")
+    ] = None,
+    k: Annotated[
+        int, typer.Option("--k", help="Committee size (paper: 3).", rich_help_panel=PIPELINE)
+    ] = 3,
+    epsilon: EpsilonOption = None,
+    beta: Annotated[
+        int,
+        typer.Option(
+            "--beta",
+            help="Fine-tune when this many reviewed hard samples have piled up (paper: 2000).",
+            rich_help_panel=PIPELINE,
+        ),
+    ] = 2000,
+    chunk_size: ChunkSizeOption = 1000,
+    replay_ratio: ReplayOption = 1.0,
+    reviewer: Annotated[
+        str,
+        typer.Option(
+            "--reviewer",
+            help="llm, human (you label the hard samples as they come), none, or oracle:COLUMN "
+            "(gold labels from COLUMN: the paper's +Human row).",
+        ),
+    ] = "llm",
+    run_dir: Annotated[
+        Path | None, typer.Option("--run-dir", help="Default: runs/run-<timestamp>.")
+    ] = None,
+    hub: HubOption = None,
+    sandbox: SandboxOption = "auto",
+    device: DeviceOption = "auto",
+    llm_base_url: BaseUrlOption = None,
+    llm_api_key: ApiKeyOption = None,
+    llm_model: ModelOption = None,
+    gguf: GgufOption = None,
+    step_timeout: StepTimeoutOption = DEFAULT_STEP_TIMEOUT_S,
+    quiet: QuietOption = False,
+    codegen: CodegenOption = None,
+    review_batch: ReviewBatchOption = "auto",
+    max_llm_calls: MaxCallsOption = None,
+    max_cost: MaxCostOption = None,
+    price_in: PriceInOption = None,
+    price_out: PriceOutOption = None,
+    label_desc: LabelDescOption = None,
+    label_words: LabelWordsOption = None,
 ) -> None:
     """Label a file end to end: select SLMs, write scripts, vote, review, fine-tune, report."""
+    engine = Engine(
+        hub=hub,
+        sandbox=sandbox,
+        device=device,
+        llm_base_url=llm_base_url,
+        llm_api_key=llm_api_key,
+        llm_model=llm_model,
+        gguf=gguf,
+        step_timeout=step_timeout,
+        quiet=quiet,
+    )
+    review = Review(
+        batch=review_batch,
+        max_calls=max_llm_calls,
+        max_cost=max_cost,
+        price_in=price_in,
+        price_out=price_out,
+        label_desc=tuple(label_desc or ()),
+        label_words=tuple(label_words or ()),
+    )
     spec = _task_or_fail(
         description=task,
         labels=labels.split(","),
@@ -310,18 +230,13 @@ def run(
         chunk_size=chunk_size,
         replay_ratio=replay_ratio,
         reviewer=reviewer,
-        device=device,
         codegen=_codegen(codegen, reviewer == "llm"),
-        **_review_fields(
-            review_batch, max_llm_calls, max_cost, price_in, price_out, label_desc, label_words
-        ),
+        **review.task_fields(),
     )
+    target = _run_dir(run_dir)
     store = None
     try:
-        options = _options(
-            hub, sandbox, device, llm_base_url, llm_api_key, llm_model, gguf, step_timeout, quiet
-        )
-        store = _create(spec, _run_dir(run_dir), options)
+        store, options = _create(spec, target, engine)
         if not quiet:
             console.print(
                 f"run directory: {store.root}  (resume: autoannotator resume {store.root})",
@@ -335,33 +250,47 @@ def run(
     _summary(store, metrics)
 
 
-def _create(spec: TaskSpec, run_dir: Path, options) -> RunStore:
-    """Check everything the run needs, then write its directory: a refused run leaves nothing."""
+def _create(spec: TaskSpec, run_dir: Path, engine: Engine) -> tuple[RunStore, RunOptions]:
+    """Check everything the run needs, then write its directory: a refused run leaves nothing.
+
+    The sandbox is opened only once the directory is known to be free: opening it under the
+    run's id removes that id's leftover containers, which must never be a live run's."""
     rows = prepare_input(spec)
+    RunStore.check_free(run_dir)
+    options = run_options(engine, run_id=RunStore(run_dir).run_id)
     preflight(spec, options)
-    return RunStore.create(run_dir, spec, rows)
+    return RunStore.create(run_dir, spec, rows), options
 
 
 @app.command()
 def resume(
-    run_dir: Path = typer.Argument(..., help="A run directory from `run`."),
-    hub: str = HubOpt,
-    sandbox: str = SandboxOpt,
-    device: str = DeviceOpt,
-    llm_base_url: str = BaseUrlOpt,
-    llm_api_key: str = ApiKeyOpt,
-    llm_model: str = ModelOpt,
-    gguf: str = GgufOpt,
-    step_timeout: float = TimeoutOpt,
-    quiet: bool = QuietOpt,
+    run_dir: Annotated[Path, typer.Argument(help="A run directory from `run`.")],
+    hub: HubOption = None,
+    sandbox: SandboxOption = "auto",
+    device: DeviceOption = "auto",
+    llm_base_url: BaseUrlOption = None,
+    llm_api_key: ApiKeyOption = None,
+    llm_model: ModelOption = None,
+    gguf: GgufOption = None,
+    step_timeout: StepTimeoutOption = DEFAULT_STEP_TIMEOUT_S,
+    quiet: QuietOption = False,
 ) -> None:
     """Finish a run that was stopped: no finished chunk is relabeled, no LLM answer paid twice."""
+    engine = Engine(
+        hub=hub,
+        sandbox=sandbox,
+        device=device,
+        llm_base_url=llm_base_url,
+        llm_api_key=llm_api_key,
+        llm_model=llm_model,
+        gguf=gguf,
+        step_timeout=step_timeout,
+        quiet=quiet,
+    )
     store = RunStore(run_dir)
     try:
         store.task()
-        options = _options(
-            hub, sandbox, device, llm_base_url, llm_api_key, llm_model, gguf, step_timeout, quiet
-        )
+        options = run_options(engine, run_id=store.run_id)
         metrics = _execute(store, options, resume=True, quiet=quiet)
     except USER_ERRORS as err:
         fail(str(err))
@@ -370,36 +299,39 @@ def resume(
 
 @app.command()
 def chat(
-    run_dir: Path = typer.Option(None, "--run-dir", help="Where the first run goes."),
-    hub: str = HubOpt,
-    sandbox: str = SandboxOpt,
-    device: str = DeviceOpt,
-    llm_base_url: str = BaseUrlOpt,
-    llm_api_key: str = ApiKeyOpt,
-    llm_model: str = ModelOpt,
-    gguf: str = GgufOpt,
-    step_timeout: float = TimeoutOpt,
+    run_dir: Annotated[
+        Path | None, typer.Option("--run-dir", help="Where the first run goes.")
+    ] = None,
+    hub: HubOption = None,
+    sandbox: SandboxOption = "auto",
+    device: DeviceOption = "auto",
+    llm_base_url: BaseUrlOption = None,
+    llm_api_key: ApiKeyOption = None,
+    llm_model: ModelOption = None,
+    gguf: GgufOption = None,
+    step_timeout: StepTimeoutOption = DEFAULT_STEP_TIMEOUT_S,
 ) -> None:
     """Describe a labeling job in plain words; confirm the task, watch it run, ask about it."""
+    engine = Engine(
+        hub=hub,
+        sandbox=sandbox,
+        device=device,
+        llm_base_url=llm_base_url,
+        llm_api_key=llm_api_key,
+        llm_model=llm_model,
+        gguf=gguf,
+        step_timeout=step_timeout,
+    )
     with ExitStack() as stack:
         model, endpoint, price = open_chat_model(
             stack, llm_base_url, llm_api_key, llm_model, gguf, console.print
         )
 
         @cache
-        def make_options():
-            options = _options(
-                hub,
-                sandbox,
-                device,
-                llm_base_url,
-                llm_api_key,
-                llm_model,
-                gguf,
-                step_timeout,
-                False,
-            )
-            # The run's reviewer talks to the chat's LLM: one local server, not two.
+        def make_options(target: Path) -> RunOptions:
+            # Each run gets its own sandbox (its containers carry its run id); the run's
+            # reviewer talks to the chat's LLM: one local server, not two.
+            options = run_options(engine, run_id=RunStore(target).run_id)
             return replace(options, endpoint=endpoint)
 
         repl(ChatSession(console, model, make_options, run_dir=run_dir, price=price))
@@ -413,17 +345,26 @@ DEMO_DESCRIPTIONS = {
 
 @app.command()
 def demo(
-    task: str = typer.Option("sentiment", "--task", help="sentiment or toxicity."),
-    rows: int = typer.Option(600, "--rows", help="How many bundled rows to label."),
-    beta: int = typer.Option(100, "--beta", help="Small so the demo shows a fine-tune cycle."),
-    chunk_size: int = typer.Option(200, "--chunk-size"),
-    run_dir: Path = typer.Option(None, "--run-dir"),
-    sandbox: str = SandboxOpt,
-    quiet: bool = QuietOpt,
+    task: Annotated[str, typer.Option("--task", help="sentiment or toxicity.")] = "sentiment",
+    rows: Annotated[int, typer.Option("--rows", help="How many bundled rows to label.")] = 600,
+    beta: Annotated[
+        int,
+        typer.Option(
+            "--beta", help="Small so the demo shows a fine-tune cycle.", rich_help_panel=PIPELINE
+        ),
+    ] = 100,
+    chunk_size: ChunkSizeOption = 200,
+    run_dir: Annotated[
+        Path | None, typer.Option("--run-dir", help="Default: runs/demo-<task>-<timestamp>.")
+    ] = None,
+    sandbox: SandboxOption = "auto",
+    step_timeout: StepTimeoutOption = DEFAULT_STEP_TIMEOUT_S,
+    quiet: QuietOption = False,
 ) -> None:
     """Label bundled sample data end to end with the embedded defaults (no network, no key)."""
     if task not in TASK_LABELS:
         fail(f"unknown demo task {task!r}; use one of {', '.join(TASK_LABELS)}")
+    engine = Engine(sandbox=sandbox, step_timeout=step_timeout, quiet=quiet)
     source = pd.read_csv(demo_input(task))
     target = _run_dir(run_dir, prefix=f"demo-{task}")
     sample = target.with_name(target.name + ".input.csv")
@@ -438,8 +379,7 @@ def demo(
         chunk_size=chunk_size,
     )
     try:
-        options = _options(None, sandbox, "auto", None, None, None, None, 3600.0, quiet)
-        store = _create(spec, target, options)
+        store, options = _create(spec, target, engine)
         if not quiet:
             console.print(f"run directory: {store.root}", soft_wrap=True)
         metrics = _execute(store, options, resume=False, quiet=quiet)
@@ -450,45 +390,85 @@ def demo(
 
 @app.command("eval")
 def evaluate(
-    data: Path = typer.Option(..., "--data", help="A labeled file."),
-    gold_column: str = typer.Option("label", "--gold-column"),
-    labels: str = typer.Option(..., "--labels"),
-    task: str = typer.Option(..., "--task"),
-    text_column: str = typer.Option("text", "--text-column"),
-    k: str = typer.Option("3", "--k", help="Committee size; a list (2,3,4) runs a grid."),
-    epsilon: float = typer.Option(None, "--epsilon"),
-    beta: str = typer.Option(
-        "2000", "--beta", help="Fine-tune threshold; a list (500,1000,2000) runs a grid."
-    ),
-    chunk_size: int = ChunkSizeOpt,
-    replay_ratio: float = ReplayOpt,
-    reviewers: str = typer.Option(
-        "llm,oracle", "--reviewers", help="Which AutoAnnotator rows to run: llm, oracle or both."
-    ),
-    llm_sample: int = typer.Option(200, "--llm-sample", help="Rows the LLM labels alone."),
-    run_dir: Path = typer.Option(None, "--run-dir"),
-    hub: str = HubOpt,
-    sandbox: str = SandboxOpt,
-    device: str = DeviceOpt,
-    llm_base_url: str = BaseUrlOpt,
-    llm_api_key: str = ApiKeyOpt,
-    llm_model: str = ModelOpt,
-    gguf: str = GgufOpt,
-    quiet: bool = QuietOpt,
-    codegen: str = CodegenOpt,
-    review_batch: str = ReviewBatchOpt,
-    max_llm_calls: int = MaxCallsOpt,
-    max_cost: float = MaxCostOpt,
-    price_in: float = PriceInOpt,
-    price_out: float = PriceOutOpt,
-    label_desc: list[str] = LabelDescOpt,
-    label_words: list[str] = LabelWordsOpt,
+    data: Annotated[Path, typer.Option("--data", help="A labeled file.")],
+    labels: LabelsOption,
+    task: TaskOption,
+    gold_column: Annotated[
+        str, typer.Option("--gold-column", help="The column holding the known labels.")
+    ] = "label",
+    text_column: TextColumnOption = "text",
+    k: Annotated[
+        str,
+        typer.Option(
+            "--k",
+            help="Committee size; a list (2,3,4) runs a grid.",
+            rich_help_panel=PIPELINE,
+        ),
+    ] = "3",
+    epsilon: EpsilonOption = None,
+    beta: Annotated[
+        str,
+        typer.Option(
+            "--beta",
+            help="Fine-tune threshold; a list (500,1000,2000) runs a grid.",
+            rich_help_panel=PIPELINE,
+        ),
+    ] = "2000",
+    chunk_size: ChunkSizeOption = 1000,
+    replay_ratio: ReplayOption = 1.0,
+    reviewers: Annotated[
+        str,
+        typer.Option("--reviewers", help="Which AutoAnnotator rows to run: llm, oracle or both."),
+    ] = "llm,oracle",
+    llm_sample: Annotated[
+        int, typer.Option("--llm-sample", help="Rows the LLM labels alone.")
+    ] = 200,
+    run_dir: Annotated[
+        Path | None, typer.Option("--run-dir", help="Default: runs/eval-<timestamp>.")
+    ] = None,
+    hub: HubOption = None,
+    sandbox: SandboxOption = "auto",
+    device: DeviceOption = "auto",
+    llm_base_url: BaseUrlOption = None,
+    llm_api_key: ApiKeyOption = None,
+    llm_model: ModelOption = None,
+    gguf: GgufOption = None,
+    step_timeout: StepTimeoutOption = DEFAULT_STEP_TIMEOUT_S,
+    quiet: QuietOption = False,
+    codegen: CodegenOption = None,
+    review_batch: ReviewBatchOption = "auto",
+    max_llm_calls: MaxCallsOption = None,
+    max_cost: MaxCostOption = None,
+    price_in: PriceInOption = None,
+    price_out: PriceOutOption = None,
+    label_desc: LabelDescOption = None,
+    label_words: LabelWordsOption = None,
 ) -> None:
     """Run the pipeline on a labeled file as if unlabeled; print the paper's table 3/4 columns.
 
     With several values of --k or --beta, run every combination instead and write the
     paper's tables 5-6 as one grid (ablation.md and ablation.csv in the run directory).
     """
+    engine = Engine(
+        hub=hub,
+        sandbox=sandbox,
+        device=device,
+        llm_base_url=llm_base_url,
+        llm_api_key=llm_api_key,
+        llm_model=llm_model,
+        gguf=gguf,
+        step_timeout=step_timeout,
+        quiet=quiet,
+    )
+    review = Review(
+        batch=review_batch,
+        max_calls=max_llm_calls,
+        max_cost=max_cost,
+        price_in=price_in,
+        price_out=price_out,
+        label_desc=tuple(label_desc or ()),
+        label_words=tuple(label_words or ()),
+    )
     chosen = [r.strip() for r in reviewers.split(",") if r.strip()]
     unknown = set(chosen) - {"llm", "oracle"}
     if unknown or not chosen:
@@ -506,21 +486,18 @@ def evaluate(
         chunk_size=chunk_size,
         replay_ratio=replay_ratio,
         codegen=_codegen(codegen, "llm" in chosen),
-        **_review_fields(
-            review_batch, max_llm_calls, max_cost, price_in, price_out, label_desc, label_words
-        ),
+        **review.task_fields(),
     )
     for value in ks[1:]:
         _task_or_fail(**{**base.model_dump(), "k": value})
     for value in betas[1:]:
         _task_or_fail(**{**base.model_dump(), "beta": value})
+    root = _run_dir(run_dir, "eval")
     try:
-        options = _options(
-            hub, sandbox, device, llm_base_url, llm_api_key, llm_model, gguf, 3600.0, quiet
-        )
+        # One sandbox for all the eval's runs, named after the eval's directory.
+        options = run_options(engine, run_id=RunStore(root).run_id)
         with ProgressView(quiet) as view:
             options = replace(options, progress=view)
-            root = _run_dir(run_dir, "eval")
             if len(ks) * len(betas) > 1:
                 table = ablation(base, root, options, chosen, ks, betas)
             else:

@@ -215,7 +215,7 @@ class ChatSession:
 
     screen: Console
     model: BaseChatModel | None
-    make_options: Callable[[], RunOptions]
+    make_options: Callable[[Path], RunOptions]  # the options of the run in that directory
     run_dir: Path | None = None
     price: llm.Price | None = None  # the reviewer's endpoint's, for the estimate
     form: Form = field(default_factory=Form)
@@ -310,10 +310,11 @@ class ChatSession:
     # ---- running ------------------------------------------------------------------------
     def start(self) -> None:
         task = self.form.task()
-        options = self.make_options()
         target = self.run_dir or Path("runs") / f"chat-{datetime.now():%Y%m%d-%H%M%S}"
         self.run_dir = None  # a second job gets its own directory
         try:
+            RunStore.check_free(target)  # before its sandbox removes the run id's containers
+            options = self.make_options(target)
             preflight(task, options)
             self.store = create_run(task, target)
         except USER_ERRORS as err:
@@ -323,7 +324,7 @@ class ChatSession:
         self.say(f"run directory: {self.store.root}")
         self.execute(options, resume=False)
 
-    def execute(self, options, *, resume: bool) -> None:
+    def execute(self, options: RunOptions, *, resume: bool) -> None:
         with ProgressView(False) as view:
 
             def on_interrupt(payload: dict):
@@ -398,7 +399,12 @@ class ChatSession:
             else:
                 self.say("No report yet: the run has not finished.")
         elif name == "resume":
-            self.execute(self.make_options(), resume=True)
+            try:
+                options = self.make_options(self.store.root)
+            except USER_ERRORS as err:
+                self.say(f"[red]{err}[/]")
+            else:
+                self.execute(options, resume=True)
         else:
             self.say(f"unknown command /{name}; /help lists them")
         return True

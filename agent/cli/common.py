@@ -1,4 +1,4 @@
-"""What every `autoannotator` sub-command shares: consoles, one-line errors, the hub option."""
+"""What every `autoannotator` sub-command shares: consoles, one-line errors, the hub."""
 
 from __future__ import annotations
 
@@ -43,11 +43,3 @@ def open_hub(hub: str | None, progress: Callable[[str], None] | None = None):
     if hub:
         return LocalHub(Path(hub))
     return LocalHub(build_demo_hub(progress=progress))
-
-
-HubOpt = typer.Option(
-    None,
-    "--hub",
-    help="Model hub: a folder of HF-format models, or `hf`. "
-    "Default: the bundled demo catalog (built on first use).",
-)

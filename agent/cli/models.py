@@ -9,7 +9,8 @@ from pydantic import ValidationError
 from rich.markup import escape
 from rich.table import Column, Table
 
-from agent.cli.common import USER_ERRORS, HubOpt, console, fail, open_hub, out
+from agent.cli.common import USER_ERRORS, console, fail, open_hub, out
+from agent.cli.options import HubOption
 from agent.committee.selection import Candidate, Policy, Selection, choose
 from agent.hub.demo import build_demo_hub
 from agent.store.runstore import prepare_input
@@ -31,7 +32,7 @@ def build_demo_hub_command(
 
 
 @models_app.command("list")
-def list_models(hub: str = HubOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+def list_models(hub: HubOption = None, as_json: bool = typer.Option(False, "--json")) -> None:
     """List the text-classification models a hub offers, with their labels."""
     try:
         models = open_hub(hub, lambda line: console.print(line)).list_models()
@@ -123,7 +124,7 @@ def _table(selection: Selection) -> Table:
 def search_models(
     task: str = typer.Argument(..., help="What to label, in plain words."),
     labels: str = typer.Option(..., "--labels", help="Task labels, comma-separated."),
-    hub: str = HubOpt,
+    hub: HubOption = None,
     k: int = typer.Option(3, "--k", help="How many models the committee needs."),
     data: Path = typer.Option(
         None, "--data", help="Smoke-test candidates on up to 50 rows of this file."

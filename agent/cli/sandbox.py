@@ -1,14 +1,22 @@
-"""`autoannotator sandbox ...`: build the Docker sandbox image, show the engine's state."""
+"""`autoannotator sandbox ...`: build the Docker sandbox image, show the engine's state.
+
+No engine, or one that refuses the build, is the user's to fix: one line, exit code 2.
+"""
 
 from __future__ import annotations
 
 import typer
 
+from agent.cli.common import fail
 from sandbox.base import SandboxError
 from sandbox.docker import DockerSandbox, connect
 from sandbox.image import IMAGE_TAG, build_image, image_id
 
 sandbox_app = typer.Typer(help="The Docker sandbox: build its image, check the engine.")
+
+
+def _fail(exc: SandboxError) -> None:
+    fail(" ".join(str(exc).split()))  # one line, whatever the engine's message holds
 
 
 @sandbox_app.command("build-image")
@@ -19,8 +27,7 @@ def build_image_command(
     try:
         image = build_image(connect(), force=force)
     except SandboxError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        _fail(exc)
     typer.echo(f"{IMAGE_TAG} {image}")
 
 
@@ -30,8 +37,7 @@ def status_command() -> None:
     try:
         client = connect()
     except SandboxError as exc:
-        typer.echo(f"engine: no ({exc})")
-        raise typer.Exit(1) from exc
+        _fail(exc)
     typer.echo(f"engine: yes (Docker {client.version().get('Version', '?')})")
     typer.echo(f"image: {IMAGE_TAG} {image_id(client) or 'missing (built on first use)'}")
     gpu = DockerSandbox(client, device="auto").device == "cuda"

@@ -10,11 +10,13 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from agent.cli.common import UNCONFINED_HINT, fail, out, unconfined_by_surprise
+from agent.cli.options import DeviceOption, SandboxOption, open_sandbox
 from agent.errors import Rejected, StepFailed, UserError
+from agent.pipeline.runner import resolve_device
 from agent.scripts.codegen import render
 from agent.scripts.rerun import rerun, rerun_dir
 from agent.store.runstore import RunStore, read_json
-from sandbox.factory import make_sandbox
+from sandbox.base import SandboxError
 
 scripts_app = typer.Typer(help="Inspect the scripts a run generated and executed.")
 
@@ -95,18 +97,23 @@ def rerun_script(
     ctx: typer.Context,
     role: str = typer.Argument(..., help="deploy, annotate or finetune."),
     model: str = typer.Option(None, "--model", help="Model id or slug (default: the first)."),
-    sandbox: str = typer.Option("auto", "--sandbox", help="docker, local or auto."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    sandbox: SandboxOption = "auto",
+    device: DeviceOption = "auto",
 ) -> None:
     """Run one script again into a scratch dir (annotate: chunk 0) and print what came out."""
     store: RunStore = ctx.obj
     entry = _entry(store, role, model)
-    box = make_sandbox(sandbox, device)
+    try:
+        # Not the run's sandbox (run_id): opening that would remove the containers of a run
+        # still going.
+        box = open_sandbox(sandbox, device)
+    except SandboxError as err:
+        fail(str(err))
     if entry["origin"] == "llm" and unconfined_by_surprise(sandbox, box):
         script = store.path(entry["path"])
         fail(f"{script} was written by the LLM and no Docker engine answers; {UNCONFINED_HINT}")
     try:
-        done = rerun(store, entry, box, device)
+        done = rerun(store, entry, box, resolve_device(device, box))
     except Rejected as rejected:
         if rejected.stderr:
             out.print(rejected.stderr, markup=False, highlight=False)

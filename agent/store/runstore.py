@@ -6,6 +6,7 @@ each file either whole or absent, and a resumed run can trust whatever it finds.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -223,6 +224,14 @@ class RunStore:
     human_answers_path = property(lambda self: self.root / "human" / "answers.json")
     scripts_manifest_path = property(lambda self: self.root / "scripts" / "manifest.json")
 
+    @property
+    def run_id(self) -> str:
+        """Names what the run owns outside its directory (its sandbox's Docker containers):
+        the directory's name and a hash of its absolute path, so runs of the same name in
+        other folders never share it, and it is known before the directory is created."""
+        where = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:12]
+        return f"{self.root.name}-{where}"
+
     def path(self, relative: str | Path) -> Path:
         """A path the run recorded relative to its root (a manifest entry's script)."""
         return self.root / relative
@@ -271,15 +280,21 @@ class RunStore:
         return self.root / "models" / slug / f"v{version}"
 
     # ---- lifecycle ----------------------------------------------------------------------
-    @classmethod
-    def create(cls, root: Path, task: TaskSpec, rows: pd.DataFrame) -> RunStore:
-        """Write task.json, input.parquet and the input chunks, all or nothing."""
+    @staticmethod
+    def check_free(root: Path) -> None:
+        """Refuse a run directory that holds anything: it is another run's."""
         root = Path(root)
         if root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise InputError(
                 f"{root}: run directory already exists; resume it with "
                 f"`autoannotator resume {root}` or choose another --run-dir"
             )
+
+    @classmethod
+    def create(cls, root: Path, task: TaskSpec, rows: pd.DataFrame) -> RunStore:
+        """Write task.json, input.parquet and the input chunks, all or nothing."""
+        root = Path(root)
+        cls.check_free(root)
         partial = root.with_name(root.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         store = cls(partial)

@@ -85,7 +85,7 @@ def test_questions_go_through_tools(llm_run):
 
 def test_slash_commands_need_no_llm(llm_run):
     out = io.StringIO()
-    chat = ChatSession(Console(file=out, width=200), None, make_options=lambda: None)
+    chat = ChatSession(Console(file=out, width=200), None, make_options=lambda run_dir: None)
     chat.handle("/status")
     assert "No run yet" in out.getvalue()
     chat.handle(f"/open {llm_run.root}")

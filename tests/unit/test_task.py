@@ -1,3 +1,5 @@
+import json
+
 import pytest
 from pydantic import ValidationError
 
@@ -38,3 +40,18 @@ def test_round_trip(tmp_path):
     original = spec(label_descriptions={"a": "the first"}, beta=10)
     original.save(tmp_path / "task.json")
     assert TaskSpec.load(tmp_path / "task.json") == original
+
+
+def test_a_task_json_that_still_has_device_loads(tmp_path):
+    """TaskSpec.device is gone (no run read it; --device is an option of each command); a
+    task.json written before still loads, and saving it again drops the field."""
+    path = tmp_path / "task.json"
+    old = {**spec(beta=10).model_dump(mode="json"), "device": "cuda"}
+    path.write_text(json.dumps(old), encoding="utf-8")
+
+    loaded = TaskSpec.load(path)
+
+    assert loaded == spec(beta=10)
+    assert not hasattr(loaded, "device")
+    loaded.save(path)
+    assert "device" not in json.loads(path.read_text(encoding="utf-8"))

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from agent.cli.chat import ChatSession, Form, SpecDraft, SpecReader, estimate
 from agent.llm.client import Endpoint, Price, make_chat_model, open_endpoint
+from agent.store.runstore import InputError
 from tests.fixtures.chat import FakeChatLLM
 
 
@@ -32,7 +33,7 @@ def chat_model(fake):
 
 
 def session(model, screen):
-    return ChatSession(screen, model, make_options=lambda: None, price=Price(0.15, 0.60))
+    return ChatSession(screen, model, make_options=lambda run_dir: None, price=Price(0.15, 0.60))
 
 
 def test_the_llm_fills_the_form_from_a_request(fake, data):
@@ -88,6 +89,32 @@ def test_without_an_llm_the_form_is_filled_by_hand(data):
     assert chat.confirming
     assert chat.form.task().reviewer == "human"
     assert "at most 0 LLM review calls" in out.getvalue()
+
+
+@pytest.mark.parametrize("taken", [False, True])
+def test_each_run_gets_the_options_of_its_own_directory(data, tmp_path, taken):
+    """The run's options (its sandbox, named by the run id) are made for its directory, and
+    only once that directory is known to be free."""
+    asked = []
+
+    def make_options(run_dir):
+        asked.append(run_dir)
+        raise InputError("stopped before the run")
+
+    out = io.StringIO()
+    run_dir = tmp_path / "job"
+    if taken:
+        run_dir.mkdir()
+        (run_dir / "task.json").write_text("{}", encoding="utf-8")
+    chat = ChatSession(Console(file=out, width=200), None, make_options, run_dir=run_dir)
+    chat.handle(f"data={data}; column=tweet; labels=good,bad; task=tone of tweets")
+    chat.handle("y")
+
+    if taken:
+        assert asked == [] and "run directory already exists" in out.getvalue()
+    else:
+        assert asked == [run_dir] and "stopped before the run" in out.getvalue()
+    assert chat.store is None
 
 
 def test_hand_edits_report_unknown_fields_and_bad_values():

@@ -12,13 +12,19 @@ app = typer.Typer()
 app.add_typer(sandbox_app, name="sandbox")
 
 
-def test_status_without_an_engine(monkeypatch):
+@pytest.mark.parametrize("command", ["status", "build-image"])
+def test_without_an_engine_one_line_exit_2(monkeypatch, command):
+    """No engine is the user's to fix (README: exit code 2), said in one line with the fix."""
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
 
-    result = CliRunner().invoke(app, ["sandbox", "status"])
+    result = CliRunner().invoke(app, ["sandbox", command])
 
-    assert result.exit_code == 1
-    assert result.output.startswith("engine: no (no Docker engine answers")
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("error: no Docker engine answers")
+    assert "scripts/start-dockerd.sh" in lines[0]
+    assert "Traceback" not in result.output
 
 
 @pytest.mark.docker

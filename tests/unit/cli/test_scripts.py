@@ -5,8 +5,11 @@ import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from typer.testing import CliRunner
 
+from agent.cli import scripts as scripts_cli
 from agent.cli.app import app
+from agent.errors import UserError
 from agent.llm.client import LLMClient
+from agent.pipeline.runner import resolve_device
 from agent.scripts.codegen import generate_scripts, render, write_scripts
 from agent.store.runstore import RunStore, write_json
 from agent.task import TaskSpec
@@ -88,3 +91,42 @@ def test_rerun_deploys_and_finetunes_with_the_candidate_checks(run_dir):
     tuned = scripts(run_dir, "rerun", "finetune", "--sandbox", "local")
     assert tuned.exit_code == 0, tuned.output
     assert "probe accuracy" in tuned.output and "(as the script reports them)" in tuned.output
+
+
+@pytest.fixture
+def bare_run(tmp_path):
+    """A run directory with one template annotate script in its manifest; nothing ran."""
+    task = TaskSpec(description="sentiment of short texts", labels=LABELS, data_path="x.csv")
+    rows = pd.DataFrame({"row": [0], "id": ["0"], "text": ["good day"]})
+    store = RunStore.create(tmp_path / "run", task, rows)
+    entry = {"role": "annotate", "model": "org/kw", "slug": "org__kw", "origin": "template",
+             "status": "rendered", "path": "scripts/annotate/org__kw.py"}  # fmt: skip
+    write_json({"scripts": [entry]}, store.scripts_manifest_path)
+    return store.root
+
+
+@pytest.mark.parametrize(("flags", "expected"), [([], None), (["--device", "cpu"], "cpu")])
+def test_rerun_resolves_its_device_as_a_run_does(bare_run, monkeypatch, flags, expected):
+    """`--device` defaults to auto, as everywhere else, and reaches the script resolved."""
+    seen = {}
+
+    def fake_rerun(store, entry, box, device):
+        seen["device"] = device
+        raise UserError("stopped before running")
+
+    monkeypatch.setattr(scripts_cli, "rerun", fake_rerun)
+
+    result = scripts(bare_run, "rerun", "annotate", "--sandbox", "local", *flags)
+
+    assert result.exit_code == 2 and "stopped before running" in result.output, result.output
+    assert seen["device"] == (expected or resolve_device("auto", LocalSandbox()))
+    assert seen["device"] in ("cpu", "cuda")
+
+
+def test_rerun_help_says_device_auto(bare_run):
+    result = runner.invoke(
+        app, ["scripts", str(bare_run), "rerun", "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"}
+    )
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if "--device" in line)
+    assert "[default: auto]" in line

@@ -1,0 +1,324 @@
+"""The options the `autoannotator` commands share, declared once.
+
+Each is a `typing.Annotated` alias (typer's documented style): a command names it in its
+signature with its default (`sandbox: SandboxOption = "auto"`), so `run`, `eval`, `resume`,
+`chat` and `demo` read and teach them the same way. `--help` groups them in panels. What a
+command got is gathered once into a frozen, keyword-only dataclass: `Engine` (where and how a
+run executes; it becomes the core's RunOptions) and `Review` (the LLM review's TaskSpec fields).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+import typer
+
+from agent.cli.common import console, fail, open_hub, unconfined_by_surprise
+from agent.pipeline.runner import RunOptions
+from sandbox.base import Sandbox
+from sandbox.factory import KINDS, make_sandbox
+
+# The --help panels; options outside them (the data, the task) are listed first.
+PIPELINE = "Pipeline"
+ENGINE = "Models, sandbox and device"
+LLM = "LLM endpoint"
+REVIEW = "LLM review"
+
+DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_STEP_TIMEOUT_S = 3600.0
+
+
+def _one_of(flag: str, choices: tuple[str, ...]):
+    """An option callback: a value outside `choices` fails in one line, exit code 2."""
+    listed = f"{', '.join(choices[:-1])} or {choices[-1]}"
+
+    def check(value: str | None) -> str | None:
+        if value is not None and value not in choices:
+            fail(f"{flag} takes {listed}, not {value!r}")
+        return value
+
+    return check
+
+
+# ---- the task -------------------------------------------------------------------------------
+LabelsOption = Annotated[
+    str, typer.Option("--labels", help="Comma-separated labels, e.g. positive,negative,neutral.")
+]
+TaskOption = Annotated[
+    str,
+    typer.Option(
+        "--task", help="What to label, in plain words; it picks the models and briefs the LLM."
+    ),
+]
+TextColumnOption = Annotated[
+    str, typer.Option("--text-column", help="The column holding the texts to label.")
+]
+
+# ---- models, sandbox, device -------------------------------------------------------------
+HubOption = Annotated[
+    str | None,
+    typer.Option(
+        "--hub",
+        help="Model hub: a folder of HF-format models, or `hf`. "
+        "Default: the bundled demo catalog (built on first use).",
+        rich_help_panel=ENGINE,
+    ),
+]
+SandboxOption = Annotated[
+    str,
+    typer.Option(
+        "--sandbox",
+        callback=_one_of("--sandbox", KINDS),
+        help="Where scripts run: docker, local (a subprocess, far less isolated), or auto "
+        "(Docker when an engine answers, else local with template scripts only).",
+        rich_help_panel=ENGINE,
+    ),
+]
+DeviceOption = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        callback=_one_of("--device", DEVICES),
+        help="Where the models run: auto (the GPU when the sandbox gets one, else the CPU), "
+        "cpu or cuda.",
+        rich_help_panel=ENGINE,
+    ),
+]
+StepTimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--step-timeout",
+        help="Seconds one sandboxed script (deploy, annotate a chunk, fine-tune) may run.",
+        rich_help_panel=ENGINE,
+    ),
+]
+
+# ---- the LLM endpoint ----------------------------------------------------------------------
+BaseUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--llm-base-url",
+        envvar="OPENAI_BASE_URL",
+        help="OpenAI-compatible endpoint. Unset: a local llama.cpp server that starts and stops "
+        "with the command.",
+        rich_help_panel=LLM,
+    ),
+]
+ApiKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--llm-api-key",
+        envvar="OPENAI_API_KEY",
+        show_default=False,
+        help="Key for --llm-base-url.",
+        rich_help_panel=LLM,
+    ),
+]
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--llm-model",
+        envvar="AUTOANNOTATOR_LLM_MODEL",
+        help="Model name at the endpoint.",
+        rich_help_panel=LLM,
+    ),
+]
+GgufOption = Annotated[
+    str | None,
+    typer.Option(
+        "--gguf",
+        envvar="AUTOANNOTATOR_GGUF",
+        help="GGUF file for the local server (default: packaged Qwen2.5-Coder-1.5B).",
+        rich_help_panel=LLM,
+    ),
+]
+
+# ---- output --------------------------------------------------------------------------------
+QuietOption = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress bars or prompts; for scripts.")
+]
+
+# ---- the pipeline ----------------------------------------------------------------------------
+EpsilonOption = Annotated[
+    float | None,
+    typer.Option(
+        "--epsilon",
+        help="Route a sample to review when its disagreement U(x) >= ε. Default 1/k: every "
+        "disagreement goes to review, as in the paper.",
+        show_default=False,
+        rich_help_panel=PIPELINE,
+    ),
+]
+ChunkSizeOption = Annotated[
+    int,
+    typer.Option(
+        "--chunk-size",
+        help="Rows in the first chunk; later chunks (between a quarter and 4x this) are sized so "
+        "fine-tuning starts as the reviewed hard pool reaches β.",
+        rich_help_panel=PIPELINE,
+    ),
+]
+ReplayOption = Annotated[
+    float,
+    typer.Option(
+        "--replay-ratio",
+        help="Fine-tuning replays this many unanimous committee labels per reviewed hard "
+        "sample, so the SLMs keep what they knew (0: hard samples only).",
+        rich_help_panel=PIPELINE,
+    ),
+]
+CodegenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--codegen",
+        callback=_one_of("--codegen", ("llm", "template")),
+        help="Who writes the deploy/annotate/finetune scripts: llm (verified, template "
+        "fallback) or template. Default: llm when an LLM reviews, template otherwise.",
+        show_default=False,
+        rich_help_panel=PIPELINE,
+    ),
+]
+
+# ---- the LLM review ------------------------------------------------------------------------
+ReviewBatchOption = Annotated[
+    str,
+    typer.Option(
+        "--review-batch",
+        help="Samples per LLM review call: N, or auto (1 on the local server, where single "
+        "calls reuse the prompt prefix; 20 on a remote endpoint, which charges the "
+        "instructions per call).",
+        rich_help_panel=REVIEW,
+    ),
+]
+MaxCallsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-llm-calls",
+        help="Cap on paid LLM review calls over the whole run (resume included); past it, hard "
+        "samples keep the committee's label as committee-capped.",
+        rich_help_panel=REVIEW,
+    ),
+]
+MaxCostOption = Annotated[
+    float | None,
+    typer.Option(
+        "--max-cost",
+        help="Cap on the LLM review's cost in USD (needs a known price).",
+        rich_help_panel=REVIEW,
+    ),
+]
+PriceInOption = Annotated[
+    float | None,
+    typer.Option(
+        "--price-in",
+        envvar="AUTOANNOTATOR_PRICE_IN",
+        help="USD per 1M input tokens. Default: 0 on the local server, else a built-in table "
+        "(gpt-4o-mini, gpt-4o, gpt-4.1-mini, gpt-4.1-nano, gpt-3.5-turbo).",
+        rich_help_panel=REVIEW,
+    ),
+]
+PriceOutOption = Annotated[
+    float | None,
+    typer.Option(
+        "--price-out",
+        envvar="AUTOANNOTATOR_PRICE_OUT",
+        help="USD per 1M output tokens (with --price-in).",
+        rich_help_panel=REVIEW,
+    ),
+]
+LabelDescOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--label-desc",
+        help='What a label means, for the reviewer LLM; repeatable: --label-desc "bearish=expects '
+        'the price to fall".',
+        rich_help_panel=REVIEW,
+    ),
+]
+LabelWordsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--label-words",
+        help="Words the reviewer LLM sees instead of labels, mapped back: "
+        "bearish=negative,bullish=positive.",
+        rich_help_panel=REVIEW,
+    ),
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Engine:
+    """Where and how a command's runs execute (not what they label); a resume may change it."""
+
+    hub: str | None = None
+    sandbox: str = "auto"
+    device: str = "auto"
+    llm_base_url: str | None = None
+    llm_api_key: str | None = None
+    llm_model: str | None = None
+    gguf: str | None = None
+    step_timeout: float = DEFAULT_STEP_TIMEOUT_S
+    quiet: bool = False
+
+
+def open_sandbox(kind: str, device: str, *, run_id: str | None = None) -> Sandbox:
+    """The sandbox every command uses. `run_id` (RunStore.run_id) labels a run's Docker
+    containers, and the ones a killed runner left behind are removed when it is opened."""
+    return make_sandbox(kind, device=device, run_id=run_id)
+
+
+def run_options(engine: Engine, *, run_id: str | None) -> RunOptions:
+    """The core's RunOptions for `engine`: the hub opened, the sandbox of run `run_id` made."""
+    status = None if engine.quiet else (lambda line: console.print(line))
+    box = open_sandbox(engine.sandbox, engine.device, run_id=run_id)
+    return RunOptions(
+        hub=open_hub(engine.hub, status),
+        sandbox=box,
+        llm_scripts_allowed=not unconfined_by_surprise(engine.sandbox, box),
+        llm_base_url=engine.llm_base_url,
+        llm_api_key=engine.llm_api_key,
+        llm_model=engine.llm_model,
+        gguf=engine.gguf,
+        device=engine.device,
+        timeout_s=engine.step_timeout,
+    )
+
+
+def _pairs(option: str, items: tuple[str, ...]) -> dict[str, str]:
+    """`label=text` items (`--label-desc`, `--label-words`) as a dict; a bad one fails."""
+    pairs = {}
+    for item in items:
+        label, sep, text = item.partition("=")
+        if not sep or not label.strip() or not text.strip():
+            fail(f"{option} takes label=text, not {item!r}")
+        pairs[label.strip()] = text.strip()
+    return pairs
+
+
+@dataclass(frozen=True, kw_only=True)
+class Review:
+    """The LLM review options `run` and `eval` share, as given on the command line."""
+
+    batch: str = "auto"
+    max_calls: int | None = None
+    max_cost: float | None = None
+    price_in: float | None = None
+    price_out: float | None = None
+    label_desc: tuple[str, ...] = ()
+    label_words: tuple[str, ...] = ()
+
+    def task_fields(self) -> dict:
+        """The TaskSpec fields these options set; a malformed value fails in one line."""
+        if self.batch != "auto" and not self.batch.isdigit():
+            fail(f"--review-batch takes auto or a number of samples per call, not {self.batch!r}")
+        words = tuple(w for group in self.label_words for w in group.split(",") if w.strip())
+        return {
+            "review_batch": self.batch if self.batch == "auto" else int(self.batch),
+            "max_llm_calls": self.max_calls,
+            "max_cost_usd": self.max_cost,
+            "price_in": self.price_in,
+            "price_out": self.price_out,
+            "label_descriptions": _pairs("--label-desc", self.label_desc),
+            "label_words": _pairs("--label-words", words),
+        }

@@ -1,0 +1,186 @@
+"""The options `run`, `eval`, `resume`, `chat` and `demo` share: declared once, each command
+gathers them into one Engine, which becomes the core's RunOptions with the run's sandbox."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from agent.cli import app as app_module
+from agent.cli import options as options_module
+from agent.cli.app import app
+from agent.cli.options import DEFAULT_STEP_TIMEOUT_S, Engine, Review, run_options
+from agent.errors import UserError
+from agent.store.runstore import RunStore
+from agent.task import TaskSpec
+from sandbox.local import LocalSandbox
+
+runner = CliRunner()
+LABELS = ["positive", "negative"]
+
+
+@pytest.fixture
+def csv(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text("text,label\ngood day,positive\nbad day,negative\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def engines(monkeypatch):
+    """Each command's Engine and run id, caught where the command asks for its RunOptions;
+    the command then stops there with a one-line error."""
+    seen: list[tuple[Engine, str | None]] = []
+
+    def fake_run_options(engine, *, run_id):
+        seen.append((engine, run_id))
+        raise UserError("stopped before the run")
+
+    monkeypatch.setattr(app_module, "run_options", fake_run_options)
+    return seen
+
+
+def command_line(name: str, csv, tmp_path) -> list[str]:
+    run_dir = str(tmp_path / name)
+    if name == "run":
+        return ["run", "--data", str(csv), "--labels", "positive,negative", "--task",
+                "sentiment", "--run-dir", run_dir]  # fmt: skip
+    if name == "eval":
+        return ["eval", "--data", str(csv), "--labels", "positive,negative", "--task",
+                "sentiment", "--reviewers", "oracle", "--run-dir", run_dir]  # fmt: skip
+    if name == "resume":
+        task = TaskSpec(description="sentiment", labels=LABELS, data_path=str(csv))
+        rows = pd.DataFrame({"row": [0], "id": ["0"], "text": ["good day"]})
+        RunStore.create(tmp_path / name, task, rows)
+        return ["resume", run_dir]
+    return ["demo", "--rows", "4", "--run-dir", run_dir]
+
+
+@pytest.mark.parametrize("name", ["run", "eval", "resume", "demo"])
+def test_every_command_takes_the_step_timeout_and_names_the_runs_sandbox(
+    tmp_path, csv, engines, name
+):
+    result = runner.invoke(app, [*command_line(name, csv, tmp_path), "--step-timeout", "12.5"])
+
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == "error: stopped before the run"
+    [(engine, run_id)] = engines
+    assert engine.step_timeout == 12.5
+    assert run_id == RunStore(tmp_path / name).run_id
+    assert not (tmp_path / name / "task.json").exists() or name == "resume"
+
+
+@pytest.mark.parametrize("name", ["run", "demo"])
+def test_an_existing_run_directory_is_refused_before_its_sandbox_is_opened(
+    tmp_path, csv, engines, name
+):
+    """Opening a sandbox under a run id removes that id's containers: never a live run's."""
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "task.json").write_text("{}", encoding="utf-8")
+
+    result = runner.invoke(app, command_line(name, csv, tmp_path))
+
+    assert result.exit_code == 2, result.output
+    assert "run directory already exists" in result.output
+    assert engines == []
+
+
+@pytest.mark.parametrize("name", ["eval", "demo"])
+def test_the_step_timeout_defaults_to_an_hour(tmp_path, csv, engines, name):
+    runner.invoke(app, command_line(name, csv, tmp_path))
+    [(engine, _)] = engines
+    assert engine.step_timeout == DEFAULT_STEP_TIMEOUT_S == 3600.0
+
+
+def test_the_engine_becomes_the_run_options_with_the_runs_sandbox(tmp_path, tiny_hub, monkeypatch):
+    made = {}
+
+    def fake_make_sandbox(kind, device, run_id):
+        made.update(kind=kind, device=device, run_id=run_id)
+        return LocalSandbox()
+
+    monkeypatch.setattr(options_module, "make_sandbox", fake_make_sandbox)
+    engine = Engine(
+        hub=str(tiny_hub),
+        sandbox="local",
+        device="cpu",
+        llm_base_url="http://llm.example/v1",
+        llm_api_key="key",
+        llm_model="m",
+        gguf="model.gguf",
+        step_timeout=12.5,
+        quiet=True,
+    )
+
+    options = run_options(engine, run_id="run-1234")
+
+    assert made == {"kind": "local", "device": "cpu", "run_id": "run-1234"}
+    assert isinstance(options.sandbox, LocalSandbox) and options.llm_scripts_allowed
+    assert options.hub.root == tiny_hub
+    assert (options.timeout_s, options.device) == (12.5, "cpu")
+    assert (options.llm_base_url, options.llm_api_key, options.llm_model, options.gguf) == (
+        "http://llm.example/v1",
+        "key",
+        "m",
+        "model.gguf",
+    )
+
+
+def test_the_review_options_become_task_fields():
+    review = Review(
+        batch="8",
+        max_calls=5,
+        label_desc=("positive=a good day",),
+        label_words=("positive=good,negative=bad",),
+    )
+    assert review.task_fields() == {
+        "review_batch": 8,
+        "max_llm_calls": 5,
+        "max_cost_usd": None,
+        "price_in": None,
+        "price_out": None,
+        "label_descriptions": {"positive": "a good day"},
+        "label_words": {"positive": "good", "negative": "bad"},
+    }
+    assert Review().task_fields()["review_batch"] == "auto"
+
+
+def test_the_run_id_is_known_before_the_run_and_differs_between_folders(tmp_path):
+    before = RunStore(tmp_path / "a" / "run").run_id
+    task = TaskSpec(description="sentiment", labels=LABELS, data_path="x.csv")
+    rows = pd.DataFrame({"row": [0], "id": ["0"], "text": ["good day"]})
+    store = RunStore.create(tmp_path / "a" / "run", task, rows)
+    assert store.run_id == before and before.startswith("run-")
+    assert RunStore(tmp_path / "b" / "run").run_id != before
+
+
+@pytest.mark.parametrize("name", ["run", "eval", "resume", "chat", "demo"])
+def test_help_teaches_the_shared_options_in_groups(name):
+    result = runner.invoke(app, [name, "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert "--step-timeout" in text and "Seconds one sandboxed script" in text
+    assert "--sandbox" in text and "docker, local" in text
+    assert "Models, sandbox and device" in text
+    if name != "demo":
+        assert "--device" in text and "cpu or cuda" in text
+        assert "LLM endpoint" in text and "--llm-base-url" in text
+    if name in ("run", "eval"):
+        assert "LLM review" in text and "--review-batch" in text and "--label-words" in text
+        assert "Pipeline" in text and "--replay-ratio" in text and "--codegen" in text
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "expected"),
+    [
+        ("--sandbox", "vm", "--sandbox takes docker, local or auto, not 'vm'"),
+        ("--device", "tpu", "--device takes auto, cpu or cuda, not 'tpu'"),
+        ("--codegen", "human", "--codegen takes llm or template, not 'human'"),
+    ],
+)
+def test_an_unknown_choice_is_one_line_exit_2(tmp_path, csv, flag, value, expected):
+    result = runner.invoke(app, [*command_line("run", csv, tmp_path), flag, value])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == f"error: {expected}"
+    assert not (tmp_path / "run").exists()
