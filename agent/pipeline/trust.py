@@ -90,7 +90,7 @@ def collect(store: RunStore, models: list[dict]) -> Evidence:
         unanimous=votes["uncertainty"] == 0,
         member_votes={name: pd.concat(parts) for name, parts in member_votes.items()},
         reviewer=by_reviewer.set_index("id")["label"].astype(str),
-        known=known.astype(str),
+        known=known[known.index.isin(votes.index)].astype(str),  # a blank row has no vote
     )
 
 
