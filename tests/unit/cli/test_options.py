@@ -142,6 +142,8 @@ def test_the_review_options_become_task_fields():
         "price_out": None,
         "label_descriptions": {"positive": "a good day"},
         "label_words": {"positive": "good", "negative": "bad"},
+        "audit_share": 0.05,
+        "min_confidence": None,
     }
     assert Review().task_fields()["review_batch"] == "auto"
 
