@@ -28,7 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pandas as pd
 
 from agent.hub.demo import build_demo_hub
-from agent.llm.client import LLMClient, make_chat_model, open_endpoint
+from agent.llm.client import LLMClient
+from agent.llm.endpoint import make_chat_model
+from agent.llm.local_server import open_endpoint
 from agent.pipeline.runner import CODEGEN_TIMEOUT_S
 from agent.scripts import codegen
 from agent.store.runstore import RunStore, write_json

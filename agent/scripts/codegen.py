@@ -27,7 +27,8 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 
 from agent.domain import CodegenAttempt, Progress
 from agent.errors import StepFailed
-from agent.llm.client import LLMClient, LLMUnavailable
+from agent.llm.client import LLMClient
+from agent.llm.endpoint import LLMUnavailable
 from agent.prompting import load_prompt, render_template
 from agent.scripts import contract, verify
 from agent.store.runstore import RunStore, read_json, write_json, write_parquet, write_text

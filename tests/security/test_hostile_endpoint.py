@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 
 from agent.cli.app import app
 from agent.errors import StepFailed
-from agent.llm.client import Endpoint, LLMClient, make_chat_model
+from agent.llm.client import LLMClient
+from agent.llm.endpoint import Endpoint, make_chat_model
 from agent.pipeline.annotate import annotate_chunk
 from agent.pipeline.finetune import finetune_cycle
 from agent.scripts import codegen, verify

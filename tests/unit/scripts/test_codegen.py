@@ -259,7 +259,7 @@ def test_scripts_that_keep_the_contract_pass_first_try_and_everything_is_kept(ru
         assert not (store.scripts_dir / role / "attempt-1.out").exists()  # scratch weights gone
     metrics = read_json(store.scripts_dir / "finetune" / "attempt-1.metrics.json")
     assert metrics["after"]["rows"] == 3
-    ledger = [json.loads(line) for line in llm.ledger_path.read_text().splitlines()]
+    ledger = [json.loads(line) for line in llm.ledger.path.read_text().splitlines()]
     assert [e["purpose"] for e in ledger] == [f"codegen-{r}" for r in roles]
     # Done roles are not redone: no further LLM call, the manifest unchanged.
     assert generate(store, task, models, roles, fake_llm(tmp_path, [])) == manifest
@@ -302,7 +302,7 @@ def test_garbage_forever_falls_back_to_the_template_without_running_anything(run
         "annotate", "org/kw", task
     )
     assert sandbox.scripts == []
-    assert len(llm.ledger_path.read_text().splitlines()) == 3
+    assert len(llm.ledger.path.read_text().splitlines()) == 3
 
 
 def test_a_repair_that_repeats_the_rejected_script_stops_the_loop_without_rerunning(run, tmp_path):
@@ -318,7 +318,7 @@ def test_a_repair_that_repeats_the_rejected_script_stops_the_loop_without_rerunn
     assert "the same script as attempt 1; not run again" in status
     assert sandbox.scripts.count("attempt-1.py") == 1 and "attempt-2.py" not in sandbox.scripts
     assert not (store.scripts_dir / "annotate" / "attempt-3.prompt.md").exists()
-    assert len(llm.ledger_path.read_text().splitlines()) == 2
+    assert len(llm.ledger.path.read_text().splitlines()) == 2
 
 
 def test_a_script_that_opens_a_socket_never_reaches_the_sandbox(run, tmp_path):
@@ -348,7 +348,8 @@ def test_without_an_llm_the_templates_are_used_and_the_reason_recorded(run):
 )
 def test_the_local_llm_writes_an_annotate_script_that_is_verified(run):
     from agent.llm.client import LLMClient as Client
-    from agent.llm.client import make_chat_model, open_endpoint
+    from agent.llm.endpoint import make_chat_model
+    from agent.llm.local_server import open_endpoint
 
     store, task, models = run
     with open_endpoint() as endpoint, Client.for_endpoint(endpoint, store.root) as llm:
