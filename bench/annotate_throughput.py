@@ -23,7 +23,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from agent.hub.demo import build_demo_hub, demo_input
-from agent.hub.hubs import LocalHub
+from agent.hub.local import LocalHub
 from agent.pipeline.annotate import annotate_chunk
 from agent.scripts.codegen import write_scripts
 from agent.task import TaskSpec

@@ -33,7 +33,7 @@ from agent.domain import (
     Selected,
     Voted,
 )
-from agent.hub.hubs import ModelHub
+from agent.hub.protocol import ModelHub
 from agent.llm.client import LLMClient
 from agent.pipeline.annotate import annotate_chunk, run_step, scratch_dir, vote_chunk
 from agent.pipeline.chunking import estimated_chunks, plan_chunk

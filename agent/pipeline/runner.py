@@ -14,7 +14,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
 
 from agent.domain import Event, Progress, ReviewEstimated, Selected
-from agent.hub.hubs import ModelHub
+from agent.hub.protocol import ModelHub
 from agent.llm.client import LLMClient
 from agent.llm.endpoint import Endpoint, check_endpoint, make_chat_model, resolve_endpoint
 from agent.llm.local_server import LocalServer, open_endpoint, resolve_gguf

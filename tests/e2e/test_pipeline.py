@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from agent.domain import FinetuneStarted, Reported
-from agent.hub.hubs import LocalHub
+from agent.hub.local import LocalHub
 from agent.pipeline.runner import RunOptions, create_run, run_graph
 from agent.store.runstore import RunStore
 from agent.task import TaskSpec

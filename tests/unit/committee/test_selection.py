@@ -20,7 +20,8 @@ from agent.committee.selection import (
     select,
     static_rejection,
 )
-from agent.hub.hubs import LocalHub, ModelInfo
+from agent.hub.local import LocalHub
+from agent.hub.protocol import ModelInfo
 from agent.task import TaskSpec
 from tests.fixtures.models import card_text, make_keyword_classifier
 
