@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from agent.cli.app import app
+from agent.domain import CommitteeMember
 from agent.errors import StepFailed
 from agent.llm.client import LLMClient
 from agent.llm.endpoint import Endpoint, make_chat_model
@@ -295,7 +297,7 @@ LIE = """
 """
 
 
-def cycle_ready(run, code) -> tuple[RunStore, list[dict]]:
+def cycle_ready(run, code) -> tuple[RunStore, list[CommitteeMember]]:
     """chunk 0 reviewed by the LLM (every label right), and `code` as the finetune script."""
     store, _, models = run
     ids = [str(i) for i in range(7)]
@@ -305,11 +307,11 @@ def cycle_ready(run, code) -> tuple[RunStore, list[dict]]:
     write_parquet(
         pd.DataFrame({"id": ids, "label": TRUTH, "uncertainty": 1 / 3}), store.chunk_votes(0)
     )
-    models = [{**models[0], "inverse_label_map": {label: label for label in LABELS}}]
+    models = [replace(models[0], inverse_label_map={label: label for label in LABELS})]
     script = store.scripts_dir / "finetune" / f"{SLUG}.py"
     script.parent.mkdir(parents=True, exist_ok=True)
     script.write_text(code)
-    write_json({"models": models}, store.models_path)
+    write_json({"models": [m.to_dict() for m in models]}, store.models_path)
     return store, models
 
 
@@ -336,12 +338,12 @@ from agent.pipeline.annotate import StepFailed
 from agent.pipeline.annotate import StepFailed, annotate_chunk
 from agent.cli.app import app
 from agent.pipeline.finetune import finetune_cycle
-from agent.store.runstore import RunStore, read_json
+from agent.store.runstore import RunStore
 from sandbox.base import Limits
 from sandbox.local import LocalSandbox
 
 store = RunStore(sys.argv[1])
-models = read_json(store.models_path)["models"]
+models = store.committee()
 try:
     finetune_cycle(store, LocalSandbox(), models, {"org__kw": 0}, [0], [0], 1, "cpu",
                    Limits(timeout_s=60))
@@ -400,7 +402,7 @@ def test_a_hub_model_is_downloaded_by_the_host_and_deployed_without_network(
 
     monkeypatch.setattr(codegen, "snapshot_download", snapshot_download, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    hub_model = {**models[0], "source": "org/kw"}
+    hub_model = replace(models[0], source="org/kw")
     script = tmp_path / "deploy.py"
     script.write_text(codegen.render("deploy", "org/kw", task))
     spy = SpySandbox()

@@ -6,6 +6,7 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from typer.testing import CliRunner
 
 from agent.cli.app import app
+from agent.domain import CommitteeMember
 from agent.llm.client import LLMClient
 from agent.scripts.codegen import generate_scripts, render, write_scripts
 from agent.store.runstore import RunStore, write_json
@@ -29,8 +30,8 @@ def run_dir(tmp_path_factory):
     texts = ["good day", "bad movie", "the news", "good good", "so bad"]
     rows = pd.DataFrame({"row": range(5), "id": [str(i) for i in range(5)], "text": texts})
     store = RunStore.create(tmp_path / "run", task, rows)
-    models = [{"id": "org/kw", "slug": "org__kw", "source": str(source), "labels": LABELS}]
-    write_json({"models": models}, store.models_path)
+    models = [CommitteeMember("org/kw", "org__kw", str(source), LABELS)]
+    write_json({"models": [m.to_dict() for m in models]}, store.models_path)
     shutil.copytree(source, store.model_dir("org__kw", 0))
     answer = f"```python\n# written by the LLM\n{render('deploy', 'org/kw', task)}```"
     llm = LLMClient(

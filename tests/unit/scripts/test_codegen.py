@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
+from agent.domain import CommitteeMember
 from agent.errors import StepFailed
 from agent.llm.client import LLMClient
 from agent.prompting import load_prompt
@@ -52,9 +53,13 @@ def test_templates_render_to_python_with_the_task_defaults(role):
         assert "default=2e-05" in code and "default=0.01" in code and "default=2)" in code
 
 
+def member(model_id: str) -> CommitteeMember:
+    return CommitteeMember(model_id, model_id.replace("/", "__"), source=model_id, labels=[])
+
+
 def test_write_scripts_is_idempotent_and_recorded(tmp_path):
     store = RunStore(tmp_path)
-    models = [{"id": "org/a", "slug": "org__a"}, {"id": "org/b", "slug": "org__b"}]
+    models = [member("org/a"), member("org/b")]
     manifest = write_scripts(store, TASK, models)
     assert len(manifest["scripts"]) == 6
     assert {s["origin"] for s in manifest["scripts"]} == {"template"}
@@ -160,7 +165,7 @@ def test_table_a_prompts_stay_recognisable_and_render_with_their_documented_vari
         )
         assert "Quantity requirements: 3 models" in user
     else:
-        _, user = prompt_messages(role, TASK, [{"id": "org/a"}, {"id": "org/b"}])
+        _, user = prompt_messages(role, TASK, [member("org/a"), member("org/b")])
         user = user.content
         assert "org/a, org/b" in user
         repair = templates["repair"].render(reason="run: boom", stderr="Traceback")
