@@ -19,7 +19,7 @@ from agent.pipeline.runner import RunOptions, create_run, is_finished, run_graph
 from agent.store.runstore import RunStore
 from agent.task import TaskSpec
 from sandbox.local import LocalSandbox
-from tests.e2e.conftest import LABELS, write_data
+from tests.fixtures.keywords import LABELS, write_data
 
 KEY = {label: key for key, label in label_keys(LABELS).items()}
 

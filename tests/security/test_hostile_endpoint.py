@@ -30,7 +30,7 @@ from agent.scripts.codegen import generate_scripts
 from agent.store.runstore import RunStore, read_json, write_json, write_parquet
 from sandbox.base import Limits
 from sandbox.local import LocalSandbox
-from tests.e2e.conftest import LABELS, write_data
+from tests.fixtures.keywords import LABELS, write_data
 from tests.fixtures.llm import LoopbackChatServer
 from tests.fixtures.runs import keyword_model as make_keyword_model
 from tests.fixtures.runs import keyword_run
