@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 
 import pandas as pd
 
-from agent.domain import EXPERT_SOURCES, Route, Source
+from agent.domain import EXPERT_SOURCES, CommitteeMember, Route, Source
 from agent.pipeline.review import ReviewItem
 from agent.store.runstore import RunStore, write_parquet
 
@@ -28,7 +29,11 @@ def progress_step(reviewer) -> int:
 
 
 def review_chunk(
-    store: RunStore, reviewer, models: list[dict], chunk: int, progress=lambda done, total: None
+    store: RunStore,
+    reviewer,
+    committee: Sequence[CommitteeMember],
+    chunk: int,
+    progress=lambda done, total: None,
 ) -> dict:
     """Review the routed samples of one chunk; returns counts for progress and the pool."""
     target = store.hard_chunk(chunk)
@@ -39,7 +44,7 @@ def review_chunk(
     votes = pd.read_parquet(store.chunk_votes(chunk))
     routed = votes[votes["route"] == Route.REVIEW]
     texts = pd.read_parquet(store.input_chunk(chunk)).set_index("id")["text"]
-    slugs = [m["slug"] for m in models]
+    slugs = [m.slug for m in committee]
     items = [
         ReviewItem(
             id=row["id"],
