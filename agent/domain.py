@@ -1,4 +1,5 @@
-"""The vocabulary: label sources, routes, script roles, LLM call purposes, progress events.
+"""The vocabulary: label sources, routes, script roles, LLM call purposes, the committee's
+members, progress events.
 
 They are string enums, so they are written to parquet, JSON and the ledger as the plain strings
 they always were, compare equal to those strings, and files of older runs read back unchanged.
@@ -7,8 +8,8 @@ they always were, compare equal to those strings, and files of older runs read b
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 if sys.version_info >= (3, 11):
@@ -64,6 +65,69 @@ class Purpose(StrEnum):
     CODEGEN_DEPLOY = "codegen-deploy"
     CODEGEN_ANNOTATE = "codegen-annotate"
     CODEGEN_FINETUNE = "codegen-finetune"
+
+
+# --- the committee ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CommitteeMember:
+    """One SLM of the committee, as models.json's `models` list records it: written by
+    selection (agent.committee.selection.Candidate.to_json), `inverse_label_map` added by the
+    align_labels node.
+
+    `from_dict` and `to_dict` keep that file plain JSON, as it always was: the fields the
+    pipeline reads are typed here; the rest of selection's record (scores, licence, size, the
+    smoke test) travels unread in `record`, so a file read and written back keeps every key.
+    """
+
+    id: str  # the hub's id, "org/name"
+    slug: str  # the id as a directory name, "org__name": models/, votes/, scripts/
+    source: str  # what deploy loads: a local model directory or a hub id
+    labels: list[str]  # the model's own labels, in id2label order
+    label_map: dict[str, str | None] = field(default_factory=dict)  # model label -> task label
+    label_evidence: dict[str, str] = field(default_factory=dict)  # model label -> how mapped
+    # Task label -> model label, what fine-tuning trains on; None until align_labels has run.
+    inverse_label_map: dict[str, str] | None = None
+    # Share of selection's smoke-test rows the whole committee would route to review.
+    expected_escalation: float | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CommitteeMember:
+        return cls(
+            id=data["id"],
+            slug=data["slug"],
+            source=data["source"],
+            labels=list(data["labels"]),
+            label_map=dict(data.get("label_map") or {}),
+            label_evidence=dict(data.get("label_evidence") or {}),
+            inverse_label_map=(
+                dict(data["inverse_label_map"])
+                if data.get("inverse_label_map") is not None
+                else None
+            ),
+            expected_escalation=data.get("expected_escalation"),
+            record={k: v for k, v in data.items() if k not in _TYPED},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {
+            "id": self.id,
+            "slug": self.slug,
+            "source": self.source,
+            "labels": list(self.labels),
+            "label_map": dict(self.label_map),
+            "label_evidence": dict(self.label_evidence),
+            **self.record,
+            "expected_escalation": self.expected_escalation,
+        }
+        if self.inverse_label_map is not None:  # absent, as before align_labels wrote it
+            data["inverse_label_map"] = dict(self.inverse_label_map)
+        return data
+
+
+_TYPED = {f.name for f in fields(CommitteeMember)} - {"record"}
 
 
 # --- progress events: what the nodes report; the CLI decides how to show each kind ----------

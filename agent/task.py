@@ -53,7 +53,7 @@ class TaskSpec(BaseModel):
     review_batch: Literal["auto"] | int = Field(default="auto", description="samples per LLM call")
     max_llm_calls: int | None = Field(default=None, ge=0)
     max_cost_usd: float | None = Field(default=None, ge=0)
-    # US dollars per million tokens; None: free on the local server, else llm.client.DEFAULT_PRICES
+    # USD per 1M tokens; None: free on the local server, else agent.llm.pricing.DEFAULT_PRICES
     price_in: float | None = Field(default=None, ge=0)
     price_out: float | None = Field(default=None, ge=0)
 

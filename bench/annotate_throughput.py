@@ -22,8 +22,9 @@ import pandas as pd
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
+from agent.domain import CommitteeMember
 from agent.hub.demo import build_demo_hub, demo_input
-from agent.hub.hubs import LocalHub
+from agent.hub.local import LocalHub
 from agent.pipeline.annotate import annotate_chunk
 from agent.scripts.codegen import write_scripts
 from agent.task import TaskSpec
@@ -85,11 +86,12 @@ def ours(models: list, items: list[str], threads: int, batch_size: int) -> float
 
         store = create_run(task, Path(tmp) / "run")
         entries = [
-            {"id": m.id, "slug": m.id.replace("/", "__"), "labels": m.labels} for m in models
+            CommitteeMember(id=m.id, slug=m.id.replace("/", "__"), source=m.source, labels=m.labels)
+            for m in models
         ]
         write_scripts(store, task, entries)
         for entry, model in zip(entries, models, strict=True):
-            target = store.model_dir(entry["slug"], 0)
+            target = store.model_dir(entry.slug, 0)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.symlink_to(Path(model.source).resolve())
         started = time.perf_counter()
@@ -97,7 +99,7 @@ def ours(models: list, items: list[str], threads: int, batch_size: int) -> float
             store,
             LocalSandbox(),
             entries,
-            {e["slug"]: 0 for e in entries},
+            {e.slug: 0 for e in entries},
             0,
             "cpu",
             Limits(threads=threads),

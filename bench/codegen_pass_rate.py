@@ -27,8 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd
 
+from agent.domain import CommitteeMember
 from agent.hub.demo import build_demo_hub
-from agent.llm.client import LLMClient, make_chat_model, open_endpoint
+from agent.llm.client import LLMClient
+from agent.llm.endpoint import make_chat_model
+from agent.llm.local_server import open_endpoint
 from agent.pipeline.runner import CODEGEN_TIMEOUT_S
 from agent.scripts import codegen
 from agent.store.runstore import RunStore, write_json
@@ -39,25 +42,23 @@ from sandbox.local import LocalSandbox
 TWEETS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tweeteval_sentiment"
 
 
-def demo_model() -> dict:
+def demo_model() -> CommitteeMember:
     """The first sentiment model of the demo catalog (built on first use)."""
     hub = build_demo_hub()
     manifest = json.loads((hub / "manifest.json").read_text(encoding="utf-8"))
     models = manifest["models"].items()
     model_id, entry = next((i, m) for i, m in models if m["task"] == "sentiment")
     slug = model_id.replace("/", "__")
-    return {"id": model_id, "slug": slug, "source": str(hub / slug), "labels": entry["labels"]}
+    return CommitteeMember(id=model_id, slug=slug, source=str(hub / slug), labels=entry["labels"])
 
 
-def prepare_run(root: Path, model: dict, rows: int) -> tuple[RunStore, TaskSpec]:
-    task = TaskSpec(
-        description="sentiment of tweets", labels=model["labels"], data_path=str(TWEETS)
-    )
+def prepare_run(root: Path, model: CommitteeMember, rows: int) -> tuple[RunStore, TaskSpec]:
+    task = TaskSpec(description="sentiment of tweets", labels=model.labels, data_path=str(TWEETS))
     texts = pd.read_csv(TWEETS / "test.csv")["text"].head(rows)
     frame = pd.DataFrame({"row": range(len(texts)), "id": texts.index.astype(str), "text": texts})
     store = RunStore.create(root, task, frame)
-    write_json({"models": [model]}, store.models_path)
-    shutil.copytree(model["source"], store.model_dir(model["slug"], 0))
+    write_json({"models": [model.to_dict()]}, store.models_path)
+    shutil.copytree(model.source, store.model_dir(model.slug, 0))
     return store, task
 
 

@@ -22,7 +22,10 @@ from pathlib import Path
 import pandas as pd
 
 from agent.hub.demo import demo_input
-from agent.llm.client import DEFAULT_PRICES, Endpoint, LLMClient, open_endpoint
+from agent.llm.client import LLMClient
+from agent.llm.endpoint import Endpoint
+from agent.llm.local_server import open_endpoint
+from agent.llm.pricing import DEFAULT_PRICES
 from agent.pipeline.review import LLMReviewer, ReviewItem
 from tests.fixtures.llm import FakeOpenAI
 

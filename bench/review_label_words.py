@@ -23,7 +23,8 @@ from pathlib import Path
 import pandas as pd
 import platformdirs
 
-from agent.llm.client import LLMClient, open_endpoint
+from agent.llm.client import LLMClient
+from agent.llm.local_server import open_endpoint
 from agent.pipeline.review import LLMReviewer, ReviewItem
 
 DATA = Path(__file__).resolve().parents[2] / "shared/data/financial_phrasebank_allagree/test.csv"

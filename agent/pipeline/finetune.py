@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from agent.domain import Source
+from agent.domain import CommitteeMember, Source
 from agent.errors import Rejected, StepFailed
 from agent.pipeline.annotate import run_step, scratch_dir
 from agent.pipeline.hardpool import expert_samples
@@ -175,7 +176,7 @@ def _peak_memory_mb(store: RunStore, step: str, metrics: dict) -> float | None:
 def finetune_cycle(
     store: RunStore,
     sandbox: Sandbox,
-    models: list[dict],
+    committee: Sequence[CommitteeMember],
     versions: dict[str, int],
     pool_chunks: list[int],
     seen_chunks: list[int],
@@ -221,9 +222,11 @@ def finetune_cycle(
     train = pd.concat([hard_train, replay], ignore_index=True)
     new_versions = dict(versions)
     per_model = {}
-    for model in models:
-        slug = model["slug"]
-        to_model = model["inverse_label_map"]
+    for model in committee:
+        slug = model.slug
+        to_model = model.inverse_label_map
+        if to_model is None:
+            raise RuntimeError(f"{slug} has no inverse label map; align_labels never ran")
         train_path = cycle_dir / f"{slug}.train.parquet"
         gate_path = cycle_dir / f"{slug}.gate.parquet"
         write_parquet(train.assign(label=train["label"].map(to_model)), train_path)

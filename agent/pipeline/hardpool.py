@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 
 import pandas as pd
 
-from agent.domain import EXPERT_SOURCES, Route, Source
+from agent.domain import EXPERT_SOURCES, CommitteeMember, Route, Source
 from agent.pipeline.review import ReviewItem
 from agent.store.runstore import RunStore, write_parquet
 
@@ -30,7 +31,11 @@ def progress_step(reviewer) -> int:
 
 
 def review_chunk(
-    store: RunStore, reviewer, models: list[dict], chunk: int, progress=lambda done, total: None
+    store: RunStore,
+    reviewer,
+    committee: Sequence[CommitteeMember],
+    chunk: int,
+    progress=lambda done, total: None,
 ) -> dict:
     """Review the routed samples of one chunk; returns counts for progress and the pool.
 
@@ -43,7 +48,7 @@ def review_chunk(
     votes = pd.read_parquet(store.chunk_votes(chunk))
     known = set(store.gold_evidence().index)
     routed = votes[(votes["route"] == Route.REVIEW) & ~votes["id"].isin(known)]
-    items = _items(store, models, chunk, routed)
+    items = _items(store, committee, chunk, routed)
     verdict_labels, sources = _ask(reviewer, items, progress)
     hard = pd.DataFrame(
         {
@@ -63,7 +68,7 @@ def review_chunk(
     return {"hard": len(hard), "expert": int(hard["source"].isin(EXPERT_SOURCES).sum())}
 
 
-def audit_chunk(store: RunStore, reviewer, models: list[dict], chunk: int) -> int:
+def audit_chunk(store: RunStore, reviewer, committee: Sequence[CommitteeMember], chunk: int) -> int:
     """Let the reviewer also label rows whose answer is known or likely, after the routed ones
     (so the budget goes to those first), and measure it there (audit/<chunk>.parquet):
 
@@ -89,7 +94,7 @@ def audit_chunk(store: RunStore, reviewer, models: list[dict], chunk: int) -> in
             _sample(agreed, round(len(agreed) * task.audit_share), task.seed + chunk),
         ]
     )
-    labels, sources = _ask(reviewer, _items(store, models, chunk, picked), lambda d, t: None)
+    labels, sources = _ask(reviewer, _items(store, committee, chunk, picked), lambda d, t: None)
     audit = pd.DataFrame(
         {"id": picked["id"].to_numpy(), "chunk": chunk, "label": labels, "source": sources}
     )
@@ -102,9 +107,11 @@ def _sample(rows: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:
     return rows.sample(n=size, random_state=seed) if size else rows.iloc[:0]
 
 
-def _items(store: RunStore, models: list[dict], chunk: int, rows: pd.DataFrame) -> list[ReviewItem]:
+def _items(
+    store: RunStore, committee: Sequence[CommitteeMember], chunk: int, rows: pd.DataFrame
+) -> list[ReviewItem]:
     texts = pd.read_parquet(store.input_chunk(chunk)).set_index("id")["text"]
-    slugs = [m["slug"] for m in models]
+    slugs = [m.slug for m in committee]
     return [
         ReviewItem(id=row["id"], text=texts[row["id"]], votes={s: row[f"{s}.label"] for s in slugs})
         for row in rows.to_dict("records")

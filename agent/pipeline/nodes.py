@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -33,7 +33,7 @@ from agent.domain import (
     Selected,
     Voted,
 )
-from agent.hub.hubs import ModelHub
+from agent.hub.protocol import ModelHub
 from agent.llm.client import LLMClient
 from agent.pipeline import trust
 from agent.pipeline.annotate import annotate_chunk, run_step, scratch_dir, vote_chunk
@@ -47,7 +47,7 @@ from agent.pipeline.state import RunState
 from agent.pipeline.votecache import add_to_cache, fill_from_cache
 from agent.scripts.codegen import generate_scripts, local_source, write_scripts
 from agent.scripts.contract import MODEL_OUTPUT, deploy_args
-from agent.store.runstore import RunStore, read_json, write_json
+from agent.store.runstore import RunStore, write_json
 from sandbox.base import Limits, Sandbox
 
 
@@ -74,10 +74,6 @@ def _store(state: RunState) -> RunStore:
     return RunStore(state["run_dir"])
 
 
-def _models(store: RunStore) -> list[dict]:
-    return read_json(store.models_path)["models"]
-
-
 def select_models(state: RunState, runtime: Runtime[Services]) -> dict:
     """Eq. 1: Top-k models by task/card similarity among those that fit the labels."""
     store = _store(state)
@@ -98,26 +94,26 @@ def select_models(state: RunState, runtime: Runtime[Services]) -> dict:
             store.models_path,
         )
         store.log_timing("select", time.perf_counter() - started)
-    models = _models(store)
+    committee = store.committee()
     runtime.context.progress(
         Selected(
-            models=[m["id"] for m in models],
-            expected_escalation=models[0].get("expected_escalation"),
+            models=[m.id for m in committee],
+            expected_escalation=committee[0].expected_escalation,
         )
     )
-    return {"versions": state.get("versions") or {m["slug"]: 0 for m in models}}
+    return {"versions": state.get("versions") or {m.slug: 0 for m in committee}}
 
 
 def align_labels(state: RunState, runtime: Runtime[Services]) -> dict:
     """Fix each model's label map (model label -> task label) and its inverse for fine-tuning."""
     store = _store(state)
-    data = read_json(store.models_path)
     task = store.task()
-    for model in data["models"]:
-        alignment = Alignment(model["label_map"], model["label_evidence"])
-        model["inverse_label_map"] = alignment.inverse(task.labels)
-    write_json(data, store.models_path)
-    runtime.context.progress(Aligned(maps={m["id"]: m["label_map"] for m in data["models"]}))
+    committee = [
+        replace(m, inverse_label_map=Alignment(m.label_map, m.label_evidence).inverse(task.labels))
+        for m in store.committee()
+    ]
+    store.write_committee(committee)
+    runtime.context.progress(Aligned(maps={m.id: m.label_map for m in committee}))
     return {}
 
 
@@ -126,7 +122,7 @@ def write_pipeline_scripts(state: RunState, runtime: Runtime[Services]) -> dict:
     finetune scripts: with --codegen llm those are verified on the deployed models."""
     store = _store(state)
     task = store.task()
-    models = _models(store)
+    committee = store.committee()
     services = runtime.context
 
     def scripts(roles: tuple[str, ...]) -> None:
@@ -135,7 +131,7 @@ def write_pipeline_scripts(state: RunState, runtime: Runtime[Services]) -> dict:
             generate_scripts(
                 store,
                 task,
-                models,
+                committee,
                 roles,
                 services.llm,
                 services.sandbox,
@@ -144,22 +140,22 @@ def write_pipeline_scripts(state: RunState, runtime: Runtime[Services]) -> dict:
                 progress=services.progress,
             )
         else:
-            write_scripts(store, task, models, roles)
+            write_scripts(store, task, committee, roles)
 
     scripts(("deploy",))
     started = time.perf_counter()
-    for model in models:
-        out = store.model_dir(model["slug"], 0)
+    for model in committee:
+        out = store.model_dir(model.slug, 0)
         if (out / "config.json").is_file():
             continue
-        source = local_source(model["source"])
-        name = f"deploy-{model['slug']}"
+        source = local_source(model.source)
+        name = f"deploy-{model.slug}"
         scratch = scratch_dir(store, name)
         run_step(
             services.sandbox,
             store,
             name,
-            store.script_path("deploy", model["slug"]),
+            store.script_path("deploy", model.slug),
             deploy_args(str(source), scratch),
             inputs=[source],
             output_dir=scratch,
@@ -170,7 +166,7 @@ def write_pipeline_scripts(state: RunState, runtime: Runtime[Services]) -> dict:
         shutil.rmtree(out, ignore_errors=True)  # what a deploy killed midway left
         out.parent.mkdir(parents=True, exist_ok=True)
         os.replace(scratch, out)
-        services.progress(Deployed(model=model["id"]))
+        services.progress(Deployed(model=model.id))
     store.log_timing("deploy", time.perf_counter() - started)
     scripts(("annotate", "finetune"))
     return {"next_chunk": state.get("next_chunk", 0)}
@@ -184,20 +180,20 @@ def annotate(state: RunState, runtime: Runtime[Services]) -> dict:
     runtime.context.progress(
         Annotating(chunk=chunk, rows=rows, n_chunks=estimated_chunks(store, chunk))
     )
-    services, models, versions = runtime.context, _models(store), state["versions"]
+    services, committee, versions = runtime.context, store.committee(), state["versions"]
     if services.vote_cache:
-        fill_from_cache(store, services.vote_cache, models, versions, chunk, services.device)
+        fill_from_cache(store, services.vote_cache, committee, versions, chunk, services.device)
     annotate_chunk(
-        store, services.sandbox, models, versions, chunk, services.device, services.limits
+        store, services.sandbox, committee, versions, chunk, services.device, services.limits
     )
     if services.vote_cache:
-        add_to_cache(store, services.vote_cache, models, versions, chunk, services.device)
+        add_to_cache(store, services.vote_cache, committee, versions, chunk, services.device)
     return {}
 
 
 def vote_and_route(state: RunState, runtime: Runtime[Services]) -> dict:
     store = _store(state)
-    counts = vote_chunk(store, _models(store), state["versions"], state["next_chunk"])
+    counts = vote_chunk(store, store.committee(), state["versions"], state["next_chunk"])
     runtime.context.progress(Voted(chunk=state["next_chunk"], **counts))
     return {"escalated": state.get("escalated", 0) + counts["hard"]}
 
@@ -210,7 +206,7 @@ def review(state: RunState, runtime: Runtime[Services]) -> dict:
     counts = review_chunk(
         store,
         None if human else runtime.context.reviewer,
-        _models(store),
+        store.committee(),
         chunk,
         progress=lambda done, total: runtime.context.progress(
             ReviewProgress(chunk=chunk, done=done, total=total)
@@ -231,8 +227,8 @@ def review(state: RunState, runtime: Runtime[Services]) -> dict:
             )
         counts = {**counts, "expert": expert_count(store, chunk)}
     else:
-        audit_chunk(store, runtime.context.reviewer, _models(store), chunk)
-    trust.update(store, _models(store))
+        audit_chunk(store, runtime.context.reviewer, store.committee(), chunk)
+    trust.update(store, store.committee())
     runtime.context.progress(Reviewed(chunk=chunk, **counts))
     return {
         "next_chunk": chunk + 1,
@@ -248,7 +244,7 @@ def finetune(state: RunState, runtime: Runtime[Services]) -> dict:
     versions, record = finetune_cycle(
         store,
         runtime.context.sandbox,
-        _models(store),
+        store.committee(),
         state["versions"],
         state["pool_chunks"],
         list(range(state["next_chunk"])),
@@ -264,7 +260,7 @@ def finetune(state: RunState, runtime: Runtime[Services]) -> dict:
 
 def report(state: RunState, runtime: Runtime[Services]) -> dict:
     store = _store(state)
-    metrics = write_outputs(store, _models(store))
+    metrics = write_outputs(store, store.committee())
     runtime.context.progress(Reported(metrics=metrics))
     return {}
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import pandas as pd
 
-from agent.domain import EXPERT_SOURCES, Route, Source
+from agent.domain import EXPERT_SOURCES, CommitteeMember, Route, Source
 from agent.pipeline import trust
 from agent.pipeline.plots import escalation_plot, gate_plot, reliability_plot
 from agent.store.ledger import ledger_totals
@@ -26,11 +27,11 @@ LABEL_COLUMNS = [
 ]
 
 
-def assemble_labels(store: RunStore, models: list[dict]) -> pd.DataFrame:
+def assemble_labels(store: RunStore, members: Sequence[CommitteeMember]) -> pd.DataFrame:
     rows = store.rows()
     if "truncated" not in rows:  # a run prepared before texts were cut
         rows["truncated"] = False
-    slugs = [m["slug"] for m in models]
+    slugs = [m.slug for m in members]
     committee = (
         pd.concat(
             [pd.read_parquet(store.chunk_votes(c)) for c in range(store.n_chunks())],
@@ -118,7 +119,9 @@ def cycles(store: RunStore) -> list[dict]:
     return [read_json(p) for p in store.finetune_records()]
 
 
-def compute_metrics(store: RunStore, labels: pd.DataFrame, models: list[dict]) -> dict:
+def compute_metrics(
+    store: RunStore, labels: pd.DataFrame, committee: Sequence[CommitteeMember]
+) -> dict:
     task = store.task()
     labelable = labels[labels["source"] != Source.SKIPPED]
     per_chunk, chunk_rows = [], []
@@ -144,7 +147,7 @@ def compute_metrics(store: RunStore, labels: pd.DataFrame, models: list[dict]) -
         "llm": ledger_totals(store.ledger_path),
         "seconds_by_stage": {k: round(v, 2) for k, v in store.timings().items()},
         "finetune_cycles": cycles(store),
-        "models": [{"id": m["id"], "slug": m["slug"], "label_map": m["label_map"]} for m in models],
+        "models": [{"id": m.id, "slug": m.slug, "label_map": m.label_map} for m in committee],
     }
     if store.reliability_path.is_file():
         metrics["trust"] = read_json(store.reliability_path)
@@ -345,11 +348,11 @@ def write_plots(store: RunStore, metrics: dict) -> dict[str, str]:
     return plots
 
 
-def write_outputs(store: RunStore, models: list[dict]) -> dict:
-    trust.update(store, models)
-    labels = assemble_labels(store, models)
+def write_outputs(store: RunStore, committee: Sequence[CommitteeMember]) -> dict:
+    trust.update(store, committee)
+    labels = assemble_labels(store, committee)
     split = write_labels(store, labels)
-    metrics = compute_metrics(store, labels, models)
+    metrics = compute_metrics(store, labels, committee)
     metrics["confidence_split"] = split
     metrics["committee_capped"] = write_capped(store, labels)
     metrics["plots"] = write_plots(store, metrics)
@@ -361,4 +364,4 @@ def write_outputs(store: RunStore, models: list[dict]) -> dict:
 
 def refresh_outputs(store: RunStore) -> None:
     """Re-export labels, metrics and report of a finished run so they carry the human answers."""
-    write_outputs(store, read_json(store.models_path)["models"])
+    write_outputs(store, store.committee())

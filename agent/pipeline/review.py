@@ -11,7 +11,9 @@ from typing import Protocol
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from agent.domain import Purpose, Source
-from agent.llm.client import BudgetExhausted, Endpoint, LLMClient, Price, approx_tokens
+from agent.llm.client import LLMClient
+from agent.llm.endpoint import Endpoint
+from agent.llm.pricing import BudgetExhausted, Price, approx_tokens
 from agent.prompting import escape_tag, load_prompt
 
 log = logging.getLogger(__name__)
@@ -242,7 +244,7 @@ def estimate_review(
         per_call_out = reviewer.batch_answer_tokens(batch)
     tokens_in, tokens_out = round(calls * per_call_in), round(calls * per_call_out)
     price: Price | None = reviewer.client.price
-    cost = None if price is None else (tokens_in * price.input + tokens_out * price.output) / 1e6
+    cost = None if price is None else price.cost(tokens_in, tokens_out)
     budget = reviewer.client.budget
     affordable = None
     if budget is not None and (budget.max_calls is not None or budget.max_cost_usd is not None):

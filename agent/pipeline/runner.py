@@ -14,9 +14,11 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
 
 from agent.domain import Event, Progress, ReviewEstimated, Selected
-from agent.hub.hubs import ModelHub
-from agent.llm import client as llm
-from agent.llm.client import Price
+from agent.hub.protocol import ModelHub
+from agent.llm.client import LLMClient
+from agent.llm.endpoint import Endpoint, check_endpoint, make_chat_model, resolve_endpoint
+from agent.llm.local_server import LocalServer, open_endpoint, resolve_gguf
+from agent.llm.pricing import Budget, Price, price_table
 from agent.pipeline import review
 from agent.pipeline.chunking import max_chunks
 from agent.pipeline.graph import build_graph
@@ -44,7 +46,7 @@ class RunOptions:
     llm_api_key: str | None = None
     llm_model: str | None = None
     gguf: str | None = None
-    endpoint: llm.Endpoint | None = None  # already open (the chat's), used as is
+    endpoint: Endpoint | None = None  # already open (the chat's), used as is
     device: str = "auto"
     timeout_s: float = 3600.0
     vote_cache: Path | None = None  # share v0 votes with other runs on the same rows
@@ -75,12 +77,12 @@ def _gold(store: RunStore) -> dict[str, str]:
     return dict(zip(rows["id"], rows["gold"].astype(str), strict=True))
 
 
-def open_llm(options: RunOptions, stack: ExitStack):
-    """The run's LLM endpoint (llm.client.Endpoint); a local server lives as long as `stack`."""
+def open_llm(options: RunOptions, stack: ExitStack) -> Endpoint:
+    """The run's LLM endpoint; a local server lives as long as `stack`."""
     if options.endpoint is not None:
         return options.endpoint
     return stack.enter_context(
-        llm.open_endpoint(
+        open_endpoint(
             base_url=options.llm_base_url,
             api_key=options.llm_api_key,
             model=options.llm_model,
@@ -101,9 +103,9 @@ def open_reviewer(
     endpoint = endpoint or open_llm(options, stack)
     check_price(task, endpoint)
     # Counted from the ledger, so a resumed run has only what its first part left.
-    budget = llm.Budget.from_ledger(store.ledger_path, task.max_llm_calls, task.max_cost_usd)
+    budget = Budget.from_ledger(store.ledger_path, task.max_llm_calls, task.max_cost_usd)
     client = stack.enter_context(
-        llm.LLMClient.for_endpoint(endpoint, store.root, price=task_price(task), budget=budget)
+        LLMClient.for_endpoint(endpoint, store.root, price=task_price(task), budget=budget)
     )
     reviewer = review.LLMReviewer(
         client,
@@ -116,8 +118,8 @@ def open_reviewer(
     return reviewer, LOCAL_SERVER_THREADS if endpoint.local else 0
 
 
-def task_price(task: TaskSpec):
-    """The user's price for the run's LLM (llm.client.Price), or None for the default table."""
+def task_price(task: TaskSpec) -> Price | None:
+    """The user's price for the run's LLM, or None for the default table."""
     return None if task.price_in is None else Price(task.price_in, task.price_out)
 
 
@@ -125,7 +127,7 @@ def check_price(task: TaskSpec, endpoint) -> None:
     """A cost cap needs a price: refuse a model whose answers we cannot price."""
     if task.max_cost_usd is None or task.price_in is not None:
         return
-    if endpoint.model not in llm.price_table(endpoint):
+    if endpoint.model not in price_table(endpoint):
         raise InputError(
             f"--max-cost needs the price of {endpoint.model}, which is not in the built-in "
             "table; give --price-in and --price-out (USD per 1M tokens)"
@@ -158,11 +160,11 @@ def open_controller_llm(endpoint, store: RunStore, stack: ExitStack):
     """The meta-controller's client (label maps, scripts): the run's cache and ledger, patient
     with long answers."""
     client = stack.enter_context(
-        llm.LLMClient.for_endpoint(endpoint, store.root, price=task_price(store.task()))
+        LLMClient.for_endpoint(endpoint, store.root, price=task_price(store.task()))
     )
     # A script is ~1000 tokens: minutes on a busy local server, past the reviewer's timeout,
     # and a retry after a timeout would only pay for the same answer twice.
-    client.chat_model = llm.make_chat_model(endpoint, timeout_s=CODEGEN_TIMEOUT_S, max_retries=0)
+    client.chat_model = make_chat_model(endpoint, timeout_s=CODEGEN_TIMEOUT_S, max_retries=0)
     return client
 
 
@@ -245,14 +247,14 @@ def preflight(task: TaskSpec, options: RunOptions) -> None:
     """Fail before anything is written when the LLM (reviewer or codegen) cannot be had."""
     if (task.reviewer != "llm" and task.codegen != "llm") or options.endpoint is not None:
         return
-    remote = llm.resolve_endpoint(options.llm_base_url, options.llm_api_key, options.llm_model)
+    remote = resolve_endpoint(options.llm_base_url, options.llm_api_key, options.llm_model)
     if remote is not None:
-        llm.check_endpoint(remote)
+        check_endpoint(remote)
         if task.reviewer == "llm":
             check_price(task, remote)
     else:
-        llm.LocalServer.check_installed()
-        llm.resolve_gguf(options.gguf)
+        LocalServer.check_installed()
+        resolve_gguf(options.gguf)
 
 
 def create_run(task: TaskSpec, run_dir: Path) -> RunStore:

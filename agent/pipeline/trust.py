@@ -20,13 +20,14 @@ and the report says so.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from agent.committee import trust
-from agent.domain import KNOWN_SOURCES, Route, Source
+from agent.domain import KNOWN_SOURCES, CommitteeMember, Route, Source
 from agent.store.runstore import RunStore, write_json, write_parquet
 
 REVIEWER = "llm"
@@ -54,9 +55,9 @@ class Evidence:
         return pd.Index(self.labels).get_indexer(labels)
 
 
-def collect(store: RunStore, models: list[dict]) -> Evidence:
+def collect(store: RunStore, committee: Sequence[CommitteeMember]) -> Evidence:
     labels = list(store.task().labels)
-    slugs = [m["slug"] for m in models]
+    slugs = [m.slug for m in committee]
     chunks = [pd.read_parquet(p) for p in store.voted_chunks()]
     votes = pd.concat(chunks, ignore_index=True).set_index("id")
     index = pd.Index(labels)
@@ -151,11 +152,11 @@ def _cross_fitted(evidence: Evidence, seed: int) -> tuple[pd.Series, pd.Series]:
     return pd.concat(labels), pd.concat(confidences)
 
 
-def update(store: RunStore, models: list[dict]) -> dict:
+def update(store: RunStore, committee: Sequence[CommitteeMember]) -> dict:
     """Re-estimate every source and every row's label; write trust/; return the reliability."""
     if not store.voted_chunks():
         return {}
-    evidence = collect(store, models)
+    evidence = collect(store, committee)
     fitted = fit(evidence)
     known = evidence.known
     reliability: dict = {"labels": evidence.labels, "known_rows": len(known)}

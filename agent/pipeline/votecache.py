@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
+from agent.domain import CommitteeMember
 from agent.store.runstore import RunStore, write_parquet
 
 
-def cache_key(store: RunStore, model: dict, device: str) -> str:
+def cache_key(store: RunStore, model: CommitteeMember, device: str) -> str:
     task = store.task()
-    script = store.script_path("annotate", model["slug"]).read_bytes()
+    script = store.script_path("annotate", model.slug).read_bytes()
     identity = {
-        "model": model["id"],
-        "source": model["source"],
+        "model": model.id,
+        "source": model.source,
         "script": hashlib.sha256(script).hexdigest(),
         "max_length": task.max_length,
         "batch_size": task.batch_size,
@@ -39,15 +41,20 @@ def _cached(cache: Path, key: str) -> pd.DataFrame | None:
 
 
 def fill_from_cache(
-    store: RunStore, cache: Path, models: list[dict], versions: dict[str, int], chunk: int, device
+    store: RunStore,
+    cache: Path,
+    committee: Sequence[CommitteeMember],
+    versions: dict[str, int],
+    chunk: int,
+    device: str,
 ) -> list[str]:
     """Write votes/<slug>/<chunk>.parquet from the cache where it covers the chunk; returns the
     slugs so served."""
     rows = pd.read_parquet(store.input_chunk(chunk), columns=["id", "text"])
     served = []
-    for model in models:
-        target = store.model_votes(model["slug"], chunk)
-        if versions[model["slug"]] != 0 or target.is_file():
+    for model in committee:
+        target = store.model_votes(model.slug, chunk)
+        if versions[model.slug] != 0 or target.is_file():
             continue
         cached = _cached(cache, cache_key(store, model, device))
         if cached is None:
@@ -56,20 +63,25 @@ def fill_from_cache(
         if hits["label"].isna().any():
             continue
         write_parquet(hits[["id", "label", "score"]], target)
-        served.append(model["slug"])
+        served.append(model.slug)
     return served
 
 
 def add_to_cache(
-    store: RunStore, cache: Path, models: list[dict], versions: dict[str, int], chunk: int, device
+    store: RunStore,
+    cache: Path,
+    committee: Sequence[CommitteeMember],
+    versions: dict[str, int],
+    chunk: int,
+    device: str,
 ) -> None:
     rows = pd.read_parquet(store.input_chunk(chunk), columns=["id", "text"])
-    for model in models:
-        if versions[model["slug"]] != 0:
+    for model in committee:
+        if versions[model.slug] != 0:
             continue
         key = cache_key(store, model, device)
         votes = rows.merge(
-            pd.read_parquet(store.model_votes(model["slug"], chunk))[["id", "label", "score"]],
+            pd.read_parquet(store.model_votes(model.slug, chunk))[["id", "label", "score"]],
             on="id",
         )
         known = _cached(cache, key)

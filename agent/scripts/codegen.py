@@ -25,9 +25,10 @@ from huggingface_hub import snapshot_download
 from huggingface_hub.errors import HfHubHTTPError
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from agent.domain import CodegenAttempt, Progress
+from agent.domain import CodegenAttempt, CommitteeMember, Progress
 from agent.errors import StepFailed
-from agent.llm.client import LLMClient, LLMUnavailable
+from agent.llm.client import LLMClient
+from agent.llm.endpoint import LLMUnavailable
 from agent.prompting import load_prompt, render_template
 from agent.scripts import contract, verify
 from agent.store.runstore import RunStore, read_json, write_json, write_parquet, write_text
@@ -86,48 +87,57 @@ def read_manifest(store: RunStore) -> dict:
     return read_json(path) if path.is_file() else {"scripts": []}
 
 
-def _missing(manifest: dict, role: str, models: list[dict]) -> list[dict]:
+def _missing(
+    manifest: dict, role: str, committee: Sequence[CommitteeMember]
+) -> list[CommitteeMember]:
     known = {(s["role"], s["slug"]) for s in manifest["scripts"]}
-    return [m for m in models if (role, m["slug"]) not in known]
+    return [m for m in committee if (role, m.slug) not in known]
 
 
-def _install(store: RunStore, role: str, model: dict, code: str, **record: object) -> dict:
+def _install(
+    store: RunStore, role: str, model: CommitteeMember, code: str, **record: object
+) -> dict:
     """Write the script the pipeline runs for (role, model); return its manifest entry."""
-    path = store.script_path(role, model["slug"])
+    path = store.script_path(role, model.slug)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(code, path)
     return {
         "role": role,
-        "slug": model["slug"],
-        "model": model["id"],
+        "slug": model.slug,
+        "model": model.id,
         "path": store.relative(path),
         "sha256": hashlib.sha256(code.encode()).hexdigest(),
         **record,
     }
 
 
-def _install_templates(store: RunStore, task: TaskSpec, role: str, models: list[dict], status: str):
+def _install_templates(
+    store: RunStore, task: TaskSpec, role: str, committee: Sequence[CommitteeMember], status: str
+) -> list[dict]:
     return [
         _install(
             store,
             role,
             model,
-            render(role, model["id"], task),
+            render(role, model.id, task),
             origin="template",
             template=f"templates/{role}.py.j2",
             status=status,
         )
-        for model in models
+        for model in committee
     ]
 
 
 def write_scripts(
-    store: RunStore, task: TaskSpec, models: list[dict], roles: Sequence[str] = ROLES
+    store: RunStore,
+    task: TaskSpec,
+    committee: Sequence[CommitteeMember],
+    roles: Sequence[str] = ROLES,
 ) -> dict:
     """Render every (role, model) template script that is not already there (--codegen template)."""
     manifest = read_manifest(store)
     for role in roles:
-        todo = _missing(manifest, role, models)
+        todo = _missing(manifest, role, committee)
         manifest["scripts"] += _install_templates(store, task, role, todo, "rendered")
     write_json(manifest, store.scripts_manifest_path)
     return manifest
@@ -140,11 +150,13 @@ def extract_code(answer: str) -> str:
     return code.strip() + "\n"
 
 
-def prompt_messages(role: str, task: TaskSpec, models: list[dict]) -> list[BaseMessage]:
+def prompt_messages(
+    role: str, task: TaskSpec, committee: Sequence[CommitteeMember]
+) -> list[BaseMessage]:
     templates = load_prompt(role)
     variables = {
         "task_description": task.description,
-        "model_ids": [m["id"] for m in models],
+        "model_ids": [m.id for m in committee],
         "batch_size": task.batch_size,
         "max_length": task.max_length,
         "lr": task.finetune_lr,
@@ -179,10 +191,17 @@ def probe_rows(store: RunStore, rows: int = PROBE_ROWS) -> pd.DataFrame:
     return pd.read_parquet(store.input_chunk(0), columns=["id", "text"]).head(rows)
 
 
-def _deploy_verifier(store, task, models, sandbox, device, limits) -> Verifier:
+def _deploy_verifier(
+    store: RunStore,
+    task: TaskSpec,
+    committee: Sequence[CommitteeMember],
+    sandbox: Sandbox,
+    device: str,
+    limits: Limits,
+) -> Verifier:
     """Deploy the first model's real source into a scratch dir; it must load with its labels."""
-    model = models[0]
-    source = local_source(model["source"])
+    model = committee[0]
+    source = local_source(model.source)
     workdir = store.scripts_dir / "deploy"
     texts = probe_rows(store)["text"].tolist()
 
@@ -199,14 +218,21 @@ def _deploy_verifier(store, task, models, sandbox, device, limits) -> Verifier:
                 log=workdir / f"{name}.result.json",
                 output=contract.MODEL_OUTPUT,
             )
-            verify.check_model_dir(out, model["labels"], source, texts)
+            verify.check_model_dir(out, model.labels, source, texts)
         finally:
             shutil.rmtree(out, ignore_errors=True)  # a model's weights; the verdict is kept
 
     return check
 
 
-def _annotate_verifier(store, task, models, sandbox, device, limits) -> Verifier:
+def _annotate_verifier(
+    store: RunStore,
+    task: TaskSpec,
+    committee: Sequence[CommitteeMember],
+    sandbox: Sandbox,
+    device: str,
+    limits: Limits,
+) -> Verifier:
     """Every deployed model on the probe rows: contract, the template's labels, its speed.
 
     probe/ holds what the host owns (rows, logs, the votes it accepted); every run, the
@@ -223,7 +249,7 @@ def _annotate_verifier(store, task, models, sandbox, device, limits) -> Verifier
 
     def probe(
         script: Path,
-        model: dict,
+        model: CommitteeMember,
         model_dir: Path,
         run: str,
         limits: Limits,
@@ -244,18 +270,16 @@ def _annotate_verifier(store, task, models, sandbox, device, limits) -> Verifier
                 log=workdir / f"{run}.result.json",
                 output=contract.VOTES_OUTPUT,
             )
-            return result, verify.check_votes(
-                out / "votes.parquet", rows, model["labels"], expected
-            )
+            return result, verify.check_votes(out / "votes.parquet", rows, model.labels, expected)
         finally:
             shutil.rmtree(out, ignore_errors=True)
 
-    def reference(model: dict, model_dir: Path) -> tuple[Result, pd.Series]:
+    def reference(model: CommitteeMember, model_dir: Path) -> tuple[Result, pd.Series]:
         """The template's run on the probe, once per model: the canary's answers, the speed bar."""
-        slug = model["slug"]
+        slug = model.slug
         if slug not in references:
             script = workdir / f"reference-{slug}.py"
-            write_text(render("annotate", model["id"], task), script)
+            write_text(render("annotate", model.id, task), script)
             try:
                 result, votes = probe(script, model, model_dir, f"reference-{slug}", limits, None)
             except verify.Rejected as err:
@@ -264,8 +288,8 @@ def _annotate_verifier(store, task, models, sandbox, device, limits) -> Verifier
         return references[slug]
 
     def check(script: Path, name: str) -> None:
-        for model in models:
-            slug = model["slug"]
+        for model in committee:
+            slug = model.slug
             model_dir = store.model_dir(slug, 0)
             bar, expected = reference(model, model_dir)
             # A hung candidate is stopped soon after it has broken the speed limit anyway.
@@ -278,14 +302,21 @@ def _annotate_verifier(store, task, models, sandbox, device, limits) -> Verifier
     return check
 
 
-def _finetune_verifier(store, task, models, sandbox, device, limits) -> Verifier:
+def _finetune_verifier(
+    store: RunStore,
+    task: TaskSpec,
+    committee: Sequence[CommitteeMember],
+    sandbox: Sandbox,
+    device: str,
+    limits: Limits,
+) -> Verifier:
     """Fine-tune the first deployed model on a tiny set; model and metrics.json must come out."""
-    model = models[0]
-    model_dir = store.model_dir(model["slug"], 0)
+    model = committee[0]
+    model_dir = store.model_dir(model.slug, 0)
     workdir = store.scripts_dir / "finetune"
     rows = probe_rows(store)
     texts = rows["text"].tolist()
-    train, gate = verify.finetune_probe(rows, model["labels"], workdir / "probe")
+    train, gate = verify.finetune_probe(rows, model.labels, workdir / "probe")
     eval_rows = len(pd.read_parquet(gate))
 
     def check(script: Path, name: str) -> None:
@@ -303,7 +334,7 @@ def _finetune_verifier(store, task, models, sandbox, device, limits) -> Verifier
             )
             metrics = verify.check_finetune_metrics(out / "metrics.json", eval_rows)
             write_json(metrics, workdir / f"{name}.metrics.json")
-            verify.check_model_dir(out, model["labels"], model_dir, texts)
+            verify.check_model_dir(out, model.labels, model_dir, texts)
         finally:
             shutil.rmtree(out, ignore_errors=True)
 
@@ -332,7 +363,7 @@ def generate_role(
     store: RunStore,
     task: TaskSpec,
     role: str,
-    models: list[dict],
+    committee: Sequence[CommitteeMember],
     llm: LLMClient,
     verifier: Verifier,
     max_attempts: int = MAX_ATTEMPTS,
@@ -341,7 +372,7 @@ def generate_role(
     """Ask for the role's script until one passes; (its code or None, the outcome record)."""
     workdir = store.scripts_dir / role
     workdir.mkdir(parents=True, exist_ok=True)
-    first = prompt_messages(role, task, models)
+    first = prompt_messages(role, task, committee)
     messages = first
     why = "no attempt made"
     llm_s = verify_s = 0.0
@@ -398,7 +429,7 @@ def generate_role(
 def generate_scripts(
     store: RunStore,
     task: TaskSpec,
-    models: list[dict],
+    committee: Sequence[CommitteeMember],
     roles: Sequence[str],
     llm: LLMClient | None,
     sandbox: Sandbox,
@@ -415,18 +446,18 @@ def generate_scripts(
     """
     manifest = read_manifest(store)
     for role in roles:
-        if not _missing(manifest, role, models):
+        if not _missing(manifest, role, committee):
             continue
         started = time.perf_counter()
         if llm is None:
             code, record = None, {"status": "template-fallback: no LLM configured", "attempts": 0}
         else:
-            verifier = VERIFIERS[role](store, task, models, sandbox, device, limits)
+            verifier = VERIFIERS[role](store, task, committee, sandbox, device, limits)
             code, record = generate_role(
-                store, task, role, models, llm, verifier, max_attempts, progress
+                store, task, role, committee, llm, verifier, max_attempts, progress
             )
         seconds = round(time.perf_counter() - started, 2)
-        todo = _missing(manifest, role, models)
+        todo = _missing(manifest, role, committee)
         if code is None:
             record.pop("origin", None)
             entries = _install_templates(store, task, role, todo, record.pop("status"))

@@ -17,7 +17,7 @@ import pandas as pd
 from agent.errors import UserError
 from agent.scripts import contract, verify
 from agent.scripts.codegen import local_source, probe_rows
-from agent.store.runstore import RunStore, read_json
+from agent.store.runstore import RunStore
 from sandbox.base import Limits, Result, Sandbox
 
 
@@ -46,7 +46,7 @@ def rerun(store: RunStore, entry: dict, box: Sandbox, device: str) -> Rerun:
     """Run the manifest `entry`'s script; raises Rejected (a check failed), StepFailed (the
     model could not be had) or UserError (nothing to run it on)."""
     role, slug = entry["role"], entry["slug"]
-    target = {m["slug"]: m for m in read_json(store.models_path)["models"]}[slug]
+    target = {m.slug: m for m in store.committee()}[slug]
     script = store.path(entry["path"])
     scratch = rerun_dir(store, role, slug)
     shutil.rmtree(scratch, ignore_errors=True)
@@ -64,23 +64,23 @@ def rerun(store: RunStore, entry: dict, box: Sandbox, device: str) -> Rerun:
             box, script, args, inputs=[model_dir, chunk], output_dir=output_dir,
             limits=limits, log=log, output=contract.VOTES_OUTPUT,
         )  # fmt: skip
-        frame = contract.validate_votes(votes, pd.read_parquet(chunk), target["labels"])
+        frame = contract.validate_votes(votes, pd.read_parquet(chunk), target.labels)
         counts = frame["label"].value_counts().to_dict()
         summary = f"{len(frame)} rows of chunk 0, labels {counts}, contract kept"
     elif role == "deploy":
-        source = local_source(target["source"])
+        source = local_source(target.source)
         result = verify.run_candidate(
             box, script, contract.deploy_args(str(source), output_dir),
             inputs=[source], output_dir=output_dir,
             limits=limits, log=log, output=contract.MODEL_OUTPUT,
         )  # fmt: skip
         verify.check_model_dir(
-            output_dir, target["labels"], source, probe_rows(store)["text"].tolist()
+            output_dir, target.labels, source, probe_rows(store)["text"].tolist()
         )
-        summary = f"deployed {target['source']}: loads, labels {target['labels']}"
+        summary = f"deployed {target.source}: loads, labels {target.labels}"
     elif role == "finetune":
         model_dir = latest_version(store, slug)
-        train, gate = verify.finetune_probe(probe_rows(store), target["labels"], scratch)
+        train, gate = verify.finetune_probe(probe_rows(store), target.labels, scratch)
         args = contract.finetune_args(model_dir, train, gate, output_dir, device, 0)
         result = verify.run_candidate(
             box, script, args, inputs=[model_dir, train, gate], output_dir=output_dir,

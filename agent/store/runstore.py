@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from agent.domain import CommitteeMember
 from agent.errors import UserError
 from agent.task import TaskSpec
 
@@ -323,6 +324,16 @@ class RunStore:
         if not self.task_path.is_file():
             raise InputError(f"{self.root}: not a run directory (no task.json)")
         return TaskSpec.load(self.task_path)
+
+    def committee(self) -> list[CommitteeMember]:
+        """The chosen SLMs, in the order they vote (models.json `models`)."""
+        return [CommitteeMember.from_dict(m) for m in read_json(self.models_path)["models"]]
+
+    def write_committee(self, members: Sequence[CommitteeMember]) -> None:
+        """Replace models.json's `models` with `members`; the models considered stay."""
+        data = read_json(self.models_path)
+        data["models"] = [m.to_dict() for m in members]
+        write_json(data, self.models_path)
 
     def n_chunks(self) -> int:
         """Chunks cut so far; once the run is finished, all of them."""

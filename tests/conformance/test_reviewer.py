@@ -13,7 +13,8 @@ import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 
 from agent.domain import Source
-from agent.llm.client import Budget, LLMClient
+from agent.llm.client import LLMClient
+from agent.llm.pricing import Budget
 from agent.pipeline.review import LLMReviewer, OracleReviewer, Reviewer, ReviewItem, Verdict
 from tests.fixtures.reviewers import KeywordLabeler
 

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 from agent.cli.review import label_keys
-from tests.e2e.conftest import LABELS, write_data
 from tests.fixtures.chat import FakeChatLLM
+from tests.fixtures.keywords import LABELS, write_data
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = {label: key for key, label in label_keys(LABELS).items()}

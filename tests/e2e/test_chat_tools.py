@@ -11,11 +11,11 @@ from rich.console import Console
 
 from agent.cli import chat_tools
 from agent.cli.chat import ChatSession, answer_question
-from agent.llm.client import Endpoint, make_chat_model
+from agent.llm.endpoint import Endpoint, make_chat_model
 from agent.pipeline.runner import create_run, run_graph
 from agent.task import TaskSpec
-from tests.e2e.conftest import LABELS, WORDS, write_data
 from tests.fixtures.chat import FakeChatLLM
+from tests.fixtures.keywords import LABELS, WORDS, write_data
 from tests.fixtures.llm import FakeOpenAI
 from tests.fixtures.runs import fake_llm_options
 

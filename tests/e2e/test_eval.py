@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from agent.cli.app import app
 from agent.store.runstore import RunStore
-from tests.e2e.conftest import LABELS, write_data
+from tests.fixtures.keywords import LABELS, write_data
 
 
 def oracle_eval(data: Path, hub_dir: Path, run_dir: Path, *extra: str):
@@ -87,12 +87,10 @@ def test_eval_grid_refuses_a_bad_list(tmp_path):
     assert "--k takes whole numbers" in result.output
 
 
-def test_the_llm_only_row_counts_the_calls_batched_review_made(tmp_path):
+def test_the_llm_only_row_counts_the_calls_batched_review_made(tmp_path, llm_options):
     from agent.pipeline.evaluate import llm_alone_row
-    from agent.pipeline.runner import RunOptions, create_run
+    from agent.pipeline.runner import create_run
     from agent.task import TaskSpec
-    from tests.e2e.conftest import WORDS
-    from tests.fixtures.llm import FakeOpenAI
 
     data = write_data(tmp_path / "labeled.csv", 30, blanks=())
     task = TaskSpec(
@@ -103,15 +101,7 @@ def test_the_llm_only_row_counts_the_calls_batched_review_made(tmp_path):
         review_batch=20,
     )
     store = create_run(task, tmp_path / "run")
-    with FakeOpenAI(LABELS, WORDS) as fake:
-        options = RunOptions(
-            hub=None,
-            sandbox=None,
-            llm_base_url=fake.base_url,
-            llm_api_key="test",
-            llm_model="fake",
-        )
-        row = llm_alone_row(store, task, options, sample=10)
+    row = llm_alone_row(store, task, llm_options(hub=None, sandbox=None), sample=10)
     # 10 samples in one batch of 20: one call, projected to the 30 labeled rows.
     assert row["llm_calls"] == "1 (all 30 rows: ~3)"
     assert row["accuracy"] == "100.00%"

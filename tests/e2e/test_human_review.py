@@ -13,13 +13,13 @@ from typer.testing import CliRunner
 
 from agent.cli.app import app
 from agent.cli.review import answer_interrupt, label_keys
-from agent.hub.hubs import LocalHub
+from agent.hub.local import LocalHub
 from agent.pipeline.human import Answers, hard_items
 from agent.pipeline.runner import RunOptions, create_run, is_finished, run_graph
 from agent.store.runstore import RunStore
 from agent.task import TaskSpec
 from sandbox.local import LocalSandbox
-from tests.e2e.conftest import LABELS, write_data
+from tests.fixtures.keywords import LABELS, write_data
 
 KEY = {label: key for key, label in label_keys(LABELS).items()}
 

@@ -15,14 +15,13 @@ import pandas as pd
 import pytest
 
 from agent.domain import FinetuneStarted, Reported
-from agent.hub.hubs import LocalHub
+from agent.hub.local import LocalHub
 from agent.pipeline.runner import RunOptions, create_run, run_graph
 from agent.store.runstore import RunStore
 from agent.task import TaskSpec
 from sandbox.local import LocalSandbox
-from tests.e2e.conftest import LABELS, WORDS, write_data
+from tests.fixtures.keywords import LABELS, WORDS, write_data
 from tests.fixtures.llm import FakeOpenAI
-from tests.fixtures.runs import fake_llm_options
 
 
 def make_task(data: Path, **kw) -> TaskSpec:
@@ -111,21 +110,22 @@ def test_oracle_run_labels_every_row_once_and_fine_tunes(tmp_path, hub_dir, any_
     assert steps and {s["sandbox"] for s in steps} == {any_sandbox.name}
 
 
-def test_llm_reviewer_labels_routed_samples_through_the_endpoint(tmp_path, hub_dir):
+def test_llm_reviewer_labels_routed_samples_through_the_endpoint(
+    tmp_path, fake_openai, llm_options
+):
     data = write_data(tmp_path / "data.csv", 20)
     store = create_run(make_task(data, chunk_size=32, beta=1000), tmp_path / "run")
-    with FakeOpenAI(LABELS, WORDS) as fake:
-        options = fake_llm_options(fake, hub_dir)
-        run_graph(store, options, resume=False)
+    run_graph(store, llm_options(), resume=False)
     labels = pd.read_parquet(store.labels_path)
     routed = labels[labels["source"] == "llm"]
     # A remote endpoint reviews 20 samples per call (--review-batch auto).
-    assert len(routed) > 1 and sum(fake.requests.values()) == math.ceil(len(routed) / 20)
-    assert max(fake.requests.values()) == 1
+    requests = fake_openai.requests
+    assert len(routed) > 1 and sum(requests.values()) == math.ceil(len(routed) / 20)
+    assert max(requests.values()) == 1
     gold = pd.read_csv(data, keep_default_na=False)["gold"]
     assert (routed["label"] == gold[routed.index]).all()
     ledger = [json.loads(line) for line in store.ledger_path.read_text().splitlines()]
-    assert len(ledger) == sum(fake.requests.values()) and all(e["tokens_in"] == 40 for e in ledger)
+    assert len(ledger) == sum(requests.values()) and all(e["tokens_in"] == 40 for e in ledger)
 
 
 def _cli(*args: str, env: dict) -> subprocess.Popen:
@@ -205,12 +205,11 @@ def test_kill_minus_9_then_resume_redoes_nothing_and_pays_nothing_twice(tmp_path
     assert labels["label"].notna().all()
 
 
-def test_gold_rows_are_kept_and_unsure_rows_go_to_needs_review(tmp_path, hub_dir):
+def test_gold_rows_are_kept_and_unsure_rows_go_to_needs_review(tmp_path, llm_options):
     data = write_data(tmp_path / "data.csv", 40)
     task = make_task(data, chunk_size=64, beta=1000, gold_evidence=0.5, min_confidence=0.9)
     store = create_run(task, tmp_path / "run")
-    with FakeOpenAI(LABELS, WORDS) as fake:
-        run_graph(store, fake_llm_options(fake, hub_dir), resume=False)
+    run_graph(store, llm_options(), resume=False)
     labels = pd.read_parquet(store.labels_path)
     unsure = pd.read_csv(store.needs_review_path, keep_default_na=False)
     gold = pd.read_csv(data, keep_default_na=False)["gold"]

@@ -11,12 +11,12 @@ from agent.domain import ReviewEstimated
 from agent.pipeline.hardpool import expert_samples
 from agent.pipeline.runner import create_run, run_graph
 from agent.task import TaskSpec
-from tests.e2e.conftest import LABELS, WORDS, write_data
-from tests.fixtures.llm import FakeOpenAI
-from tests.fixtures.runs import fake_llm_options
+from tests.fixtures.keywords import LABELS, write_data
 
 
-def test_past_the_call_cap_hard_samples_keep_the_committee_label(tmp_path, hub_dir):
+def test_past_the_call_cap_hard_samples_keep_the_committee_label(
+    tmp_path, fake_openai, llm_options
+):
     data = write_data(tmp_path / "data.csv", 24)
     task = TaskSpec(
         description="sentiment of short texts",
@@ -31,11 +31,9 @@ def test_past_the_call_cap_hard_samples_keep_the_committee_label(tmp_path, hub_d
     )
     store = create_run(task, tmp_path / "run")
     events = []
-    with FakeOpenAI(LABELS, WORDS) as fake:
-        options = fake_llm_options(fake, hub_dir, progress=events.append)
-        run_graph(store, options, resume=False)
+    run_graph(store, llm_options(progress=events.append), resume=False)
 
-    assert sum(fake.requests.values()) == 2
+    assert sum(fake_openai.requests.values()) == 2
     labels = pd.read_parquet(store.labels_path)
     reviewed = labels[labels["source"] == "llm"]
     capped = labels[labels["source"] == "committee-capped"]

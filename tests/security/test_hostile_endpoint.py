@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -18,8 +19,10 @@ import pytest
 from typer.testing import CliRunner
 
 from agent.cli.app import app
+from agent.domain import CommitteeMember
 from agent.errors import StepFailed
-from agent.llm.client import Endpoint, LLMClient, make_chat_model
+from agent.llm.client import LLMClient
+from agent.llm.endpoint import Endpoint, make_chat_model
 from agent.pipeline.annotate import annotate_chunk
 from agent.pipeline.finetune import finetune_cycle
 from agent.scripts import codegen, verify
@@ -27,7 +30,7 @@ from agent.scripts.codegen import generate_scripts
 from agent.store.runstore import RunStore, read_json, write_json, write_parquet
 from sandbox.base import Limits
 from sandbox.local import LocalSandbox
-from tests.e2e.conftest import LABELS, write_data
+from tests.fixtures.keywords import LABELS, write_data
 from tests.fixtures.llm import LoopbackChatServer
 from tests.fixtures.runs import keyword_model as make_keyword_model
 from tests.fixtures.runs import keyword_run
@@ -294,7 +297,7 @@ LIE = """
 """
 
 
-def cycle_ready(run, code) -> tuple[RunStore, list[dict]]:
+def cycle_ready(run, code) -> tuple[RunStore, list[CommitteeMember]]:
     """chunk 0 reviewed by the LLM (every label right), and `code` as the finetune script."""
     store, _, models = run
     ids = [str(i) for i in range(7)]
@@ -304,11 +307,11 @@ def cycle_ready(run, code) -> tuple[RunStore, list[dict]]:
     write_parquet(
         pd.DataFrame({"id": ids, "label": TRUTH, "uncertainty": 1 / 3}), store.chunk_votes(0)
     )
-    models = [{**models[0], "inverse_label_map": {label: label for label in LABELS}}]
+    models = [replace(models[0], inverse_label_map={label: label for label in LABELS})]
     script = store.scripts_dir / "finetune" / f"{SLUG}.py"
     script.parent.mkdir(parents=True, exist_ok=True)
     script.write_text(code)
-    write_json({"models": models}, store.models_path)
+    write_json({"models": [m.to_dict() for m in models]}, store.models_path)
     return store, models
 
 
@@ -335,12 +338,12 @@ from agent.pipeline.annotate import StepFailed
 from agent.pipeline.annotate import StepFailed, annotate_chunk
 from agent.cli.app import app
 from agent.pipeline.finetune import finetune_cycle
-from agent.store.runstore import RunStore, read_json
+from agent.store.runstore import RunStore
 from sandbox.base import Limits
 from sandbox.local import LocalSandbox
 
 store = RunStore(sys.argv[1])
-models = read_json(store.models_path)["models"]
+models = store.committee()
 try:
     finetune_cycle(store, LocalSandbox(), models, {"org__kw": 0}, [0], [0], 1, "cpu",
                    Limits(timeout_s=60))
@@ -399,7 +402,7 @@ def test_a_hub_model_is_downloaded_by_the_host_and_deployed_without_network(
 
     monkeypatch.setattr(codegen, "snapshot_download", snapshot_download, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    hub_model = {**models[0], "source": "org/kw"}
+    hub_model = replace(models[0], source="org/kw")
     script = tmp_path / "deploy.py"
     script.write_text(codegen.render("deploy", "org/kw", task))
     spy = SpySandbox()

@@ -18,11 +18,8 @@ from agent.pipeline.runner import create_run
 from agent.store.runstore import MAX_TEXT_CHARS
 from agent.task import TaskSpec
 from sandbox.base import SandboxError
-from tests.e2e.conftest import LABELS, WORDS, hub_dir, write_data
+from tests.fixtures.keywords import LABELS, WORDS, write_data
 from tests.fixtures.llm import FakeOpenAI
-from tests.unit.cli.test_scripts import run_dir
-
-__all__ = ["hub_dir", "run_dir"]  # fixtures
 
 runner = CliRunner()
 
@@ -220,15 +217,15 @@ def test_without_an_engine_auto_runs_templates_not_llm_scripts(
     assert json.loads((run_dir / "task.json").read_text(encoding="utf-8"))["codegen"] == "template"
 
 
-def test_without_an_engine_rerun_refuses_an_llm_written_script(run_dir, no_engine):
-    result = cli("scripts", run_dir, "rerun", "deploy")
+def test_without_an_engine_rerun_refuses_an_llm_written_script(scripted_run_dir, no_engine):
+    result = cli("scripts", scripted_run_dir, "rerun", "deploy")
     message = one_line_error(result)
     assert "written by the LLM" in message and "--sandbox local" in message
 
 
 def test_without_an_engine_resume_refuses_a_run_with_llm_written_scripts(
-    run_dir, no_engine, tmp_path
+    scripted_run_dir, no_engine, tmp_path
 ):
-    result = cli("resume", run_dir, "--hub", tmp_path, "--quiet")
+    result = cli("resume", scripted_run_dir, "--hub", tmp_path, "--quiet")
     message = one_line_error(result)
     assert "written by the LLM" in message and "--sandbox local" in message

@@ -10,7 +10,9 @@ import pytest
 from rich.console import Console
 
 from agent.cli.chat import ChatSession, Form, SpecDraft, SpecReader, estimate
-from agent.llm.client import Endpoint, Price, make_chat_model, open_endpoint
+from agent.llm.endpoint import Endpoint, make_chat_model
+from agent.llm.local_server import open_endpoint
+from agent.llm.pricing import Price
 from agent.store.runstore import InputError
 from tests.fixtures.chat import FakeChatLLM
 

@@ -20,7 +20,9 @@ from agent.committee.selection import (
     select,
     static_rejection,
 )
-from agent.hub.hubs import LocalHub, ModelInfo
+from agent.domain import CommitteeMember
+from agent.hub.local import LocalHub
+from agent.hub.protocol import ModelInfo
 from agent.task import TaskSpec
 from tests.fixtures.models import card_text, make_keyword_classifier
 
@@ -274,6 +276,9 @@ def test_expected_escalation_is_the_share_of_sample_rows_the_committee_disagrees
     assert {"rejected", "license", "size_bytes", "base_model", "datasets"} <= set(saved)
     assert saved["expected_escalation"] == round(disagree / 50, 4)
     assert saved["smoke"]["rows"] == 50 and saved["chosen"] is True
+    member = CommitteeMember.from_dict(saved)  # what the pipeline reads models.json into
+    assert member.expected_escalation == saved["expected_escalation"]
+    assert member.to_dict() == saved
 
 
 def test_models_search_cli_shows_choices_rejections_and_escalation(smoke_hub, tmp_path):

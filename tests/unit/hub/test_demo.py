@@ -17,7 +17,8 @@ from agent.hub.demo import (
     default_demo_hub_dir,
     demo_input,
 )
-from agent.hub.hubs import LocalHub, split_front_matter
+from agent.hub.local import LocalHub
+from agent.hub.protocol import split_front_matter
 
 ONE_MODEL = "demo/minilm-sentiment-movie-reviews"
 

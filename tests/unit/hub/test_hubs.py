@@ -17,7 +17,9 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import pytest
 
-from agent.hub.hubs import HfHub, HubError, LocalHub, ModelInfo, split_front_matter
+from agent.hub.hf import HfHub
+from agent.hub.local import LocalHub
+from agent.hub.protocol import HubError, ModelInfo, split_front_matter
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

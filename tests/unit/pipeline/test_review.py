@@ -7,7 +7,8 @@ import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import HumanMessage
 
-from agent.llm.client import LLMClient, open_endpoint
+from agent.llm.client import LLMClient
+from agent.llm.local_server import open_endpoint
 from agent.pipeline.review import (
     LLMReviewer,
     OracleReviewer,

@@ -12,7 +12,9 @@ from langchain_core.messages import AIMessage
 
 import agent.pipeline.review
 from agent.domain import Source
-from agent.llm.client import Budget, Endpoint, LLMClient, Price
+from agent.llm.client import LLMClient
+from agent.llm.endpoint import Endpoint
+from agent.llm.pricing import Budget, Price
 from agent.pipeline.review import (
     LLMReviewer,
     ReviewItem,

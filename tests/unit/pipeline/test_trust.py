@@ -19,7 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
 from agent.committee.consensus import accuracy
-from agent.domain import Route, Source
+from agent.domain import CommitteeMember, Route, Source
 from agent.pipeline import trust
 from agent.pipeline.annotate import vote_chunk
 from agent.pipeline.hardpool import audit_chunk, review_chunk
@@ -71,8 +71,13 @@ def _run(tmp_path: Path, gold_evidence: float) -> tuple[RunStore, list[dict], pd
             }
         )
         write_parquet(votes, store.model_votes(slug, 0))
-        models.append({"slug": slug, "label_map": {y: y for y in LABELS}})
-    vote_chunk(store, models, {m["slug"]: 0 for m in models}, 0)
+        models.append(
+            CommitteeMember(
+                id=f"test/{slug}", slug=slug, source="", labels=LABELS,
+                label_map={y: y for y in LABELS},
+            )
+        )  # fmt: skip
+    vote_chunk(store, models, {m.slug: 0 for m in models}, 0)
     gold = store.rows().set_index("id")["gold"]
     reviewer = BlindSpotReviewer(
         gold.to_dict(), LABELS, blind="neutral", instead="positive", error_rate=0.25
@@ -83,7 +88,7 @@ def _run(tmp_path: Path, gold_evidence: float) -> tuple[RunStore, list[dict], pd
     return store, models, gold
 
 
-def _scored(store: RunStore, models: list[dict], gold: pd.Series) -> dict:
+def _scored(store: RunStore, models: list[CommitteeMember], gold: pd.Series) -> dict:
     labels = assemble_labels(store, models)
     votes = pd.read_parquet(store.chunk_votes(0)).set_index("id")
     hard = pd.read_parquet(store.hard_chunk(0)).set_index("id")

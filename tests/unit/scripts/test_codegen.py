@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
+from agent.domain import CommitteeMember
 from agent.errors import StepFailed
 from agent.llm.client import LLMClient
 from agent.prompting import load_prompt
@@ -52,9 +53,13 @@ def test_templates_render_to_python_with_the_task_defaults(role):
         assert "default=2e-05" in code and "default=0.01" in code and "default=2)" in code
 
 
+def member(model_id: str) -> CommitteeMember:
+    return CommitteeMember(model_id, model_id.replace("/", "__"), source=model_id, labels=[])
+
+
 def test_write_scripts_is_idempotent_and_recorded(tmp_path):
     store = RunStore(tmp_path)
-    models = [{"id": "org/a", "slug": "org__a"}, {"id": "org/b", "slug": "org__b"}]
+    models = [member("org/a"), member("org/b")]
     manifest = write_scripts(store, TASK, models)
     assert len(manifest["scripts"]) == 6
     assert {s["origin"] for s in manifest["scripts"]} == {"template"}
@@ -160,7 +165,7 @@ def test_table_a_prompts_stay_recognisable_and_render_with_their_documented_vari
         )
         assert "Quantity requirements: 3 models" in user
     else:
-        _, user = prompt_messages(role, TASK, [{"id": "org/a"}, {"id": "org/b"}])
+        _, user = prompt_messages(role, TASK, [member("org/a"), member("org/b")])
         user = user.content
         assert "org/a, org/b" in user
         repair = templates["repair"].render(reason="run: boom", stderr="Traceback")
@@ -259,7 +264,7 @@ def test_scripts_that_keep_the_contract_pass_first_try_and_everything_is_kept(ru
         assert not (store.scripts_dir / role / "attempt-1.out").exists()  # scratch weights gone
     metrics = read_json(store.scripts_dir / "finetune" / "attempt-1.metrics.json")
     assert metrics["after"]["rows"] == 3
-    ledger = [json.loads(line) for line in llm.ledger_path.read_text().splitlines()]
+    ledger = [json.loads(line) for line in llm.ledger.path.read_text().splitlines()]
     assert [e["purpose"] for e in ledger] == [f"codegen-{r}" for r in roles]
     # Done roles are not redone: no further LLM call, the manifest unchanged.
     assert generate(store, task, models, roles, fake_llm(tmp_path, [])) == manifest
@@ -302,7 +307,7 @@ def test_garbage_forever_falls_back_to_the_template_without_running_anything(run
         "annotate", "org/kw", task
     )
     assert sandbox.scripts == []
-    assert len(llm.ledger_path.read_text().splitlines()) == 3
+    assert len(llm.ledger.path.read_text().splitlines()) == 3
 
 
 def test_a_repair_that_repeats_the_rejected_script_stops_the_loop_without_rerunning(run, tmp_path):
@@ -318,7 +323,7 @@ def test_a_repair_that_repeats_the_rejected_script_stops_the_loop_without_rerunn
     assert "the same script as attempt 1; not run again" in status
     assert sandbox.scripts.count("attempt-1.py") == 1 and "attempt-2.py" not in sandbox.scripts
     assert not (store.scripts_dir / "annotate" / "attempt-3.prompt.md").exists()
-    assert len(llm.ledger_path.read_text().splitlines()) == 2
+    assert len(llm.ledger.path.read_text().splitlines()) == 2
 
 
 def test_a_script_that_opens_a_socket_never_reaches_the_sandbox(run, tmp_path):
@@ -348,7 +353,8 @@ def test_without_an_llm_the_templates_are_used_and_the_reason_recorded(run):
 )
 def test_the_local_llm_writes_an_annotate_script_that_is_verified(run):
     from agent.llm.client import LLMClient as Client
-    from agent.llm.client import make_chat_model, open_endpoint
+    from agent.llm.endpoint import make_chat_model
+    from agent.llm.local_server import open_endpoint
 
     store, task, models = run
     with open_endpoint() as endpoint, Client.for_endpoint(endpoint, store.root) as llm:

@@ -1,0 +1,79 @@
+"""A run started before CommitteeMember existed resumes: its models.json (the committee as plain
+dicts) and its checkpointed state read as they are, and are written back in the same shape."""
+
+import json
+from types import SimpleNamespace
+
+import pandas as pd
+
+from agent.domain import Aligned, CommitteeMember, Selected
+from agent.pipeline import nodes
+from agent.store.runstore import write_json, write_parquet
+from tests.fixtures.runs import make_store
+
+
+def old_entry(name: str, labels: list[str], escalation: float | None) -> dict:
+    """A `models` entry as selection's Candidate.to_json wrote it, key for key."""
+    return {
+        "id": f"org/{name}",
+        "slug": f"org__{name}",
+        "source": f"/hub/org/{name}",
+        "labels": labels,
+        "similarity": 0.5,
+        "label_map": dict(zip(labels, ["neg", "pos"], strict=True)),
+        "label_evidence": {label: "synonym" for label in labels},
+        "rejected": None,
+        "license": "mit",
+        "size_bytes": 1000,
+        "base_model": None,
+        "datasets": [],
+        "score": 0.4,
+        "score_parts": {"similarity": 0.5},
+        "many_to_one": {},
+        "downloads": 7,
+        "chosen": True,
+        "note": None,
+        "smoke": None,
+        "expected_escalation": escalation,
+    }
+
+
+def runtime(events: list) -> SimpleNamespace:
+    services = nodes.Services(hub=None, sandbox=None, reviewer=None, progress=events.append)
+    return SimpleNamespace(context=services)
+
+
+def test_an_old_runs_committee_is_read_aligned_and_voted_with(tmp_path):
+    store = make_store(tmp_path, n=4, chunk_size=4, beta=100)
+    old = [old_entry("a", ["NEG", "POS"], 0.25), old_entry("b", ["LABEL_0", "LABEL_1"], 0.25)]
+    considered = [*old, {**old_entry("c", ["x", "y"], None), "rejected": "too big"}]
+    write_json({"hub": "local", "models": old, "considered": considered}, store.models_path)
+    # The state an old checkpoint holds: paths and counters, the committee is not in it.
+    state = {"run_dir": str(store.root), "versions": {"org__a": 0, "org__b": 2}, "next_chunk": 0}
+    events = []
+
+    assert nodes.select_models(state, runtime(events)) == {"versions": state["versions"]}
+    assert nodes.align_labels(state, runtime(events)) == {}
+    selected, aligned = events
+    assert selected == Selected(models=["org/a", "org/b"], expected_escalation=0.25)
+    assert aligned == Aligned(maps={m["id"]: m["label_map"] for m in old})
+
+    saved = json.loads(store.models_path.read_text())
+    inverse = [{"neg": "NEG", "pos": "POS"}, {"neg": "LABEL_0", "pos": "LABEL_1"}]
+    assert saved["models"] == [
+        {**entry, "inverse_label_map": inv} for entry, inv in zip(old, inverse, strict=True)
+    ]
+    assert saved["considered"] == considered and saved["hub"] == "local"
+    assert store.committee() == [
+        CommitteeMember.from_dict({**e, "inverse_label_map": i})
+        for e, i in zip(old, inverse, strict=True)
+    ]
+
+    ids = pd.read_parquet(store.input_chunk(0))["id"]
+    for slug, raw in [("org__a", ["NEG", "POS", "POS", "NEG"]), ("org__b", ["LABEL_0"] * 4)]:
+        votes = pd.DataFrame({"id": ids, "label": raw, "score": 0.9})
+        write_parquet(votes, store.model_votes(slug, 0))
+    assert nodes.vote_and_route(state, runtime(events)) == {"escalated": 2}
+    voted = pd.read_parquet(store.chunk_votes(0))
+    assert voted["org__b.label"].tolist() == ["neg"] * 4
+    assert json.loads(voted["versions"][0]) == {"org__a": 0, "org__b": 2}
