@@ -46,7 +46,6 @@ class Evidence:
     prior: np.ndarray  # (rows, K): the committee's distribution
     plurality: pd.Series  # id -> the committee's plurality label
     routed: pd.Series  # id -> sent to review
-    unanimous: pd.Series  # id -> every member voted the same
     member_votes: dict[str, pd.Series]  # "slug@vN" -> id -> its vote, where that version voted
     reviewer: pd.Series  # id -> the LLM reviewer's verdict (routed and audit rows)
     known: pd.Series  # id -> label given by gold, a person or an oracle
@@ -88,7 +87,6 @@ def collect(store: RunStore, committee: Sequence[CommitteeMember]) -> Evidence:
         prior=prior,
         plurality=votes["label"].astype(str),
         routed=votes["route"] == Route.REVIEW,
-        unanimous=votes["uncertainty"] == 0,
         member_votes={name: pd.concat(parts) for name, parts in member_votes.items()},
         reviewer=by_reviewer.set_index("id")["label"].astype(str),
         known=known[known.index.isin(votes.index)].astype(str),  # a blank row has no vote
@@ -106,21 +104,17 @@ class Labels:
 
 
 def fit(evidence: Evidence, hidden: pd.Index | None = None) -> Labels:
-    """The reviewer's matrix from known rows (less `hidden`) and audited unanimous rows, then
-    every row's posterior; a reviewed row takes the label its posterior favours."""
+    """The reviewer's matrix from every row it answered (known rows, less `hidden`, as their
+    label), then every row's posterior; a reviewed row takes the label its posterior favours."""
     known = evidence.known.drop(hidden, errors="ignore") if hidden is not None else evidence.known
     answered = evidence.reviewer
-    # Truth where it is known, else likely: the audit's rows the whole committee agreed on.
-    likely = evidence.plurality[evidence.unanimous].drop(known.index, errors="ignore")
-    if hidden is not None:
-        likely = likely.drop(hidden, errors="ignore")
-    truth = pd.concat([known, likely])
-    shared = answered.index.intersection(truth.index)
-    matrix = trust.confusion(
-        evidence.index_of(truth.loc[shared]),
-        evidence.index_of(answered.loc[shared]),
-        len(evidence.labels),
+    position = evidence.ids.get_indexer(answered.index)
+    is_known = answered.index.isin(known.index)
+    truth = np.zeros((len(answered), len(evidence.labels)))
+    truth[is_known] = trust.one_hot(
+        evidence.index_of(known.loc[answered.index[is_known]]), len(evidence.labels)
     )
+    matrix = trust.reviewer_confusion(evidence.prior[position], evidence.index_of(answered), truth)
     answers = evidence.index_of(answered.reindex(evidence.ids).fillna(""))
     posterior = trust.combine(evidence.prior, answers, matrix)
     chosen = np.where(answers >= 0, posterior.argmax(axis=1), evidence.index_of(evidence.plurality))
@@ -223,15 +217,16 @@ def _reviewer_vs_committee(evidence: Evidence, fitted: Labels) -> dict:
         mine = trust.measured_accuracy(evidence.reviewer.loc[known], evidence.known)
         theirs = trust.measured_accuracy(evidence.plurality.loc[known], evidence.known)
     else:
+        # Each as the posterior expects it: the mean probability it gives the answer.
         basis = "estimate"
         where = evidence.ids.get_indexer(routed)
-        mix = fitted.posterior[where].mean(axis=0)
-        mine = trust.accuracy_interval(
-            trust.expected_accuracy(fitted.matrix, mix) * len(routed), float(len(routed))
-        )
-        plurality = evidence.index_of(evidence.plurality.loc[routed])
-        theirs = trust.accuracy_interval(
-            float(fitted.posterior[where, plurality].sum()), float(len(routed))
+        rows = np.arange(len(routed))
+        mine, theirs = (
+            trust.accuracy_interval(
+                float(fitted.posterior[where][rows, evidence.index_of(answers)].sum()),
+                float(len(routed)),
+            )
+            for answers in (evidence.reviewer.loc[routed], evidence.plurality.loc[routed])
         )
     return {
         "basis": basis,
