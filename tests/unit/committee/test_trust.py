@@ -22,7 +22,7 @@ def _world(rows: int = 3000, seed: int = 0):
 
 
 def test_em_finds_a_label_the_reviewer_never_says():
-    truth, prior, answers = _world()
+    _, prior, answers = _world()
     matrix = trust.reviewer_confusion(prior, answers)
     assert matrix[1, 1] < 0.05 and matrix[1, 2] > 0.8
     assert matrix[0, 0] > 0.8 and matrix[2, 2] > 0.8
