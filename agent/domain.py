@@ -29,10 +29,13 @@ class Source(StrEnum):
     UNREVIEWED = "unreviewed"  # routed with review off (--reviewer none, or human not yet)
     CAPPED = "committee-capped"  # over the LLM budget: the committee's label stays, never trains
     SKIPPED = "skipped"  # an empty text: nothing to label
+    GOLD = "gold"  # the user's own label (--gold-column): kept, and evidence for the estimate
 
 
 # Sources whose label is an expert's answer: what fine-tuning learns from.
 EXPERT_SOURCES = (Source.LLM, Source.ORACLE, Source.HUMAN)
+# Sources whose label is taken as true: they anchor every reliability estimate.
+KNOWN_SOURCES = (Source.GOLD, Source.ORACLE, Source.HUMAN)
 # Rows no expert has labeled: review was off, unsure, or over budget.
 NEEDS_HUMAN = (Source.NEEDS_HUMAN, Source.UNREVIEWED, Source.CAPPED)
 
@@ -201,6 +204,7 @@ class FinetuneStarted:
 class Finetuned:
     cycle: int
     models: dict[str, dict]  # slug -> gate scores, kept, train seconds, peak memory
+    skipped: str | None = None  # why the cycle did not run (the trust stage stood it down)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,14 @@ class TaskSpec(BaseModel):
     text_column: str = "text"
     id_column: str | None = None
     gold_column: str | None = None  # known labels, for `eval` and the oracle reviewer
+    # Share of the gold rows the run learns from (source `gold`, never relabeled, evidence for
+    # every reliability estimate); the rest only score it. `run --gold-column`: all of them.
+    gold_evidence: float = Field(default=0.0, ge=0, le=1)
+    # Share of the rows the committee agreed on that the reviewer labels too (capped per
+    # chunk), so its reliability is measured where the truth is likely, not only on hard rows.
+    audit_share: float = Field(default=0.05, ge=0, le=1)
+    # Rows whose calibrated confidence is below this go to needs_review.csv, not labels.*.
+    min_confidence: float | None = Field(default=None, ge=0, le=1)
     k: int = Field(default=3, ge=1, le=9)
     epsilon: float | None = Field(default=None, gt=0, le=1)
     beta: int = Field(default=PAPER_BETA, ge=1)

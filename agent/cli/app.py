@@ -23,7 +23,9 @@ from agent.cli.models import models_app
 from agent.cli.options import (
     DEFAULT_STEP_TIMEOUT_S,
     PIPELINE,
+    TRUST,
     ApiKeyOption,
+    AuditShareOption,
     BaseUrlOption,
     ChunkSizeOption,
     CodegenOption,
@@ -37,6 +39,7 @@ from agent.cli.options import (
     LabelWordsOption,
     MaxCallsOption,
     MaxCostOption,
+    MinConfidenceOption,
     ModelOption,
     PriceInOption,
     PriceOutOption,
@@ -154,6 +157,15 @@ def run(
     id_column: Annotated[
         str | None, typer.Option("--id-column", help="Unique id column (default: row).")
     ] = None,
+    gold_column: Annotated[
+        str | None,
+        typer.Option(
+            "--gold-column",
+            help="Labels you already have: rows with a value keep it (source gold), are never "
+            "sent to review, and anchor every reliability estimate; rows without are labeled.",
+            rich_help_panel=TRUST,
+        ),
+    ] = None,
     k: Annotated[
         int, typer.Option("--k", help="Committee size (paper: 3).", rich_help_panel=PIPELINE)
     ] = 3,
@@ -196,6 +208,8 @@ def run(
     price_out: PriceOutOption = None,
     label_desc: LabelDescOption = None,
     label_words: LabelWordsOption = None,
+    audit_share: AuditShareOption = 0.05,
+    min_confidence: MinConfidenceOption = None,
 ) -> None:
     """Label a file end to end: select SLMs, write scripts, vote, review, fine-tune, report."""
     engine = Engine(
@@ -217,6 +231,8 @@ def run(
         price_out=price_out,
         label_desc=tuple(label_desc or ()),
         label_words=tuple(label_words or ()),
+        audit_share=audit_share,
+        min_confidence=min_confidence,
     )
     spec = _task_or_fail(
         description=task,
@@ -224,6 +240,8 @@ def run(
         data_path=str(data),
         text_column=text_column,
         id_column=id_column,
+        gold_column=gold_column,
+        gold_evidence=1.0 if gold_column else 0.0,
         k=k,
         epsilon=epsilon,
         beta=beta,
@@ -396,6 +414,17 @@ def evaluate(
     gold_column: Annotated[
         str, typer.Option("--gold-column", help="The column holding the known labels.")
     ] = "label",
+    gold_evidence: Annotated[
+        float,
+        typer.Option(
+            "--gold-evidence",
+            min=0.0,
+            max=1.0,
+            help="Share of the gold rows the runs may learn from, as a user's own gold rows "
+            "(run --gold-column); scores count only the rest.",
+            rich_help_panel=TRUST,
+        ),
+    ] = 0.0,
     text_column: TextColumnOption = "text",
     k: Annotated[
         str,
@@ -443,6 +472,8 @@ def evaluate(
     price_out: PriceOutOption = None,
     label_desc: LabelDescOption = None,
     label_words: LabelWordsOption = None,
+    audit_share: AuditShareOption = 0.05,
+    min_confidence: MinConfidenceOption = None,
 ) -> None:
     """Run the pipeline on a labeled file as if unlabeled; print the paper's table 3/4 columns.
 
@@ -468,6 +499,8 @@ def evaluate(
         price_out=price_out,
         label_desc=tuple(label_desc or ()),
         label_words=tuple(label_words or ()),
+        audit_share=audit_share,
+        min_confidence=min_confidence,
     )
     chosen = [r.strip() for r in reviewers.split(",") if r.strip()]
     unknown = set(chosen) - {"llm", "oracle"}
@@ -480,6 +513,7 @@ def evaluate(
         data_path=str(data),
         text_column=text_column,
         gold_column=gold_column,
+        gold_evidence=gold_evidence,
         k=ks[0],
         epsilon=epsilon,
         beta=betas[0],

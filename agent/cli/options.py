@@ -24,6 +24,7 @@ PIPELINE = "Pipeline"
 ENGINE = "Models, sandbox and device"
 LLM = "LLM endpoint"
 REVIEW = "LLM review"
+TRUST = "Trust: evidence and confidence"
 
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_STEP_TIMEOUT_S = 3600.0
@@ -296,6 +297,31 @@ def _pairs(option: str, items: tuple[str, ...]) -> dict[str, str]:
     return pairs
 
 
+AuditShareOption = Annotated[
+    float,
+    typer.Option(
+        "--audit-share",
+        min=0.0,
+        max=1.0,
+        help="Share of the rows the committee agreed on that the reviewer labels too (at most "
+        "50 a chunk, counted in the budget), so its reliability is measured where the truth is "
+        "likely; 0 turns the audit off.",
+        rich_help_panel=TRUST,
+    ),
+]
+MinConfidenceOption = Annotated[
+    float | None,
+    typer.Option(
+        "--min-confidence",
+        min=0.0,
+        max=1.0,
+        help="Write only rows whose calibrated confidence is at least this to labels.*, the "
+        "rest to needs_review.csv for people.",
+        rich_help_panel=TRUST,
+    ),
+]
+
+
 @dataclass(frozen=True, kw_only=True)
 class Review:
     """The LLM review options `run` and `eval` share, as given on the command line."""
@@ -307,6 +333,8 @@ class Review:
     price_out: float | None = None
     label_desc: tuple[str, ...] = ()
     label_words: tuple[str, ...] = ()
+    audit_share: float = 0.05
+    min_confidence: float | None = None
 
     def task_fields(self) -> dict:
         """The TaskSpec fields these options set; a malformed value fails in one line."""
@@ -321,4 +349,6 @@ class Review:
             "price_out": self.price_out,
             "label_descriptions": _pairs("--label-desc", self.label_desc),
             "label_words": _pairs("--label-words", words),
+            "audit_share": self.audit_share,
+            "min_confidence": self.min_confidence,
         }

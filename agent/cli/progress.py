@@ -116,6 +116,8 @@ class ProgressView:
 
     @show.register
     def _(self, event: Finetuned) -> None:
+        if event.skipped:
+            self.bar.console.print(f"  fine-tune cycle {event.cycle} stood down: {event.skipped}")
         for slug, m in event.models.items():
             verdict = "kept" if m["kept"] else "rolled back"
             self.bar.console.print(

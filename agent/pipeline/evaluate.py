@@ -38,6 +38,12 @@ def _row(method, predicted, gold, labels, **extra) -> dict:
     }
 
 
+def scoring_gold(store: RunStore) -> pd.Series:
+    """id -> gold label of the rows a score counts: not those the run was given as evidence."""
+    gold = store.rows().set_index("id")["gold"]
+    return gold.drop(store.gold_evidence().index)
+
+
 def committee_rows(store: RunStore, task: TaskSpec) -> list[dict]:
     """Each single SLM and the committee alone, scored on the votes the run recorded."""
     committee = store.committee()
@@ -45,7 +51,7 @@ def committee_rows(store: RunStore, task: TaskSpec) -> list[dict]:
         [pd.read_parquet(store.chunk_votes(c)) for c in range(store.n_chunks())],
         ignore_index=True,
     )
-    gold_by_id = store.rows().set_index("id")["gold"]
+    gold_by_id = scoring_gold(store)
     votes = votes[votes["id"].map(gold_by_id).notna()]
     gold = votes["id"].map(gold_by_id).tolist()
     seconds = round(store.timings().get("annotate", 0.0), 1)
@@ -73,7 +79,7 @@ def committee_rows(store: RunStore, task: TaskSpec) -> list[dict]:
 
 def autoannotator_row(store: RunStore, task: TaskSpec, name: str, seconds: float) -> dict:
     labels = pd.read_parquet(store.labels_path)
-    gold_by_id = store.rows().set_index("id")["gold"]
+    gold_by_id = scoring_gold(store)
     scored = labels[labels["id"].map(gold_by_id).notna() & (labels["source"] != "skipped")]
     metrics = read_json(store.metrics_path)
     return _row(
@@ -91,7 +97,9 @@ def autoannotator_row(store: RunStore, task: TaskSpec, name: str, seconds: float
 def llm_alone_row(store: RunStore, task: TaskSpec, options: RunOptions, sample: int) -> dict:
     """The LLM labeling a random sample by itself (the paper's LLM-only rows)."""
     rows = store.rows()
-    rows = rows[rows["text"].notna() & rows["gold"].notna()]
+    rows = rows[
+        rows["text"].notna() & rows["gold"].notna() & ~rows["id"].isin(store.gold_evidence().index)
+    ]
     picked = rows.sample(n=min(sample, len(rows)), random_state=task.seed)
     started = time.perf_counter()
     with ExitStack() as stack:
@@ -172,7 +180,7 @@ ABLATION_COLUMNS = [
 def _ablation_row(store: RunStore, name: str, k: int, beta: int, seconds: float) -> dict:
     task = store.task()
     labels = pd.read_parquet(store.labels_path)
-    gold_by_id = store.rows().set_index("id")["gold"]
+    gold_by_id = scoring_gold(store)
     scored = labels[labels["id"].map(gold_by_id).notna() & (labels["source"] != "skipped")]
     predicted, gold = scored["label"].tolist(), scored["id"].map(gold_by_id).tolist()
     metrics = read_json(store.metrics_path)

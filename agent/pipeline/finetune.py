@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from agent.domain import CommitteeMember
+from agent.domain import CommitteeMember, Source
 from agent.errors import Rejected, StepFailed
 from agent.pipeline.annotate import run_step, scratch_dir
 from agent.pipeline.hardpool import expert_samples
@@ -37,12 +37,59 @@ from sandbox.base import Limits, Sandbox
 
 GATE_SHARE = 0.15
 GATE_BATCH = 64
+# A gate of known rows needs enough of them to tell versions apart, and no more than the
+# host can score in seconds.
+MIN_KNOWN_GATE, MAX_KNOWN_GATE = 30, 500
 
 
 def split_gate(samples: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     shuffled = samples.sample(frac=1.0, random_state=seed).reset_index(drop=True)
     n_gate = max(1, round(len(shuffled) * GATE_SHARE)) if len(shuffled) > 1 else 0
     return shuffled.iloc[n_gate:], shuffled.iloc[:n_gate]
+
+
+def trusted_labels(store: RunStore, samples: pd.DataFrame) -> pd.DataFrame:
+    """The pool with each reviewer-labeled row's label replaced by the trust stage's
+    best-supported one (a person's or an oracle's answer stays as given)."""
+    if not store.posterior_path.is_file() or samples.empty:
+        return samples
+    best = pd.read_parquet(store.posterior_path, columns=["id", "label"]).set_index("id")["label"]
+    by_reviewer = samples["source"] == Source.LLM
+    trusted = samples["id"].map(best)
+    samples = samples.copy()
+    samples.loc[by_reviewer & trusted.notna(), "label"] = trusted[by_reviewer & trusted.notna()]
+    return samples
+
+
+def reviewer_stand_down(store: RunStore, samples: pd.DataFrame) -> str | None:
+    """Why this cycle must not run, or None: its training labels come only from a reviewer the
+    trust stage measured worse than the committee on the rows it was asked about."""
+    if samples.empty or not (samples["source"] == Source.LLM).all():
+        return None
+    if not store.reliability_path.is_file():
+        return None
+    versus = read_json(store.reliability_path).get("reviewer_vs_committee") or {}
+    if not versus.get("worse"):
+        return None
+    return (
+        f"the reviewer measured worse than the committee where it was asked "
+        f"({versus['reviewer']['accuracy']:.1%} against {versus['plurality']['accuracy']:.1%}, "
+        f"{versus['basis']}): no SLM learns from its labels"
+    )
+
+
+def known_gate(store: RunStore, seed: int) -> tuple[pd.DataFrame, str]:
+    """The gate: rows whose label is known (the user's gold, a person's answers) when there are
+    MIN_KNOWN_GATE of them, so a version is kept for being right, not for agreeing with the
+    reviewer; else empty, and the cycle holds out reviewed hard samples as before."""
+    known = store.gold_evidence()
+    if len(known) < MIN_KNOWN_GATE:
+        return pd.DataFrame(columns=["id", "text", "label"]), "held-out reviewed hard samples"
+    texts = store.rows().set_index("id")["text"]
+    gate = pd.DataFrame({"id": known.index, "text": texts.loc[known.index].to_numpy()})
+    gate["label"] = known.to_numpy()
+    gate = gate[gate["text"].notna()]
+    return gate.sample(n=min(len(gate), MAX_KNOWN_GATE), random_state=seed), "gold rows"
 
 
 def replay_sample(
@@ -146,14 +193,31 @@ def finetune_cycle(
         record = read_json(record_path)
         return record["versions_after"], record
     started = time.perf_counter()
-    samples = expert_samples(store, pool_chunks)
-    hard_train, gate = split_gate(samples[["id", "text", "label"]], task.seed + cycle)
+    samples = trusted_labels(store, expert_samples(store, pool_chunks))
+    stand_down = reviewer_stand_down(store, samples)
+    if stand_down:
+        record = {
+            "cycle": cycle,
+            "chunks": pool_chunks,
+            "pool_rows": len(samples),
+            "skipped": stand_down,
+            "models": {},
+            "versions_after": dict(versions),
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+        write_json(record, record_path)
+        return dict(versions), record
+    gate, gate_source = known_gate(store, task.seed + cycle)
+    if gate.empty:
+        hard_train, gate = split_gate(samples[["id", "text", "label"]], task.seed + cycle)
+    else:
+        hard_train = samples[~samples["id"].isin(gate["id"])][["id", "text", "label"]]
     replay = replay_sample(
         store,
         seen_chunks,
         round(task.replay_ratio * len(hard_train)),
         task.seed + cycle,
-        exclude=set(samples["id"]),
+        exclude=set(samples["id"]) | set(gate["id"]),
     )
     train = pd.concat([hard_train, replay], ignore_index=True)
     new_versions = dict(versions)
@@ -221,6 +285,7 @@ def finetune_cycle(
         "hard_train_rows": len(hard_train),
         "replay_rows": len(replay),
         "gate_rows": len(gate),
+        "gate_source": gate_source,
         "models": per_model,
         # Gate accuracy and loss come from score_gate on the host, not the scripts' metrics.json.
         "gate_scored_by": "host",

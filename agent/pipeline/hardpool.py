@@ -21,6 +21,8 @@ from agent.store.runstore import RunStore, write_parquet
 # Items handed to the reviewer at a time, so progress shows during review: a whole number of
 # its batches, so a resumed chunk sends the same prompts and the cache answers them.
 PROGRESS_STEP = 16
+# The audit's cap on agreed rows per chunk.
+AUDIT_MAX_PER_CHUNK = 50
 
 
 def progress_step(reviewer) -> int:
@@ -35,40 +37,19 @@ def review_chunk(
     chunk: int,
     progress=lambda done, total: None,
 ) -> dict:
-    """Review the routed samples of one chunk; returns counts for progress and the pool."""
+    """Review the routed samples of one chunk; returns counts for progress and the pool.
+
+    Rows whose label the user gave as evidence (`--gold-column`) are never sent: they keep it."""
     target = store.hard_chunk(chunk)
     if target.is_file():
         hard = pd.read_parquet(target)
         return {"hard": len(hard), "expert": int(hard["source"].isin(EXPERT_SOURCES).sum())}
     started = time.perf_counter()
     votes = pd.read_parquet(store.chunk_votes(chunk))
-    routed = votes[votes["route"] == Route.REVIEW]
-    texts = pd.read_parquet(store.input_chunk(chunk)).set_index("id")["text"]
-    slugs = [m.slug for m in committee]
-    items = [
-        ReviewItem(
-            id=row["id"],
-            text=texts[row["id"]],
-            votes={s: row[f"{s}.label"] for s in slugs},
-        )
-        for row in routed.to_dict("records")
-    ]
-    if reviewer is None:
-        verdict_labels = [None] * len(items)
-        sources = [Source.UNREVIEWED] * len(items)
-    else:
-        verdicts = []
-        step = progress_step(reviewer)
-        for start in range(0, len(items), step):
-            verdicts += reviewer.review(items[start : start + step])
-            progress(len(verdicts), len(items))
-        if [v.id for v in verdicts] != [i.id for i in items]:
-            raise RuntimeError(f"reviewer {reviewer.name} returned verdicts out of order")
-        verdict_labels = [v.label for v in verdicts]
-        sources = [
-            v.source if v.label is not None or v.source == Source.CAPPED else Source.NEEDS_HUMAN
-            for v in verdicts
-        ]
+    known = set(store.gold_evidence().index)
+    routed = votes[(votes["route"] == Route.REVIEW) & ~votes["id"].isin(known)]
+    items = _items(store, committee, chunk, routed)
+    verdict_labels, sources = _ask(reviewer, items, progress)
     hard = pd.DataFrame(
         {
             "id": routed["id"].to_numpy(),
@@ -85,6 +66,74 @@ def review_chunk(
     write_parquet(hard, target)
     store.log_timing("review", time.perf_counter() - started, chunk=chunk, samples=len(items))
     return {"hard": len(hard), "expert": int(hard["source"].isin(EXPERT_SOURCES).sum())}
+
+
+def audit_chunk(store: RunStore, reviewer, committee: Sequence[CommitteeMember], chunk: int) -> int:
+    """Let the reviewer also label rows whose answer is known or likely, after the routed ones
+    (so the budget goes to those first), and measure it there (audit/<chunk>.parquet):
+
+    - every gold row the committee routed: the reviewer measured against the truth on the kind
+      of row it is asked about (as many calls as the user gave gold rows, at most);
+    - `audit_share` of the rows the committee agreed on, up to AUDIT_MAX_PER_CHUNK: its reliability
+      where the truth is likely, which anchors the estimate when no gold exists.
+
+    Gold rows keep their label whatever the reviewer says. Returns how many rows were audited."""
+    target = store.audit_chunk(chunk)
+    if target.is_file():
+        return len(pd.read_parquet(target))
+    task = store.task()
+    if reviewer is None:
+        return 0
+    votes = pd.read_parquet(store.chunk_votes(chunk))
+    gold = votes["id"].isin(store.gold_evidence().index)
+    routed_gold = votes[gold & (votes["route"] == Route.REVIEW)]
+    agreed = votes[~gold & (votes["route"] == Route.DIRECT)]
+    picked = pd.concat(
+        [
+            routed_gold,
+            _sample(agreed, round(len(agreed) * task.audit_share), task.seed + chunk),
+        ]
+    )
+    labels, sources = _ask(reviewer, _items(store, committee, chunk, picked), lambda d, t: None)
+    audit = pd.DataFrame(
+        {"id": picked["id"].to_numpy(), "chunk": chunk, "label": labels, "source": sources}
+    )
+    write_parquet(audit, target)
+    return len(audit)
+
+
+def _sample(rows: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:
+    size = min(size, AUDIT_MAX_PER_CHUNK, len(rows))  # the cap binds on chunks over 1,000 rows
+    return rows.sample(n=size, random_state=seed) if size else rows.iloc[:0]
+
+
+def _items(
+    store: RunStore, committee: Sequence[CommitteeMember], chunk: int, rows: pd.DataFrame
+) -> list[ReviewItem]:
+    texts = pd.read_parquet(store.input_chunk(chunk)).set_index("id")["text"]
+    slugs = [m.slug for m in committee]
+    return [
+        ReviewItem(id=row["id"], text=texts[row["id"]], votes={s: row[f"{s}.label"] for s in slugs})
+        for row in rows.to_dict("records")
+    ]
+
+
+def _ask(reviewer, items: list[ReviewItem], progress) -> tuple[list, list[Source]]:
+    """The reviewer's label (None: no usable answer) and source for each item, in order."""
+    if reviewer is None:
+        return [None] * len(items), [Source.UNREVIEWED] * len(items)
+    verdicts = []
+    step = progress_step(reviewer)
+    for start in range(0, len(items), step):
+        verdicts += reviewer.review(items[start : start + step])
+        progress(len(verdicts), len(items))
+    if [v.id for v in verdicts] != [i.id for i in items]:
+        raise RuntimeError(f"reviewer {reviewer.name} returned verdicts out of order")
+    sources = [
+        v.source if v.label is not None or v.source == Source.CAPPED else Source.NEEDS_HUMAN
+        for v in verdicts
+    ]
+    return [v.label for v in verdicts], sources
 
 
 def expert_samples(store: RunStore, chunks: list[int]) -> pd.DataFrame:

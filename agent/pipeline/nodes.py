@@ -35,10 +35,11 @@ from agent.domain import (
 )
 from agent.hub.protocol import ModelHub
 from agent.llm.client import LLMClient
+from agent.pipeline import trust
 from agent.pipeline.annotate import annotate_chunk, run_step, scratch_dir, vote_chunk
 from agent.pipeline.chunking import estimated_chunks, plan_chunk
 from agent.pipeline.finetune import finetune_cycle
-from agent.pipeline.hardpool import review_chunk
+from agent.pipeline.hardpool import audit_chunk, review_chunk
 from agent.pipeline.human import expert_count, hard_items
 from agent.pipeline.report import write_outputs
 from agent.pipeline.review import Reviewer
@@ -225,6 +226,9 @@ def review(state: RunState, runtime: Runtime[Services]) -> dict:
                 }
             )
         counts = {**counts, "expert": expert_count(store, chunk)}
+    else:
+        audit_chunk(store, runtime.context.reviewer, store.committee(), chunk)
+    trust.update(store, store.committee())
     runtime.context.progress(Reviewed(chunk=chunk, **counts))
     return {
         "next_chunk": chunk + 1,
@@ -248,7 +252,9 @@ def finetune(state: RunState, runtime: Runtime[Services]) -> dict:
         runtime.context.device,
         runtime.context.limits,
     )
-    runtime.context.progress(Finetuned(cycle=cycle, models=record["models"]))
+    runtime.context.progress(
+        Finetuned(cycle=cycle, models=record["models"], skipped=record.get("skipped"))
+    )
     return {"versions": versions, "pool_chunks": [], "pool_size": 0, "cycles": cycle}
 
 

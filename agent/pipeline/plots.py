@@ -68,3 +68,21 @@ def gate_plot(cycles: list[dict], path: Path) -> Path:
     # Below the axes: inside, the legend would hide points of a run with few cycles.
     axes.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
     return _save(figure, path)
+
+
+def reliability_plot(bins: list[dict], path: Path) -> Path:
+    """A reliability diagram: per confidence bin, how often the label was right on known rows."""
+    figure, axes = plt.subplots(figsize=(4.2, 4.2))
+    axes.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+    confidence = [b["confidence"] for b in bins]
+    axes.plot(confidence, [b["accuracy"] for b in bins], marker="o", label="final labels")
+    for b in bins:
+        axes.annotate(str(b["rows"]), (b["confidence"], b["accuracy"]), fontsize=7, color="grey")
+    axes.set_xlabel("confidence")
+    axes.set_ylabel("accuracy on known rows")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1)
+    axes.set_title("Reliability diagram (rows per bin)")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7, loc="upper left")
+    return _save(figure, path)

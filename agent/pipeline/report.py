@@ -7,8 +7,9 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from agent.domain import CommitteeMember, Route, Source
-from agent.pipeline.plots import escalation_plot, gate_plot
+from agent.domain import EXPERT_SOURCES, CommitteeMember, Route, Source
+from agent.pipeline import trust
+from agent.pipeline.plots import escalation_plot, gate_plot, reliability_plot
 from agent.store.ledger import ledger_totals
 from agent.store.runstore import RunStore, atomic_path, read_json, write_json, write_parquet
 
@@ -19,6 +20,7 @@ LABEL_COLUMNS = [
     "label",
     "source",
     "confidence",
+    "reviewer_label",
     "uncertainty",
     "votes",
     "chunk",
@@ -43,6 +45,7 @@ def assemble_labels(store: RunStore, members: Sequence[CommitteeMember]) -> pd.D
         for r in committee.to_dict("records")
     ]
     committee["source"] = Source.COMMITTEE
+    committee["reviewer_label"] = None
     hard_paths = store.hard_chunks()
     if hard_paths:
         hard = pd.concat([pd.read_parquet(p) for p in hard_paths]).set_index("id")
@@ -50,11 +53,23 @@ def assemble_labels(store: RunStore, members: Sequence[CommitteeMember]) -> pd.D
         ids = committee.loc[reviewed, "id"]
         committee.loc[reviewed, "label"] = hard.loc[ids, "label"].to_numpy()
         committee.loc[reviewed, "source"] = hard.loc[ids, "source"].to_numpy()
+        answered = reviewed & committee["source"].isin(EXPERT_SOURCES)
+        committee.loc[answered, "reviewer_label"] = hard.loc[
+            committee.loc[answered, "id"], "label"
+        ].to_numpy()
         expert = committee["source"].isin((Source.ORACLE, Source.HUMAN))
         committee.loc[expert, "confidence"] = 1.0
         committee.loc[committee["source"] == Source.LLM, "confidence"] = None
+    committee.loc[committee["id"].isin(store.gold_evidence().index), "source"] = Source.GOLD
+    if store.posterior_path.is_file():
+        # The trust stage's best-supported label and calibrated confidence (pipeline.trust).
+        posterior = pd.read_parquet(store.posterior_path, columns=["id", "label", "confidence"])
+        best = posterior.set_index("id").reindex(committee["id"])
+        has = best["label"].notna().to_numpy()
+        committee.loc[has, "label"] = best.loc[has, "label"].to_numpy()
+        committee.loc[has, "confidence"] = best.loc[has, "confidence"].to_numpy()
     labels = rows[["row", "id", "text", "truncated"]].merge(
-        committee[["id", "label", "source", "confidence", "uncertainty", "votes", "chunk"]],
+        committee[LABEL_COLUMNS[3:]].assign(id=committee["id"]),
         on="id",
         how="left",
     )
@@ -70,10 +85,22 @@ def assemble_labels(store: RunStore, members: Sequence[CommitteeMember]) -> pd.D
     return labels
 
 
-def write_labels(store: RunStore, labels: pd.DataFrame) -> None:
-    write_parquet(labels, store.labels_path)
+def write_labels(store: RunStore, labels: pd.DataFrame) -> dict:
+    """labels.parquet/csv; with --min-confidence P only the rows at P or above (and rows nobody
+    could label), the rest in needs_review.csv for people. Returns the split's counts."""
+    threshold = store.task().min_confidence
+    unsure = pd.Series(False, index=labels.index)
+    if threshold is not None:
+        unsure = labels["confidence"].notna() & (labels["confidence"] < threshold)
+    write_parquet(labels[~unsure], store.labels_path)
     with atomic_path(store.labels_csv_path) as tmp:
-        labels.to_csv(tmp, index=False)
+        labels[~unsure].to_csv(tmp, index=False)
+    if threshold is None:
+        store.needs_review_path.unlink(missing_ok=True)
+        return {"min_confidence": None, "below": 0}
+    with atomic_path(store.needs_review_path) as tmp:
+        labels[unsure].to_csv(tmp, index=False)
+    return {"min_confidence": threshold, "below": int(unsure.sum())}
 
 
 def write_capped(store: RunStore, labels: pd.DataFrame) -> dict:
@@ -122,10 +149,13 @@ def compute_metrics(
         "finetune_cycles": cycles(store),
         "models": [{"id": m.id, "slug": m.slug, "label_map": m.label_map} for m in committee],
     }
+    if store.reliability_path.is_file():
+        metrics["trust"] = read_json(store.reliability_path)
     rows = store.rows()
     if "gold" in rows:
         gold = rows.set_index("id")["gold"]
-        scored = labelable[labelable["id"].map(gold).notna()]
+        # Rows the run was given as evidence are not scored: their label is the gold itself.
+        scored = labelable[labelable["id"].map(gold).notna() & (labelable["source"] != Source.GOLD)]
         metrics["accuracy_vs_gold"] = round(
             float((scored["label"] == scored["id"].map(gold)).mean()), 4
         )
@@ -146,6 +176,14 @@ def render_report(metrics: dict) -> str:
     ]
     if "accuracy_vs_gold" in metrics:
         lines.append(f"- accuracy against the gold column: {metrics['accuracy_vs_gold']:.2%}")
+    lines += _trust_lines(metrics)
+    split = metrics.get("confidence_split") or {}
+    if split.get("min_confidence") is not None:
+        lines += [
+            "",
+            f"--min-confidence {split['min_confidence']}: {split['below']} rows below it are in "
+            "`needs_review.csv`, not in labels.*.",
+        ]
     lines += ["", "## Labels by source", "", "| source | rows |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in metrics["by_source"].items()]
     capped = metrics["committee_capped"]
@@ -184,12 +222,82 @@ def render_report(metrics: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _interval(accuracy: dict) -> str:
+    if not accuracy["rows"]:
+        return "-"
+    return (
+        f"{accuracy['accuracy']:.1%} [{accuracy['low']:.1%}, {accuracy['high']:.1%}] "
+        f"on {accuracy['rows']:g}"
+    )
+
+
+def _trust_lines(metrics: dict) -> list[str]:
+    trust_metrics = metrics.get("trust")
+    if not trust_metrics:
+        return []
+    final = trust_metrics["final_labels"]
+    lines = [
+        "",
+        "## How far the labels can be trusted",
+        "",
+        f"Estimated accuracy of the final labels (rows not given as gold): "
+        f"{_interval(final['estimated_accuracy'])} rows (90% interval). Every label is the one "
+        "all sources' answers support best, the reviewer weighed by its measured confusion "
+        f"matrix; {trust_metrics['known_rows']} rows with a known label anchor "
+        "the estimate.",
+    ]
+    check = trust_metrics.get("known_rows_check")
+    if check:
+        lines.append(
+            f"On the known rows, each hidden in turn: these labels {_interval(check['posterior'])}"
+            f", the committee's plurality {_interval(check['plurality'])}."
+        )
+    if final["standing"] == "plurality":
+        lines.append(
+            "**The weighed labels measured worse than the committee's plurality on the known "
+            "rows, so the plurality stands.**"
+        )
+    versus = trust_metrics.get("reviewer_vs_committee") or {}
+    if versus:
+        lines.append(
+            f"On the rows routed to review ({versus['basis']}): the reviewer "
+            f"{_interval(versus['reviewer'])}, the committee's plurality "
+            f"{_interval(versus['plurality'])}."
+        )
+        if versus["worse"]:
+            lines.append(
+                "**The reviewer measured worse than the committee where it was asked: its answers "
+                "count only as much as its confusion matrix earns, and no fine-tuning learns "
+                "from them.**"
+            )
+    calibration = trust_metrics.get("calibration")
+    if calibration:
+        lines.append(
+            f"Calibration ({calibration['method']}, {calibration['rows']} known rows): expected "
+            f"calibration error {calibration['ece_before']:.3f} before, {calibration['ece']:.3f} "
+            "after."
+        )
+        if metrics.get("plots", {}).get("reliability"):
+            lines += ["", f"![reliability diagram]({metrics['plots']['reliability']})"]
+    lines += [
+        "",
+        "| source | rows | accuracy expected (posterior) | accuracy measured (known rows) |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {s['rows']} | {_interval(s['expected'])} | {_interval(s['measured'])} |"
+        for name, s in trust_metrics["sources"].items()
+    ]
+    return lines
+
+
 def _cycle_lines(metrics: dict) -> list[str]:
     lines = [
         f"Trigger: {metrics['beta']} reviewed hard samples since the last cycle, checked after "
         "each chunk. Training: the pool's hard samples less the gate, plus replayed unanimous "
-        "committee labels. Gate: held-out hard samples; the candidate is kept only if it beats "
-        "the version in use there, else rolled back.",
+        "committee labels, each reviewed row with its best-supported label. Gate: the user's gold "
+        "rows where there are enough, else held-out hard samples (`gate_source` in cycle.json); "
+        "the candidate is kept only if it beats the version in use there, else rolled back.",
         "",
     ]
     if metrics.get("plots", {}).get("gate"):
@@ -199,8 +307,13 @@ def _cycle_lines(metrics: dict) -> list[str]:
         "| verdict | train s | peak MB |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    skipped = []
     for cycle in metrics["finetune_cycles"]:
         chunks = f"{min(cycle['chunks'])}-{max(cycle['chunks'])}"
+        if cycle.get("skipped"):
+            skipped.append(
+                f"- cycle {cycle['cycle']} (chunks {chunks}) did not run: {cycle['skipped']}."
+            )
         for slug, m in cycle["models"].items():
             verdict = f"kept v{m['version']}" if m["kept"] else f"rolled back to v{m['version']}"
             lines.append(
@@ -209,6 +322,7 @@ def _cycle_lines(metrics: dict) -> list[str]:
                 f"{m['gate_before']:.3f} | {m['gate_after']:.3f} | {verdict} | "
                 f"{m['train_seconds']} | {m.get('peak_memory_mb') or '-'} |"
             )
+    lines += ["", *skipped] if skipped else []
     lines += ["", "| cycle | seconds |", "|---|---|"]
     lines += [f"| {c['cycle']} | {c['seconds']} |" for c in metrics["finetune_cycles"]]
     return lines
@@ -224,6 +338,10 @@ def write_plots(store: RunStore, metrics: dict) -> dict[str, str]:
             store.plots_dir / "escalation.png",
         )
         plots["escalation"] = store.relative(path)
+    bins = metrics.get("trust", {}).get("calibration", {}).get("bins")
+    if bins:
+        path = reliability_plot(bins, store.plots_dir / "reliability.png")
+        plots["reliability"] = store.relative(path)
     if metrics["finetune_cycles"]:
         path = gate_plot(metrics["finetune_cycles"], store.plots_dir / "gate.png")
         plots["gate"] = store.relative(path)
@@ -231,9 +349,11 @@ def write_plots(store: RunStore, metrics: dict) -> dict[str, str]:
 
 
 def write_outputs(store: RunStore, committee: Sequence[CommitteeMember]) -> dict:
+    trust.update(store, committee)
     labels = assemble_labels(store, committee)
-    write_labels(store, labels)
+    split = write_labels(store, labels)
     metrics = compute_metrics(store, labels, committee)
+    metrics["confidence_split"] = split
     metrics["committee_capped"] = write_capped(store, labels)
     metrics["plots"] = write_plots(store, metrics)
     write_json(metrics, store.metrics_path)

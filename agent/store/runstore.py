@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
@@ -188,6 +189,10 @@ def prepare_input(task: TaskSpec) -> pd.DataFrame:
                 f"({', '.join(unknown[:5])}); fix the column or --labels"
             )
         out["gold"] = gold.to_numpy()
+        known = np.flatnonzero(gold.notna().to_numpy())
+        rng = np.random.default_rng(task.seed)
+        chosen = rng.choice(known, size=round(len(known) * task.gold_evidence), replace=False)
+        out["evidence"] = np.isin(np.arange(len(out)), chosen)
     return out
 
 
@@ -205,6 +210,7 @@ class RunStore:
     steps_dir = property(lambda self: self.root / "steps")
     labels_path = property(lambda self: self.root / "labels.parquet")
     labels_csv_path = property(lambda self: self.root / "labels.csv")
+    needs_review_path = property(lambda self: self.root / "needs_review.csv")
     ledger_path = property(lambda self: self.root / "ledger.jsonl")
     llm_cache_path = property(lambda self: self.root / "llm_cache.sqlite")
     checkpoints_path = property(lambda self: self.root / "checkpoints.sqlite")
@@ -212,6 +218,8 @@ class RunStore:
     metrics_path = property(lambda self: self.root / "metrics.json")
     timings_path = property(lambda self: self.root / "timings.jsonl")
     hard_dir = property(lambda self: self.root / "hard")
+    posterior_path = property(lambda self: self.root / "trust" / "posterior.parquet")
+    reliability_path = property(lambda self: self.root / "trust" / "reliability.json")
     plots_dir = property(lambda self: self.root / "plots")
     capped_path = property(lambda self: self.root / "committee_capped.csv")
     human_answers_path = property(lambda self: self.root / "human" / "answers.json")
@@ -247,6 +255,12 @@ class RunStore:
 
     def hard_chunks(self) -> list[Path]:
         return sorted(self.hard_dir.glob("*.parquet"))
+
+    def audit_chunk(self, chunk: int) -> Path:
+        return self.root / "audit" / f"{chunk:06d}.parquet"
+
+    def audit_chunks(self) -> list[Path]:
+        return sorted((self.root / "audit").glob("*.parquet"))
 
     def voted_chunks(self) -> list[Path]:
         return sorted((self.root / "chunks").glob("*.parquet"))
@@ -356,6 +370,14 @@ class RunStore:
 
     def rows(self) -> pd.DataFrame:
         return pd.read_parquet(self.input_path)
+
+    def gold_evidence(self) -> pd.Series:
+        """The user's known labels the run learns from (`--gold-column`): id -> label."""
+        rows = self.rows()
+        if "evidence" not in rows:
+            return pd.Series(dtype=str)
+        rows = rows[rows["evidence"].fillna(False).astype(bool) & rows["gold"].notna()]
+        return rows.set_index("id")["gold"].astype(str)
 
     def log_timing(self, stage: str, seconds: float, **extra: object) -> None:
         with self.timings_path.open("a", encoding="utf-8") as fh:

@@ -203,3 +203,28 @@ def test_kill_minus_9_then_resume_redoes_nothing_and_pays_nothing_twice(tmp_path
     labels = pd.read_parquet(store.labels_path)
     assert labels["id"].tolist() == [str(i) for i in range(48)]
     assert labels["label"].notna().all()
+
+
+def test_gold_rows_are_kept_and_unsure_rows_go_to_needs_review(tmp_path, llm_options):
+    data = write_data(tmp_path / "data.csv", 40)
+    task = make_task(data, chunk_size=64, beta=1000, gold_evidence=0.5, min_confidence=0.9)
+    store = create_run(task, tmp_path / "run")
+    run_graph(store, llm_options(), resume=False)
+    labels = pd.read_parquet(store.labels_path)
+    unsure = pd.read_csv(store.needs_review_path, keep_default_na=False)
+    gold = pd.read_csv(data, keep_default_na=False)["gold"]
+    evidence = store.gold_evidence()
+    # Every row once, in one file or the other; the unsure ones are below the threshold.
+    assert sorted(labels["id"].tolist() + unsure["id"].astype(str).tolist()) == sorted(
+        store.rows()["id"].tolist()
+    )
+    assert (unsure["confidence"] < 0.9).all() and (labels["confidence"].dropna() >= 0.9).all()
+    kept = labels[labels["source"] == "gold"]
+    assert set(kept["id"]) == set(evidence.index) - {"3"}  # row 3 is blank: skipped
+    assert (kept["label"] == evidence.loc[kept["id"]].to_numpy()).all()
+    hard = pd.read_parquet(store.hard_chunk(0))
+    assert not hard["id"].isin(evidence.index).any()  # a gold row is never routed to review
+    reliability = json.loads(store.reliability_path.read_text())
+    assert reliability["known_rows"] == len(evidence) - int("3" in evidence.index)
+    labeled = labels[labels["source"] != "skipped"]
+    assert (labeled["label"].to_numpy() == gold[labeled["id"].astype(int)].to_numpy()).mean() >= 0.9

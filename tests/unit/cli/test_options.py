@@ -142,6 +142,8 @@ def test_the_review_options_become_task_fields():
         "price_out": None,
         "label_descriptions": {"positive": "a good day"},
         "label_words": {"positive": "good", "negative": "bad"},
+        "audit_share": 0.05,
+        "min_confidence": None,
     }
     assert Review().task_fields()["review_batch"] == "auto"
 
@@ -184,3 +186,31 @@ def test_an_unknown_choice_is_one_line_exit_2(tmp_path, csv, flag, value, expect
     assert result.exit_code == 2, result.output
     assert result.output.strip() == f"error: {expected}"
     assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture
+def specs(monkeypatch):
+    """The TaskSpec `run` builds, caught before anything is created."""
+    seen: list[TaskSpec] = []
+
+    def fake_create(spec, run_dir, engine):
+        seen.append(spec)
+        raise UserError("stopped before the run")
+
+    monkeypatch.setattr(app_module, "_create", fake_create)
+    return seen
+
+
+def test_gold_column_makes_the_users_labels_evidence_and_trust_options_reach_the_task(
+    tmp_path, csv, specs
+):
+    args = command_line("run", csv, tmp_path)
+    result = runner.invoke(
+        app, [*args, "--gold-column", "label", "--audit-share", "0.1", "--min-confidence", "0.8"]
+    )
+    assert result.exit_code == 2, result.output
+    (spec,) = specs
+    assert (spec.gold_column, spec.gold_evidence) == ("label", 1.0)
+    assert (spec.audit_share, spec.min_confidence) == (0.1, 0.8)
+    runner.invoke(app, command_line("run", csv, tmp_path / "plain"))
+    assert (specs[1].gold_column, specs[1].gold_evidence, specs[1].audit_share) == (None, 0.0, 0.05)

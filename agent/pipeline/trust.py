@@ -1,0 +1,257 @@
+"""The run's trust estimate: every source's reliability and every row's best-supported label.
+
+Read from the run directory after each reviewed chunk and at the end (agent.committee.trust does
+the maths): the committee's votes and scores, the reviewer's verdicts on routed and audit rows,
+and the known labels (the user's gold rows, a person's answers, an oracle's).
+
+Written, whole each time (an estimate changes as evidence comes in, and so may labels already
+given), to `trust/posterior.parquet` (id, label, confidence, one probability column per label)
+and `trust/reliability.json` (per source: its accuracy as estimated and as measured on known
+rows, each with a 90% interval; the reviewer's confusion matrix; the final labels' estimated
+accuracy; the reviewer against the committee where it was asked; calibration).
+
+The label of a row nobody reviewed stays the committee's plurality (the paper's rule); a
+reviewed row gets the label its posterior favours. Never worse than the plurality: when known
+rows exist, the whole estimate is cross-fitted on them (each fold's labels hidden in turn) and
+compared with the plurality on the same rows; if it loses, every row keeps the plurality label
+and the report says so.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from agent.committee import trust
+from agent.domain import KNOWN_SOURCES, CommitteeMember, Route, Source
+from agent.store.runstore import RunStore, write_json, write_parquet
+
+REVIEWER = "llm"
+CROSS_FOLDS = 5
+# Known rows needed before the cross-fitted check may overrule the estimate, and before the
+# reviewer is judged on known routed rows rather than by the model.
+MIN_KNOWN = 30
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Everything the run knows about its voted rows, aligned on `ids`."""
+
+    labels: list[str]
+    ids: pd.Index
+    prior: np.ndarray  # (rows, K): the committee's distribution
+    plurality: pd.Series  # id -> the committee's plurality label
+    routed: pd.Series  # id -> sent to review
+    member_votes: dict[str, pd.Series]  # "slug@vN" -> id -> its vote, where that version voted
+    reviewer: pd.Series  # id -> the LLM reviewer's verdict (routed and audit rows)
+    known: pd.Series  # id -> label given by gold, a person or an oracle
+
+    def index_of(self, labels: pd.Series) -> np.ndarray:
+        return pd.Index(self.labels).get_indexer(labels)
+
+
+def collect(store: RunStore, committee: Sequence[CommitteeMember]) -> Evidence:
+    labels = list(store.task().labels)
+    slugs = [m.slug for m in committee]
+    chunks = [pd.read_parquet(p) for p in store.voted_chunks()]
+    votes = pd.concat(chunks, ignore_index=True).set_index("id")
+    index = pd.Index(labels)
+    prior = trust.committee_distribution(
+        np.column_stack([index.get_indexer(votes[f"{s}.label"]) for s in slugs]),
+        np.column_stack([votes[f"{s}.score"].to_numpy(dtype=float) for s in slugs]),
+        len(labels),
+    )
+    member_votes: dict[str, list[pd.Series]] = {}
+    for chunk in chunks:
+        versions = json.loads(chunk["versions"].iloc[0]) if len(chunk) else {}
+        for slug in slugs:
+            name = f"{slug}@v{versions.get(slug, 0)}"
+            member_votes.setdefault(name, []).append(chunk.set_index("id")[f"{slug}.label"])
+    reviews = [pd.read_parquet(p) for p in [*store.hard_chunks(), *store.audit_chunks()]]
+    reviewed = (
+        pd.concat(reviews, ignore_index=True)
+        if reviews
+        else pd.DataFrame({"id": [], "label": [], "source": []})
+    )
+    by_reviewer = reviewed[reviewed["source"] == Source.LLM].drop_duplicates("id")
+    by_expert = reviewed[reviewed["source"].isin(KNOWN_SOURCES)].drop_duplicates("id")
+    gold = store.gold_evidence()
+    known = pd.concat([gold, by_expert.set_index("id")["label"].drop(gold.index, errors="ignore")])
+    return Evidence(
+        labels=labels,
+        ids=votes.index,
+        prior=prior,
+        plurality=votes["label"].astype(str),
+        routed=votes["route"] == Route.REVIEW,
+        member_votes={name: pd.concat(parts) for name, parts in member_votes.items()},
+        reviewer=by_reviewer.set_index("id")["label"].astype(str),
+        known=known[known.index.isin(votes.index)].astype(str),  # a blank row has no vote
+    )
+
+
+@dataclass(frozen=True)
+class Labels:
+    """One fit: the reviewer's confusion matrix, every row's posterior and chosen label."""
+
+    matrix: np.ndarray
+    posterior: np.ndarray  # (rows, K), aligned on Evidence.ids
+    label: pd.Series  # id -> label
+    confidence: np.ndarray  # the posterior's probability of that label
+
+
+def fit(evidence: Evidence, hidden: pd.Index | None = None) -> Labels:
+    """The reviewer's matrix from every row it answered (known rows, less `hidden`, as their
+    label), then every row's posterior; a reviewed row takes the label its posterior favours."""
+    known = evidence.known.drop(hidden, errors="ignore") if hidden is not None else evidence.known
+    answered = evidence.reviewer
+    position = evidence.ids.get_indexer(answered.index)
+    is_known = answered.index.isin(known.index)
+    truth = np.zeros((len(answered), len(evidence.labels)))
+    truth[is_known] = trust.one_hot(
+        evidence.index_of(known.loc[answered.index[is_known]]), len(evidence.labels)
+    )
+    matrix = trust.reviewer_confusion(evidence.prior[position], evidence.index_of(answered), truth)
+    answers = evidence.index_of(answered.reindex(evidence.ids).fillna(""))
+    posterior = trust.combine(evidence.prior, answers, matrix)
+    chosen = np.where(answers >= 0, posterior.argmax(axis=1), evidence.index_of(evidence.plurality))
+    label = pd.Series(np.array(evidence.labels)[chosen], index=evidence.ids)
+    label.update(known)
+    return Labels(
+        matrix=matrix,
+        posterior=posterior,
+        label=label,
+        confidence=posterior[np.arange(len(chosen)), chosen],
+    )
+
+
+def _cross_fitted(evidence: Evidence, seed: int) -> tuple[pd.Series, pd.Series]:
+    """Each known row's label and confidence with its own label hidden (k-fold)."""
+    ids = evidence.known.index.to_numpy()
+    order = np.random.default_rng(seed).permutation(len(ids))
+    position = pd.Series(np.arange(len(evidence.ids)), index=evidence.ids)
+    labels, confidences = [], []
+    for fold in range(CROSS_FOLDS):
+        hidden = pd.Index(ids[order[fold::CROSS_FOLDS]])
+        fitted = fit(evidence, hidden)
+        where = position.loc[hidden].to_numpy()
+        chosen = evidence.index_of(evidence.plurality.loc[hidden])
+        answered = hidden.isin(evidence.reviewer.index)
+        chosen = np.where(answered, fitted.posterior[where].argmax(axis=1), chosen)
+        labels.append(pd.Series(np.array(evidence.labels)[chosen], index=hidden))
+        confidences.append(pd.Series(fitted.posterior[where, chosen], index=hidden))
+    return pd.concat(labels), pd.concat(confidences)
+
+
+def update(store: RunStore, committee: Sequence[CommitteeMember]) -> dict:
+    """Re-estimate every source and every row's label; write trust/; return the reliability."""
+    if not store.voted_chunks():
+        return {}
+    evidence = collect(store, committee)
+    fitted = fit(evidence)
+    known = evidence.known
+    reliability: dict = {"labels": evidence.labels, "known_rows": len(known)}
+    standing, calibration = "posterior", trust.Calibration(isotonic=None, rows=0)
+    if len(known) >= MIN_KNOWN:
+        held_label, held_confidence = _cross_fitted(evidence, store.task().seed)
+        truth = known.loc[held_label.index]
+        correct = (held_label == truth).to_numpy()
+        calibration = trust.fit_calibration(held_confidence.to_numpy(), correct)
+        check = {
+            "posterior": trust.measured_accuracy(held_label, truth),
+            "plurality": trust.measured_accuracy(evidence.plurality, truth),
+        }
+        reliability["known_rows_check"] = {k: v.to_json() for k, v in check.items()}
+        if check["posterior"].value < check["plurality"].value:
+            standing = "plurality"
+        calibrated = trust.held_out_calibrated(
+            held_confidence.to_numpy(), correct, store.task().seed
+        )
+        reliability["calibration"] = {
+            "rows": len(truth),
+            "method": "isotonic" if calibration.isotonic is not None else "none",
+            "ece_before": round(
+                trust.expected_calibration_error(held_confidence.to_numpy(), correct), 4
+            ),
+            "ece": round(trust.expected_calibration_error(calibrated, correct), 4),
+            "bins": trust.calibration_bins(calibrated, correct).round(4).to_dict("records"),
+        }
+    label, confidence = fitted.label, fitted.confidence
+    if standing == "plurality":
+        label = evidence.plurality.copy()
+        label.update(known)
+        confidence = fitted.posterior[np.arange(len(label)), evidence.index_of(label)]
+    confidence = calibration(confidence)
+    is_known = evidence.ids.isin(known.index)
+    confidence[is_known] = 1.0
+    reliability["final_labels"] = {
+        "standing": standing,
+        "estimated_accuracy": trust.accuracy_interval(
+            float(confidence[~is_known].sum()), float((~is_known).sum())
+        ).to_json(),
+    }
+    reliability["reviewer_vs_committee"] = _reviewer_vs_committee(evidence, fitted)
+    reliability["sources"] = _sources(evidence, fitted)
+    frame = pd.DataFrame(fitted.posterior.round(4), columns=[f"p.{y}" for y in evidence.labels])
+    frame.insert(0, "id", evidence.ids.to_numpy())
+    frame.insert(1, "label", label.loc[evidence.ids].to_numpy())
+    frame.insert(2, "confidence", np.round(confidence, 4))
+    write_parquet(frame, store.posterior_path)
+    write_json(reliability, store.reliability_path)
+    return reliability
+
+
+def _reviewer_vs_committee(evidence: Evidence, fitted: Labels) -> dict:
+    """On the routed rows the reviewer answered: its accuracy and the plurality's, measured on
+    known rows where at least MIN_KNOWN of them exist, else as the model estimates them;
+    `worse` when the reviewer loses."""
+    routed = evidence.reviewer.index.intersection(evidence.ids[evidence.routed.to_numpy()])
+    if not len(routed):
+        return {}
+    known = routed.intersection(evidence.known.index)
+    if len(known) >= MIN_KNOWN:
+        basis = "known rows"
+        mine = trust.measured_accuracy(evidence.reviewer.loc[known], evidence.known)
+        theirs = trust.measured_accuracy(evidence.plurality.loc[known], evidence.known)
+    else:
+        # Each as the posterior expects it: the mean probability it gives the answer.
+        basis = "estimate"
+        where = evidence.ids.get_indexer(routed)
+        rows = np.arange(len(routed))
+        mine, theirs = (
+            trust.accuracy_interval(
+                float(fitted.posterior[where][rows, evidence.index_of(answers)].sum()),
+                float(len(routed)),
+            )
+            for answers in (evidence.reviewer.loc[routed], evidence.plurality.loc[routed])
+        )
+    return {
+        "basis": basis,
+        "rows": len(routed),
+        "reviewer": mine.to_json(),
+        "plurality": theirs.to_json(),
+        "worse": bool(mine.value < theirs.value),
+        "confusion": pd.DataFrame(fitted.matrix, index=evidence.labels, columns=evidence.labels)
+        .round(4)
+        .to_dict(orient="index"),
+    }
+
+
+def _sources(evidence: Evidence, fitted: Labels) -> dict[str, dict]:
+    """Per source: rows answered, accuracy as the posterior expects it, measured on known rows."""
+    position = pd.Series(np.arange(len(evidence.ids)), index=evidence.ids)
+    out = {}
+    for name, given in [*evidence.member_votes.items(), (REVIEWER, evidence.reviewer)]:
+        if given.empty:
+            continue
+        where = position.loc[given.index].to_numpy()
+        expected = fitted.posterior[where, evidence.index_of(given)].sum()
+        out[name] = {
+            "rows": len(given),
+            "expected": trust.accuracy_interval(float(expected), float(len(given))).to_json(),
+            "measured": trust.measured_accuracy(given, evidence.known).to_json(),
+        }
+    return out

@@ -1,0 +1,183 @@
+"""Labels you can trust: the trust stage against the committee alone, the LLM alone and the
+paper's routing with the LLM's word as final, on labeled sets of ../shared/data.
+
+For each set, `--rows` rows of its test split (seeded) are labeled twice by the real pipeline
+(demo catalog SLMs, LocalSandbox, the run's LLM as reviewer, no fine-tuning so only the labeling
+is compared): once as a user with no gold, once with `--gold` of the rows given as gold
+(`gold_evidence`). From the same runs:
+
+  committee      the committee's plurality vote, no review
+  paper          rows routed to review take the LLM's answer (the paper's rule, today's default)
+  trust          this stage: the best-supported label (labels.parquet)
+  llm alone      the LLM labels `--llm-rows` of the scored rows by itself
+
+Each is scored on the rows the run was not given as gold: accuracy, macro-F1, ECE (from the
+confidence column where the method has one) and LLM calls. Review prompts are one sample each
+(the local server's default), so the second run and the LLM-alone rows reuse the first run's
+answers from a copy of its cache: every distinct prompt is paid once.
+
+    python -m bench.trust [--sets tweets,financial,toxicity] [--rows 1000] [--gold 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, f1_score
+
+from agent.committee.trust import expected_calibration_error
+from agent.domain import Source
+from agent.hub.demo import build_demo_hub
+from agent.hub.hubs import LocalHub
+from agent.pipeline.review import ReviewItem
+from agent.pipeline.runner import RunOptions, create_run, open_reviewer, run_graph
+from agent.store.ledger import ledger_totals
+from agent.store.runstore import RunStore
+from agent.task import TaskSpec
+from sandbox.local import LocalSandbox
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@dataclass(frozen=True)
+class LabeledSet:
+    folder: str
+    task: str
+    labels: list[str]
+
+
+SETS = {
+    "tweets": LabeledSet(
+        "tweeteval_sentiment", "sentiment of tweets", ["negative", "neutral", "positive"]
+    ),
+    "financial": LabeledSet(
+        "financial_phrasebank_50agree",
+        "sentiment of financial news sentences",
+        ["negative", "neutral", "positive"],
+    ),
+    "toxicity": LabeledSet(
+        "jigsaw_toxic_sample", "is this comment toxic or non-toxic", ["non-toxic", "toxic"]
+    ),
+}
+
+
+def _scores(predicted: pd.Series, gold: pd.Series, labels: list[str], confidence=None) -> dict:
+    row = {
+        "accuracy": round(float(accuracy_score(gold, predicted)), 4),
+        "macro_f1": round(float(f1_score(gold, predicted, labels=labels, average="macro")), 4),
+    }
+    if confidence is not None and pd.notna(confidence).all():
+        correct = (predicted.to_numpy() == gold.to_numpy()).astype(float)
+        row["ece"] = round(expected_calibration_error(np.asarray(confidence, float), correct), 4)
+    return row
+
+
+def _label(root: Path, options: RunOptions, share: float, spec: LabeledSet, cache=None):
+    """Label rows.csv beside `root` into run `root` (resumed if it exists); `cache`: LLM
+    answers (an llm_cache.sqlite's bytes) a new run starts with."""
+    if root.exists():
+        run = RunStore(root)
+    else:
+        task = TaskSpec(
+            description=spec.task,
+            labels=spec.labels,
+            data_path=str(root.parent / "rows.csv"),
+            gold_column="gold",
+            gold_evidence=share,
+            beta=10**9,  # no fine-tuning: the labeling alone is compared
+            chunk_size=10**6,
+            review_batch=1,
+        )
+        run = create_run(task, root)
+        if cache is not None:
+            run.llm_cache_path.write_bytes(cache)
+    run_graph(run, options, resume=True)
+    return run
+
+
+def _compare(run: RunStore, spec: LabeledSet, llm_alone: dict[str, str]) -> list[dict]:
+    rows = run.rows().set_index("id")
+    labels = pd.read_parquet(run.labels_path).set_index("id")
+    votes = pd.concat([pd.read_parquet(p) for p in run.voted_chunks()]).set_index("id")
+    hard = pd.concat([pd.read_parquet(p) for p in run.hard_chunks()]).set_index("id")
+    scored = labels.index[(labels["source"] != Source.GOLD) & rows["gold"].notna()]
+    gold = rows.loc[scored, "gold"]
+    paper = votes.loc[scored, "label"].copy()
+    by_llm = hard.index[hard["source"] == Source.LLM].intersection(scored)
+    paper.loc[by_llm] = hard.loc[by_llm, "label"]
+    calls = ledger_totals(run.ledger_path)["calls"]
+    out = [
+        {
+            "method": "committee",
+            **_scores(votes.loc[scored, "label"], gold, spec.labels),
+            "calls": 0,
+        },
+        {"method": "paper (LLM's word)", **_scores(paper, gold, spec.labels), "calls": calls},
+        {
+            "method": "trust",
+            **_scores(
+                labels.loc[scored, "label"], gold, spec.labels, labels.loc[scored, "confidence"]
+            ),
+            "calls": calls,
+        },
+    ]
+    alone = pd.Series(llm_alone).reindex(scored).dropna()
+    if len(alone):
+        out.append(
+            {
+                "method": f"llm alone ({len(alone)} rows)",
+                **_scores(alone, gold.loc[alone.index], spec.labels),
+                "calls": f"~{len(scored)}",
+            }
+        )
+    reliability = json.loads(run.reliability_path.read_text())
+    out[2]["estimated_accuracy"] = reliability["final_labels"]["estimated_accuracy"]["accuracy"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", default="tweets,financial,toxicity")
+    parser.add_argument("--rows", type=int, default=1000)
+    parser.add_argument("--gold", type=int, default=200)
+    parser.add_argument("--llm-rows", type=int, default=200)
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-trust"))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    options = RunOptions(hub=LocalHub(build_demo_hub()), sandbox=LocalSandbox(), device="cpu")
+    for name in args.sets.split(","):
+        spec = SETS[name]
+        root = args.out / name
+        root.mkdir(parents=True, exist_ok=True)
+        test = pd.read_csv(DATA / spec.folder / "test.csv")
+        test = test.sample(n=min(args.rows, len(test)), random_state=args.seed)
+        test.rename(columns={"label": "gold"}).to_csv(root / "rows.csv", index=False)
+        plain = _label(root / "no-gold", options, 0.0, spec)
+        cache = plain.llm_cache_path.read_bytes() if plain.llm_cache_path.is_file() else None
+        with_gold = _label(root / "gold", options, args.gold / len(test), spec, cache)
+        llm_alone = _llm_alone(plain, options, args.llm_rows, args.seed)
+        for run, label in ((plain, "no gold"), (with_gold, f"{args.gold} gold rows")):
+            for row in _compare(run, spec, llm_alone):
+                print(json.dumps({"set": name, "gold": label, **row}), flush=True)
+
+
+def _llm_alone(run: RunStore, options: RunOptions, n: int, seed: int) -> dict[str, str]:
+    """The LLM's own answer for `n` rows of `run` (one prompt each, the run's cache first)."""
+    rows = run.rows()
+    rows = rows[rows["text"].notna()].sample(n=min(n, len(rows)), random_state=seed)
+    with ExitStack() as stack:
+        reviewer, _ = open_reviewer(run.task(), run, options, stack)
+        verdicts = reviewer.review(
+            [ReviewItem(id=r["id"], text=r["text"], votes={}) for r in rows.to_dict("records")]
+        )
+    return {v.id: v.label for v in verdicts if v.label is not None}
+
+
+if __name__ == "__main__":
+    main()

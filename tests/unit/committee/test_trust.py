@@ -1,0 +1,77 @@
+"""The trust maths on arrays: a reviewer's blind spot shows in its matrix, the posterior
+weighs it, the intervals and the calibration error behave as their definitions say."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from agent.committee import trust
+
+
+def _world(rows: int = 3000, seed: int = 0):
+    """True labels over 3 classes, a committee prior that is right 70% of the time with its
+    mass, and a reviewer that never answers label 1 (it says 2 there) and is right elsewhere."""
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, 3, rows)
+    guess = np.where(rng.random(rows) < 0.7, truth, rng.integers(0, 3, rows))
+    prior = np.full((rows, 3), 0.2)
+    prior[np.arange(rows), guess] = 0.6
+    answers = np.where(truth == 1, 2, truth)
+    return truth, prior, answers
+
+
+def test_the_matrix_shows_a_label_the_reviewer_never_says():
+    _, prior, answers = _world()
+    matrix = trust.reviewer_confusion(prior, answers)
+    assert matrix[1, 1] < 0.05 and matrix[1, 2] > 0.8
+    assert matrix[0, 0] > 0.7 and matrix[2, 2] > 0.7
+    assert np.allclose(matrix.sum(axis=1), 1.0)
+
+
+def test_known_rows_anchor_the_matrix():
+    truth, prior, answers = _world(rows=600)
+    known = trust.one_hot(truth, 3)
+    matrix = trust.reviewer_confusion(prior, answers, known)
+    counted = pd.crosstab(truth, answers, normalize="index").reindex(columns=range(3)).fillna(0)
+    assert np.abs(matrix - counted.to_numpy()).max() < 0.02
+
+
+def test_the_posterior_beats_both_the_committee_and_the_reviewers_word():
+    truth, prior, answers = _world()
+    matrix = trust.reviewer_confusion(prior, answers)
+    posterior = trust.combine(prior, answers, matrix)
+    accuracy = {
+        "committee": (prior.argmax(1) == truth).mean(),
+        "reviewer": (answers == truth).mean(),
+        "posterior": (posterior.argmax(1) == truth).mean(),
+    }
+    assert accuracy["posterior"] > max(accuracy["committee"], accuracy["reviewer"])
+    unasked = trust.combine(prior, np.full(len(prior), -1), matrix)
+    assert np.allclose(unasked, prior)  # a row nobody reviewed keeps the committee's view
+
+
+def test_the_committee_distribution_is_the_mean_of_its_members():
+    votes = np.array([[0, 0, 1]])
+    scores = np.array([[0.8, 0.6, 0.9]])
+    expected = np.array([[0.8 + 0.6 + 0.05, 0.1 + 0.2 + 0.9, 0.1 + 0.2 + 0.05]]) / 3
+    assert np.allclose(trust.committee_distribution(votes, scores, 3), expected)
+
+
+def test_intervals_hold_the_point_and_narrow_with_rows():
+    small, large = trust.accuracy_interval(7, 10), trust.accuracy_interval(700, 1000)
+    for accuracy in (small, large):
+        assert accuracy.low < accuracy.value < accuracy.high
+    assert large.high - large.low < small.high - small.low
+    assert trust.accuracy_interval(0, 0).to_json()["accuracy"] is None
+
+
+def test_calibration_error_is_zero_when_confidence_matches_accuracy_and_isotonic_fixes_a_shift():
+    rng = np.random.default_rng(1)
+    confidence = rng.uniform(0.3, 1.0, 5000)
+    correct = rng.random(5000) < confidence
+    assert trust.expected_calibration_error(confidence, correct) < 0.03
+    overconfident = np.clip(confidence + 0.2, 0, 1)
+    assert trust.expected_calibration_error(overconfident, correct) > 0.1
+    held_out = trust.held_out_calibrated(overconfident, correct, seed=0)
+    assert trust.expected_calibration_error(held_out, correct) < 0.03
