@@ -34,7 +34,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from agent.committee.trust import expected_calibration_error
 from agent.domain import Source
 from agent.hub.demo import build_demo_hub
-from agent.hub.hubs import LocalHub
+from agent.hub.local import LocalHub
 from agent.pipeline.review import ReviewItem
 from agent.pipeline.runner import RunOptions, create_run, open_reviewer, run_graph
 from agent.store.ledger import ledger_totals
