@@ -37,7 +37,6 @@ from agent.hub.demo import build_demo_hub
 from agent.hub.local import LocalHub
 from agent.pipeline.review import ReviewItem
 from agent.pipeline.runner import RunOptions, create_run, open_reviewer, run_graph
-from agent.store.ledger import ledger_totals
 from agent.store.runstore import RunStore
 from agent.task import TaskSpec
 from sandbox.local import LocalSandbox
@@ -111,20 +110,23 @@ def _compare(run: RunStore, spec: LabeledSet, llm_alone: dict[str, str]) -> list
     paper = votes.loc[scored, "label"].copy()
     by_llm = hard.index[hard["source"] == Source.LLM].intersection(scored)
     paper.loc[by_llm] = hard.loc[by_llm, "label"]
-    calls = ledger_totals(run.ledger_path)["calls"]
+    # One sample a prompt (review_batch=1): a request per reviewed or audited row, whether the
+    # LLM answered it or the copied cache did (the LLM-alone rows share the first run's ledger).
+    audits = [pd.read_parquet(p) for p in run.audit_chunks()]
+    audited = sum(len(a) for a in audits)
     out = [
         {
             "method": "committee",
             **_scores(votes.loc[scored, "label"], gold, spec.labels),
             "calls": 0,
         },
-        {"method": "paper (LLM's word)", **_scores(paper, gold, spec.labels), "calls": calls},
+        {"method": "paper (LLM's word)", **_scores(paper, gold, spec.labels), "calls": len(hard)},
         {
             "method": "trust",
             **_scores(
                 labels.loc[scored, "label"], gold, spec.labels, labels.loc[scored, "confidence"]
             ),
-            "calls": calls,
+            "calls": len(hard) + audited,
         },
     ]
     alone = pd.Series(llm_alone).reindex(scored).dropna()
