@@ -33,6 +33,7 @@ from agent.cli.options import (
     GgufOption,
     HubOption,
     LabelDescOption,
+    LabelMapOption,
     LabelsOption,
     LabelWordsOption,
     MaxCallsOption,
@@ -48,6 +49,7 @@ from agent.cli.options import (
     StepTimeoutOption,
     TaskOption,
     TextColumnOption,
+    label_map_fields,
     run_options,
 )
 from agent.cli.progress import ProgressView
@@ -151,6 +153,7 @@ def run(
     labels: LabelsOption,
     task: TaskOption,
     text_column: TextColumnOption = "text",
+    label_map: LabelMapOption = None,
     id_column: Annotated[
         str | None, typer.Option("--id-column", help="Unique id column (default: row).")
     ] = None,
@@ -231,6 +234,7 @@ def run(
         replay_ratio=replay_ratio,
         reviewer=reviewer,
         codegen=_codegen(codegen, reviewer == "llm"),
+        **label_map_fields(label_map),
         **review.task_fields(),
     )
     target = _run_dir(run_dir)
@@ -310,6 +314,7 @@ def chat(
     llm_model: ModelOption = None,
     gguf: GgufOption = None,
     step_timeout: StepTimeoutOption = DEFAULT_STEP_TIMEOUT_S,
+    label_map: LabelMapOption = None,
 ) -> None:
     """Describe a labeling job in plain words; confirm the task, watch it run, ask about it."""
     engine = Engine(
@@ -322,6 +327,7 @@ def chat(
         gguf=gguf,
         step_timeout=step_timeout,
     )
+    preset = label_map_fields(label_map)  # a malformed map fails before the LLM starts
     with ExitStack() as stack:
         model, endpoint, price = open_chat_model(
             stack, llm_base_url, llm_api_key, llm_model, gguf, console.print
@@ -334,7 +340,7 @@ def chat(
             options = run_options(engine, run_id=RunStore(target).run_id)
             return replace(options, endpoint=endpoint)
 
-        repl(ChatSession(console, model, make_options, run_dir=run_dir, price=price))
+        repl(ChatSession(console, model, make_options, run_dir=run_dir, price=price, preset=preset))
 
 
 DEMO_DESCRIPTIONS = {
@@ -397,6 +403,7 @@ def evaluate(
         str, typer.Option("--gold-column", help="The column holding the known labels.")
     ] = "label",
     text_column: TextColumnOption = "text",
+    label_map: LabelMapOption = None,
     k: Annotated[
         str,
         typer.Option(
@@ -486,6 +493,7 @@ def evaluate(
         chunk_size=chunk_size,
         replay_ratio=replay_ratio,
         codegen=_codegen(codegen, "llm" in chosen),
+        **label_map_fields(label_map),
         **review.task_fields(),
     )
     for value in ks[1:]:

@@ -15,7 +15,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import platformdirs
 from langchain_core.language_models import BaseChatModel
@@ -37,7 +37,7 @@ from agent.pipeline.report import refresh_outputs
 from agent.pipeline.runner import RunOptions, create_run, is_finished, preflight, run_graph
 from agent.prompting import load_prompt
 from agent.store.runstore import InputError, RunStore, read_table
-from agent.task import TaskSpec
+from agent.task import TaskSpec, format_label_map, parse_label_map
 
 MAX_TOOL_ROUNDS = 4
 # A review call is the Table B prompt (~110 tokens) plus the text, and a one-word answer.
@@ -81,6 +81,8 @@ FIELDS = {
     "beta": "beta",
     "epsilon": "epsilon",
     "chunk_size": "chunk_size",
+    "label_map": "label_map",
+    "map": "label_map",
 }
 RUN_SETTINGS = ("k", "beta", "epsilon", "chunk_size")  # TaskSpec fields the LLM never fills
 
@@ -90,7 +92,9 @@ class Form:
     """The draft plus hand-set run settings; `missing` says what to ask for next."""
 
     draft: SpecDraft = field(default_factory=SpecDraft)
-    settings: dict[str, str] = field(default_factory=dict)
+    # TaskSpec fields set by hand: the run settings, and the label map (`label_map` and
+    # `model_label_maps`, as --label-map sets them)
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def merge(self, update: SpecDraft) -> None:
         said = {k: v for k, v in update.model_dump().items() if v not in (None, [], "")}
@@ -106,6 +110,13 @@ class Form:
                 errors.append(f"unknown field {key!r}; fields: {', '.join(FIELDS)}")
             elif name in RUN_SETTINGS:
                 self.settings[name] = value
+            elif name == "label_map":
+                try:
+                    shared, per_model = parse_label_map([value])
+                except ValueError as err:
+                    errors.append(str(err).replace("--label-map", key))
+                else:
+                    self.settings.update(label_map=shared, model_label_maps=per_model)
             else:
                 parsed: object = value or None
                 if name == "labels" and value:
@@ -220,12 +231,18 @@ class ChatSession:
     make_options: Callable[[Path], RunOptions]  # the options of the run in that directory
     run_dir: Path | None = None
     price: Price | None = None  # the reviewer's endpoint's, for the estimate
+    # Form settings every new form starts with (`chat --label-map`: label_map, model_label_maps)
+    preset: dict[str, Any] = field(default_factory=dict)
     form: Form = field(default_factory=Form)
     confirming: bool = False
     store: RunStore | None = None
 
     def __post_init__(self):
         self.reader = SpecReader(self.model) if self.model is not None else None
+        self.form = self.new_form()
+
+    def new_form(self) -> Form:
+        return Form(settings=dict(self.preset))
 
     def handle(self, line: str) -> bool:
         """False when the user asked to leave."""
@@ -242,7 +259,7 @@ class ChatSession:
                 return True
             if word in CANCEL:
                 self.confirming = False
-                self.form = Form()
+                self.form = self.new_form()
                 self.say("Dropped. Describe another job when you like.")
                 return True
         if self.store is not None and not self.confirming and self.form.draft == SpecDraft():
@@ -289,6 +306,7 @@ class ChatSession:
             ("labels", ", ".join(task.labels)),
             ("task", task.description),
             ("reviewer", task.reviewer),
+            ("label_map", format_label_map(task) or "none (models' labels mapped automatically)"),
             ("budget", _money(self.form.draft.max_cost_usd) or "none set"),
             ("k", task.k),
             ("beta", task.beta),
@@ -322,7 +340,7 @@ class ChatSession:
         except USER_ERRORS as err:
             self.say(f"[red]{err}[/]")
             return
-        self.form = Form()
+        self.form = self.new_form()
         self.say(f"run directory: {self.store.root}")
         self.execute(options, resume=False)
 
@@ -369,7 +387,7 @@ class ChatSession:
         if name == "help":
             self.screen.print(HELP, highlight=False, markup=False)
         elif name == "new":
-            self.form, self.confirming = Form(), False
+            self.form, self.confirming = self.new_form(), False
             self.say("Describe the new job.")
         elif name == "open":
             store = RunStore(Path(arg.strip()))

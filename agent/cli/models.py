@@ -10,7 +10,13 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from agent.cli.common import USER_ERRORS, console, fail, open_hub, out
-from agent.cli.options import HubOption
+from agent.cli.options import (
+    HubOption,
+    LabelMapOption,
+    LabelWordsOption,
+    label_map_fields,
+    label_words_field,
+)
 from agent.committee.selection import Candidate, Policy, Selection, choose
 from agent.hub.demo import build_demo_hub
 from agent.store.runstore import prepare_input
@@ -47,7 +53,9 @@ def list_models(hub: HubOption = None, as_json: bool = typer.Option(False, "--js
     out.print(table)
 
 
-def _task(description: str, labels: str, k: int, data: Path | None, text_column: str) -> TaskSpec:
+def _task(
+    description: str, labels: str, k: int, data: Path | None, text_column: str, **fields
+) -> TaskSpec:
     try:
         return TaskSpec(
             description=description,
@@ -55,6 +63,7 @@ def _task(description: str, labels: str, k: int, data: Path | None, text_column:
             k=k,
             data_path=str(data) if data else "",
             text_column=text_column,
+            **fields,
         )
     except ValidationError as err:
         first = err.errors()[0]
@@ -136,11 +145,21 @@ def search_models(
     max_size_mb: float = typer.Option(
         Policy.max_size_bytes / 1e6, "--max-size-mb", help="Weights size budget per model."
     ),
+    label_map: LabelMapOption = None,
+    label_words: LabelWordsOption = None,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Rank a hub's models for a task (eq. 1 + label fit + popularity), validate the top ones on
     your data, and show the committee of k that `run` would pick, with every rejection's reason."""
-    spec = _task(task, labels, k, data, text_column)
+    spec = _task(
+        task,
+        labels,
+        k,
+        data,
+        text_column,
+        label_words=label_words_field(label_words),
+        **label_map_fields(label_map),
+    )
     policy = Policy(
         max_size_bytes=int(max_size_mb * 1e6),
         licenses=frozenset(x.strip() for x in licenses.split(",")) if licenses else None,

@@ -240,6 +240,18 @@ def static_rejection(model: ModelInfo, alignment: Alignment, task: TaskSpec, pol
     return "; ".join(reasons) or None
 
 
+def align_model(model: ModelInfo, task: TaskSpec, propose: Proposer | None = None) -> Alignment:
+    """The model's label map for the task: the user's --label-map first, the label words too."""
+    return align(
+        model.labels,
+        task.labels,
+        model.card,
+        propose,
+        user_map=task.label_map_for(model.id),
+        words=task.label_words,
+    )
+
+
 def rank_candidates(
     hub: ModelHub,
     task: TaskSpec,
@@ -251,12 +263,12 @@ def rank_candidates(
     policy = policy or Policy()
     models = hub.list_models(limit=HUB_LISTING_LIMIT)
     sims = card_similarities(task_query(task), models)
-    alignments = [align(model.labels, task.labels, model.card) for model in models]
+    alignments = [align_model(model, task) for model in models]
     if propose is not None:
         # One LLM call per model is too many on a real hub: ask only for the closest ones.
         unmapped = [i for i, alignment in enumerate(alignments) if not alignment.complete]
         for i in sorted(unmapped, key=lambda i: -sims[i])[:MAX_PROPOSALS]:
-            alignments[i] = align(models[i].labels, task.labels, models[i].card, propose)
+            alignments[i] = align_model(models[i], task, propose)
     candidates = []
     for model, sim, alignment in zip(models, sims, alignments, strict=True):
         parts = {
@@ -303,12 +315,23 @@ def _predict(model_source: str, texts: list[str], policy: Policy) -> tuple[list[
     return labels, multi_label
 
 
+def label_aliases(task: TaskSpec) -> dict[str, list[str]]:
+    """Task label -> what the user said it is: its --label-words word, and the model labels
+    the shared --label-map sends to it (bearish -> [negative]); probes are chosen by them."""
+    aliases: dict[str, list[str]] = {}
+    for task_label, word in task.label_words.items():
+        aliases.setdefault(task_label, []).append(word)
+    for model_label, task_label in task.label_map.items():
+        aliases.setdefault(task_label, []).append(model_label)
+    return aliases
+
+
 def smoke_test(
     candidate: Candidate, texts: list[str], task: TaskSpec, policy: Policy
 ) -> str | None:
     """Run the model on the sample and the probes; record the result on the candidate and
     return why it must be rejected, or None."""
-    probes = probes_for(task.labels)
+    probes = probes_for(task.labels, label_aliases(task))
     started = time.perf_counter()
     try:
         predicted, multi_label = _predict(

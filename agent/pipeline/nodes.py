@@ -112,7 +112,12 @@ def align_labels(state: RunState, runtime: Runtime[Services]) -> dict:
         for m in store.committee()
     ]
     store.write_committee(committee)
-    runtime.context.progress(Aligned(maps={m.id: m.label_map for m in committee}))
+    runtime.context.progress(
+        Aligned(
+            maps={m.id: m.label_map for m in committee},
+            evidence={m.id: m.label_evidence for m in committee},
+        )
+    )
     return {}
 
 

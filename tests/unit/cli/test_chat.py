@@ -161,3 +161,23 @@ def test_the_local_model_fills_the_form(monkeypatch):
     assert draft.labels == ["positive", "negative", "neutral"]
     assert draft.max_cost_usd == 2.0
     assert later.reviewer == "human" and later.data_path == "data/tweets.csv"
+
+
+def test_the_label_map_is_a_form_field_and_the_chat_option_presets_it(data):
+    form = Form()
+    assert form.edit("label_map=negative") == [
+        "label_map takes MODEL_LABEL=TASK_LABEL or MODEL_ID:MODEL_LABEL=TASK_LABEL, not 'negative'"
+    ]
+    form.edit(f"data={data}; column=tweet; labels=bearish,bullish; task=market mood")
+    assert form.edit("map=negative=bearish,org/m:LABEL_1=bullish") == []
+    task = form.task()
+    assert task.label_map == {"negative": "bearish"}
+    assert task.model_label_maps == {"org/m": {"LABEL_1": "bullish"}}
+
+    out = io.StringIO()
+    preset = {"label_map": {"positive": "bullish"}, "model_label_maps": {}}
+    chat = ChatSession(Console(file=out, width=200), None, lambda run_dir: None, preset=preset)
+    chat.handle(f"data={data}; column=tweet; labels=bearish,bullish; task=market mood")
+    assert chat.confirming and "positive=bullish" in out.getvalue()
+    chat.handle("n")  # a new form starts from the preset again
+    assert chat.form.settings["label_map"] == {"positive": "bullish"}

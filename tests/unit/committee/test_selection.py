@@ -309,6 +309,56 @@ def test_models_search_cli_shows_choices_rejections_and_escalation(smoke_hub, tm
     assert "only 2 of the k=3 models needed can do the task" in result.output
 
 
+MARKET = ["bearish", "bullish", "neutral"]
+
+
+def test_models_with_other_label_names_are_selected_only_through_the_label_map(smoke_hub):
+    hub = LocalHub(smoke_hub)
+    spec = task("market sentiment of tweets", MARKET, k=2)
+    ranked = rank_candidates(hub, spec)
+    assert all(c.rejected.startswith("cannot predict bearish, bullish") for c in ranked)
+
+    user = spec.model_copy(update={"label_map": {"negative": "bearish", "positive": "bullish"}})
+    chosen, ranked = select(hub, user, sample_texts())
+    assert [c.model.id for c in chosen] == [ID["a"], ID["b"]]
+    saved = chosen[0].to_json()
+    assert saved["label_map"] == {
+        "negative": "bearish",
+        "neutral": "neutral",
+        "positive": "bullish",
+    }
+    assert saved["label_evidence"] == {"negative": "user", "neutral": "exact", "positive": "user"}
+
+    # The per-model form maps that model only.
+    one = spec.model_copy(
+        update={
+            "k": 1,
+            "model_label_maps": {ID["b"]: {"negative": "bearish", "positive": "bullish"}},
+        }
+    )
+    chosen, ranked = select(hub, one, sample_texts())
+    assert [c.model.id for c in chosen] == [ID["b"]]
+    assert by_id(ranked)[ID["a"]].rejected.startswith("cannot predict bearish, bullish")
+
+
+def test_models_search_takes_the_label_map(smoke_hub, tmp_path):
+    data = tmp_path / "tweets.csv"
+    data.write_text("text\n" + "\n".join(sample_texts()) + "\n", encoding="utf-8")
+    args = ["models", "search", "market sentiment of tweets", "--labels", ",".join(MARKET)]
+    args += ["--hub", str(smoke_hub), "--k", "2", "--data", str(data), "--json"]
+    result = CliRunner().invoke(app, [*args, "--label-map", "negative=bearish,positive=bullish"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["chosen"] == [ID["a"], ID["b"]]
+
+
+def test_label_words_feed_alignment_as_well_as_review(smoke_hub):
+    words = {"bearish": "negative", "bullish": "positive"}
+    spec = task("market sentiment of tweets", MARKET, k=2).model_copy(update={"label_words": words})
+    chosen, _ = select(LocalHub(smoke_hub), spec, sample_texts())
+    assert [c.model.id for c in chosen] == [ID["a"], ID["b"]]
+    assert chosen[0].alignment.evidence["positive"] == "label word: bullish is shown as positive"
+
+
 def test_an_llm_proposal_rescues_generic_labels_for_the_closest_models_only(tmp_path, monkeypatch):
     import agent.committee.selection
 

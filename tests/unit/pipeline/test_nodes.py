@@ -56,7 +56,10 @@ def test_an_old_runs_committee_is_read_aligned_and_voted_with(tmp_path):
     assert nodes.align_labels(state, runtime(events)) == {}
     selected, aligned = events
     assert selected == Selected(models=["org/a", "org/b"], expected_escalation=0.25)
-    assert aligned == Aligned(maps={m["id"]: m["label_map"] for m in old})
+    assert aligned == Aligned(
+        maps={m["id"]: m["label_map"] for m in old},
+        evidence={m["id"]: m["label_evidence"] for m in old},
+    )
 
     saved = json.loads(store.models_path.read_text())
     inverse = [{"neg": "NEG", "pos": "POS"}, {"neg": "LABEL_0", "pos": "LABEL_1"}]
