@@ -99,6 +99,9 @@ def _smoke(candidate: Candidate) -> str:
     if smoke.error:
         return "crashed"
     shares = ", ".join(f"{label} {share:.0%}" for label, share in smoke.label_share.items())
+    if smoke.distance is not None and smoke.reference:
+        against = "gold" if smoke.reference.startswith("the gold") else "the others"
+        shares += f"; {smoke.distance:.2f} from {against}"
     probes = f"; probes {smoke.probes.correct}/{smoke.probes.total}" if smoke.probes.total else ""
     return shares + probes
 
@@ -139,6 +142,12 @@ def search_models(
         None, "--data", help="Smoke-test candidates on up to 50 rows of this file."
     ),
     text_column: str = typer.Option("text", "--text-column"),
+    gold_column: str = typer.Option(
+        None,
+        "--gold-column",
+        help="Known labels in --data: the smoke test compares each model's labels with them "
+        "(default: with the other candidates' votes).",
+    ),
     licenses: str = typer.Option(
         None, "--licenses", help="Allowed licence ids, comma-separated. Default: any."
     ),
@@ -157,6 +166,7 @@ def search_models(
         k,
         data,
         text_column,
+        gold_column=gold_column,
         label_words=label_words_field(label_words),
         **label_map_fields(label_map),
     )
@@ -165,9 +175,11 @@ def search_models(
         licenses=frozenset(x.strip() for x in licenses.split(",")) if licenses else None,
     )
     try:
-        texts = prepare_input(spec)["text"].tolist() if data else None
+        rows = prepare_input(spec) if data else None
+        texts = rows["text"].tolist() if rows is not None else None
+        gold = rows["gold"].tolist() if rows is not None and "gold" in rows else None
         selection = choose(
-            open_hub(hub, lambda line: console.print(line)), spec, texts, policy=policy
+            open_hub(hub, lambda line: console.print(line)), spec, texts, gold=gold, policy=policy
         )
     except USER_ERRORS as err:
         fail(str(err))

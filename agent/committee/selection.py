@@ -11,11 +11,23 @@ every row it disagrees on is escalated. So each hub model is
    size budget;
 3. smoke-tested in score order, when sample texts are given: loaded in-process, run on up to
    `Policy.smoke_rows` of them plus probe texts of obvious label, and rejected when it
-   crashes, is multi-label, answers one label for almost everything, never answers one of the
-   task's labels (on the sample or the probes: a label rare in the user's data must not sink
-   every model), or gets the obvious probes mostly wrong;
+   crashes, is multi-label, is degenerate (below), never answers one of the task's labels (on
+   the sample or the probes: a label rare in the user's data must not sink every model), or
+   gets the obvious probes mostly wrong;
 4. picked for diversity: a model trained from the same base on the same data as one already
    chosen waits until no alternative is left.
+
+Degenerate means: the model's label distribution on the sample is far from a reference
+distribution on the same rows, not that one label is frequent (on data that is 70% neutral a
+good model answers neutral 70% of the time). The reference is the gold labels of those rows
+when the task has a gold column with values on at least `Policy.min_reference_rows` of them;
+else the committee's view: the votes of the other candidates that have run on the sample and
+not been rejected, pooled (when fewer than `Policy.peers` have, the next ones in score order
+run early; they would run anyway). Far means a total variation distance (half the summed
+absolute differences of the two distributions' label shares) above `Policy.max_distance`,
+0.5: all one label where the reference spreads evenly over three labels is 0.67 away; a model
+answering neutral for 96% of rows that are 70% neutral, 0.26. With no reference (no gold, no
+other candidate runs) the check is skipped; the probes and "never answers" still apply.
 
 From the chosen models' smoke-sample votes comes the expected escalation rate: the share of
 sample rows the committee would route to review (U(x) >= ε), known before any run.
@@ -60,30 +72,57 @@ class Policy:
     max_size_bytes: int | None = 2 * 1024**3  # weights only; ~500M parameters in fp32
     licenses: frozenset[str] | None = None  # allowed licence ids; None: any licence
     smoke_rows: int = 50
-    max_label_share: float = 0.95  # one label for more of the sample than this: degenerate
+    # Degenerate: the sample's label shares this far (total variation) from the reference's.
+    max_distance: float = 0.5
+    min_reference_rows: int = 10  # sample rows with a gold label, for gold to be the reference
+    peers: int = 2  # other candidates whose votes make the committee's view
     min_probe_accuracy: float = 0.5  # below this on obvious probes: the model or its map is wrong
     max_smoke_tests: int = 12  # each may download a model; stop looking after this many
     batch_size: int = 16
     max_length: int = 128
 
 
+def shares(labels: Sequence[str]) -> dict[str, float]:
+    """Label -> its share of `labels`, most common first."""
+    counts = Counter(labels)
+    return {label: n / len(labels) for label, n in counts.most_common()}
+
+
+def total_variation(p: dict[str, float], q: dict[str, float]) -> float:
+    """Half the summed absolute differences of two label distributions: 0 same, 1 disjoint."""
+    return sum(abs(p.get(label, 0.0) - q.get(label, 0.0)) for label in set(p) | set(q)) / 2
+
+
 @dataclass(frozen=True)
+class Reference:
+    """What a model's sample labels are compared with: the labels each sample row has (its
+    gold label, or the other candidates' votes pooled; none: the row is not compared)."""
+
+    name: str  # "the gold labels", "the other candidates' pooled votes (a, b)"
+    votes: list[list[str]]
+
+
+@dataclass
 class SmokeResult:
     rows: int  # sample rows the model labeled
     predictions: list[str]  # task labels, one per sample row
     probes: ProbeCheck
     seconds: float
     error: str | None = None  # why loading or running failed
+    probe_answers: list[str] = field(default_factory=list)  # task labels, one per probe
+    reference: str | None = None  # what the label distribution was compared with
+    distance: float | None = None  # total variation from it, on the rows it has labels for
 
     @property
     def label_share(self) -> dict[str, float]:
-        counts = Counter(self.predictions)
-        return {label: n / self.rows for label, n in counts.most_common()}
+        return shares(self.predictions) if self.predictions else {}
 
     def to_json(self) -> dict:
         return {
             "rows": self.rows,
             "label_share": {k: round(v, 3) for k, v in self.label_share.items()},
+            "reference": self.reference,
+            "distance": round(self.distance, 3) if self.distance is not None else None,
             "probe_accuracy": (
                 round(self.probes.accuracy, 3) if self.probes.accuracy is not None else None
             ),
@@ -281,9 +320,9 @@ def rank_candidates(
     return sorted(candidates, key=lambda c: (c.rejected is not None, -c.score))
 
 
-def smoke_sample(texts: Sequence[object], rows: int, seed: int) -> list[str]:
-    """Up to `rows` non-empty texts, drawn reproducibly from the whole list."""
-    usable = [t for t in texts if isinstance(t, str) and t.strip()]
+def smoke_sample(texts: Sequence[object], rows: int, seed: int) -> list[int]:
+    """Positions of up to `rows` non-empty texts, drawn reproducibly from the whole list."""
+    usable = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
     if len(usable) <= rows:
         return usable
     return random.Random(seed).sample(usable, rows)
@@ -326,11 +365,9 @@ def label_aliases(task: TaskSpec) -> dict[str, list[str]]:
     return aliases
 
 
-def smoke_test(
-    candidate: Candidate, texts: list[str], task: TaskSpec, policy: Policy
-) -> str | None:
-    """Run the model on the sample and the probes; record the result on the candidate and
-    return why it must be rejected, or None."""
+def run_smoke(candidate: Candidate, texts: list[str], task: TaskSpec, policy: Policy) -> str | None:
+    """Run the model on the sample and the probes and record what it answered on the
+    candidate; return why it must be rejected before its answers are judged, or None."""
     probes = probes_for(task.labels, label_aliases(task))
     started = time.perf_counter()
     try:
@@ -347,27 +384,84 @@ def smoke_test(
     unknown = sorted(set(predicted) - set(candidate.alignment.mapping))
     if unknown:
         return f"smoke test: answers {', '.join(unknown)}, which the hub's label list lacks"
-    mapped = [candidate.alignment.mapping[label] for label in predicted[: len(texts)]]
+    mapping = candidate.alignment.mapping
+    answers = [mapping[label] or "" for label in predicted]
     check = check_probes(candidate.alignment, probes, predicted[len(texts) :])
-    result = SmokeResult(len(texts), mapped, check, time.perf_counter() - started)
-    candidate.smoke = result
+    candidate.smoke = SmokeResult(
+        rows=len(texts),
+        predictions=answers[: len(texts)],
+        probes=check,
+        seconds=time.perf_counter() - started,
+        probe_answers=answers[len(texts) :],
+    )
     if multi_label:
         return "multi-label model (independent sigmoids): its top label is not a class decision"
-    top, share = next(iter(result.label_share.items()))
-    if share > policy.max_label_share:
-        return f"smoke test: answers {top} for {share:.0%} of {result.rows} sample texts"
-    answered = set(mapped) | {
-        candidate.alignment.mapping[label] for label in predicted[len(texts) :]
-    }
+    return None
+
+
+def _percent(distribution: dict[str, float]) -> str:
+    return ", ".join(f"{label} {share:.0%}" for label, share in sorted(distribution.items()))
+
+
+def degenerate(smoke: SmokeResult, reference: Reference, policy: Policy) -> str | None:
+    """Why the model's label distribution is too far from the reference's on the same rows,
+    or None; the distance and what was compared are recorded on `smoke`."""
+    rows = [i for i, votes in enumerate(reference.votes) if votes]
+    if not rows:
+        return None
+    ours = shares([smoke.predictions[i] for i in rows])
+    theirs = shares([label for i in rows for label in reference.votes[i]])
+    smoke.reference, smoke.distance = reference.name, total_variation(ours, theirs)
+    if smoke.distance <= policy.max_distance:
+        return None
+    return (
+        f"smoke test: its labels on {len(rows)} sample texts ({_percent(ours)}) are far from "
+        f"{reference.name} on the same texts ({_percent(theirs)}): total variation "
+        f"{smoke.distance:.2f} > {policy.max_distance}"
+    )
+
+
+def judge_smoke(
+    candidate: Candidate, task: TaskSpec, policy: Policy, reference: Reference | None
+) -> str | None:
+    """Why the answers `run_smoke` recorded reject the model, or None."""
+    smoke = candidate.smoke
+    assert smoke is not None, "run_smoke first"
+    if reference is not None:
+        reason = degenerate(smoke, reference, policy)
+        if reason:
+            return reason
+    answered = set(smoke.predictions) | set(smoke.probe_answers)
     never = [label for label in task.labels if label not in answered]
     if never:
-        return f"smoke test: never answers {', '.join(never)} ({result.rows} texts + probes)"
+        return f"smoke test: never answers {', '.join(never)} ({smoke.rows} texts + probes)"
+    check = smoke.probes
     if check.accuracy is not None and check.accuracy < policy.min_probe_accuracy:
         return (
             f"smoke test: {check.correct}/{check.total} obvious probes right "
             f"({'; '.join(check.flags)})"
         )
     return None
+
+
+def gold_reference(gold: Sequence[object] | None, policy: Policy) -> Reference | None:
+    """The sample's gold labels, when enough of its rows have one."""
+    if gold is None:
+        return None
+    votes = [[g] if isinstance(g, str) and g.strip() else [] for g in gold]
+    if sum(bool(v) for v in votes) < policy.min_reference_rows:
+        return None
+    return Reference("the gold labels", votes)
+
+
+def committee_reference(peers: Sequence[Candidate]) -> Reference | None:
+    """The committee's view: on every sample row, the answers of `peers` pooled."""
+    answers = {c.model.id: c.smoke.predictions for c in peers if c.smoke and c.smoke.predictions}
+    if not answers:
+        return None
+    votes = [list(row) for row in zip(*answers.values(), strict=True)]
+    names = ", ".join(answers)
+    return Reference(f"the other candidates' pooled votes ({names})", votes)
 
 
 def expected_escalation(committee: Sequence[Candidate], task: TaskSpec) -> float | None:
@@ -385,34 +479,58 @@ def choose(
     task: TaskSpec,
     texts: Sequence[object] | None = None,
     *,
+    gold: Sequence[object] | None = None,
     policy: Policy | None = None,
     propose: Proposer | None = None,
 ) -> Selection:
     """Rank, smoke-test in score order and pick up to k diverse models; never raises for
-    too few (the Selection says so), so callers can show every reason."""
+    too few (the Selection says so), so callers can show every reason. `gold`: the known
+    label of each text (None where unknown), the smoke test's reference when given."""
     started = time.perf_counter()
     policy = policy or Policy()
     ranked = rank_candidates(hub, task, policy=policy, propose=propose)
-    sample = smoke_sample(texts, policy.smoke_rows, task.seed) if texts is not None else []
-    smoke_tests = 0
+    rows = smoke_sample(texts, policy.smoke_rows, task.seed) if texts is not None else []
+    sample = [str(texts[i]) for i in rows] if texts is not None else []
+    by_gold = gold_reference([gold[i] for i in rows], policy) if gold is not None else None
+    acceptable = [c for c in ranked if c.rejected is None]
+    loaded: list[Candidate] = []  # in the order they ran on the sample
 
-    def may_test() -> bool:
-        return not sample or smoke_tests < policy.max_smoke_tests
+    def may_test(candidate: Candidate) -> bool:
+        return not sample or candidate.smoke is not None or len(loaded) < policy.max_smoke_tests
+
+    def ran(candidate: Candidate) -> bool:
+        """Run the candidate on the sample once; False when that alone rejects it."""
+        if candidate.smoke is None and candidate.rejected is None:
+            loaded.append(candidate)
+            candidate.rejected = run_smoke(candidate, sample, task, policy)
+        return candidate.rejected is None
+
+    def reference(candidate: Candidate) -> Reference | None:
+        if by_gold is not None:
+            return by_gold
+        peers = [c for c in loaded if c is not candidate and c.rejected is None]
+        for other in acceptable:  # run the next candidates early: they would run anyway
+            if len(peers) >= policy.peers or len(loaded) >= policy.max_smoke_tests:
+                break
+            if other is not candidate and other.smoke is None and ran(other):
+                peers.append(other)
+        return committee_reference(peers)
 
     def passes(candidate: Candidate) -> bool:
-        nonlocal smoke_tests
         if not sample:
             return True
-        smoke_tests += 1
-        candidate.rejected = smoke_test(candidate, sample, task, policy)
+        if ran(candidate):
+            candidate.rejected = judge_smoke(candidate, task, policy, reference(candidate))
         return candidate.rejected is None
 
     chosen: list[Candidate] = []
     waiting: list[Candidate] = []  # same lineage as a chosen model: used only if nothing else
-    for candidate in [c for c in ranked if c.rejected is None]:
+    for candidate in acceptable:
+        if candidate.rejected is not None:  # run early as a peer, and that rejected it
+            continue
         if len(chosen) == task.k:
             candidate.note = f"not needed: the {task.k} chosen models rank higher"
-        elif not may_test():
+        elif not may_test(candidate):
             candidate.note = f"not smoke-tested: the limit of {policy.max_smoke_tests} was reached"
         elif candidate.lineage and candidate.lineage in {c.lineage for c in chosen}:
             waiting.append(candidate)
@@ -420,7 +538,7 @@ def choose(
             chosen.append(candidate)
     for candidate in waiting:
         twin = next(c for c in chosen if c.lineage == candidate.lineage)
-        if len(chosen) < task.k and may_test():
+        if len(chosen) < task.k and may_test(candidate):
             if passes(candidate):
                 candidate.note = f"same base model and data as {twin.model.id}; no alternative"
                 chosen.append(candidate)
@@ -447,15 +565,17 @@ def select(
     task: TaskSpec,
     texts: Sequence[object] | None = None,
     *,
+    gold: Sequence[object] | None = None,
     policy: Policy | None = None,
     propose: Proposer | None = None,
 ) -> tuple[list[Candidate], list[Candidate]]:
     """(chosen Top-k, everything considered); raises when fewer than k models can do the task.
 
     With `texts` (the user's rows; blanks are skipped) every chosen model has passed the smoke
-    test and carries the committee's expected escalation rate.
+    test and carries the committee's expected escalation rate; `gold` (a label or None per
+    text) is then the smoke test's reference.
     """
-    selection = choose(hub, task, texts, policy=policy, propose=propose)
+    selection = choose(hub, task, texts, gold=gold, policy=policy, propose=propose)
     if selection.short:
         reasons = "; ".join(f"{c.model.id}: {c.rejected}" for c in selection.ranked if c.rejected)[
             :800

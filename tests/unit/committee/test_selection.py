@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -244,8 +245,11 @@ def test_smoke_test_rejects_each_failure_with_its_reason(smoke_hub):
     assert [c.model.id for c in selection.chosen] == [ID["a"], ID["b"]]
     assert selection.sample_rows == 50
     reasons = {c.model.id: c.rejected for c in selection.ranked if c.rejected}
-    assert (
-        reasons[ID["always-neutral"]] == "smoke test: answers neutral for 100% of 50 sample texts"
+    # Degenerate: far from what the next two candidates, run early for it, answer together.
+    assert reasons[ID["always-neutral"]] == (
+        "smoke test: its labels on 50 sample texts (neutral 100%) are far from the other "
+        f"candidates' pooled votes ({ID['never-neutral']}, {ID['swapped']}) on the same texts "
+        "(negative 50%, neutral 16%, positive 34%): total variation 0.84 > 0.5"
     )
     assert reasons[ID["never-neutral"]].startswith("smoke test: never answers neutral")
     assert reasons[ID["swapped"]] == (
@@ -255,6 +259,77 @@ def test_smoke_test_rejects_each_failure_with_its_reason(smoke_hub):
     assert reasons[ID["multi-label"]].startswith("multi-label model")
     assert reasons[ID["broken"]].startswith("smoke test crashed (")
     assert len(reasons) == 5
+
+
+def skewed_sample() -> tuple[list[str], list[str]]:
+    """50 texts, 70% neutral, 26% negative: (texts, gold); b does not know the negative words."""
+    texts, gold = [], []
+    for i in range(50):
+        subject = SUBJECTS[i % len(SUBJECTS)]
+        if i % 10 < 7:
+            texts.append(f"{subject} is at {i} pm on the news")
+            gold.append("neutral")
+        elif i < 48:
+            texts.append(f"{subject} was {B_MISSES[i % 2]} today")
+            gold.append("negative")
+        else:
+            texts.append(f"{subject} was {POSITIVE_WORDS[i % len(POSITIVE_WORDS)]} today")
+            gold.append("positive")
+    return texts, gold
+
+
+@pytest.mark.parametrize("with_gold", [True, False])
+def test_a_model_right_about_a_skewed_sample_is_kept(smoke_hub, with_gold):
+    texts, gold = skewed_sample()
+    assert gold.count("neutral") == 35 and gold.count("negative") == 13
+    spec = task("sentiment of tweets", SENTIMENT, k=2)
+    selection = choose(LocalHub(smoke_hub), spec, texts, gold=gold if with_gold else None)
+    assert [c.model.id for c in selection.chosen] == [ID["a"], ID["b"]]
+    a, b = selection.chosen
+    # a is right: neutral for 70% of the rows, as the gold labels say.
+    assert a.smoke.label_share["neutral"] == pytest.approx(0.7)
+    # b misses every negative word here and answers neutral for 96% of the rows, which a fixed
+    # share of one label (95%) called degenerate; 0.26 from the reference is not far.
+    assert b.smoke.label_share["neutral"] == pytest.approx(0.96)
+    assert b.smoke.distance == pytest.approx(0.26)
+    reference = (
+        "the gold labels" if with_gold else f"the other candidates' pooled votes ({ID['a']})"
+    )
+    assert b.smoke.reference == reference
+    assert b.to_json()["smoke"]["reference"] == reference
+    reasons = {c.model.id: c.rejected for c in selection.ranked if c.rejected}
+    assert len(reasons) == 5
+    if with_gold:
+        # Never neutral where the gold labels are 70% neutral: far, and the reason says so.
+        assert reasons[ID["never-neutral"]].startswith("smoke test: its labels on 50 sample texts")
+        assert (
+            "far from the gold labels on the same texts (negative 26%, neutral 70%, positive 4%)"
+            in (reasons[ID["never-neutral"]])
+        )
+
+
+def test_models_search_compares_with_the_gold_column(smoke_hub, tmp_path):
+    texts, gold = skewed_sample()
+    data = tmp_path / "tweets.csv"
+    pd.DataFrame({"text": texts, "label": gold}).to_csv(data, index=False)
+    args = ["models", "search", "sentiment of tweets", "--labels", ",".join(SENTIMENT)]
+    args += ["--hub", str(smoke_hub), "--k", "2", "--data", str(data), "--gold-column", "label"]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["chosen"] == [ID["a"], ID["b"]]
+    assert report["candidates"][1]["smoke"]["reference"] == "the gold labels"
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "250"})
+    assert "neutral 96%, positive 4%; 0.26 from gold" in result.output
+
+
+def test_gold_on_too_few_sample_rows_leaves_the_reference_to_the_committee(smoke_hub):
+    texts, gold = skewed_sample()
+    few = [g if i < 9 else None for i, g in enumerate(gold)]  # 9 < Policy.min_reference_rows
+    selection = choose(
+        LocalHub(smoke_hub), task("sentiment of tweets", SENTIMENT, k=2), texts, gold=few
+    )
+    assert selection.chosen[1].smoke.reference.startswith("the other candidates' pooled votes")
 
 
 def test_expected_escalation_is_the_share_of_sample_rows_the_committee_disagrees_on(smoke_hub):
@@ -301,7 +376,9 @@ def test_models_search_cli_shows_choices_rejections_and_escalation(smoke_hub, tm
     result = search(2)
     assert result.exit_code == 0, result.output
     assert ID["a"] in result.output and "chosen" in result.output
-    assert "answers neutral for 100% of 50 sample texts" in result.output
+    status = " ".join(result.output.replace("│", " ").split())  # the table wraps the reasons
+    assert "neutral 100%; 0.84 from the others" in status
+    assert "its labels on 50 sample texts (neutral 100%) are far from the other" in status
     assert "expected escalation:" in result.output
 
     result = search(3)
