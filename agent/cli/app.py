@@ -57,6 +57,7 @@ from agent.cli.review import answer_interrupt
 from agent.cli.review import review as review_command
 from agent.cli.sandbox import sandbox_app
 from agent.cli.scripts import scripts_app
+from agent.committee.selection import SelectionError
 from agent.hub.demo import TASK_LABELS, demo_input
 from agent.pipeline.evaluate import ablation
 from agent.pipeline.evaluate import evaluate as run_eval
@@ -247,6 +248,11 @@ def run(
                 soft_wrap=True,
             )
         metrics = _execute(store, options, resume=False, quiet=quiet)
+    except SelectionError as err:
+        # The fix changes the task, which a resume keeps: the run starts over, and this one
+        # has labeled nothing.
+        where = f" ({store.root} holds no labels; remove it)" if store else ""
+        fail(f"{err.summary}; then run again{where}\n{err.details}".rstrip())
     except USER_ERRORS as err:
         # Past its creation the run directory is whole (every step is checkpointed): say how
         # to continue once the cause is fixed.

@@ -23,12 +23,14 @@ from langchain_core.messages import HumanMessage, SystemMessage, ToolMessage
 from pydantic import BaseModel, Field, ValidationError
 from rich.console import Console
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.table import Table
 
 from agent.cli import chat_tools
 from agent.cli.common import USER_ERRORS
 from agent.cli.progress import ProgressView
 from agent.cli.review import answer_interrupt, review_items
+from agent.committee.selection import SelectionError
 from agent.llm.endpoint import LLMUnavailable, make_chat_model, resolve_endpoint
 from agent.llm.local_server import open_endpoint
 from agent.llm.pricing import Price, price_table
@@ -236,6 +238,7 @@ class ChatSession:
     form: Form = field(default_factory=Form)
     confirming: bool = False
     store: RunStore | None = None
+    last_form: Form | None = None  # the form of the run just started, back if selection fails
 
     def __post_init__(self):
         self.reader = SpecReader(self.model) if self.model is not None else None
@@ -340,7 +343,7 @@ class ChatSession:
         except USER_ERRORS as err:
             self.say(f"[red]{err}[/]")
             return
-        self.form = self.new_form()
+        self.last_form, self.form = self.form, self.new_form()
         self.say(f"run directory: {self.store.root}")
         self.execute(options, resume=False)
 
@@ -357,6 +360,9 @@ class ChatSession:
             except KeyboardInterrupt:
                 self.say("paused at the last checkpoint; /resume continues")
                 return
+            except SelectionError as err:
+                self.selection_failed(err)
+                return
             except USER_ERRORS as err:
                 self.say(f"[red]{err}[/] (fix it, then /resume)")
                 return
@@ -368,6 +374,24 @@ class ChatSession:
             f"done: {status['rows']} rows, labels by source {status['labels_by_source']}; "
             f"labels in {self.store.labels_csv_path}. Ask me about the run, or /report."
         )
+
+    def selection_failed(self, err: SelectionError) -> None:
+        """No committee: the fix changes the task, so the form comes back with the edit to
+        make, and `y` starts a new run (the failed one labeled nothing)."""
+        self.say(f"[red]{escape(err.summary)}[/]")
+        if err.details:
+            self.say(f"[dim]{escape(err.details)}[/]")
+        if self.last_form is None:
+            self.say("Start a new job with the fix: /new")
+            return
+        self.form, self.last_form, self.store = self.last_form, None, None
+        edit = "; ".join(f"{name}={value}" for name, value in err.fix.items())
+        self.say(
+            f"Fix the form (`{edit}`), then `y` for a new run."
+            if edit
+            else "Edit the form, then `y` for a new run."
+        )
+        self.show_form()
 
     # ---- questions ----------------------------------------------------------------------
     def ask(self, question: str) -> None:

@@ -17,7 +17,7 @@ from agent.cli.options import (
     label_map_fields,
     label_words_field,
 )
-from agent.committee.selection import Candidate, Policy, Selection, choose
+from agent.committee.selection import Candidate, Policy, Selection, choose, selection_failure
 from agent.hub.demo import build_demo_hub
 from agent.store.runstore import prepare_input
 from agent.task import TaskSpec
@@ -178,9 +178,9 @@ def search_models(
         rows = prepare_input(spec) if data else None
         texts = rows["text"].tolist() if rows is not None else None
         gold = rows["gold"].tolist() if rows is not None and "gold" in rows else None
-        selection = choose(
-            open_hub(hub, lambda line: console.print(line)), spec, texts, gold=gold, policy=policy
-        )
+        opened = open_hub(hub, lambda line: console.print(line))
+        hub_name = opened.name
+        selection = choose(opened, spec, texts, gold=gold, policy=policy)
     except USER_ERRORS as err:
         fail(str(err))
     if as_json:
@@ -206,8 +206,5 @@ def search_models(
             )
         out.print(f"selection took {selection.seconds:.1f} s")
     if selection.short:
-        fail(
-            f"only {len(selection.chosen)} of the k={spec.k} models needed can do the task; "
-            "lower --k, relax --licenses/--max-size-mb, or use another --hub",
-            code=1,
-        )
+        # The table above shows every reason: the one line says what would fix it.
+        fail(selection_failure(selection, spec, hub_name, policy).summary, code=1)

@@ -313,6 +313,59 @@ def _spelled(name: str) -> str | None:
     )
 
 
+# Task-label names that lean the way a sentiment does, to suggest a --label-map when a model
+# says negative/positive and the task bearish/bullish; only ever a suggestion to the user.
+LEANINGS: dict[str, tuple[str, ...]] = {
+    "negative": ("bearish", "bear", "down", "sell", "fall", "bad", "con", "against", "loss"),
+    "positive": ("bullish", "bull", "up", "buy", "rise", "good", "pro", "for", "gain"),
+    "neutral": ("hold", "flat", "none", "mixed", "other", "neither"),
+}
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A --label-map that would let a model cover the task: model label -> task label."""
+
+    pairs: dict[str, str]
+    by_order: bool  # some pairs only follow the order of the labels, with nothing to back them
+
+
+def suggest_label_map(
+    alignment: Alignment, task_labels: Sequence[str], words: Mapping[str, str] | None = None
+) -> Suggestion | None:
+    """Pairs for the model labels nothing maps (or only an LLM guess does) and the task labels
+    nothing reaches, one to one: by leaning (negative -> bearish), else in label order. None
+    when the counts differ (a many-to-one map is the user's to say)."""
+    words = words or {}
+    fixed = {
+        m: t
+        for m, t in alignment.mapping.items()
+        if t is not None and not alignment.evidence.get(m, "").startswith(PROPOSED)
+    }
+    free = [m for m in alignment.mapping if m not in fixed]
+    missing = [t for t in task_labels if t not in set(fixed.values())]
+    if not free or len(free) != len(missing):
+        return None
+    pairs: dict[str, str] = {}
+    for model_label in free:
+        leaning = LEANINGS.get(_spelled(model_label) or "", ())
+        target = next(
+            (
+                t
+                for t in missing
+                if t not in pairs.values()
+                and {normalize(t), normalize(words.get(t, t))} & {normalize(x) for x in leaning}
+            ),
+            None,
+        )
+        if target is not None:
+            pairs[model_label] = target
+    rest = [t for t in missing if t not in pairs.values()]
+    unpaired = [m for m in free if m not in pairs]
+    pairs.update(zip(unpaired, rest, strict=True))
+    return Suggestion({m: pairs[m] for m in free}, by_order=bool(unpaired))
+
+
 def probes_for(
     task_labels: Sequence[str], aliases: Mapping[str, Sequence[str]] | None = None
 ) -> list[tuple[str, str]]:

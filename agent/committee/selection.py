@@ -45,7 +45,16 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from agent.committee.consensus import route, uncertainty
-from agent.committee.labels import Alignment, ProbeCheck, Proposer, align, check_probes, probes_for
+from agent.committee.labels import (
+    GENERIC,
+    Alignment,
+    ProbeCheck,
+    Proposer,
+    align,
+    check_probes,
+    probes_for,
+    suggest_label_map,
+)
 from agent.errors import UserError
 from agent.hub.protocol import ModelHub, ModelInfo
 from agent.task import TaskSpec
@@ -59,10 +68,23 @@ HUB_LISTING_LIMIT = 200
 MAX_PROPOSALS = 10  # LLM label-map proposals per selection, for the most similar unmapped models
 MAX_PASSAGES = 8
 MIN_PASSAGE_CHARS = 20  # shorter paragraphs are headings and badges
+CLOSEST = 3  # candidates a failed selection names, best score first
+DETAILS_CHARS = 1200  # of every candidate's reason, on the failure's second line
 
 
 class SelectionError(UserError, RuntimeError):
-    """Not enough models on the hub can do the task."""
+    """Not enough models on the hub can do the task.
+
+    `summary` is the line for the user: the closest candidates, what each lacks and the
+    option that would fix it; `details` every candidate's reason (a second line); `fix` what
+    that option sets, by TaskSpec field, as typed (`{"label_map": "negative=bearish", "k": "2"}`)
+    so a front end other than the command line can say it its own way."""
+
+    def __init__(self, summary: str, details: str = "", fix: dict[str, str] | None = None):
+        super().__init__(f"{summary}\n{details}" if details else summary)
+        self.summary = summary
+        self.details = details
+        self.fix = dict(fix or {})
 
 
 @dataclass(frozen=True)
@@ -560,6 +582,118 @@ def choose(
     )
 
 
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def lacks(candidate: Candidate, task: TaskSpec) -> str:
+    """What keeps a candidate out, shortest first: the task labels it cannot predict."""
+    alignment = candidate.alignment
+    unmapped = [m for m, t in alignment.mapping.items() if t is None]
+    if not alignment.covers(task.labels):
+        text = f"cannot predict {', '.join(alignment.missing(task.labels))}"
+        return text + (f"; its {', '.join(unmapped)} map to none" if unmapped else "")
+    if unmapped:
+        return f"its {', '.join(unmapped)} map to none of the labels"
+    return _clip(candidate.rejected or candidate.note or "not chosen", 100)
+
+
+def _label_map_fix(
+    selection: Selection, task: TaskSpec, policy: Policy
+) -> tuple[str, int, bool] | None:
+    """(--label-map items, models it lets through the label check, whether a pair only follows
+    the label order) for the closest candidates whose labels are the problem; None if none."""
+    unchosen = [c for c in selection.ranked if not c.chosen]
+    label_bound = [
+        c for c in unchosen if not (c.alignment.covers(task.labels) and c.alignment.complete)
+    ]
+    shared: dict[str, str] = {}
+    per_model: dict[str, dict[str, str]] = {}
+    by_order = False
+
+    def through() -> int:
+        trial = task.model_copy(
+            update={
+                "label_map": {**task.label_map, **shared},
+                "model_label_maps": {**task.model_label_maps, **per_model},
+            }
+        )
+        return sum(
+            static_rejection(c.model, align_model(c.model, trial), trial, policy) is None
+            for c in label_bound
+        )
+
+    passed = 0
+    for candidate in label_bound:
+        if len(selection.chosen) + passed >= task.k:
+            break
+        suggestion = suggest_label_map(candidate.alignment, task.labels, task.label_words)
+        if suggestion is None:
+            continue
+        pairs = suggestion.pairs
+        before = dict(shared), dict(per_model)
+        if suggestion.by_order or any(GENERIC.match(m.strip()) for m in pairs):
+            per_model[candidate.model.id] = pairs  # what LABEL_0 means is one model's own
+        elif all(shared.get(m, t) == t for m, t in pairs.items()):
+            shared.update(pairs)
+        else:
+            continue
+        now = through()
+        if now <= passed:  # kept out by something else too (its licence, its size)
+            shared, per_model = before
+            continue
+        passed, by_order = now, by_order or suggestion.by_order
+    if not passed:
+        return None
+    items = [f"{m}={t}" for m, t in shared.items()]
+    items += [f"{model}:{m}={t}" for model, pairs in per_model.items() for m, t in pairs.items()]
+    return ",".join(items), passed, by_order
+
+
+def selection_failure(
+    selection: Selection, task: TaskSpec, hub_name: str, policy: Policy | None = None
+) -> SelectionError:
+    """Why fewer than k models were chosen, as one line that names the closest candidates,
+    what each lacks and the option that would fix it, and a second with every reason."""
+    policy = policy or Policy()
+    have, k = len(selection.chosen), task.k
+    labels = ", ".join(task.labels)
+    unchosen = [c for c in selection.ranked if not c.chosen]
+    closest = ", ".join(f"{c.model.id} ({lacks(c, task)})" for c in unchosen[:CLOSEST])
+    fixes: list[str] = []
+    fix: dict[str, str] = {}
+    mapped = _label_map_fix(selection, task, policy)
+    if mapped is not None:
+        items, through, by_order = mapped
+        fix["label_map"] = items
+        option = f"--label-map {items}"
+        if have + through < k:
+            fix["k"] = str(have + through)
+            option += f" --k {have + through}"
+        note = f"lets {through} more model(s) map onto {labels}"
+        if by_order:
+            note += ", if their labels mean yours in this order: check their cards"
+        fixes.append(f"{option} ({note})")
+    if 0 < have < k:
+        fixes.append(f"--k {have}")
+        fix.setdefault("k", str(have))
+    if not fixes:
+        fixes.append(
+            "add models that can do these labels to the hub (--hub), or say what a close "
+            "model's labels mean with --label-map MODEL_LABEL=TASK_LABEL"
+        )
+    summary = (
+        f"only {have} of the k={k} models needed on hub {hub_name!r} can do {labels}"
+        + (f"; closest: {closest}" if closest else "; the hub offers no text classifier")
+        + f"; fix: {' or '.join(fixes)}"
+    )
+    reasons = "; ".join(
+        f"{c.model.id}: {c.rejected or c.note}" for c in unchosen if c.rejected or c.note
+    )
+    details = _clip(f"every candidate: {reasons}", DETAILS_CHARS) if reasons else ""
+    return SelectionError(summary, details, fix)
+
+
 def select(
     hub: ModelHub,
     task: TaskSpec,
@@ -577,11 +711,5 @@ def select(
     """
     selection = choose(hub, task, texts, gold=gold, policy=policy, propose=propose)
     if selection.short:
-        reasons = "; ".join(f"{c.model.id}: {c.rejected}" for c in selection.ranked if c.rejected)[
-            :800
-        ]
-        raise SelectionError(
-            f"only {len(selection.chosen)} model(s) on hub {hub.name!r} can do "
-            f"{', '.join(task.labels)} but k={task.k}; lower --k or add models ({reasons})"
-        )
+        raise selection_failure(selection, task, hub.name, policy)
     return selection.chosen, selection.ranked

@@ -181,3 +181,35 @@ def test_the_label_map_is_a_form_field_and_the_chat_option_presets_it(data):
     assert chat.confirming and "positive=bullish" in out.getvalue()
     chat.handle("n")  # a new form starts from the preset again
     assert chat.form.settings["label_map"] == {"positive": "bullish"}
+
+
+def test_a_failed_selection_brings_the_form_back_with_the_fix(data, tmp_path, monkeypatch):
+    import agent.cli.chat as chat_module
+    from agent.committee.selection import SelectionError
+    from agent.pipeline.runner import RunOptions
+
+    def no_committee(store, options, *, resume):
+        raise SelectionError(
+            "only 0 of the k=1 models needed on hub 'local' can do bearish, bullish; fix: "
+            "--label-map negative=bearish,positive=bullish",
+            "every candidate: org/m: cannot predict bearish, bullish",
+            {"label_map": "negative=bearish,positive=bullish"},
+        )
+
+    monkeypatch.setattr(chat_module, "preflight", lambda task, options: None)
+    monkeypatch.setattr(chat_module, "run_graph", no_committee)
+    out = io.StringIO()
+    options = RunOptions(hub=None, sandbox=None)
+    chat = ChatSession(Console(file=out, width=300), None, lambda run_dir: options)
+    chat.run_dir = tmp_path / "first"
+    chat.handle(f"data={data}; column=tweet; labels=bearish,bullish; task=market mood; k=1")
+    chat.handle("y")
+    screen = out.getvalue()
+    assert "only 0 of the k=1 models needed" in screen and "every candidate: org/m" in screen
+    assert "Fix the form (`label_map=negative=bearish,positive=bullish`)" in screen
+    # The form is back as it was, waiting for the fix; the failed run is left behind.
+    assert chat.confirming and chat.store is None
+    assert chat.form.task().labels == ["bearish", "bullish"] and chat.form.task().k == 1
+    chat.handle("label_map=negative=bearish,positive=bullish")
+    assert chat.form.task().label_map == {"negative": "bearish", "positive": "bullish"}
+    assert chat.confirming

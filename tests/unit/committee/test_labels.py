@@ -233,3 +233,21 @@ def test_a_label_the_user_named_borrows_the_probes_of_what_it_is_said_to_be():
     assert ("I am so angry and disappointed, everything went wrong.", "bearish") in probes
     # Aliases that disagree (negative and positive both sent to bearish) choose nothing.
     assert {label for _, label in probes_for(MARKET, {"bearish": ["neg", "pos"]})} == {"neutral"}
+
+
+def test_a_label_map_is_suggested_by_leaning_else_in_order_and_never_many_to_one():
+    from agent.committee.labels import suggest_label_map
+
+    # Positive first in the model, bearish first in the task: leaning, not order, pairs them.
+    s = suggest_label_map(align(["positive", "neutral", "negative"], MARKET), MARKET)
+    assert s.pairs == {"positive": "bullish", "negative": "bearish"} and not s.by_order
+    # An LLM guess is no obstacle: a user map goes over it.
+    guessed = align(["NEG", "POS", "neutral"], MARKET, propose=lambda *a: {"NEG": "neutral"})
+    assert guessed.mapping["NEG"] == "neutral"
+    assert suggest_label_map(guessed, MARKET).pairs == {"NEG": "bearish", "POS": "bullish"}
+    # Nothing to go by: the labels' order, and the suggestion says so.
+    s = suggest_label_map(align(["LABEL_0", "LABEL_1"], ["spam", "ham"]), ["spam", "ham"])
+    assert s.pairs == {"LABEL_0": "spam", "LABEL_1": "ham"} and s.by_order
+    # Five stars onto two missing labels is a many-to-one map: the user's to say.
+    stars = align(["1 star", "2 stars", "3 stars", "4 stars", "5 stars"], MARKET)
+    assert suggest_label_map(stars, MARKET) is None

@@ -24,7 +24,7 @@ from agent.committee.selection import (
 from agent.domain import CommitteeMember
 from agent.hub.local import LocalHub
 from agent.hub.protocol import ModelInfo
-from agent.task import TaskSpec
+from agent.task import TaskSpec, parse_label_map
 from tests.fixtures.models import card_text, make_keyword_classifier
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "model_configs"
@@ -174,10 +174,18 @@ def test_multilabel_toxic_bert_is_rejected_for_binary_toxicity():
     assert "severe_toxic" in toxic_bert.rejected
 
 
-def test_too_few_fitting_models_raise_with_every_reason():
-    with pytest.raises(SelectionError, match="only 1 model") as err:
+def test_too_few_fitting_models_raise_with_the_fix_and_every_reason():
+    with pytest.raises(SelectionError) as err:
         select(LocalHub(FIXTURES), task("toxic comments", TOXICITY, k=2))
-    assert "unitary/toxic-bert: cannot predict non-toxic" in str(err.value)
+    summary, details = str(err.value).split("\n")
+    assert summary.startswith(
+        "only 1 of the k=2 models needed on hub 'local' can do non-toxic, toxic; closest: "
+        "unitary/toxic-bert (cannot predict non-toxic; its severe_toxic, obscene, threat, "
+        "identity_hate map to none), "
+    )
+    assert summary.endswith("; fix: --k 1") and err.value.fix == {"k": "1"}
+    assert details.startswith("every candidate: ")
+    assert "unitary/toxic-bert: cannot predict non-toxic" in details
 
 
 def test_licence_allowlist_and_size_budget():
@@ -383,7 +391,9 @@ def test_models_search_cli_shows_choices_rejections_and_escalation(smoke_hub, tm
 
     result = search(3)
     assert result.exit_code == 1
-    assert "only 2 of the k=3 models needed can do the task" in result.output
+    line = " ".join(result.output.split())
+    assert "error: only 2 of the k=3 models needed on hub 'local' can do negative" in line
+    assert line.endswith("; fix: --k 2")
 
 
 MARKET = ["bearish", "bullish", "neutral"]
@@ -434,6 +444,87 @@ def test_label_words_feed_alignment_as_well_as_review(smoke_hub):
     chosen, _ = select(LocalHub(smoke_hub), spec, sample_texts())
     assert [c.model.id for c in chosen] == [ID["a"], ID["b"]]
     assert chosen[0].alignment.evidence["positive"] == "label word: bullish is shown as positive"
+
+
+def test_a_hub_of_other_label_names_fails_with_the_label_map_that_fixes_it(smoke_hub):
+    hub = LocalHub(smoke_hub)
+    spec = task("market sentiment of tweets", MARKET, k=2)
+
+    # What the embedded LLM answered in issue 16: a guess that leaves bearish out.
+    def propose(model_labels, task_labels, card):
+        return {"negative": "neutral", "positive": "bullish"}
+
+    with pytest.raises(SelectionError) as err:
+        select(hub, spec, sample_texts(), propose=propose)
+    summary = err.value.summary
+    assert summary.startswith(
+        "only 0 of the k=2 models needed on hub 'local' can do bearish, bullish, neutral; "
+        "closest: acme/tweet-sentiment-"
+    )
+    assert summary.count(" (cannot predict bearish)") == 3  # the LLM's bullish stands so far
+    assert summary.endswith(
+        "; fix: --label-map negative=bearish,positive=bullish (lets 7 more model(s) map onto "
+        "bearish, bullish, neutral)"
+    )
+    assert err.value.fix == {"label_map": "negative=bearish,positive=bullish"}
+    # And it does.
+    fixed = spec.model_copy(update={"label_map": {"negative": "bearish", "positive": "bullish"}})
+    chosen, _ = select(hub, fixed, sample_texts(), propose=propose)
+    assert [c.model.id for c in chosen] == [ID["a"], ID["b"]]
+
+
+def generic_hub(root: Path) -> LocalHub:
+    """Two models whose labels are LABEL_0..2 and whose cards do not say what they mean."""
+    source = "cardiffnlp__twitter-roberta-base-sentiment"
+    for model_id, topic, downloads in (("a/tweets", "tweets", 10), ("b/poems", "poems", 5)):
+        target = root / model_id.replace("/", "__")
+        target.mkdir(parents=True)
+        shutil.copy(FIXTURES / source / "config.json", target)
+        body = f"# Sentiment classifier\n\nA sentiment analysis model fine-tuned on {topic}.\n"
+        (target / "README.md").write_text(card_text({"downloads": downloads}, body))
+    return LocalHub(root)
+
+
+def test_generic_labels_without_a_card_fail_with_a_per_model_label_map(tmp_path):
+    hub = generic_hub(tmp_path)
+    spec = task("sentiment of tweets", SENTIMENT, k=1)
+    with pytest.raises(SelectionError) as err:
+        select(hub, spec)
+    summary, details = str(err.value).split("\n")
+    assert summary == (
+        "only 0 of the k=1 models needed on hub 'local' can do negative, neutral, positive; "
+        "closest: a/tweets (cannot predict negative, neutral, positive; its LABEL_0, LABEL_1, "
+        "LABEL_2 map to none), b/poems (cannot predict negative, neutral, positive; its LABEL_0, "
+        "LABEL_1, LABEL_2 map to none); fix: --label-map a/tweets:LABEL_0=negative,"
+        "a/tweets:LABEL_1=neutral,a/tweets:LABEL_2=positive (lets 1 more model(s) map onto "
+        "negative, neutral, positive, if their labels mean yours in this order: check their cards)"
+    )
+    assert details.startswith("every candidate: a/tweets: cannot predict negative, neutral")
+    items = err.value.fix["label_map"].split(",")
+    shared, per_model = parse_label_map(items)
+    chosen, _ = select(hub, spec.model_copy(update={"model_label_maps": per_model}))
+    assert [c.model.id for c in chosen] == ["a/tweets"] and not shared
+
+    # Two needed: one map per model, each its own.
+    with pytest.raises(SelectionError) as err:
+        select(hub, spec.model_copy(update={"k": 2}))
+    assert "b/poems:LABEL_2=positive (lets 2 more model(s)" in err.value.summary
+
+
+def test_run_stops_on_a_failed_selection_with_one_line_and_the_details(tmp_path):
+    hub = generic_hub(tmp_path / "hub")
+    data = tmp_path / "tweets.csv"
+    data.write_text("text\n" + "\n".join(sample_texts()) + "\n", encoding="utf-8")
+    args = ["run", "--data", str(data), "--labels", ",".join(SENTIMENT), "--task", "sentiment"]
+    args += ["--k", "1", "--reviewer", "none", "--codegen", "template", "--sandbox", "local"]
+    args += ["--hub", str(hub.root), "--run-dir", str(tmp_path / "run"), "--quiet"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    first, second = result.output.rstrip("\n").split("\n")
+    assert first.startswith("error: only 0 of the k=1 models needed on hub 'local'")
+    assert "fix: --label-map a/tweets:LABEL_0=negative," in first
+    assert first.endswith(f"then run again ({tmp_path / 'run'} holds no labels; remove it)")
+    assert second.startswith("every candidate: a/tweets: cannot predict negative")
 
 
 def test_an_llm_proposal_rescues_generic_labels_for_the_closest_models_only(tmp_path, monkeypatch):
