@@ -147,6 +147,8 @@ class ReviewEstimated:
 @dataclass(frozen=True)
 class Aligned:
     maps: dict[str, dict[str, str]]  # model id -> its label map
+    # model id -> model label -> how it was mapped ("user": the user's --label-map)
+    evidence: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,43 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PAPER_BETA = 2000
+
+
+def parse_label_map(items: Iterable[str]) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """`--label-map` values as (shared map, per-model maps); a malformed item raises ValueError.
+
+    Each comma-separated item is `MODEL_LABEL=TASK_LABEL`, for every model with that label, or
+    `MODEL_ID:MODEL_LABEL=TASK_LABEL`, for that model only (a hub id has no colon)."""
+    shared: dict[str, str] = {}
+    per_model: dict[str, dict[str, str]] = {}
+    for group in items:
+        for item in filter(None, (part.strip() for part in group.split(","))):
+            left, sep, task_label = (x.strip() for x in item.partition("="))
+            model_id, colon, model_label = (x.strip() for x in left.partition(":"))
+            if not colon:
+                model_id, model_label = "", left
+            if not sep or not model_label or not task_label or (colon and not model_id):
+                raise ValueError(
+                    f"--label-map takes MODEL_LABEL=TASK_LABEL or MODEL_ID:MODEL_LABEL=TASK_LABEL, "
+                    f"not {item!r}"
+                )
+            (per_model.setdefault(model_id, {}) if model_id else shared)[model_label] = task_label
+    return shared, per_model
+
+
+def format_label_map(task: TaskSpec) -> str:
+    """The user's label map as it is typed: `negative=bearish,org/m:LABEL_0=bullish`."""
+    items = [f"{k}={v}" for k, v in task.label_map.items()]
+    for model_id, mapping in task.model_label_maps.items():
+        items += [f"{model_id}:{k}={v}" for k, v in mapping.items()]
+    return ",".join(items)
 
 
 class TaskSpec(BaseModel):
@@ -22,6 +53,11 @@ class TaskSpec(BaseModel):
     label_descriptions: dict[str, str] = Field(default_factory=dict)
     # Words the reviewer LLM is shown instead of a label (bearish -> negative), mapped back.
     label_words: dict[str, str] = Field(default_factory=dict)
+    # What a model's label means, as the user said it (--label-map negative=bearish): model
+    # label -> task label, for every model with that label, over any automatic mapping;
+    # model_label_maps: the same for one model id (MODEL_ID:LABEL_0=bearish), over label_map.
+    label_map: dict[str, str] = Field(default_factory=dict)
+    model_label_maps: dict[str, dict[str, str]] = Field(default_factory=dict)
     data_path: str
     text_column: str = "text"
     id_column: str | None = None
@@ -109,9 +145,21 @@ class TaskSpec(BaseModel):
                     f"{other} and {label} would both be shown to the LLM as {word!r}; "
                     "give them different --label-words"
                 )
+        maps = [("", self.label_map)] + [(f"{m}:", v) for m, v in self.model_label_maps.items()]
+        for prefix, mapping in maps:
+            for model_label, task_label in mapping.items():
+                if task_label not in self.labels:
+                    raise ValueError(
+                        f"--label-map {prefix}{model_label}={task_label}: {task_label!r} is not "
+                        f"one of the labels ({', '.join(self.labels)})"
+                    )
         if (self.price_in is None) != (self.price_out is None):
             raise ValueError("give both --price-in and --price-out (USD per 1M tokens)")
         return self
+
+    def label_map_for(self, model_id: str) -> dict[str, str]:
+        """The user's label map for one model: the shared map, then that model's own."""
+        return {**self.label_map, **self.model_label_maps.get(model_id, {})}
 
     @property
     def routing_threshold(self) -> float:

@@ -35,6 +35,7 @@ from agent.cli.options import (
     GgufOption,
     HubOption,
     LabelDescOption,
+    LabelMapOption,
     LabelsOption,
     LabelWordsOption,
     MaxCallsOption,
@@ -51,6 +52,7 @@ from agent.cli.options import (
     StepTimeoutOption,
     TaskOption,
     TextColumnOption,
+    label_map_fields,
     run_options,
 )
 from agent.cli.progress import ProgressView
@@ -58,6 +60,7 @@ from agent.cli.review import answer_interrupt
 from agent.cli.review import review as review_command
 from agent.cli.sandbox import sandbox_app
 from agent.cli.scripts import scripts_app
+from agent.committee.selection import SelectionError
 from agent.hub.demo import TASK_LABELS, demo_input
 from agent.pipeline.evaluate import ablation
 from agent.pipeline.evaluate import evaluate as run_eval
@@ -154,6 +157,7 @@ def run(
     labels: LabelsOption,
     task: TaskOption,
     text_column: TextColumnOption = "text",
+    label_map: LabelMapOption = None,
     id_column: Annotated[
         str | None, typer.Option("--id-column", help="Unique id column (default: row).")
     ] = None,
@@ -249,6 +253,7 @@ def run(
         replay_ratio=replay_ratio,
         reviewer=reviewer,
         codegen=_codegen(codegen, reviewer == "llm"),
+        **label_map_fields(label_map),
         **review.task_fields(),
     )
     target = _run_dir(run_dir)
@@ -261,6 +266,11 @@ def run(
                 soft_wrap=True,
             )
         metrics = _execute(store, options, resume=False, quiet=quiet)
+    except SelectionError as err:
+        # The fix changes the task, which a resume keeps: the run starts over, and this one
+        # has labeled nothing.
+        where = f" ({store.root} holds no labels; remove it)" if store else ""
+        fail(f"{err.summary}; then run again{where}\n{err.details}".rstrip())
     except USER_ERRORS as err:
         # Past its creation the run directory is whole (every step is checkpointed): say how
         # to continue once the cause is fixed.
@@ -328,6 +338,7 @@ def chat(
     llm_model: ModelOption = None,
     gguf: GgufOption = None,
     step_timeout: StepTimeoutOption = DEFAULT_STEP_TIMEOUT_S,
+    label_map: LabelMapOption = None,
 ) -> None:
     """Describe a labeling job in plain words; confirm the task, watch it run, ask about it."""
     engine = Engine(
@@ -340,6 +351,7 @@ def chat(
         gguf=gguf,
         step_timeout=step_timeout,
     )
+    preset = label_map_fields(label_map)  # a malformed map fails before the LLM starts
     with ExitStack() as stack:
         model, endpoint, price = open_chat_model(
             stack, llm_base_url, llm_api_key, llm_model, gguf, console.print
@@ -352,7 +364,7 @@ def chat(
             options = run_options(engine, run_id=RunStore(target).run_id)
             return replace(options, endpoint=endpoint)
 
-        repl(ChatSession(console, model, make_options, run_dir=run_dir, price=price))
+        repl(ChatSession(console, model, make_options, run_dir=run_dir, price=price, preset=preset))
 
 
 DEMO_DESCRIPTIONS = {
@@ -426,6 +438,7 @@ def evaluate(
         ),
     ] = 0.0,
     text_column: TextColumnOption = "text",
+    label_map: LabelMapOption = None,
     k: Annotated[
         str,
         typer.Option(
@@ -520,6 +533,7 @@ def evaluate(
         chunk_size=chunk_size,
         replay_ratio=replay_ratio,
         codegen=_codegen(codegen, "llm" in chosen),
+        **label_map_fields(label_map),
         **review.task_fields(),
     )
     for value in ks[1:]:

@@ -15,7 +15,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import platformdirs
 from langchain_core.language_models import BaseChatModel
@@ -23,12 +23,14 @@ from langchain_core.messages import HumanMessage, SystemMessage, ToolMessage
 from pydantic import BaseModel, Field, ValidationError
 from rich.console import Console
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.table import Table
 
 from agent.cli import chat_tools
 from agent.cli.common import USER_ERRORS
 from agent.cli.progress import ProgressView
 from agent.cli.review import answer_interrupt, review_items
+from agent.committee.selection import SelectionError
 from agent.llm.endpoint import LLMUnavailable, make_chat_model, resolve_endpoint
 from agent.llm.local_server import open_endpoint
 from agent.llm.pricing import Price, price_table
@@ -37,7 +39,7 @@ from agent.pipeline.report import refresh_outputs
 from agent.pipeline.runner import RunOptions, create_run, is_finished, preflight, run_graph
 from agent.prompting import load_prompt
 from agent.store.runstore import InputError, RunStore, read_table
-from agent.task import TaskSpec
+from agent.task import TaskSpec, format_label_map, parse_label_map
 
 MAX_TOOL_ROUNDS = 4
 # A review call is the Table B prompt (~110 tokens) plus the text, and a one-word answer.
@@ -81,6 +83,8 @@ FIELDS = {
     "beta": "beta",
     "epsilon": "epsilon",
     "chunk_size": "chunk_size",
+    "label_map": "label_map",
+    "map": "label_map",
 }
 RUN_SETTINGS = ("k", "beta", "epsilon", "chunk_size")  # TaskSpec fields the LLM never fills
 
@@ -90,7 +94,9 @@ class Form:
     """The draft plus hand-set run settings; `missing` says what to ask for next."""
 
     draft: SpecDraft = field(default_factory=SpecDraft)
-    settings: dict[str, str] = field(default_factory=dict)
+    # TaskSpec fields set by hand: the run settings, and the label map (`label_map` and
+    # `model_label_maps`, as --label-map sets them)
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def merge(self, update: SpecDraft) -> None:
         said = {k: v for k, v in update.model_dump().items() if v not in (None, [], "")}
@@ -106,6 +112,13 @@ class Form:
                 errors.append(f"unknown field {key!r}; fields: {', '.join(FIELDS)}")
             elif name in RUN_SETTINGS:
                 self.settings[name] = value
+            elif name == "label_map":
+                try:
+                    shared, per_model = parse_label_map([value])
+                except ValueError as err:
+                    errors.append(str(err).replace("--label-map", key))
+                else:
+                    self.settings.update(label_map=shared, model_label_maps=per_model)
             else:
                 parsed: object = value or None
                 if name == "labels" and value:
@@ -220,12 +233,19 @@ class ChatSession:
     make_options: Callable[[Path], RunOptions]  # the options of the run in that directory
     run_dir: Path | None = None
     price: Price | None = None  # the reviewer's endpoint's, for the estimate
+    # Form settings every new form starts with (`chat --label-map`: label_map, model_label_maps)
+    preset: dict[str, Any] = field(default_factory=dict)
     form: Form = field(default_factory=Form)
     confirming: bool = False
     store: RunStore | None = None
+    last_form: Form | None = None  # the form of the run just started, back if selection fails
 
     def __post_init__(self):
         self.reader = SpecReader(self.model) if self.model is not None else None
+        self.form = self.new_form()
+
+    def new_form(self) -> Form:
+        return Form(settings=dict(self.preset))
 
     def handle(self, line: str) -> bool:
         """False when the user asked to leave."""
@@ -242,7 +262,7 @@ class ChatSession:
                 return True
             if word in CANCEL:
                 self.confirming = False
-                self.form = Form()
+                self.form = self.new_form()
                 self.say("Dropped. Describe another job when you like.")
                 return True
         if self.store is not None and not self.confirming and self.form.draft == SpecDraft():
@@ -289,6 +309,7 @@ class ChatSession:
             ("labels", ", ".join(task.labels)),
             ("task", task.description),
             ("reviewer", task.reviewer),
+            ("label_map", format_label_map(task) or "none (models' labels mapped automatically)"),
             ("budget", _money(self.form.draft.max_cost_usd) or "none set"),
             ("k", task.k),
             ("beta", task.beta),
@@ -322,7 +343,7 @@ class ChatSession:
         except USER_ERRORS as err:
             self.say(f"[red]{err}[/]")
             return
-        self.form = Form()
+        self.last_form, self.form = self.form, self.new_form()
         self.say(f"run directory: {self.store.root}")
         self.execute(options, resume=False)
 
@@ -339,6 +360,9 @@ class ChatSession:
             except KeyboardInterrupt:
                 self.say("paused at the last checkpoint; /resume continues")
                 return
+            except SelectionError as err:
+                self.selection_failed(err)
+                return
             except USER_ERRORS as err:
                 self.say(f"[red]{err}[/] (fix it, then /resume)")
                 return
@@ -350,6 +374,24 @@ class ChatSession:
             f"done: {status['rows']} rows, labels by source {status['labels_by_source']}; "
             f"labels in {self.store.labels_csv_path}. Ask me about the run, or /report."
         )
+
+    def selection_failed(self, err: SelectionError) -> None:
+        """No committee: the fix changes the task, so the form comes back with the edit to
+        make, and `y` starts a new run (the failed one labeled nothing)."""
+        self.say(f"[red]{escape(err.summary)}[/]")
+        if err.details:
+            self.say(f"[dim]{escape(err.details)}[/]")
+        if self.last_form is None:
+            self.say("Start a new job with the fix: /new")
+            return
+        self.form, self.last_form, self.store = self.last_form, None, None
+        edit = "; ".join(f"{name}={value}" for name, value in err.fix.items())
+        self.say(
+            f"Fix the form (`{edit}`), then `y` for a new run."
+            if edit
+            else "Edit the form, then `y` for a new run."
+        )
+        self.show_form()
 
     # ---- questions ----------------------------------------------------------------------
     def ask(self, question: str) -> None:
@@ -369,7 +411,7 @@ class ChatSession:
         if name == "help":
             self.screen.print(HELP, highlight=False, markup=False)
         elif name == "new":
-            self.form, self.confirming = Form(), False
+            self.form, self.confirming = self.new_form(), False
             self.say("Describe the new job.")
         elif name == "open":
             store = RunStore(Path(arg.strip()))

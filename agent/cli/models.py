@@ -10,8 +10,14 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from agent.cli.common import USER_ERRORS, console, fail, open_hub, out
-from agent.cli.options import HubOption
-from agent.committee.selection import Candidate, Policy, Selection, choose
+from agent.cli.options import (
+    HubOption,
+    LabelMapOption,
+    LabelWordsOption,
+    label_map_fields,
+    label_words_field,
+)
+from agent.committee.selection import Candidate, Policy, Selection, choose, selection_failure
 from agent.hub.demo import build_demo_hub
 from agent.store.runstore import prepare_input
 from agent.task import TaskSpec
@@ -47,7 +53,9 @@ def list_models(hub: HubOption = None, as_json: bool = typer.Option(False, "--js
     out.print(table)
 
 
-def _task(description: str, labels: str, k: int, data: Path | None, text_column: str) -> TaskSpec:
+def _task(
+    description: str, labels: str, k: int, data: Path | None, text_column: str, **fields
+) -> TaskSpec:
     try:
         return TaskSpec(
             description=description,
@@ -55,6 +63,7 @@ def _task(description: str, labels: str, k: int, data: Path | None, text_column:
             k=k,
             data_path=str(data) if data else "",
             text_column=text_column,
+            **fields,
         )
     except ValidationError as err:
         first = err.errors()[0]
@@ -90,6 +99,9 @@ def _smoke(candidate: Candidate) -> str:
     if smoke.error:
         return "crashed"
     shares = ", ".join(f"{label} {share:.0%}" for label, share in smoke.label_share.items())
+    if smoke.distance is not None and smoke.reference:
+        against = "gold" if smoke.reference.startswith("the gold") else "the others"
+        shares += f"; {smoke.distance:.2f} from {against}"
     probes = f"; probes {smoke.probes.correct}/{smoke.probes.total}" if smoke.probes.total else ""
     return shares + probes
 
@@ -130,26 +142,45 @@ def search_models(
         None, "--data", help="Smoke-test candidates on up to 50 rows of this file."
     ),
     text_column: str = typer.Option("text", "--text-column"),
+    gold_column: str = typer.Option(
+        None,
+        "--gold-column",
+        help="Known labels in --data: the smoke test compares each model's labels with them "
+        "(default: with the other candidates' votes).",
+    ),
     licenses: str = typer.Option(
         None, "--licenses", help="Allowed licence ids, comma-separated. Default: any."
     ),
     max_size_mb: float = typer.Option(
         Policy.max_size_bytes / 1e6, "--max-size-mb", help="Weights size budget per model."
     ),
+    label_map: LabelMapOption = None,
+    label_words: LabelWordsOption = None,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Rank a hub's models for a task (eq. 1 + label fit + popularity), validate the top ones on
     your data, and show the committee of k that `run` would pick, with every rejection's reason."""
-    spec = _task(task, labels, k, data, text_column)
+    spec = _task(
+        task,
+        labels,
+        k,
+        data,
+        text_column,
+        gold_column=gold_column,
+        label_words=label_words_field(label_words),
+        **label_map_fields(label_map),
+    )
     policy = Policy(
         max_size_bytes=int(max_size_mb * 1e6),
         licenses=frozenset(x.strip() for x in licenses.split(",")) if licenses else None,
     )
     try:
-        texts = prepare_input(spec)["text"].tolist() if data else None
-        selection = choose(
-            open_hub(hub, lambda line: console.print(line)), spec, texts, policy=policy
-        )
+        rows = prepare_input(spec) if data else None
+        texts = rows["text"].tolist() if rows is not None else None
+        gold = rows["gold"].tolist() if rows is not None and "gold" in rows else None
+        opened = open_hub(hub, lambda line: console.print(line))
+        hub_name = opened.name
+        selection = choose(opened, spec, texts, gold=gold, policy=policy)
     except USER_ERRORS as err:
         fail(str(err))
     if as_json:
@@ -175,8 +206,5 @@ def search_models(
             )
         out.print(f"selection took {selection.seconds:.1f} s")
     if selection.short:
-        fail(
-            f"only {len(selection.chosen)} of the k={spec.k} models needed can do the task; "
-            "lower --k, relax --licenses/--max-size-mb, or use another --hub",
-            code=1,
-        )
+        # The table above shows every reason: the one line says what would fix it.
+        fail(selection_failure(selection, spec, hub_name, policy).summary, code=1)

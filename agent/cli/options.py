@@ -16,6 +16,7 @@ import typer
 
 from agent.cli.common import console, fail, open_hub, unconfined_by_surprise
 from agent.pipeline.runner import RunOptions
+from agent.task import parse_label_map
 from sandbox.base import Sandbox
 from sandbox.factory import KINDS, make_sandbox
 
@@ -54,6 +55,16 @@ TaskOption = Annotated[
 ]
 TextColumnOption = Annotated[
     str, typer.Option("--text-column", help="The column holding the texts to label.")
+]
+LabelMapOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--label-map",
+        help="What the models' labels mean in yours, over any automatic mapping: "
+        "negative=bearish,positive=bullish for every model with those labels, "
+        "MODEL_ID:LABEL_0=bearish for one model. Repeatable.",
+        show_default=False,
+    ),
 ]
 
 # ---- models, sandbox, device -------------------------------------------------------------
@@ -286,6 +297,16 @@ def run_options(engine: Engine, *, run_id: str | None) -> RunOptions:
     )
 
 
+def label_map_fields(items: list[str] | tuple[str, ...] | None) -> dict:
+    """The TaskSpec fields `--label-map` sets; a malformed item fails in one line."""
+    try:
+        shared, per_model = parse_label_map(items or ())
+    except ValueError as err:
+        fail(str(err))
+        raise  # unreachable; fail() exits
+    return {"label_map": shared, "model_label_maps": per_model}
+
+
 def _pairs(option: str, items: tuple[str, ...]) -> dict[str, str]:
     """`label=text` items (`--label-desc`, `--label-words`) as a dict; a bad one fails."""
     pairs = {}
@@ -322,6 +343,12 @@ MinConfidenceOption = Annotated[
 ]
 
 
+def label_words_field(items: tuple[str, ...] | list[str] | None) -> dict[str, str]:
+    """`--label-words bearish=negative,bullish=positive` (repeatable) as a dict."""
+    words = tuple(w for group in items or () for w in group.split(",") if w.strip())
+    return _pairs("--label-words", words)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Review:
     """The LLM review options `run` and `eval` share, as given on the command line."""
@@ -340,7 +367,6 @@ class Review:
         """The TaskSpec fields these options set; a malformed value fails in one line."""
         if self.batch != "auto" and not self.batch.isdigit():
             fail(f"--review-batch takes auto or a number of samples per call, not {self.batch!r}")
-        words = tuple(w for group in self.label_words for w in group.split(",") if w.strip())
         return {
             "review_batch": self.batch if self.batch == "auto" else int(self.batch),
             "max_llm_calls": self.max_calls,
@@ -348,7 +374,7 @@ class Review:
             "price_in": self.price_in,
             "price_out": self.price_out,
             "label_descriptions": _pairs("--label-desc", self.label_desc),
-            "label_words": _pairs("--label-words", words),
+            "label_words": label_words_field(self.label_words),
             "audit_share": self.audit_share,
             "min_confidence": self.min_confidence,
         }

@@ -8,6 +8,7 @@ from functools import singledispatchmethod
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agent.cli.common import console
+from agent.committee.labels import USER
 from agent.domain import (
     Aligned,
     Annotating,
@@ -125,15 +126,32 @@ class ProgressView:
                 f"{m['train_seconds']} s, peak {m['peak_memory_mb'] or '?'} MB"
             )
 
-    # Not shown, on purpose: the label maps are in models.json (`autoannotator models`), the
-    # codegen verdicts under scripts/ (`autoannotator scripts`), a chunk's review shows as its
-    # bar (ReviewProgress), and the command prints the report's summary when the run ends.
-    @show.register(Aligned)
+    @show.register
+    def _(self, event: Aligned) -> None:
+        # Only maps that rename something: a model whose labels are the task's says nothing.
+        for model_id, mapping in event.maps.items():
+            line = describe_label_map(mapping, event.evidence.get(model_id, {}))
+            if line:
+                self.bar.console.print(f"labels of {model_id}: {line}", highlight=False)
+
+    # Not shown, on purpose: the codegen verdicts under scripts/ (`autoannotator scripts`), a
+    # chunk's review shows as its bar (ReviewProgress), and the command prints the report's
+    # summary when the run ends.
     @show.register(CodegenAttempt)
     @show.register(Reviewing)
     @show.register(Reported)
     def _(self, event: Event) -> None:
         pass
+
+
+def describe_label_map(mapping: dict, evidence: dict) -> str:
+    """`negative → bearish (your --label-map), NEG → negative`: the renamed labels only."""
+    return ", ".join(
+        f"{model_label} → {task_label}"
+        + (" (your --label-map)" if str(evidence.get(model_label, "")).startswith(USER) else "")
+        for model_label, task_label in mapping.items()
+        if model_label != task_label
+    )
 
 
 def describe_estimate(estimate) -> str:

@@ -1,8 +1,11 @@
 """Label alignment: map a model's id2label onto the task's labels, then check the map on probes.
 
-Order of evidence: the model's label equals a task label; a known synonym (POS -> positive);
-for generic names (LABEL_0) the card's own mapping ("LABEL_0: negative"); last, for whatever
-is still unmapped, a proposal from a caller-supplied function (an LLM). Many-to-one is fine
+Order of evidence: first what the user said (`--label-map negative=bearish`: model label ->
+task label, over everything below); the model's label equals a task label, or the word a task
+label is shown to the LLM as (`--label-words bearish=negative`: a model label `negative` is
+bearish); a known synonym of either (POS -> positive); for generic names (LABEL_0) the card's
+own mapping ("LABEL_0: negative"); last, for whatever is still unmapped, a proposal from a
+caller-supplied function (an LLM). Many-to-one is fine
 (1-5 stars onto three sentiments) and is written into the evidence. A model is usable only
 when every one of its labels maps to a task label and every task label is reachable, so its
 votes are always in the task's space.
@@ -17,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from langchain_core.messages import HumanMessage, SystemMessage
@@ -57,12 +60,14 @@ CARD_MAPPING = re.compile(
 
 # How a model label was mapped: the evidence string starts with one of these, and the
 # label-fit part of the selection score trusts them in this order.
+USER = "user"
 EXACT = "exact"
+LABEL_WORD = "label word"
 SYNONYM = "synonym"
 FROM_CARD = "card says"
 PROPOSED = "proposed"
 NO_MATCH = "no match"
-TRUST = {EXACT: 1.0, SYNONYM: 1.0, FROM_CARD: 0.9, PROPOSED: 0.75}
+TRUST = {USER: 1.0, EXACT: 1.0, LABEL_WORD: 1.0, SYNONYM: 1.0, FROM_CARD: 0.9, PROPOSED: 0.75}
 
 # (unmapped model labels, task labels, model card) -> {model label: task label or None}
 Proposer = Callable[[list[str], list[str], str], dict]
@@ -153,15 +158,27 @@ def _card_mapping(card: str) -> dict[str, str]:
     return found
 
 
-def _match(name: str, task_labels: Sequence[str]) -> tuple[str | None, str]:
+def _match(
+    name: str, task_labels: Sequence[str], words: Mapping[str, str] | None = None
+) -> tuple[str | None, str]:
+    """The task label `name` spells, and how: the label itself, its label word
+    (`words`: task label -> the word the LLM is shown), or a synonym of either."""
     norm = normalize(name)
+    words = words or {}
     for task_label in task_labels:
         if normalize(task_label) == norm:
             return task_label, EXACT
     for task_label in task_labels:
-        spellings = SYNONYMS.get(canonical(task_label) or "", ())
-        if norm in {normalize(s) for s in spellings}:
-            return task_label, SYNONYM
+        word = words.get(task_label)
+        if word and normalize(word) == norm:
+            return task_label, f"{LABEL_WORD}: {task_label} is shown as {word}"
+    for task_label in task_labels:
+        for spelling_of in (task_label, words.get(task_label)):
+            spellings = SYNONYMS.get(canonical(spelling_of or "") or "", ())
+            if norm in {normalize(s) for s in spellings}:
+                if spelling_of == task_label:
+                    return task_label, SYNONYM
+                return task_label, f"{SYNONYM} of the label word {spelling_of} ({task_label})"
     return None, NO_MATCH
 
 
@@ -254,18 +271,29 @@ def align(
     task_labels: Sequence[str],
     card: str = "",
     propose: Proposer | None = None,
+    *,
+    user_map: Mapping[str, str] | None = None,
+    words: Mapping[str, str] | None = None,
 ) -> Alignment:
-    """Map every model label onto a task label (None where nothing supports one)."""
+    """Map every model label onto a task label (None where nothing supports one).
+
+    `user_map` (model label -> task label, the user's `--label-map`) wins over every rule;
+    `words` (task label -> label word, `--label-words`) lets a model label equal to a word
+    map to its task label."""
     from_card = _card_mapping(card)
+    users = {normalize(k): v for k, v in (user_map or {}).items() if v in task_labels}
     mapping: dict[str, str | None] = {}
     evidence: dict[str, str] = {}
     for index, label in enumerate(model_labels):
-        target, how = _match(label, task_labels)
+        if normalize(label) in users:
+            mapping[label], evidence[label] = users[normalize(label)], USER
+            continue
+        target, how = _match(label, task_labels, words)
         generic = GENERIC.match(label.strip())
         if target is None and generic:
             named = from_card.get(generic.group(1)) or from_card.get(str(index))
             if named:
-                target, how = _match(named, task_labels)
+                target, how = _match(named, task_labels, words)
                 how = f"{FROM_CARD} {label} = {named} ({how})"
         mapping[label] = target
         evidence[label] = how
@@ -276,11 +304,82 @@ def align(
     return alignment
 
 
-def probes_for(task_labels: Sequence[str]) -> list[tuple[str, str]]:
-    """(text, task label) for every task label with obvious examples; others get none."""
+def _spelled(name: str) -> str | None:
+    """The SYNONYMS key `name` is, or else the first whose spellings list it (NEG -> negative)."""
+    norm = normalize(name)
+    return canonical(name) or next(
+        (key for key, spellings in SYNONYMS.items() if norm in {normalize(x) for x in spellings}),
+        None,
+    )
+
+
+# Task-label names that lean the way a sentiment does, to suggest a --label-map when a model
+# says negative/positive and the task bearish/bullish; only ever a suggestion to the user.
+LEANINGS: dict[str, tuple[str, ...]] = {
+    "negative": ("bearish", "bear", "down", "sell", "fall", "bad", "con", "against", "loss"),
+    "positive": ("bullish", "bull", "up", "buy", "rise", "good", "pro", "for", "gain"),
+    "neutral": ("hold", "flat", "none", "mixed", "other", "neither"),
+}
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A --label-map that would let a model cover the task: model label -> task label."""
+
+    pairs: dict[str, str]
+    by_order: bool  # some pairs only follow the order of the labels, with nothing to back them
+
+
+def suggest_label_map(
+    alignment: Alignment, task_labels: Sequence[str], words: Mapping[str, str] | None = None
+) -> Suggestion | None:
+    """Pairs for the model labels nothing maps (or only an LLM guess does) and the task labels
+    nothing reaches, one to one: by leaning (negative -> bearish), else in label order. None
+    when the counts differ (a many-to-one map is the user's to say)."""
+    words = words or {}
+    fixed = {
+        m: t
+        for m, t in alignment.mapping.items()
+        if t is not None and not alignment.evidence.get(m, "").startswith(PROPOSED)
+    }
+    free = [m for m in alignment.mapping if m not in fixed]
+    missing = [t for t in task_labels if t not in set(fixed.values())]
+    if not free or len(free) != len(missing):
+        return None
+    pairs: dict[str, str] = {}
+    for model_label in free:
+        leaning = LEANINGS.get(_spelled(model_label) or "", ())
+        target = next(
+            (
+                t
+                for t in missing
+                if t not in pairs.values()
+                and {normalize(t), normalize(words.get(t, t))} & {normalize(x) for x in leaning}
+            ),
+            None,
+        )
+        if target is not None:
+            pairs[model_label] = target
+    rest = [t for t in missing if t not in pairs.values()]
+    unpaired = [m for m in free if m not in pairs]
+    pairs.update(zip(unpaired, rest, strict=True))
+    return Suggestion({m: pairs[m] for m in free}, by_order=bool(unpaired))
+
+
+def probes_for(
+    task_labels: Sequence[str], aliases: Mapping[str, Sequence[str]] | None = None
+) -> list[tuple[str, str]]:
+    """(text, task label) for every task label with obvious examples; others get none.
+
+    A task label that is no SYNONYMS key (bearish) borrows the probes of what the user said it
+    is (`aliases`: its label word, the model labels the --label-map sends to it), when those
+    all name one key (negative)."""
     probes = []
     for task_label in task_labels:
         key = canonical(task_label)
+        if key is None:
+            keys = {_spelled(alias) for alias in (aliases or {}).get(task_label, ())} - {None}
+            key = next(iter(keys)) if len(keys) == 1 else None
         probes.extend((text, task_label) for text in PROBES.get(key or "", ()))
     return probes
 

@@ -11,11 +11,23 @@ every row it disagrees on is escalated. So each hub model is
    size budget;
 3. smoke-tested in score order, when sample texts are given: loaded in-process, run on up to
    `Policy.smoke_rows` of them plus probe texts of obvious label, and rejected when it
-   crashes, is multi-label, answers one label for almost everything, never answers one of the
-   task's labels (on the sample or the probes: a label rare in the user's data must not sink
-   every model), or gets the obvious probes mostly wrong;
+   crashes, is multi-label, is degenerate (below), never answers one of the task's labels (on
+   the sample or the probes: a label rare in the user's data must not sink every model), or
+   gets the obvious probes mostly wrong;
 4. picked for diversity: a model trained from the same base on the same data as one already
    chosen waits until no alternative is left.
+
+Degenerate means: the model's label distribution on the sample is far from a reference
+distribution on the same rows, not that one label is frequent (on data that is 70% neutral a
+good model answers neutral 70% of the time). The reference is the gold labels of those rows
+when the task has a gold column with values on at least `Policy.min_reference_rows` of them;
+else the committee's view: the votes of the other candidates that have run on the sample and
+not been rejected, pooled (when fewer than `Policy.peers` have, the next ones in score order
+run early; they would run anyway). Far means a total variation distance (half the summed
+absolute differences of the two distributions' label shares) above `Policy.max_distance`,
+0.5: all one label where the reference spreads evenly over three labels is 0.67 away; a model
+answering neutral for 96% of rows that are 70% neutral, 0.26. With no reference (no gold, no
+other candidate runs) the check is skipped; the probes and "never answers" still apply.
 
 From the chosen models' smoke-sample votes comes the expected escalation rate: the share of
 sample rows the committee would route to review (U(x) >= ε), known before any run.
@@ -33,7 +45,16 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from agent.committee.consensus import route, uncertainty
-from agent.committee.labels import Alignment, ProbeCheck, Proposer, align, check_probes, probes_for
+from agent.committee.labels import (
+    GENERIC,
+    Alignment,
+    ProbeCheck,
+    Proposer,
+    align,
+    check_probes,
+    probes_for,
+    suggest_label_map,
+)
 from agent.errors import UserError
 from agent.hub.protocol import ModelHub, ModelInfo
 from agent.task import TaskSpec
@@ -47,10 +68,23 @@ HUB_LISTING_LIMIT = 200
 MAX_PROPOSALS = 10  # LLM label-map proposals per selection, for the most similar unmapped models
 MAX_PASSAGES = 8
 MIN_PASSAGE_CHARS = 20  # shorter paragraphs are headings and badges
+CLOSEST = 3  # candidates a failed selection names, best score first
+DETAILS_CHARS = 1200  # of every candidate's reason, on the failure's second line
 
 
 class SelectionError(UserError, RuntimeError):
-    """Not enough models on the hub can do the task."""
+    """Not enough models on the hub can do the task.
+
+    `summary` is the line for the user: the closest candidates, what each lacks and the
+    option that would fix it; `details` every candidate's reason (a second line); `fix` what
+    that option sets, by TaskSpec field, as typed (`{"label_map": "negative=bearish", "k": "2"}`)
+    so a front end other than the command line can say it its own way."""
+
+    def __init__(self, summary: str, details: str = "", fix: dict[str, str] | None = None):
+        super().__init__(f"{summary}\n{details}" if details else summary)
+        self.summary = summary
+        self.details = details
+        self.fix = dict(fix or {})
 
 
 @dataclass(frozen=True)
@@ -60,30 +94,57 @@ class Policy:
     max_size_bytes: int | None = 2 * 1024**3  # weights only; ~500M parameters in fp32
     licenses: frozenset[str] | None = None  # allowed licence ids; None: any licence
     smoke_rows: int = 50
-    max_label_share: float = 0.95  # one label for more of the sample than this: degenerate
+    # Degenerate: the sample's label shares this far (total variation) from the reference's.
+    max_distance: float = 0.5
+    min_reference_rows: int = 10  # sample rows with a gold label, for gold to be the reference
+    peers: int = 2  # other candidates whose votes make the committee's view
     min_probe_accuracy: float = 0.5  # below this on obvious probes: the model or its map is wrong
     max_smoke_tests: int = 12  # each may download a model; stop looking after this many
     batch_size: int = 16
     max_length: int = 128
 
 
+def shares(labels: Sequence[str]) -> dict[str, float]:
+    """Label -> its share of `labels`, most common first."""
+    counts = Counter(labels)
+    return {label: n / len(labels) for label, n in counts.most_common()}
+
+
+def total_variation(p: dict[str, float], q: dict[str, float]) -> float:
+    """Half the summed absolute differences of two label distributions: 0 same, 1 disjoint."""
+    return sum(abs(p.get(label, 0.0) - q.get(label, 0.0)) for label in set(p) | set(q)) / 2
+
+
 @dataclass(frozen=True)
+class Reference:
+    """What a model's sample labels are compared with: the labels each sample row has (its
+    gold label, or the other candidates' votes pooled; none: the row is not compared)."""
+
+    name: str  # "the gold labels", "the other candidates' pooled votes (a, b)"
+    votes: list[list[str]]
+
+
+@dataclass
 class SmokeResult:
     rows: int  # sample rows the model labeled
     predictions: list[str]  # task labels, one per sample row
     probes: ProbeCheck
     seconds: float
     error: str | None = None  # why loading or running failed
+    probe_answers: list[str] = field(default_factory=list)  # task labels, one per probe
+    reference: str | None = None  # what the label distribution was compared with
+    distance: float | None = None  # total variation from it, on the rows it has labels for
 
     @property
     def label_share(self) -> dict[str, float]:
-        counts = Counter(self.predictions)
-        return {label: n / self.rows for label, n in counts.most_common()}
+        return shares(self.predictions) if self.predictions else {}
 
     def to_json(self) -> dict:
         return {
             "rows": self.rows,
             "label_share": {k: round(v, 3) for k, v in self.label_share.items()},
+            "reference": self.reference,
+            "distance": round(self.distance, 3) if self.distance is not None else None,
             "probe_accuracy": (
                 round(self.probes.accuracy, 3) if self.probes.accuracy is not None else None
             ),
@@ -240,6 +301,18 @@ def static_rejection(model: ModelInfo, alignment: Alignment, task: TaskSpec, pol
     return "; ".join(reasons) or None
 
 
+def align_model(model: ModelInfo, task: TaskSpec, propose: Proposer | None = None) -> Alignment:
+    """The model's label map for the task: the user's --label-map first, the label words too."""
+    return align(
+        model.labels,
+        task.labels,
+        model.card,
+        propose,
+        user_map=task.label_map_for(model.id),
+        words=task.label_words,
+    )
+
+
 def rank_candidates(
     hub: ModelHub,
     task: TaskSpec,
@@ -251,12 +324,12 @@ def rank_candidates(
     policy = policy or Policy()
     models = hub.list_models(limit=HUB_LISTING_LIMIT)
     sims = card_similarities(task_query(task), models)
-    alignments = [align(model.labels, task.labels, model.card) for model in models]
+    alignments = [align_model(model, task) for model in models]
     if propose is not None:
         # One LLM call per model is too many on a real hub: ask only for the closest ones.
         unmapped = [i for i, alignment in enumerate(alignments) if not alignment.complete]
         for i in sorted(unmapped, key=lambda i: -sims[i])[:MAX_PROPOSALS]:
-            alignments[i] = align(models[i].labels, task.labels, models[i].card, propose)
+            alignments[i] = align_model(models[i], task, propose)
     candidates = []
     for model, sim, alignment in zip(models, sims, alignments, strict=True):
         parts = {
@@ -269,9 +342,9 @@ def rank_candidates(
     return sorted(candidates, key=lambda c: (c.rejected is not None, -c.score))
 
 
-def smoke_sample(texts: Sequence[object], rows: int, seed: int) -> list[str]:
-    """Up to `rows` non-empty texts, drawn reproducibly from the whole list."""
-    usable = [t for t in texts if isinstance(t, str) and t.strip()]
+def smoke_sample(texts: Sequence[object], rows: int, seed: int) -> list[int]:
+    """Positions of up to `rows` non-empty texts, drawn reproducibly from the whole list."""
+    usable = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
     if len(usable) <= rows:
         return usable
     return random.Random(seed).sample(usable, rows)
@@ -303,12 +376,21 @@ def _predict(model_source: str, texts: list[str], policy: Policy) -> tuple[list[
     return labels, multi_label
 
 
-def smoke_test(
-    candidate: Candidate, texts: list[str], task: TaskSpec, policy: Policy
-) -> str | None:
-    """Run the model on the sample and the probes; record the result on the candidate and
-    return why it must be rejected, or None."""
-    probes = probes_for(task.labels)
+def label_aliases(task: TaskSpec) -> dict[str, list[str]]:
+    """Task label -> what the user said it is: its --label-words word, and the model labels
+    the shared --label-map sends to it (bearish -> [negative]); probes are chosen by them."""
+    aliases: dict[str, list[str]] = {}
+    for task_label, word in task.label_words.items():
+        aliases.setdefault(task_label, []).append(word)
+    for model_label, task_label in task.label_map.items():
+        aliases.setdefault(task_label, []).append(model_label)
+    return aliases
+
+
+def run_smoke(candidate: Candidate, texts: list[str], task: TaskSpec, policy: Policy) -> str | None:
+    """Run the model on the sample and the probes and record what it answered on the
+    candidate; return why it must be rejected before its answers are judged, or None."""
+    probes = probes_for(task.labels, label_aliases(task))
     started = time.perf_counter()
     try:
         predicted, multi_label = _predict(
@@ -324,27 +406,84 @@ def smoke_test(
     unknown = sorted(set(predicted) - set(candidate.alignment.mapping))
     if unknown:
         return f"smoke test: answers {', '.join(unknown)}, which the hub's label list lacks"
-    mapped = [candidate.alignment.mapping[label] for label in predicted[: len(texts)]]
+    mapping = candidate.alignment.mapping
+    answers = [mapping[label] or "" for label in predicted]
     check = check_probes(candidate.alignment, probes, predicted[len(texts) :])
-    result = SmokeResult(len(texts), mapped, check, time.perf_counter() - started)
-    candidate.smoke = result
+    candidate.smoke = SmokeResult(
+        rows=len(texts),
+        predictions=answers[: len(texts)],
+        probes=check,
+        seconds=time.perf_counter() - started,
+        probe_answers=answers[len(texts) :],
+    )
     if multi_label:
         return "multi-label model (independent sigmoids): its top label is not a class decision"
-    top, share = next(iter(result.label_share.items()))
-    if share > policy.max_label_share:
-        return f"smoke test: answers {top} for {share:.0%} of {result.rows} sample texts"
-    answered = set(mapped) | {
-        candidate.alignment.mapping[label] for label in predicted[len(texts) :]
-    }
+    return None
+
+
+def _percent(distribution: dict[str, float]) -> str:
+    return ", ".join(f"{label} {share:.0%}" for label, share in sorted(distribution.items()))
+
+
+def degenerate(smoke: SmokeResult, reference: Reference, policy: Policy) -> str | None:
+    """Why the model's label distribution is too far from the reference's on the same rows,
+    or None; the distance and what was compared are recorded on `smoke`."""
+    rows = [i for i, votes in enumerate(reference.votes) if votes]
+    if not rows:
+        return None
+    ours = shares([smoke.predictions[i] for i in rows])
+    theirs = shares([label for i in rows for label in reference.votes[i]])
+    smoke.reference, smoke.distance = reference.name, total_variation(ours, theirs)
+    if smoke.distance <= policy.max_distance:
+        return None
+    return (
+        f"smoke test: its labels on {len(rows)} sample texts ({_percent(ours)}) are far from "
+        f"{reference.name} on the same texts ({_percent(theirs)}): total variation "
+        f"{smoke.distance:.2f} > {policy.max_distance}"
+    )
+
+
+def judge_smoke(
+    candidate: Candidate, task: TaskSpec, policy: Policy, reference: Reference | None
+) -> str | None:
+    """Why the answers `run_smoke` recorded reject the model, or None."""
+    smoke = candidate.smoke
+    assert smoke is not None, "run_smoke first"
+    if reference is not None:
+        reason = degenerate(smoke, reference, policy)
+        if reason:
+            return reason
+    answered = set(smoke.predictions) | set(smoke.probe_answers)
     never = [label for label in task.labels if label not in answered]
     if never:
-        return f"smoke test: never answers {', '.join(never)} ({result.rows} texts + probes)"
+        return f"smoke test: never answers {', '.join(never)} ({smoke.rows} texts + probes)"
+    check = smoke.probes
     if check.accuracy is not None and check.accuracy < policy.min_probe_accuracy:
         return (
             f"smoke test: {check.correct}/{check.total} obvious probes right "
             f"({'; '.join(check.flags)})"
         )
     return None
+
+
+def gold_reference(gold: Sequence[object] | None, policy: Policy) -> Reference | None:
+    """The sample's gold labels, when enough of its rows have one."""
+    if gold is None:
+        return None
+    votes = [[g] if isinstance(g, str) and g.strip() else [] for g in gold]
+    if sum(bool(v) for v in votes) < policy.min_reference_rows:
+        return None
+    return Reference("the gold labels", votes)
+
+
+def committee_reference(peers: Sequence[Candidate]) -> Reference | None:
+    """The committee's view: on every sample row, the answers of `peers` pooled."""
+    answers = {c.model.id: c.smoke.predictions for c in peers if c.smoke and c.smoke.predictions}
+    if not answers:
+        return None
+    votes = [list(row) for row in zip(*answers.values(), strict=True)]
+    names = ", ".join(answers)
+    return Reference(f"the other candidates' pooled votes ({names})", votes)
 
 
 def expected_escalation(committee: Sequence[Candidate], task: TaskSpec) -> float | None:
@@ -362,34 +501,58 @@ def choose(
     task: TaskSpec,
     texts: Sequence[object] | None = None,
     *,
+    gold: Sequence[object] | None = None,
     policy: Policy | None = None,
     propose: Proposer | None = None,
 ) -> Selection:
     """Rank, smoke-test in score order and pick up to k diverse models; never raises for
-    too few (the Selection says so), so callers can show every reason."""
+    too few (the Selection says so), so callers can show every reason. `gold`: the known
+    label of each text (None where unknown), the smoke test's reference when given."""
     started = time.perf_counter()
     policy = policy or Policy()
     ranked = rank_candidates(hub, task, policy=policy, propose=propose)
-    sample = smoke_sample(texts, policy.smoke_rows, task.seed) if texts is not None else []
-    smoke_tests = 0
+    rows = smoke_sample(texts, policy.smoke_rows, task.seed) if texts is not None else []
+    sample = [str(texts[i]) for i in rows] if texts is not None else []
+    by_gold = gold_reference([gold[i] for i in rows], policy) if gold is not None else None
+    acceptable = [c for c in ranked if c.rejected is None]
+    loaded: list[Candidate] = []  # in the order they ran on the sample
 
-    def may_test() -> bool:
-        return not sample or smoke_tests < policy.max_smoke_tests
+    def may_test(candidate: Candidate) -> bool:
+        return not sample or candidate.smoke is not None or len(loaded) < policy.max_smoke_tests
+
+    def ran(candidate: Candidate) -> bool:
+        """Run the candidate on the sample once; False when that alone rejects it."""
+        if candidate.smoke is None and candidate.rejected is None:
+            loaded.append(candidate)
+            candidate.rejected = run_smoke(candidate, sample, task, policy)
+        return candidate.rejected is None
+
+    def reference(candidate: Candidate) -> Reference | None:
+        if by_gold is not None:
+            return by_gold
+        peers = [c for c in loaded if c is not candidate and c.rejected is None]
+        for other in acceptable:  # run the next candidates early: they would run anyway
+            if len(peers) >= policy.peers or len(loaded) >= policy.max_smoke_tests:
+                break
+            if other is not candidate and other.smoke is None and ran(other):
+                peers.append(other)
+        return committee_reference(peers)
 
     def passes(candidate: Candidate) -> bool:
-        nonlocal smoke_tests
         if not sample:
             return True
-        smoke_tests += 1
-        candidate.rejected = smoke_test(candidate, sample, task, policy)
+        if ran(candidate):
+            candidate.rejected = judge_smoke(candidate, task, policy, reference(candidate))
         return candidate.rejected is None
 
     chosen: list[Candidate] = []
     waiting: list[Candidate] = []  # same lineage as a chosen model: used only if nothing else
-    for candidate in [c for c in ranked if c.rejected is None]:
+    for candidate in acceptable:
+        if candidate.rejected is not None:  # run early as a peer, and that rejected it
+            continue
         if len(chosen) == task.k:
             candidate.note = f"not needed: the {task.k} chosen models rank higher"
-        elif not may_test():
+        elif not may_test(candidate):
             candidate.note = f"not smoke-tested: the limit of {policy.max_smoke_tests} was reached"
         elif candidate.lineage and candidate.lineage in {c.lineage for c in chosen}:
             waiting.append(candidate)
@@ -397,7 +560,7 @@ def choose(
             chosen.append(candidate)
     for candidate in waiting:
         twin = next(c for c in chosen if c.lineage == candidate.lineage)
-        if len(chosen) < task.k and may_test():
+        if len(chosen) < task.k and may_test(candidate):
             if passes(candidate):
                 candidate.note = f"same base model and data as {twin.model.id}; no alternative"
                 chosen.append(candidate)
@@ -419,26 +582,134 @@ def choose(
     )
 
 
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def lacks(candidate: Candidate, task: TaskSpec) -> str:
+    """What keeps a candidate out, shortest first: the task labels it cannot predict."""
+    alignment = candidate.alignment
+    unmapped = [m for m, t in alignment.mapping.items() if t is None]
+    if not alignment.covers(task.labels):
+        text = f"cannot predict {', '.join(alignment.missing(task.labels))}"
+        return text + (f"; its {', '.join(unmapped)} map to none" if unmapped else "")
+    if unmapped:
+        return f"its {', '.join(unmapped)} map to none of the labels"
+    return _clip(candidate.rejected or candidate.note or "not chosen", 100)
+
+
+def _label_map_fix(
+    selection: Selection, task: TaskSpec, policy: Policy
+) -> tuple[str, int, bool] | None:
+    """(--label-map items, models it lets through the label check, whether a pair only follows
+    the label order) for the closest candidates whose labels are the problem; None if none."""
+    unchosen = [c for c in selection.ranked if not c.chosen]
+    label_bound = [
+        c for c in unchosen if not (c.alignment.covers(task.labels) and c.alignment.complete)
+    ]
+    shared: dict[str, str] = {}
+    per_model: dict[str, dict[str, str]] = {}
+    by_order = False
+
+    def through() -> int:
+        trial = task.model_copy(
+            update={
+                "label_map": {**task.label_map, **shared},
+                "model_label_maps": {**task.model_label_maps, **per_model},
+            }
+        )
+        return sum(
+            static_rejection(c.model, align_model(c.model, trial), trial, policy) is None
+            for c in label_bound
+        )
+
+    passed = 0
+    for candidate in label_bound:
+        if len(selection.chosen) + passed >= task.k:
+            break
+        suggestion = suggest_label_map(candidate.alignment, task.labels, task.label_words)
+        if suggestion is None:
+            continue
+        pairs = suggestion.pairs
+        before = dict(shared), dict(per_model)
+        if suggestion.by_order or any(GENERIC.match(m.strip()) for m in pairs):
+            per_model[candidate.model.id] = pairs  # what LABEL_0 means is one model's own
+        elif all(shared.get(m, t) == t for m, t in pairs.items()):
+            shared.update(pairs)
+        else:
+            continue
+        now = through()
+        if now <= passed:  # kept out by something else too (its licence, its size)
+            shared, per_model = before
+            continue
+        passed, by_order = now, by_order or suggestion.by_order
+    if not passed:
+        return None
+    items = [f"{m}={t}" for m, t in shared.items()]
+    items += [f"{model}:{m}={t}" for model, pairs in per_model.items() for m, t in pairs.items()]
+    return ",".join(items), passed, by_order
+
+
+def selection_failure(
+    selection: Selection, task: TaskSpec, hub_name: str, policy: Policy | None = None
+) -> SelectionError:
+    """Why fewer than k models were chosen, as one line that names the closest candidates,
+    what each lacks and the option that would fix it, and a second with every reason."""
+    policy = policy or Policy()
+    have, k = len(selection.chosen), task.k
+    labels = ", ".join(task.labels)
+    unchosen = [c for c in selection.ranked if not c.chosen]
+    closest = ", ".join(f"{c.model.id} ({lacks(c, task)})" for c in unchosen[:CLOSEST])
+    fixes: list[str] = []
+    fix: dict[str, str] = {}
+    mapped = _label_map_fix(selection, task, policy)
+    if mapped is not None:
+        items, through, by_order = mapped
+        fix["label_map"] = items
+        option = f"--label-map {items}"
+        if have + through < k:
+            fix["k"] = str(have + through)
+            option += f" --k {have + through}"
+        note = f"lets {through} more model(s) map onto {labels}"
+        if by_order:
+            note += ", if their labels mean yours in this order: check their cards"
+        fixes.append(f"{option} ({note})")
+    if 0 < have < k:
+        fixes.append(f"--k {have}")
+        fix.setdefault("k", str(have))
+    if not fixes:
+        fixes.append(
+            "add models that can do these labels to the hub (--hub), or say what a close "
+            "model's labels mean with --label-map MODEL_LABEL=TASK_LABEL"
+        )
+    summary = (
+        f"only {have} of the k={k} models needed on hub {hub_name!r} can do {labels}"
+        + (f"; closest: {closest}" if closest else "; the hub offers no text classifier")
+        + f"; fix: {' or '.join(fixes)}"
+    )
+    reasons = "; ".join(
+        f"{c.model.id}: {c.rejected or c.note}" for c in unchosen if c.rejected or c.note
+    )
+    details = _clip(f"every candidate: {reasons}", DETAILS_CHARS) if reasons else ""
+    return SelectionError(summary, details, fix)
+
+
 def select(
     hub: ModelHub,
     task: TaskSpec,
     texts: Sequence[object] | None = None,
     *,
+    gold: Sequence[object] | None = None,
     policy: Policy | None = None,
     propose: Proposer | None = None,
 ) -> tuple[list[Candidate], list[Candidate]]:
     """(chosen Top-k, everything considered); raises when fewer than k models can do the task.
 
     With `texts` (the user's rows; blanks are skipped) every chosen model has passed the smoke
-    test and carries the committee's expected escalation rate.
+    test and carries the committee's expected escalation rate; `gold` (a label or None per
+    text) is then the smoke test's reference.
     """
-    selection = choose(hub, task, texts, policy=policy, propose=propose)
+    selection = choose(hub, task, texts, gold=gold, policy=policy, propose=propose)
     if selection.short:
-        reasons = "; ".join(f"{c.model.id}: {c.rejected}" for c in selection.ranked if c.rejected)[
-            :800
-        ]
-        raise SelectionError(
-            f"only {len(selection.chosen)} model(s) on hub {hub.name!r} can do "
-            f"{', '.join(task.labels)} but k={task.k}; lower --k or add models ({reasons})"
-        )
+        raise selection_failure(selection, task, hub.name, policy)
     return selection.chosen, selection.ranked

@@ -79,12 +79,20 @@ def select_models(state: RunState, runtime: Runtime[Services]) -> dict:
     store = _store(state)
     if not store.models_path.is_file():
         started = time.perf_counter()
-        # The smoke test runs every candidate on the user's own first rows.
-        texts = pd.read_parquet(store.input_chunk(0))["text"].tolist() if store.n_chunks() else None
+        # The smoke test runs every candidate on the user's own first rows, and compares its
+        # labels with the gold labels the run may learn from (--gold-column; not the labels
+        # an eval or the demo keeps only to score the run with).
+        texts = gold = None
+        if store.n_chunks():
+            first = pd.read_parquet(store.input_chunk(0))
+            texts = first["text"].tolist()
+            known = store.gold_evidence()
+            if len(known):
+                gold = [None if pd.isna(g) else str(g) for g in first["id"].map(known)]
         task = store.task()
         llm = runtime.context.llm
         propose = llm_proposer(llm, task.description) if llm is not None else None
-        chosen, ranked = select(runtime.context.hub, task, texts, propose=propose)
+        chosen, ranked = select(runtime.context.hub, task, texts, gold=gold, propose=propose)
         write_json(
             {
                 "hub": runtime.context.hub.name,
@@ -113,7 +121,12 @@ def align_labels(state: RunState, runtime: Runtime[Services]) -> dict:
         for m in store.committee()
     ]
     store.write_committee(committee)
-    runtime.context.progress(Aligned(maps={m.id: m.label_map for m in committee}))
+    runtime.context.progress(
+        Aligned(
+            maps={m.id: m.label_map for m in committee},
+            evidence={m.id: m.label_evidence for m in committee},
+        )
+    )
     return {}
 
 

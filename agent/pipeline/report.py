@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from agent.committee.labels import USER
 from agent.domain import EXPERT_SOURCES, CommitteeMember, Route, Source
 from agent.pipeline import trust
 from agent.pipeline.plots import escalation_plot, gate_plot, reliability_plot
@@ -147,7 +148,15 @@ def compute_metrics(
         "llm": ledger_totals(store.ledger_path),
         "seconds_by_stage": {k: round(v, 2) for k, v in store.timings().items()},
         "finetune_cycles": cycles(store),
-        "models": [{"id": m.id, "slug": m.slug, "label_map": m.label_map} for m in committee],
+        "models": [
+            {
+                "id": m.id,
+                "slug": m.slug,
+                "label_map": m.label_map,
+                "label_evidence": m.label_evidence,
+            }
+            for m in committee
+        ],
     }
     if store.reliability_path.is_file():
         metrics["trust"] = read_json(store.reliability_path)
@@ -200,8 +209,18 @@ def render_report(metrics: dict) -> str:
     lines += [f"| {k} | {v} |" for k, v in metrics["by_label"].items()]
     lines += ["", "## Committee", "", "| model | label map |", "|---|---|"]
     for m in metrics["models"]:
-        mapping = ", ".join(f"{a} → {b}" for a, b in m["label_map"].items())
+        evidence = m.get("label_evidence") or {}
+        mapping = ", ".join(
+            f"{a} → {b}" + (" (user)" if str(evidence.get(a, "")).startswith(USER) else "")
+            for a, b in m["label_map"].items()
+        )
         lines.append(f"| {m['id']} | {mapping} |")
+    if any(
+        str(e).startswith(USER)
+        for m in metrics["models"]
+        for e in (m.get("label_evidence") or {}).values()
+    ):
+        lines += ["", "(user): from your --label-map, over the automatic mapping."]
     lines += ["", "## Escalation per chunk", ""]
     if metrics.get("plots", {}).get("escalation"):
         lines += [f"![escalation per chunk]({metrics['plots']['escalation']})", ""]

@@ -3,7 +3,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from agent.task import TaskSpec
+from agent.task import TaskSpec, format_label_map, parse_label_map
 
 
 def spec(**kw):
@@ -55,3 +55,25 @@ def test_a_task_json_that_still_has_device_loads(tmp_path):
     assert not hasattr(loaded, "device")
     loaded.save(path)
     assert "device" not in json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_the_label_map_parses_shared_and_per_model_items():
+    shared, per_model = parse_label_map(["negative=bearish, positive=bullish", "org/m:LABEL_0=a"])
+    assert shared == {"negative": "bearish", "positive": "bullish"}
+    assert per_model == {"org/m": {"LABEL_0": "a"}}
+    for bad in ("negative", "=bearish", "negative=", ":LABEL_0=a"):
+        with pytest.raises(ValueError, match="--label-map takes MODEL_LABEL=TASK_LABEL"):
+            parse_label_map([bad])
+
+
+def test_the_label_map_targets_task_labels_and_the_per_model_map_wins():
+    task = spec(label_map={"NEG": "a", "POS": "b"}, model_label_maps={"org/m": {"POS": "a"}})
+    assert task.label_map_for("org/m") == {"NEG": "a", "POS": "a"}
+    assert task.label_map_for("org/other") == {"NEG": "a", "POS": "b"}
+    assert format_label_map(task) == "NEG=a,POS=b,org/m:POS=a"
+    with pytest.raises(
+        ValidationError, match=r"--label-map NEG=c: 'c' is not one of the labels \(a, b\)"
+    ):
+        spec(label_map={"NEG": "c"})
+    with pytest.raises(ValidationError, match="--label-map org/m:NEG=c"):
+        spec(model_label_maps={"org/m": {"NEG": "c"}})

@@ -161,3 +161,55 @@ def test_the_local_model_fills_the_form(monkeypatch):
     assert draft.labels == ["positive", "negative", "neutral"]
     assert draft.max_cost_usd == 2.0
     assert later.reviewer == "human" and later.data_path == "data/tweets.csv"
+
+
+def test_the_label_map_is_a_form_field_and_the_chat_option_presets_it(data):
+    form = Form()
+    assert form.edit("label_map=negative") == [
+        "label_map takes MODEL_LABEL=TASK_LABEL or MODEL_ID:MODEL_LABEL=TASK_LABEL, not 'negative'"
+    ]
+    form.edit(f"data={data}; column=tweet; labels=bearish,bullish; task=market mood")
+    assert form.edit("map=negative=bearish,org/m:LABEL_1=bullish") == []
+    task = form.task()
+    assert task.label_map == {"negative": "bearish"}
+    assert task.model_label_maps == {"org/m": {"LABEL_1": "bullish"}}
+
+    out = io.StringIO()
+    preset = {"label_map": {"positive": "bullish"}, "model_label_maps": {}}
+    chat = ChatSession(Console(file=out, width=200), None, lambda run_dir: None, preset=preset)
+    chat.handle(f"data={data}; column=tweet; labels=bearish,bullish; task=market mood")
+    assert chat.confirming and "positive=bullish" in out.getvalue()
+    chat.handle("n")  # a new form starts from the preset again
+    assert chat.form.settings["label_map"] == {"positive": "bullish"}
+
+
+def test_a_failed_selection_brings_the_form_back_with_the_fix(data, tmp_path, monkeypatch):
+    import agent.cli.chat as chat_module
+    from agent.committee.selection import SelectionError
+    from agent.pipeline.runner import RunOptions
+
+    def no_committee(store, options, *, resume):
+        raise SelectionError(
+            "only 0 of the k=1 models needed on hub 'local' can do bearish, bullish; fix: "
+            "--label-map negative=bearish,positive=bullish",
+            "every candidate: org/m: cannot predict bearish, bullish",
+            {"label_map": "negative=bearish,positive=bullish"},
+        )
+
+    monkeypatch.setattr(chat_module, "preflight", lambda task, options: None)
+    monkeypatch.setattr(chat_module, "run_graph", no_committee)
+    out = io.StringIO()
+    options = RunOptions(hub=None, sandbox=None)
+    chat = ChatSession(Console(file=out, width=300), None, lambda run_dir: options)
+    chat.run_dir = tmp_path / "first"
+    chat.handle(f"data={data}; column=tweet; labels=bearish,bullish; task=market mood; k=1")
+    chat.handle("y")
+    screen = out.getvalue()
+    assert "only 0 of the k=1 models needed" in screen and "every candidate: org/m" in screen
+    assert "Fix the form (`label_map=negative=bearish,positive=bullish`)" in screen
+    # The form is back as it was, waiting for the fix; the failed run is left behind.
+    assert chat.confirming and chat.store is None
+    assert chat.form.task().labels == ["bearish", "bullish"] and chat.form.task().k == 1
+    chat.handle("label_map=negative=bearish,positive=bullish")
+    assert chat.form.task().label_map == {"negative": "bearish", "positive": "bullish"}
+    assert chat.confirming

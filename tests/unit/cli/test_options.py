@@ -10,7 +10,13 @@ from typer.testing import CliRunner
 from agent.cli import app as app_module
 from agent.cli import options as options_module
 from agent.cli.app import app
-from agent.cli.options import DEFAULT_STEP_TIMEOUT_S, Engine, Review, run_options
+from agent.cli.options import (
+    DEFAULT_STEP_TIMEOUT_S,
+    Engine,
+    Review,
+    label_map_fields,
+    run_options,
+)
 from agent.errors import UserError
 from agent.store.runstore import RunStore
 from agent.task import TaskSpec
@@ -168,6 +174,8 @@ def test_help_teaches_the_shared_options_in_groups(name):
     if name != "demo":
         assert "--device" in text and "cpu or cuda" in text
         assert "LLM endpoint" in text and "--llm-base-url" in text
+    if name in ("run", "eval", "chat"):
+        assert "--label-map" in text and "negative=bearish" in text
     if name in ("run", "eval"):
         assert "LLM review" in text and "--review-batch" in text and "--label-words" in text
         assert "Pipeline" in text and "--replay-ratio" in text and "--codegen" in text
@@ -214,3 +222,28 @@ def test_gold_column_makes_the_users_labels_evidence_and_trust_options_reach_the
     assert (spec.audit_share, spec.min_confidence) == (0.1, 0.8)
     runner.invoke(app, command_line("run", csv, tmp_path / "plain"))
     assert (specs[1].gold_column, specs[1].gold_evidence, specs[1].audit_share) == (None, 0.0, 0.05)
+
+
+def test_the_label_map_becomes_task_fields():
+    assert label_map_fields(["negative=bearish,positive=bullish", "org/m:LABEL_0=bearish"]) == {
+        "label_map": {"negative": "bearish", "positive": "bullish"},
+        "model_label_maps": {"org/m": {"LABEL_0": "bearish"}},
+    }
+    assert label_map_fields(None) == {"label_map": {}, "model_label_maps": {}}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("negative", "--label-map takes MODEL_LABEL=TASK_LABEL or MODEL_ID:MODEL_LABEL=TASK_LABEL"),
+        (
+            "negative=bearish",
+            "task: --label-map negative=bearish: 'bearish' is not one of the labels",
+        ),
+    ],
+)
+def test_a_bad_label_map_is_one_line_exit_2(tmp_path, csv, value, expected):
+    result = runner.invoke(app, [*command_line("run", csv, tmp_path), "--label-map", value])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: {expected}") and result.output.count("\n") == 1
+    assert not (tmp_path / "run").exists()

@@ -103,6 +103,42 @@ def test_a_proposal_outside_the_task_labels_is_refused():
     assert a.evidence["LABEL_1"] == "no match"
 
 
+MARKET = ["bearish", "bullish", "neutral"]
+
+
+def test_the_users_label_map_comes_before_every_rule():
+    user = {"negative": "bearish", "POSITIVE": "bullish"}
+    a = align(["negative", "neutral", "positive"], MARKET, user_map=user)
+    assert a.mapping == {"negative": "bearish", "neutral": "neutral", "positive": "bullish"}
+    assert a.evidence == {"negative": "user", "neutral": "exact", "positive": "user"}
+    assert a.complete and a.covers(MARKET) and a.fit == 1.0
+    # Over an exact match and a card too: the user knows what the model means.
+    card = "LABEL_0: negative\nLABEL_1: positive"
+    a = align(["LABEL_0", "LABEL_1", "neutral"], SENTIMENT, card, user_map={"neutral": "positive"})
+    assert a.mapping == {"LABEL_0": "negative", "LABEL_1": "positive", "neutral": "positive"}
+    assert a.evidence["neutral"].startswith("user; many-to-one")
+    # A label the map does not name goes through the rules, and no proposal is asked for it.
+    asked = []
+    a = align(["NEG", "POS"], ["negative", "positive"], user_map={"POS": "positive"},
+              propose=lambda *args: asked.append(args) or {})  # fmt: skip
+    assert a.evidence == {"NEG": "synonym", "POS": "user"} and asked == []
+
+
+def test_label_words_map_a_model_label_equal_to_a_word_or_its_synonym():
+    words = {"bearish": "negative", "bullish": "positive"}
+    a = align(["negative", "neutral", "positive"], MARKET, words=words)
+    assert a.mapping == {"negative": "bearish", "neutral": "neutral", "positive": "bullish"}
+    assert a.evidence["negative"] == "label word: bearish is shown as negative"
+    assert a.fit == 1.0
+    short = align(["NEG", "NEU", "POS"], MARKET, words=words)
+    assert short.mapping == {"NEG": "bearish", "NEU": "neutral", "POS": "bullish"}
+    assert short.evidence["POS"] == "synonym of the label word positive (bullish)"
+    card = "Labels: 0 -> Negative; 1 -> Neutral; 2 -> Positive"
+    generic = align(["LABEL_0", "LABEL_1", "LABEL_2"], MARKET, card, words=words)
+    assert generic.mapping == {"LABEL_0": "bearish", "LABEL_1": "neutral", "LABEL_2": "bullish"}
+    assert not align(["negative", "positive"], MARKET).covers(MARKET)
+
+
 def test_probes_exist_for_known_labels_only():
     probes = probes_for(["toxic", "non-toxic", "spam"])
     assert {label for _, label in probes} == {"toxic", "non-toxic"}
@@ -189,3 +225,29 @@ def test_the_llm_proposer_survives_an_answer_without_json(tmp_path):
     a = align(["LABEL_0", "LABEL_1"], ["negative", "positive"], "", propose=propose)
     assert a.mapping == {"LABEL_0": None, "LABEL_1": None}
     assert not a.complete
+
+
+def test_a_label_the_user_named_borrows_the_probes_of_what_it_is_said_to_be():
+    probes = probes_for(MARKET, {"bearish": ["negative"], "bullish": ["POS", "positive"]})
+    assert {label for _, label in probes} == set(MARKET) and len(probes) == 9
+    assert ("I am so angry and disappointed, everything went wrong.", "bearish") in probes
+    # Aliases that disagree (negative and positive both sent to bearish) choose nothing.
+    assert {label for _, label in probes_for(MARKET, {"bearish": ["neg", "pos"]})} == {"neutral"}
+
+
+def test_a_label_map_is_suggested_by_leaning_else_in_order_and_never_many_to_one():
+    from agent.committee.labels import suggest_label_map
+
+    # Positive first in the model, bearish first in the task: leaning, not order, pairs them.
+    s = suggest_label_map(align(["positive", "neutral", "negative"], MARKET), MARKET)
+    assert s.pairs == {"positive": "bullish", "negative": "bearish"} and not s.by_order
+    # An LLM guess is no obstacle: a user map goes over it.
+    guessed = align(["NEG", "POS", "neutral"], MARKET, propose=lambda *a: {"NEG": "neutral"})
+    assert guessed.mapping["NEG"] == "neutral"
+    assert suggest_label_map(guessed, MARKET).pairs == {"NEG": "bearish", "POS": "bullish"}
+    # Nothing to go by: the labels' order, and the suggestion says so.
+    s = suggest_label_map(align(["LABEL_0", "LABEL_1"], ["spam", "ham"]), ["spam", "ham"])
+    assert s.pairs == {"LABEL_0": "spam", "LABEL_1": "ham"} and s.by_order
+    # Five stars onto two missing labels is a many-to-one map: the user's to say.
+    stars = align(["1 star", "2 stars", "3 stars", "4 stars", "5 stars"], MARKET)
+    assert suggest_label_map(stars, MARKET) is None

@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -23,7 +24,7 @@ from agent.committee.selection import (
 from agent.domain import CommitteeMember
 from agent.hub.local import LocalHub
 from agent.hub.protocol import ModelInfo
-from agent.task import TaskSpec
+from agent.task import TaskSpec, parse_label_map
 from tests.fixtures.models import card_text, make_keyword_classifier
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "model_configs"
@@ -173,10 +174,18 @@ def test_multilabel_toxic_bert_is_rejected_for_binary_toxicity():
     assert "severe_toxic" in toxic_bert.rejected
 
 
-def test_too_few_fitting_models_raise_with_every_reason():
-    with pytest.raises(SelectionError, match="only 1 model") as err:
+def test_too_few_fitting_models_raise_with_the_fix_and_every_reason():
+    with pytest.raises(SelectionError) as err:
         select(LocalHub(FIXTURES), task("toxic comments", TOXICITY, k=2))
-    assert "unitary/toxic-bert: cannot predict non-toxic" in str(err.value)
+    summary, details = str(err.value).split("\n")
+    assert summary.startswith(
+        "only 1 of the k=2 models needed on hub 'local' can do non-toxic, toxic; closest: "
+        "unitary/toxic-bert (cannot predict non-toxic; its severe_toxic, obscene, threat, "
+        "identity_hate map to none), "
+    )
+    assert summary.endswith("; fix: --k 1") and err.value.fix == {"k": "1"}
+    assert details.startswith("every candidate: ")
+    assert "unitary/toxic-bert: cannot predict non-toxic" in details
 
 
 def test_licence_allowlist_and_size_budget():
@@ -244,8 +253,11 @@ def test_smoke_test_rejects_each_failure_with_its_reason(smoke_hub):
     assert [c.model.id for c in selection.chosen] == [ID["a"], ID["b"]]
     assert selection.sample_rows == 50
     reasons = {c.model.id: c.rejected for c in selection.ranked if c.rejected}
-    assert (
-        reasons[ID["always-neutral"]] == "smoke test: answers neutral for 100% of 50 sample texts"
+    # Degenerate: far from what the next two candidates, run early for it, answer together.
+    assert reasons[ID["always-neutral"]] == (
+        "smoke test: its labels on 50 sample texts (neutral 100%) are far from the other "
+        f"candidates' pooled votes ({ID['never-neutral']}, {ID['swapped']}) on the same texts "
+        "(negative 50%, neutral 16%, positive 34%): total variation 0.84 > 0.5"
     )
     assert reasons[ID["never-neutral"]].startswith("smoke test: never answers neutral")
     assert reasons[ID["swapped"]] == (
@@ -255,6 +267,77 @@ def test_smoke_test_rejects_each_failure_with_its_reason(smoke_hub):
     assert reasons[ID["multi-label"]].startswith("multi-label model")
     assert reasons[ID["broken"]].startswith("smoke test crashed (")
     assert len(reasons) == 5
+
+
+def skewed_sample() -> tuple[list[str], list[str]]:
+    """50 texts, 70% neutral, 26% negative: (texts, gold); b does not know the negative words."""
+    texts, gold = [], []
+    for i in range(50):
+        subject = SUBJECTS[i % len(SUBJECTS)]
+        if i % 10 < 7:
+            texts.append(f"{subject} is at {i} pm on the news")
+            gold.append("neutral")
+        elif i < 48:
+            texts.append(f"{subject} was {B_MISSES[i % 2]} today")
+            gold.append("negative")
+        else:
+            texts.append(f"{subject} was {POSITIVE_WORDS[i % len(POSITIVE_WORDS)]} today")
+            gold.append("positive")
+    return texts, gold
+
+
+@pytest.mark.parametrize("with_gold", [True, False])
+def test_a_model_right_about_a_skewed_sample_is_kept(smoke_hub, with_gold):
+    texts, gold = skewed_sample()
+    assert gold.count("neutral") == 35 and gold.count("negative") == 13
+    spec = task("sentiment of tweets", SENTIMENT, k=2)
+    selection = choose(LocalHub(smoke_hub), spec, texts, gold=gold if with_gold else None)
+    assert [c.model.id for c in selection.chosen] == [ID["a"], ID["b"]]
+    a, b = selection.chosen
+    # a is right: neutral for 70% of the rows, as the gold labels say.
+    assert a.smoke.label_share["neutral"] == pytest.approx(0.7)
+    # b misses every negative word here and answers neutral for 96% of the rows, which a fixed
+    # share of one label (95%) called degenerate; 0.26 from the reference is not far.
+    assert b.smoke.label_share["neutral"] == pytest.approx(0.96)
+    assert b.smoke.distance == pytest.approx(0.26)
+    reference = (
+        "the gold labels" if with_gold else f"the other candidates' pooled votes ({ID['a']})"
+    )
+    assert b.smoke.reference == reference
+    assert b.to_json()["smoke"]["reference"] == reference
+    reasons = {c.model.id: c.rejected for c in selection.ranked if c.rejected}
+    assert len(reasons) == 5
+    if with_gold:
+        # Never neutral where the gold labels are 70% neutral: far, and the reason says so.
+        assert reasons[ID["never-neutral"]].startswith("smoke test: its labels on 50 sample texts")
+        assert (
+            "far from the gold labels on the same texts (negative 26%, neutral 70%, positive 4%)"
+            in (reasons[ID["never-neutral"]])
+        )
+
+
+def test_models_search_compares_with_the_gold_column(smoke_hub, tmp_path):
+    texts, gold = skewed_sample()
+    data = tmp_path / "tweets.csv"
+    pd.DataFrame({"text": texts, "label": gold}).to_csv(data, index=False)
+    args = ["models", "search", "sentiment of tweets", "--labels", ",".join(SENTIMENT)]
+    args += ["--hub", str(smoke_hub), "--k", "2", "--data", str(data), "--gold-column", "label"]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["chosen"] == [ID["a"], ID["b"]]
+    assert report["candidates"][1]["smoke"]["reference"] == "the gold labels"
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "250"})
+    assert "neutral 96%, positive 4%; 0.26 from gold" in result.output
+
+
+def test_gold_on_too_few_sample_rows_leaves_the_reference_to_the_committee(smoke_hub):
+    texts, gold = skewed_sample()
+    few = [g if i < 9 else None for i, g in enumerate(gold)]  # 9 < Policy.min_reference_rows
+    selection = choose(
+        LocalHub(smoke_hub), task("sentiment of tweets", SENTIMENT, k=2), texts, gold=few
+    )
+    assert selection.chosen[1].smoke.reference.startswith("the other candidates' pooled votes")
 
 
 def test_expected_escalation_is_the_share_of_sample_rows_the_committee_disagrees_on(smoke_hub):
@@ -301,12 +384,147 @@ def test_models_search_cli_shows_choices_rejections_and_escalation(smoke_hub, tm
     result = search(2)
     assert result.exit_code == 0, result.output
     assert ID["a"] in result.output and "chosen" in result.output
-    assert "answers neutral for 100% of 50 sample texts" in result.output
+    status = " ".join(result.output.replace("│", " ").split())  # the table wraps the reasons
+    assert "neutral 100%; 0.84 from the others" in status
+    assert "its labels on 50 sample texts (neutral 100%) are far from the other" in status
     assert "expected escalation:" in result.output
 
     result = search(3)
     assert result.exit_code == 1
-    assert "only 2 of the k=3 models needed can do the task" in result.output
+    line = " ".join(result.output.split())
+    assert "error: only 2 of the k=3 models needed on hub 'local' can do negative" in line
+    assert line.endswith("; fix: --k 2")
+
+
+MARKET = ["bearish", "bullish", "neutral"]
+
+
+def test_models_with_other_label_names_are_selected_only_through_the_label_map(smoke_hub):
+    hub = LocalHub(smoke_hub)
+    spec = task("market sentiment of tweets", MARKET, k=2)
+    ranked = rank_candidates(hub, spec)
+    assert all(c.rejected.startswith("cannot predict bearish, bullish") for c in ranked)
+
+    user = spec.model_copy(update={"label_map": {"negative": "bearish", "positive": "bullish"}})
+    chosen, ranked = select(hub, user, sample_texts())
+    assert [c.model.id for c in chosen] == [ID["a"], ID["b"]]
+    saved = chosen[0].to_json()
+    assert saved["label_map"] == {
+        "negative": "bearish",
+        "neutral": "neutral",
+        "positive": "bullish",
+    }
+    assert saved["label_evidence"] == {"negative": "user", "neutral": "exact", "positive": "user"}
+
+    # The per-model form maps that model only.
+    one = spec.model_copy(
+        update={
+            "k": 1,
+            "model_label_maps": {ID["b"]: {"negative": "bearish", "positive": "bullish"}},
+        }
+    )
+    chosen, ranked = select(hub, one, sample_texts())
+    assert [c.model.id for c in chosen] == [ID["b"]]
+    assert by_id(ranked)[ID["a"]].rejected.startswith("cannot predict bearish, bullish")
+
+
+def test_models_search_takes_the_label_map(smoke_hub, tmp_path):
+    data = tmp_path / "tweets.csv"
+    data.write_text("text\n" + "\n".join(sample_texts()) + "\n", encoding="utf-8")
+    args = ["models", "search", "market sentiment of tweets", "--labels", ",".join(MARKET)]
+    args += ["--hub", str(smoke_hub), "--k", "2", "--data", str(data), "--json"]
+    result = CliRunner().invoke(app, [*args, "--label-map", "negative=bearish,positive=bullish"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["chosen"] == [ID["a"], ID["b"]]
+
+
+def test_label_words_feed_alignment_as_well_as_review(smoke_hub):
+    words = {"bearish": "negative", "bullish": "positive"}
+    spec = task("market sentiment of tweets", MARKET, k=2).model_copy(update={"label_words": words})
+    chosen, _ = select(LocalHub(smoke_hub), spec, sample_texts())
+    assert [c.model.id for c in chosen] == [ID["a"], ID["b"]]
+    assert chosen[0].alignment.evidence["positive"] == "label word: bullish is shown as positive"
+
+
+def test_a_hub_of_other_label_names_fails_with_the_label_map_that_fixes_it(smoke_hub):
+    hub = LocalHub(smoke_hub)
+    spec = task("market sentiment of tweets", MARKET, k=2)
+
+    # What the embedded LLM answered in issue 16: a guess that leaves bearish out.
+    def propose(model_labels, task_labels, card):
+        return {"negative": "neutral", "positive": "bullish"}
+
+    with pytest.raises(SelectionError) as err:
+        select(hub, spec, sample_texts(), propose=propose)
+    summary = err.value.summary
+    assert summary.startswith(
+        "only 0 of the k=2 models needed on hub 'local' can do bearish, bullish, neutral; "
+        "closest: acme/tweet-sentiment-"
+    )
+    assert summary.count(" (cannot predict bearish)") == 3  # the LLM's bullish stands so far
+    assert summary.endswith(
+        "; fix: --label-map negative=bearish,positive=bullish (lets 7 more model(s) map onto "
+        "bearish, bullish, neutral)"
+    )
+    assert err.value.fix == {"label_map": "negative=bearish,positive=bullish"}
+    # And it does.
+    fixed = spec.model_copy(update={"label_map": {"negative": "bearish", "positive": "bullish"}})
+    chosen, _ = select(hub, fixed, sample_texts(), propose=propose)
+    assert [c.model.id for c in chosen] == [ID["a"], ID["b"]]
+
+
+def generic_hub(root: Path) -> LocalHub:
+    """Two models whose labels are LABEL_0..2 and whose cards do not say what they mean."""
+    source = "cardiffnlp__twitter-roberta-base-sentiment"
+    for model_id, topic, downloads in (("a/tweets", "tweets", 10), ("b/poems", "poems", 5)):
+        target = root / model_id.replace("/", "__")
+        target.mkdir(parents=True)
+        shutil.copy(FIXTURES / source / "config.json", target)
+        body = f"# Sentiment classifier\n\nA sentiment analysis model fine-tuned on {topic}.\n"
+        (target / "README.md").write_text(card_text({"downloads": downloads}, body))
+    return LocalHub(root)
+
+
+def test_generic_labels_without_a_card_fail_with_a_per_model_label_map(tmp_path):
+    hub = generic_hub(tmp_path)
+    spec = task("sentiment of tweets", SENTIMENT, k=1)
+    with pytest.raises(SelectionError) as err:
+        select(hub, spec)
+    summary, details = str(err.value).split("\n")
+    assert summary == (
+        "only 0 of the k=1 models needed on hub 'local' can do negative, neutral, positive; "
+        "closest: a/tweets (cannot predict negative, neutral, positive; its LABEL_0, LABEL_1, "
+        "LABEL_2 map to none), b/poems (cannot predict negative, neutral, positive; its LABEL_0, "
+        "LABEL_1, LABEL_2 map to none); fix: --label-map a/tweets:LABEL_0=negative,"
+        "a/tweets:LABEL_1=neutral,a/tweets:LABEL_2=positive (lets 1 more model(s) map onto "
+        "negative, neutral, positive, if their labels mean yours in this order: check their cards)"
+    )
+    assert details.startswith("every candidate: a/tweets: cannot predict negative, neutral")
+    items = err.value.fix["label_map"].split(",")
+    shared, per_model = parse_label_map(items)
+    chosen, _ = select(hub, spec.model_copy(update={"model_label_maps": per_model}))
+    assert [c.model.id for c in chosen] == ["a/tweets"] and not shared
+
+    # Two needed: one map per model, each its own.
+    with pytest.raises(SelectionError) as err:
+        select(hub, spec.model_copy(update={"k": 2}))
+    assert "b/poems:LABEL_2=positive (lets 2 more model(s)" in err.value.summary
+
+
+def test_run_stops_on_a_failed_selection_with_one_line_and_the_details(tmp_path):
+    hub = generic_hub(tmp_path / "hub")
+    data = tmp_path / "tweets.csv"
+    data.write_text("text\n" + "\n".join(sample_texts()) + "\n", encoding="utf-8")
+    args = ["run", "--data", str(data), "--labels", ",".join(SENTIMENT), "--task", "sentiment"]
+    args += ["--k", "1", "--reviewer", "none", "--codegen", "template", "--sandbox", "local"]
+    args += ["--hub", str(hub.root), "--run-dir", str(tmp_path / "run"), "--quiet"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    first, second = result.output.rstrip("\n").split("\n")
+    assert first.startswith("error: only 0 of the k=1 models needed on hub 'local'")
+    assert "fix: --label-map a/tweets:LABEL_0=negative," in first
+    assert first.endswith(f"then run again ({tmp_path / 'run'} holds no labels; remove it)")
+    assert second.startswith("every candidate: a/tweets: cannot predict negative")
 
 
 def test_an_llm_proposal_rescues_generic_labels_for_the_closest_models_only(tmp_path, monkeypatch):

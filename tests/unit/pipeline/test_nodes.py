@@ -5,10 +5,12 @@ import json
 from types import SimpleNamespace
 
 import pandas as pd
+import pytest
 
 from agent.domain import Aligned, CommitteeMember, Selected
 from agent.pipeline import nodes
-from agent.store.runstore import write_json, write_parquet
+from agent.store.runstore import RunStore, prepare_input, write_json, write_parquet
+from agent.task import TaskSpec
 from tests.fixtures.runs import make_store
 
 
@@ -56,7 +58,10 @@ def test_an_old_runs_committee_is_read_aligned_and_voted_with(tmp_path):
     assert nodes.align_labels(state, runtime(events)) == {}
     selected, aligned = events
     assert selected == Selected(models=["org/a", "org/b"], expected_escalation=0.25)
-    assert aligned == Aligned(maps={m["id"]: m["label_map"] for m in old})
+    assert aligned == Aligned(
+        maps={m["id"]: m["label_map"] for m in old},
+        evidence={m["id"]: m["label_evidence"] for m in old},
+    )
 
     saved = json.loads(store.models_path.read_text())
     inverse = [{"neg": "NEG", "pos": "POS"}, {"neg": "LABEL_0", "pos": "LABEL_1"}]
@@ -77,3 +82,31 @@ def test_an_old_runs_committee_is_read_aligned_and_voted_with(tmp_path):
     voted = pd.read_parquet(store.chunk_votes(0))
     assert voted["org__b.label"].tolist() == ["neg"] * 4
     assert json.loads(voted["versions"][0]) == {"org__a": 0, "org__b": 2}
+
+
+@pytest.mark.parametrize(("evidence", "expected"), [(1.0, ["pos", None, "pos"]), (0.0, None)])
+def test_selection_gets_the_gold_labels_of_the_first_chunks_rows(
+    tmp_path, monkeypatch, evidence, expected
+):
+    """Only gold the run may learn from: an eval's or the demo's scoring gold stays unseen."""
+    (tmp_path / "d.csv").write_text("text,gold\ngood,pos\n,neg\nbad,\nfine,pos\n")
+    task = TaskSpec(
+        description="sentiment",
+        labels=["neg", "pos"],
+        data_path=str(tmp_path / "d.csv"),
+        gold_column="gold",
+        gold_evidence=evidence,
+        chunk_size=10,
+    )
+    store = RunStore.create(tmp_path / "run", task, prepare_input(task))
+    seen = {}
+
+    def fake_select(hub, task, texts, *, gold, propose):
+        seen.update(texts=texts, gold=gold)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(nodes, "select", fake_select)
+    with pytest.raises(RuntimeError, match="stop here"):
+        nodes.select_models({"run_dir": str(store.root)}, runtime([]))
+    # The blank row is not in the chunk; a row without gold has None.
+    assert seen == {"texts": ["good", "bad", "fine"], "gold": expected}

@@ -1,0 +1,50 @@
+"""The report: the committee table marks the label maps the user gave."""
+
+from agent.cli.progress import describe_label_map
+from agent.pipeline.report import render_report
+
+
+def metrics(models: list[dict]) -> dict:
+    return {
+        "task": "market sentiment",
+        "rows": 2,
+        "labeled": 2,
+        "labels": ["bearish", "bullish", "neutral"],
+        "k": 1,
+        "epsilon": 1.0,
+        "beta": 10,
+        "escalated": 0,
+        "escalation_rate": 0.0,
+        "llm": {"calls": 0, "cache_hits": 0, "tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0},
+        "by_source": {"committee": 2},
+        "committee_capped": {"count": 0},
+        "by_label": {"neutral": 2},
+        "models": models,
+        "chunk_rows": [2],
+        "escalation_per_chunk": [0.0],
+        "finetune_cycles": [],
+        "seconds_by_stage": {},
+    }
+
+
+def test_the_committee_table_marks_the_users_label_map():
+    mapping = {"negative": "bearish", "neutral": "neutral", "POS": "bullish"}
+    evidence = {"negative": "user", "neutral": "exact", "POS": "synonym of the label word ..."}
+    report = render_report(
+        metrics([{"id": "org/m", "label_map": mapping, "label_evidence": evidence}])
+    )
+    assert "| org/m | negative → bearish (user), neutral → neutral, POS → bullish |" in report
+    assert "(user): from your --label-map" in report
+    # metrics.json of an older run has no evidence: the table still renders, unmarked.
+    old = render_report(metrics([{"id": "org/m", "label_map": mapping}]))
+    assert "| org/m | negative → bearish, neutral → neutral, POS → bullish |" in old
+    assert "(user)" not in old
+
+
+def test_the_run_shows_the_renamed_labels_and_which_the_user_gave():
+    line = describe_label_map(
+        {"negative": "bearish", "neutral": "neutral", "POS": "bullish"},
+        {"negative": "user", "neutral": "exact", "POS": "synonym"},
+    )
+    assert line == "negative → bearish (your --label-map), POS → bullish"
+    assert describe_label_map({"neutral": "neutral"}, {}) == ""
