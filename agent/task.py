@@ -43,6 +43,8 @@ class TaskSpec(BaseModel):
     replay_ratio: float = Field(default=1.0, ge=0, le=10)
     seed: int = 42
     review_batch: Literal["auto"] | int = Field(default="auto", description="samples per LLM call")
+    # Labeled rows of the run shown to the reviewer LLM before each sample; 0: none.
+    review_shots: int = Field(default=4, ge=0, le=32)
     max_llm_calls: int | None = Field(default=None, ge=0)
     max_cost_usd: float | None = Field(default=None, ge=0)
     # USD per 1M tokens; None: free on the local server, else agent.llm.pricing.DEFAULT_PRICES

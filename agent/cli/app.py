@@ -44,6 +44,7 @@ from agent.cli.options import (
     ReplayOption,
     Review,
     ReviewBatchOption,
+    ReviewShotsOption,
     SandboxOption,
     StepTimeoutOption,
     TaskOption,
@@ -190,6 +191,7 @@ def run(
     quiet: QuietOption = False,
     codegen: CodegenOption = None,
     review_batch: ReviewBatchOption = "auto",
+    review_shots: ReviewShotsOption = 4,
     max_llm_calls: MaxCallsOption = None,
     max_cost: MaxCostOption = None,
     price_in: PriceInOption = None,
@@ -211,6 +213,7 @@ def run(
     )
     review = Review(
         batch=review_batch,
+        shots=review_shots,
         max_calls=max_llm_calls,
         max_cost=max_cost,
         price_in=price_in,
@@ -437,6 +440,7 @@ def evaluate(
     quiet: QuietOption = False,
     codegen: CodegenOption = None,
     review_batch: ReviewBatchOption = "auto",
+    review_shots: ReviewShotsOption = 4,
     max_llm_calls: MaxCallsOption = None,
     max_cost: MaxCostOption = None,
     price_in: PriceInOption = None,
@@ -462,6 +466,7 @@ def evaluate(
     )
     review = Review(
         batch=review_batch,
+        shots=review_shots,
         max_calls=max_llm_calls,
         max_cost=max_cost,
         price_in=price_in,

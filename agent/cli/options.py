@@ -191,6 +191,18 @@ ReviewBatchOption = Annotated[
         rich_help_panel=REVIEW,
     ),
 ]
+ReviewShotsOption = Annotated[
+    int,
+    typer.Option(
+        "--review-shots",
+        min=0,
+        max=32,
+        help="Labeled rows of the run shown to the reviewer LLM before each sample as examples: "
+        "its nearest (by MiniLM embedding) among your gold rows, human answers and rows the "
+        "whole committee agreed on, every label represented. 0: none.",
+        rich_help_panel=REVIEW,
+    ),
+]
 MaxCallsOption = Annotated[
     int | None,
     typer.Option(
@@ -301,6 +313,7 @@ class Review:
     """The LLM review options `run` and `eval` share, as given on the command line."""
 
     batch: str = "auto"
+    shots: int = 4
     max_calls: int | None = None
     max_cost: float | None = None
     price_in: float | None = None
@@ -315,6 +328,7 @@ class Review:
         words = tuple(w for group in self.label_words for w in group.split(",") if w.strip())
         return {
             "review_batch": self.batch if self.batch == "auto" else int(self.batch),
+            "review_shots": self.shots,
             "max_llm_calls": self.max_calls,
             "max_cost_usd": self.max_cost,
             "price_in": self.price_in,

@@ -14,8 +14,10 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from agent.committee.selection import encode
 from agent.domain import EXPERT_SOURCES, CommitteeMember, Route, Source
 from agent.pipeline.review import ReviewItem
+from agent.pipeline.shots import Embed, attach_examples
 from agent.store.runstore import RunStore, write_parquet
 
 # Items handed to the reviewer at a time, so progress shows during review: a whole number of
@@ -34,8 +36,13 @@ def review_chunk(
     committee: Sequence[CommitteeMember],
     chunk: int,
     progress=lambda done, total: None,
+    embed: Embed = encode,
 ) -> dict:
-    """Review the routed samples of one chunk; returns counts for progress and the pool."""
+    """Review the routed samples of one chunk; returns counts for progress and the pool.
+
+    A reviewer with `shots` gets each sample with that many labeled rows of the run as
+    examples (agent.pipeline.shots), their texts embedded by `embed`.
+    """
     target = store.hard_chunk(chunk)
     if target.is_file():
         hard = pd.read_parquet(target)
@@ -57,6 +64,7 @@ def review_chunk(
         verdict_labels = [None] * len(items)
         sources = [Source.UNREVIEWED] * len(items)
     else:
+        items = attach_examples(store, chunk, items, getattr(reviewer, "shots", 0), embed)
         verdicts = []
         step = progress_step(reviewer)
         for start in range(0, len(items), step):

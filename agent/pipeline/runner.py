@@ -114,6 +114,7 @@ def open_reviewer(
         label_descriptions=task.label_descriptions,
         label_words=task.label_words,
         batch_size=review.batch_size_for(task.review_batch, endpoint),
+        shots=task.review_shots,
     )
     return reviewer, LOCAL_SERVER_THREADS if endpoint.local else 0
 

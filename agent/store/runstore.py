@@ -214,6 +214,8 @@ class RunStore:
     hard_dir = property(lambda self: self.root / "hard")
     plots_dir = property(lambda self: self.root / "plots")
     capped_path = property(lambda self: self.root / "committee_capped.csv")
+    # The run's texts as sentence embeddings, each computed once (agent.pipeline.shots).
+    embeddings_path = property(lambda self: self.root / "embeddings.npz")
     human_answers_path = property(lambda self: self.root / "human" / "answers.json")
     scripts_manifest_path = property(lambda self: self.root / "scripts" / "manifest.json")
 

@@ -130,12 +130,14 @@ def test_the_engine_becomes_the_run_options_with_the_runs_sandbox(tmp_path, tiny
 def test_the_review_options_become_task_fields():
     review = Review(
         batch="8",
+        shots=2,
         max_calls=5,
         label_desc=("positive=a good day",),
         label_words=("positive=good,negative=bad",),
     )
     assert review.task_fields() == {
         "review_batch": 8,
+        "review_shots": 2,
         "max_llm_calls": 5,
         "max_cost_usd": None,
         "price_in": None,
@@ -144,6 +146,7 @@ def test_the_review_options_become_task_fields():
         "label_words": {"positive": "good", "negative": "bad"},
     }
     assert Review().task_fields()["review_batch"] == "auto"
+    assert Review().task_fields()["review_shots"] == 4
 
 
 def test_the_run_id_is_known_before_the_run_and_differs_between_folders(tmp_path):
@@ -168,6 +171,7 @@ def test_help_teaches_the_shared_options_in_groups(name):
         assert "LLM endpoint" in text and "--llm-base-url" in text
     if name in ("run", "eval"):
         assert "LLM review" in text and "--review-batch" in text and "--label-words" in text
+        assert "--review-shots" in text
         assert "Pipeline" in text and "--replay-ratio" in text and "--codegen" in text
 
 
