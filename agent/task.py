@@ -20,6 +20,10 @@ class TaskSpec(BaseModel):
     description: str = Field(min_length=3, description="what to label, in plain words")
     labels: list[str]
     label_descriptions: dict[str, str] = Field(default_factory=dict)
+    # Without --label-desc the reviewer LLM drafts label_descriptions once per run (saved here,
+    # `label_descriptions_drafted` true); False: the reviewer sees the label names alone.
+    draft_label_descriptions: bool = True
+    label_descriptions_drafted: bool = False
     # Words the reviewer LLM is shown instead of a label (bearish -> negative), mapped back.
     label_words: dict[str, str] = Field(default_factory=dict)
     data_path: str

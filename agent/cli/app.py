@@ -28,6 +28,7 @@ from agent.cli.options import (
     ChunkSizeOption,
     CodegenOption,
     DeviceOption,
+    DraftLabelDescOption,
     Engine,
     EpsilonOption,
     GgufOption,
@@ -197,6 +198,7 @@ def run(
     price_in: PriceInOption = None,
     price_out: PriceOutOption = None,
     label_desc: LabelDescOption = None,
+    draft_label_desc: DraftLabelDescOption = True,
     label_words: LabelWordsOption = None,
 ) -> None:
     """Label a file end to end: select SLMs, write scripts, vote, review, fine-tune, report."""
@@ -219,6 +221,7 @@ def run(
         price_in=price_in,
         price_out=price_out,
         label_desc=tuple(label_desc or ()),
+        draft_desc=draft_label_desc,
         label_words=tuple(label_words or ()),
     )
     spec = _task_or_fail(
@@ -446,6 +449,7 @@ def evaluate(
     price_in: PriceInOption = None,
     price_out: PriceOutOption = None,
     label_desc: LabelDescOption = None,
+    draft_label_desc: DraftLabelDescOption = True,
     label_words: LabelWordsOption = None,
 ) -> None:
     """Run the pipeline on a labeled file as if unlabeled; print the paper's table 3/4 columns.
@@ -472,6 +476,7 @@ def evaluate(
         price_in=price_in,
         price_out=price_out,
         label_desc=tuple(label_desc or ()),
+        draft_desc=draft_label_desc,
         label_words=tuple(label_words or ()),
     )
     chosen = [r.strip() for r in reviewers.split(",") if r.strip()]

@@ -244,7 +244,17 @@ LabelDescOption = Annotated[
     typer.Option(
         "--label-desc",
         help='What a label means, for the reviewer LLM; repeatable: --label-desc "bearish=expects '
-        'the price to fall".',
+        'the price to fall". Without it the LLM drafts one line per label from --task (saved '
+        "in task.json, shown before review).",
+        rich_help_panel=REVIEW,
+    ),
+]
+DraftLabelDescOption = Annotated[
+    bool,
+    typer.Option(
+        "--draft-label-desc/--no-draft-label-desc",
+        help="Without --label-desc, let the LLM draft what each label means (off: the reviewer "
+        "sees the label names alone).",
         rich_help_panel=REVIEW,
     ),
 ]
@@ -319,6 +329,7 @@ class Review:
     price_in: float | None = None
     price_out: float | None = None
     label_desc: tuple[str, ...] = ()
+    draft_desc: bool = True
     label_words: tuple[str, ...] = ()
 
     def task_fields(self) -> dict:
@@ -334,5 +345,6 @@ class Review:
             "price_in": self.price_in,
             "price_out": self.price_out,
             "label_descriptions": _pairs("--label-desc", self.label_desc),
+            "draft_label_descriptions": self.draft_desc,
             "label_words": _pairs("--label-words", words),
         }

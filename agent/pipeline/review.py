@@ -284,6 +284,64 @@ class LLMReviewer:
         return self.client.complete(messages, purpose, max_tokens=max_tokens)
 
 
+# A meaning is one line: what an annotator reads at a glance, not an essay.
+MAX_DESCRIPTION_CHARS = 200
+_BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s*")
+
+
+def parse_descriptions(
+    answer: str, labels: list[str], label_words: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Label -> meaning from `label: meaning` lines (or a JSON object), for every label, or {}
+    when the answer misses one: the reviewer is better off with no meanings than with some."""
+    words = label_words or {}
+    names = {label.casefold(): label for label in labels}
+    names.update({words[label].casefold(): label for label in labels if label in words})
+    pairs: list[tuple[str, object]] = []
+    start, end = answer.find("{"), answer.rfind("}")
+    if 0 <= start < end:
+        try:
+            found = json.loads(answer[start : end + 1])
+            pairs = list(found.items()) if isinstance(found, dict) else []
+        except json.JSONDecodeError:
+            pairs = []
+    if not pairs:
+        for line in answer.splitlines():
+            key, sep, meaning = _BULLET.sub("", line).partition(":")
+            if sep:
+                pairs.append((key, meaning))
+    meanings: dict[str, str] = {}
+    for key, meaning in pairs:
+        name = re.sub(r"\s*\(.*\)\s*$", "", str(key)).strip().strip("\"'`*_ ").casefold()
+        text = " ".join(str(meaning).split()).strip("\"'`*_ ")
+        label = names.get(name)
+        if label is not None and text and label not in meanings:
+            meanings[label] = text[:MAX_DESCRIPTION_CHARS]
+    return {label: meanings[label] for label in labels} if len(meanings) == len(labels) else {}
+
+
+def draft_label_descriptions(
+    client: LLMClient,
+    task_description: str,
+    labels: list[str],
+    label_words: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """One line per label saying what it means, drafted by the LLM from the task description;
+    {} when its answer does not describe every label."""
+    words = label_words or {}
+    shown = [f"{label} ({words[label]})" if label in words else label for label in labels]
+    templates = load_prompt("label_descriptions")
+    messages = [
+        SystemMessage(templates["system"].render()),
+        HumanMessage(templates["user"].render(task_description=task_description, labels=shown)),
+    ]
+    answer = client.complete(messages, Purpose.LABEL_DESCRIPTIONS, max_tokens=30 + 50 * len(labels))
+    drafted = parse_descriptions(answer, labels, words)
+    if not drafted:
+        log.warning("the LLM's label descriptions miss a label; reviewing without: %r", answer)
+    return drafted
+
+
 @dataclass(frozen=True)
 class ReviewEstimate:
     samples: int  # hard samples expected

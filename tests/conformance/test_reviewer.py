@@ -2,8 +2,9 @@
 
 One verdict per item, in order, with the item's id; a label from the label set, or no label
 with a source that says why (needs_human, committee-capped); no exception on garbage. Every
-mode is held to it: one sample or a batch per call, label words, and labeled examples from the
-run before each sample (`-shots`, items with ReviewItem.examples, some of them hostile).
+mode is held to it: one sample or a batch per call, label words, label meanings (given or
+drafted, they reach the reviewer the same way), and labeled examples from the run before each
+sample (`-shots`, items with ReviewItem.examples, some of them hostile).
 """
 
 from __future__ import annotations
@@ -109,6 +110,12 @@ REVIEWERS = {
         label_words={"positive": "good", "negative": "bad"},
         shots=4,
     ),
+    "llm-batch-descriptions": lambda tmp: llm(
+        tmp,
+        KeywordLabeler(keywords=KEYWORDS),
+        3,
+        label_descriptions={"negative": "unhappy", "positive": "pleased", "neutral": "neither"},
+    ),
     "llm-single-descriptions-shots": lambda tmp: llm(
         tmp,
         KeywordLabeler(keywords=KEYWORDS),
@@ -176,6 +183,7 @@ KEYWORD_MODES = [
     "llm-single-shots",
     "llm-batch-shots",
     "llm-batch-label-words-shots",
+    "llm-batch-descriptions",
     "llm-single-descriptions-shots",
 ]
 

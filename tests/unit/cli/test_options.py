@@ -143,10 +143,12 @@ def test_the_review_options_become_task_fields():
         "price_in": None,
         "price_out": None,
         "label_descriptions": {"positive": "a good day"},
+        "draft_label_descriptions": True,
         "label_words": {"positive": "good", "negative": "bad"},
     }
     assert Review().task_fields()["review_batch"] == "auto"
     assert Review().task_fields()["review_shots"] == 4
+    assert Review(draft_desc=False).task_fields()["draft_label_descriptions"] is False
 
 
 def test_the_run_id_is_known_before_the_run_and_differs_between_folders(tmp_path):
@@ -171,7 +173,7 @@ def test_help_teaches_the_shared_options_in_groups(name):
         assert "LLM endpoint" in text and "--llm-base-url" in text
     if name in ("run", "eval"):
         assert "LLM review" in text and "--review-batch" in text and "--label-words" in text
-        assert "--review-shots" in text
+        assert "--review-shots" in text and "--no-draft-label-desc" in text
         assert "Pipeline" in text and "--replay-ratio" in text and "--codegen" in text
 
 
