@@ -62,6 +62,7 @@ class Purpose(StrEnum):
     REVIEW_BATCH = "review-batch"
     REVIEW_RETRY = "review-retry"
     LABEL_MAP = "label-map"
+    LABEL_DESCRIPTIONS = "label-descriptions"  # drafting what each label means, once per run
     CODEGEN_DEPLOY = "codegen-deploy"
     CODEGEN_ANNOTATE = "codegen-annotate"
     CODEGEN_FINETUNE = "codegen-finetune"
@@ -140,6 +141,15 @@ class Selected:
 
 
 @dataclass(frozen=True)
+class LabelsDescribed:
+    """The meaning of each label the reviewer LLM is shown, drafted by the LLM (saved in
+    task.json, where a person may correct it)."""
+
+    descriptions: dict[str, str]
+    path: str  # the task.json they are saved in
+
+
+@dataclass(frozen=True)
 class ReviewEstimated:
     estimate: Any  # agent.pipeline.review.ReviewEstimate, before any review is paid for
 
@@ -215,7 +225,8 @@ class Reported:
 
 
 Event = (
-    Selected | ReviewEstimated | Aligned | CodegenAttempt | Deployed | Annotating | Voted
-    | Reviewing | ReviewProgress | Reviewed | FinetuneStarted | Finetuned | Reported
+    Selected | LabelsDescribed | ReviewEstimated | Aligned | CodegenAttempt | Deployed
+    | Annotating | Voted | Reviewing | ReviewProgress | Reviewed | FinetuneStarted | Finetuned
+    | Reported
 )  # fmt: skip
 Progress = Callable[[Event], None]

@@ -51,6 +51,10 @@ class TaskSpec(BaseModel):
     description: str = Field(min_length=3, description="what to label, in plain words")
     labels: list[str]
     label_descriptions: dict[str, str] = Field(default_factory=dict)
+    # Without --label-desc the reviewer LLM drafts label_descriptions once per run (saved here,
+    # `label_descriptions_drafted` true); False: the reviewer sees the label names alone.
+    draft_label_descriptions: bool = True
+    label_descriptions_drafted: bool = False
     # Words the reviewer LLM is shown instead of a label (bearish -> negative), mapped back.
     label_words: dict[str, str] = Field(default_factory=dict)
     # What a model's label means, as the user said it (--label-map negative=bearish): model
@@ -87,6 +91,8 @@ class TaskSpec(BaseModel):
     replay_ratio: float = Field(default=1.0, ge=0, le=10)
     seed: int = 42
     review_batch: Literal["auto"] | int = Field(default="auto", description="samples per LLM call")
+    # Labeled rows of the run shown to the reviewer LLM before each sample; 0: none.
+    review_shots: int = Field(default=0, ge=0, le=32)
     max_llm_calls: int | None = Field(default=None, ge=0)
     max_cost_usd: float | None = Field(default=None, ge=0)
     # USD per 1M tokens; None: free on the local server, else agent.llm.pricing.DEFAULT_PRICES

@@ -203,6 +203,20 @@ ReviewBatchOption = Annotated[
         rich_help_panel=REVIEW,
     ),
 ]
+ReviewShotsOption = Annotated[
+    int,
+    typer.Option(
+        "--review-shots",
+        min=0,
+        max=32,
+        help="Labeled rows of the run shown to the reviewer LLM before each sample as examples: "
+        "its nearest (by MiniLM embedding) among your gold rows, human answers and rows the "
+        "whole committee agreed on, every label represented. 0 (default): none. Measured on 60 "
+        "tweets with the bundled 1.5B model: macro-F1 45 -> 61 with 4, 70 with 8, but 4.7x and "
+        "8.4x the seconds per sample on the local server (bench/review_quality.py).",
+        rich_help_panel=REVIEW,
+    ),
+]
 MaxCallsOption = Annotated[
     int | None,
     typer.Option(
@@ -244,7 +258,17 @@ LabelDescOption = Annotated[
     typer.Option(
         "--label-desc",
         help='What a label means, for the reviewer LLM; repeatable: --label-desc "bearish=expects '
-        'the price to fall".',
+        'the price to fall". Without it the LLM drafts one line per label from --task (saved '
+        "in task.json, shown before review).",
+        rich_help_panel=REVIEW,
+    ),
+]
+DraftLabelDescOption = Annotated[
+    bool,
+    typer.Option(
+        "--draft-label-desc/--no-draft-label-desc",
+        help="Without --label-desc, let the LLM draft what each label means (off: the reviewer "
+        "sees the label names alone).",
         rich_help_panel=REVIEW,
     ),
 ]
@@ -354,11 +378,13 @@ class Review:
     """The LLM review options `run` and `eval` share, as given on the command line."""
 
     batch: str = "auto"
+    shots: int = 0
     max_calls: int | None = None
     max_cost: float | None = None
     price_in: float | None = None
     price_out: float | None = None
     label_desc: tuple[str, ...] = ()
+    draft_desc: bool = True
     label_words: tuple[str, ...] = ()
     audit_share: float = 0.05
     min_confidence: float | None = None
@@ -369,11 +395,13 @@ class Review:
             fail(f"--review-batch takes auto or a number of samples per call, not {self.batch!r}")
         return {
             "review_batch": self.batch if self.batch == "auto" else int(self.batch),
+            "review_shots": self.shots,
             "max_llm_calls": self.max_calls,
             "max_cost_usd": self.max_cost,
             "price_in": self.price_in,
             "price_out": self.price_out,
             "label_descriptions": _pairs("--label-desc", self.label_desc),
+            "draft_label_descriptions": self.draft_desc,
             "label_words": label_words_field(self.label_words),
             "audit_share": self.audit_share,
             "min_confidence": self.min_confidence,

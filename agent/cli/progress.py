@@ -17,6 +17,7 @@ from agent.domain import (
     Event,
     Finetuned,
     FinetuneStarted,
+    LabelsDescribed,
     Reported,
     Reviewed,
     ReviewEstimated,
@@ -75,6 +76,12 @@ class ProgressView:
                 f"expected escalation to review: {event.expected_escalation:.0%} "
                 "(the committee's disagreement on a smoke-test sample of your rows)"
             )
+
+    @show.register
+    def _(self, event: LabelsDescribed) -> None:
+        lines = [f"label meanings the LLM drafted for its review (edit them in {event.path}):"]
+        lines += [f"  {label}: {meaning}" for label, meaning in event.descriptions.items()]
+        self.bar.console.print("\n".join(lines), highlight=False, markup=False)
 
     @show.register
     def _(self, event: ReviewEstimated) -> None:

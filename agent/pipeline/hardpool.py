@@ -14,8 +14,10 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from agent.committee.selection import encode
 from agent.domain import EXPERT_SOURCES, CommitteeMember, Route, Source
 from agent.pipeline.review import ReviewItem
+from agent.pipeline.shots import Embed, attach_examples
 from agent.store.runstore import RunStore, write_parquet
 
 # Items handed to the reviewer at a time, so progress shows during review: a whole number of
@@ -36,10 +38,14 @@ def review_chunk(
     committee: Sequence[CommitteeMember],
     chunk: int,
     progress=lambda done, total: None,
+    embed: Embed = encode,
 ) -> dict:
     """Review the routed samples of one chunk; returns counts for progress and the pool.
 
-    Rows whose label the user gave as evidence (`--gold-column`) are never sent: they keep it."""
+    Rows whose label the user gave as evidence (`--gold-column`) are never sent: they keep it.
+    A reviewer with `shots` gets each sample with that many labeled rows of the run as
+    examples (agent.pipeline.shots), their texts embedded by `embed`.
+    """
     target = store.hard_chunk(chunk)
     if target.is_file():
         hard = pd.read_parquet(target)
@@ -49,6 +55,8 @@ def review_chunk(
     known = set(store.gold_evidence().index)
     routed = votes[(votes["route"] == Route.REVIEW) & ~votes["id"].isin(known)]
     items = _items(store, committee, chunk, routed)
+    if reviewer is not None:
+        items = attach_examples(store, chunk, items, getattr(reviewer, "shots", 0), embed)
     verdict_labels, sources = _ask(reviewer, items, progress)
     hard = pd.DataFrame(
         {

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -37,10 +39,21 @@ def batch_size_for(requested: int | str, endpoint: Endpoint) -> int:
 
 
 @dataclass(frozen=True)
+class Example:
+    """A labeled row of the run shown to the reviewer before a sample (retrieval few-shot)."""
+
+    text: str
+    label: str  # a task label
+
+
+@dataclass(frozen=True)
 class ReviewItem:
     id: str
     text: str
     votes: dict[str, str]  # model id -> the task label it voted
+    # Labeled rows like this one, shown before it (agent.pipeline.shots picks them), the
+    # nearest last; empty: the prompt is the bare Table B prompt.
+    examples: tuple[Example, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,29 @@ def parse_label(answer: str, labels: list[str]) -> str | None:
         if not any(s <= start and end <= e and (s, e) != (start, end) for s, e, _ in spans)
     }
     return named.pop() if len(named) == 1 else None
+
+
+def batch_examples(items: Sequence[ReviewItem], limit: int) -> list[Example]:
+    """The examples one batch call shows: every label any of its samples' examples has, then
+    each sample's nearest example in turn, its second nearest, ..., up to `limit`; shown
+    farthest rank first, so the samples' nearest stand last, next to them."""
+    ranked = [list(reversed(item.examples)) for item in items]  # nearest first
+    order = [
+        nearest[rank]
+        for rank in range(max(map(len, ranked), default=0))
+        for nearest in ranked
+        if rank < len(nearest)
+    ]
+    chosen: list[Example] = []
+    for label in dict.fromkeys(e.label for e in order):
+        if len(chosen) < limit:
+            chosen.append(next(e for e in order if e.label == label))
+    for example in order:
+        if len(chosen) >= limit:
+            break
+        if example not in chosen:
+            chosen.append(example)
+    return sorted(chosen, key=order.index, reverse=True)
 
 
 def parse_batch(answer: str, n: int, labels: list[str]) -> dict[int, str]:
@@ -121,12 +157,17 @@ class LLMReviewer:
         label_words: dict[str, str] | None = None,
         batch_size: int = 1,
         max_answer_tokens: int = DEFAULT_MAX_ANSWER_TOKENS,
+        shots: int = 0,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        if shots < 0:
+            raise ValueError(f"shots must be 0 or more, not {shots}")
         self.client = client
         self.labels = list(labels)
         self.batch_size = batch_size
+        # Labeled examples the pipeline attaches to each sample (ReviewItem.examples); 0: none.
+        self.shots = shots
         self.max_answer_tokens = max_answer_tokens
         words = label_words or {}
         self.words = [words.get(label, label) for label in self.labels]
@@ -141,19 +182,51 @@ class LLMReviewer:
                 for label, meaning in (label_descriptions or {}).items()
             },
         }
+        self._word_of_label = dict(zip(self.labels, self.words, strict=True))
         self._templates = load_prompt("review")
         self._batch_templates = load_prompt("review_batch")
-        # The same system message for every sample lets llama.cpp reuse its evaluated prefix.
-        self._system = SystemMessage(self._templates["system"].render(**context))
-        self._batch_system = SystemMessage(self._batch_templates["system"].render(**context))
+        # The same system message for every sample lets llama.cpp reuse its evaluated prefix;
+        # with examples it says so, and is again the same for every sample.
+        self._system = {
+            shown: SystemMessage(self._templates["system"].render(**context, examples=shown))
+            for shown in (False, True)
+        }
+        self._batch_system = {
+            shown: SystemMessage(self._batch_templates["system"].render(**context, examples=shown))
+            for shown in (False, True)
+        }
 
-    def messages_for(self, text: str) -> list[BaseMessage]:
-        user = self._templates["user"].render(text=escape_tag(text, "text"))
-        return [self._system, HumanMessage(user)]
+    def _user(self, text: str) -> HumanMessage:
+        return HumanMessage(self._templates["user"].render(text=escape_tag(text, "text")))
 
-    def batch_messages_for(self, texts: list[str]) -> list[BaseMessage]:
-        user = self._batch_templates["user"].render(texts=[escape_tag(t, "text") for t in texts])
-        return [self._batch_system, HumanMessage(user)]
+    def _batch_user(self, texts: Sequence[str]) -> HumanMessage:
+        escaped = [escape_tag(t, "text") for t in texts]
+        return HumanMessage(self._batch_templates["user"].render(texts=escaped))
+
+    def messages_for(self, text: str, examples: Sequence[Example] = ()) -> list[BaseMessage]:
+        """The system prompt, then each example as a sample the LLM already answered, then the
+        sample: every text, example or sample, escaped in its own <text> block."""
+        shots: list[BaseMessage] = []
+        for example in examples:
+            shots += [self._user(example.text), AIMessage(self._word_of_label[example.label])]
+        return [self._system[bool(examples)], *shots, self._user(text)]
+
+    def batch_messages_for(
+        self, texts: list[str], examples: Sequence[Example] = ()
+    ) -> list[BaseMessage]:
+        """The batch prompt; examples come first as a batch the LLM already answered."""
+        shots: list[BaseMessage] = []
+        if examples:
+            answer = {str(n): self._word_of_label[e.label] for n, e in enumerate(examples, 1)}
+            shots = [
+                self._batch_user([e.text for e in examples]),
+                AIMessage(json.dumps(answer, ensure_ascii=False)),
+            ]
+        return [self._batch_system[bool(examples)], *shots, self._batch_user(texts)]
+
+    def batch_example_limit(self, n: int) -> int:
+        """Examples one batch of n samples shows: each sample's nearest, plus `shots` more."""
+        return n + self.shots
 
     def review(self, items: list[ReviewItem]) -> list[Verdict]:
         verdicts: list[Verdict] = []
@@ -167,8 +240,9 @@ class LLMReviewer:
 
     def _review_batch(self, items: list[ReviewItem]) -> list[Verdict]:
         try:
+            examples = batch_examples(items, self.batch_example_limit(len(items)))
             answer = self._ask(
-                self.batch_messages_for([item.text for item in items]),
+                self.batch_messages_for([item.text for item in items], examples),
                 Purpose.REVIEW_BATCH,
                 self.batch_answer_tokens(len(items)),
             )
@@ -185,7 +259,7 @@ class LLMReviewer:
         ]
 
     def _review_one(self, item: ReviewItem) -> Verdict:
-        messages = self.messages_for(item.text)
+        messages = self.messages_for(item.text, item.examples)
         try:
             answer = self._ask(messages, Purpose.REVIEW, self.max_answer_tokens)
             word = parse_label(answer, self.words)
@@ -210,6 +284,64 @@ class LLMReviewer:
         return self.client.complete(messages, purpose, max_tokens=max_tokens)
 
 
+# A meaning is one line: what an annotator reads at a glance, not an essay.
+MAX_DESCRIPTION_CHARS = 200
+_BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s*")
+
+
+def parse_descriptions(
+    answer: str, labels: list[str], label_words: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Label -> meaning from `label: meaning` lines (or a JSON object), for every label, or {}
+    when the answer misses one: the reviewer is better off with no meanings than with some."""
+    words = label_words or {}
+    names = {label.casefold(): label for label in labels}
+    names.update({words[label].casefold(): label for label in labels if label in words})
+    pairs: list[tuple[str, object]] = []
+    start, end = answer.find("{"), answer.rfind("}")
+    if 0 <= start < end:
+        try:
+            found = json.loads(answer[start : end + 1])
+            pairs = list(found.items()) if isinstance(found, dict) else []
+        except json.JSONDecodeError:
+            pairs = []
+    if not pairs:
+        for line in answer.splitlines():
+            key, sep, meaning = _BULLET.sub("", line).partition(":")
+            if sep:
+                pairs.append((key, meaning))
+    meanings: dict[str, str] = {}
+    for key, meaning in pairs:
+        name = re.sub(r"\s*\(.*\)\s*$", "", str(key)).strip().strip("\"'`*_ ").casefold()
+        text = " ".join(str(meaning).split()).strip("\"'`*_ ")
+        label = names.get(name)
+        if label is not None and text and label not in meanings:
+            meanings[label] = text[:MAX_DESCRIPTION_CHARS]
+    return {label: meanings[label] for label in labels} if len(meanings) == len(labels) else {}
+
+
+def draft_label_descriptions(
+    client: LLMClient,
+    task_description: str,
+    labels: list[str],
+    label_words: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """One line per label saying what it means, drafted by the LLM from the task description;
+    {} when its answer does not describe every label."""
+    words = label_words or {}
+    shown = [f"{label} ({words[label]})" if label in words else label for label in labels]
+    templates = load_prompt("label_descriptions")
+    messages = [
+        SystemMessage(templates["system"].render()),
+        HumanMessage(templates["user"].render(task_description=task_description, labels=shown)),
+    ]
+    answer = client.complete(messages, Purpose.LABEL_DESCRIPTIONS, max_tokens=30 + 50 * len(labels))
+    drafted = parse_descriptions(answer, labels, words)
+    if not drafted:
+        log.warning("the LLM's label descriptions miss a label; reviewing without: %r", answer)
+    return drafted
+
+
 @dataclass(frozen=True)
 class ReviewEstimate:
     samples: int  # hard samples expected
@@ -226,21 +358,34 @@ def estimate_review(
 ) -> ReviewEstimate:
     """Calls, tokens and cost of reviewing a run, from the prompts of the user's own rows.
 
-    `texts` are a few real rows: their rendered prompts give the tokens of an average call.
+    `texts` are a few real rows: their rendered prompts give the tokens of an average call,
+    with the other rows standing in for the examples a reviewer with `shots` shows.
     """
     texts = [t for t in texts if t] or ["?"]
     batch = reviewer.batch_size
     samples = math.ceil(rows * escalation)
     calls = math.ceil(samples / batch)
     group = [texts[i % len(texts)] for i in range(batch)]
+
+    def stand_ins(n: int, after: int) -> list[Example]:
+        labels = reviewer.labels
+        return [
+            Example(texts[(after + 1 + j) % len(texts)], labels[j % len(labels)]) for j in range(n)
+        ]
+
+    def tokens(messages: list[BaseMessage]) -> int:
+        return approx_tokens("".join(str(m.content) for m in messages))
+
     if batch == 1:
         per_call_in = sum(
-            approx_tokens("".join(str(m.content) for m in reviewer.messages_for(t))) for t in texts
+            tokens(reviewer.messages_for(t, stand_ins(reviewer.shots, n)))
+            for n, t in enumerate(texts)
         ) / len(texts)
         per_call_out = approx_tokens(max(reviewer.words, key=len)) + 1
     else:
-        messages = reviewer.batch_messages_for(group)
-        per_call_in = approx_tokens("".join(str(m.content) for m in messages))
+        examples = stand_ins(reviewer.batch_example_limit(batch) if reviewer.shots else 0, 0)
+        messages = reviewer.batch_messages_for(group, examples)
+        per_call_in = tokens(messages)
         per_call_out = reviewer.batch_answer_tokens(batch)
     tokens_in, tokens_out = round(calls * per_call_in), round(calls * per_call_out)
     price: Price | None = reviewer.client.price

@@ -13,7 +13,7 @@ from pathlib import Path
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
 
-from agent.domain import Event, Progress, ReviewEstimated, Selected
+from agent.domain import Event, LabelsDescribed, Progress, ReviewEstimated, Selected
 from agent.hub.protocol import ModelHub
 from agent.llm.client import LLMClient
 from agent.llm.endpoint import Endpoint, check_endpoint, make_chat_model, resolve_endpoint
@@ -114,6 +114,7 @@ def open_reviewer(
         label_descriptions=task.label_descriptions,
         label_words=task.label_words,
         batch_size=review.batch_size_for(task.review_batch, endpoint),
+        shots=task.review_shots,
     )
     return reviewer, LOCAL_SERVER_THREADS if endpoint.local else 0
 
@@ -191,6 +192,28 @@ def confine_scripts(store: RunStore, options: RunOptions) -> TaskSpec:
     return task
 
 
+def with_label_descriptions(
+    task: TaskSpec, store: RunStore, llm: LLMClient | None, progress: Progress
+) -> TaskSpec:
+    """The task with a meaning per label for the reviewer LLM: the user's (--label-desc), or
+    drafted by the LLM once per run, saved in task.json (a person may correct it there) and
+    shown (a LabelsDescribed event) before any sample is reviewed."""
+    if task.reviewer != "llm" or llm is None:
+        return task
+    if not task.label_descriptions and task.draft_label_descriptions:
+        drafted = review.draft_label_descriptions(
+            llm, task.description, task.labels, task.label_words
+        )
+        if drafted:
+            task = task.model_copy(
+                update={"label_descriptions": drafted, "label_descriptions_drafted": True}
+            )
+            write_json(task.model_dump(mode="json"), store.task_path)
+    if task.label_descriptions and task.label_descriptions_drafted:
+        progress(LabelsDescribed(dict(task.label_descriptions), str(store.task_path)))
+    return task
+
+
 def run_graph(store: RunStore, options: RunOptions, *, resume: bool) -> dict:
     """Run (or resume) the graph to the end, or to a human-review interrupt nobody answered;
     returns the state it stopped in (`is_finished` tells which)."""
@@ -199,6 +222,8 @@ def run_graph(store: RunStore, options: RunOptions, *, resume: bool) -> dict:
     with ExitStack() as stack:
         wants_llm = task.codegen == "llm" or task.reviewer == "llm"
         endpoint = open_llm(options, stack) if wants_llm else None
+        llm = open_controller_llm(endpoint, store, stack) if endpoint is not None else None
+        task = with_label_descriptions(task, store, llm, options.progress)
         reviewer, server_threads = open_reviewer(task, store, options, stack, endpoint)
         # The local LLM server and the SLMs share the CPU: give torch what the server leaves.
         cpus = os.cpu_count() or 1
@@ -210,7 +235,7 @@ def run_graph(store: RunStore, options: RunOptions, *, resume: bool) -> dict:
             device=resolve_device(options.device, options.sandbox),
             limits=Limits(timeout_s=options.timeout_s, threads=threads),
             progress=with_review_estimate(options.progress, reviewer, store),
-            llm=open_controller_llm(endpoint, store, stack) if endpoint is not None else None,
+            llm=llm,
             vote_cache=options.vote_cache,
         )
         conn = sqlite3.connect(store.checkpoints_path, check_same_thread=False)

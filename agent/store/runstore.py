@@ -222,6 +222,8 @@ class RunStore:
     reliability_path = property(lambda self: self.root / "trust" / "reliability.json")
     plots_dir = property(lambda self: self.root / "plots")
     capped_path = property(lambda self: self.root / "committee_capped.csv")
+    # The run's texts as sentence embeddings, each computed once (agent.pipeline.shots).
+    embeddings_path = property(lambda self: self.root / "embeddings.npz")
     human_answers_path = property(lambda self: self.root / "human" / "answers.json")
     scripts_manifest_path = property(lambda self: self.root / "scripts" / "manifest.json")
 

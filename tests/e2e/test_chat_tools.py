@@ -51,8 +51,11 @@ def test_status_and_usage_match_the_run_files(llm_run):
     assert status["rows_not_yet_in_a_chunk"] == 0
     usage = chat_tools.llm_usage(llm_run)
     ledger = llm_run.ledger_path.read_text().splitlines()
-    # A remote endpoint reviews 20 samples per call: every call here is a review batch.
-    assert usage["calls"] == len(ledger) == usage["calls_by_purpose"]["review-batch"]
+    # A remote endpoint reviews 20 samples per call: every call here is a review batch, but
+    # the one that drafted what the labels mean.
+    by_purpose = usage["calls_by_purpose"]
+    assert by_purpose["label-descriptions"] == 1
+    assert usage["calls"] == len(ledger) == by_purpose["review-batch"] + 1
     assert usage["rows_labeled_by_llm"] == metrics["by_source"]["llm"]
     assert usage["rows_sent_to_review"] == metrics["escalated"]
 

@@ -118,14 +118,20 @@ def test_llm_reviewer_labels_routed_samples_through_the_endpoint(
     run_graph(store, llm_options(), resume=False)
     labels = pd.read_parquet(store.labels_path)
     routed = labels[labels["source"] == "llm"]
-    # A remote endpoint reviews 20 samples per call (--review-batch auto).
+    # A remote endpoint reviews 20 samples per call (--review-batch auto), after one call that
+    # drafted what the labels mean (no --label-desc), saved in task.json.
     requests = fake_openai.requests
-    assert len(routed) > 1 and sum(requests.values()) == math.ceil(len(routed) / 20)
+    assert len(routed) > 1 and sum(requests.values()) == 1 + math.ceil(len(routed) / 20)
     assert max(requests.values()) == 1
     gold = pd.read_csv(data, keep_default_na=False)["gold"]
     assert (routed["label"] == gold[routed.index]).all()
     ledger = [json.loads(line) for line in store.ledger_path.read_text().splitlines()]
     assert len(ledger) == sum(requests.values()) and all(e["tokens_in"] == 40 for e in ledger)
+    assert ledger[0]["purpose"] == "label-descriptions"
+    task = store.task()
+    assert task.label_descriptions_drafted
+    assert task.label_descriptions == {label: f"a text that is {label}" for label in LABELS}
+    assert all("What the labels mean:" in prompt for prompt in list(requests)[1:])
 
 
 def _cli(*args: str, env: dict) -> subprocess.Popen:

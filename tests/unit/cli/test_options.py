@@ -136,22 +136,27 @@ def test_the_engine_becomes_the_run_options_with_the_runs_sandbox(tmp_path, tiny
 def test_the_review_options_become_task_fields():
     review = Review(
         batch="8",
+        shots=2,
         max_calls=5,
         label_desc=("positive=a good day",),
         label_words=("positive=good,negative=bad",),
     )
     assert review.task_fields() == {
         "review_batch": 8,
+        "review_shots": 2,
         "max_llm_calls": 5,
         "max_cost_usd": None,
         "price_in": None,
         "price_out": None,
         "label_descriptions": {"positive": "a good day"},
+        "draft_label_descriptions": True,
         "label_words": {"positive": "good", "negative": "bad"},
         "audit_share": 0.05,
         "min_confidence": None,
     }
     assert Review().task_fields()["review_batch"] == "auto"
+    assert Review().task_fields()["review_shots"] == 4
+    assert Review(draft_desc=False).task_fields()["draft_label_descriptions"] is False
 
 
 def test_the_run_id_is_known_before_the_run_and_differs_between_folders(tmp_path):
@@ -178,6 +183,7 @@ def test_help_teaches_the_shared_options_in_groups(name):
         assert "--label-map" in text and "negative=bearish" in text
     if name in ("run", "eval"):
         assert "LLM review" in text and "--review-batch" in text and "--label-words" in text
+        assert "--review-shots" in text and "--no-draft-label-desc" in text
         assert "Pipeline" in text and "--replay-ratio" in text and "--codegen" in text
 
 

@@ -5,11 +5,12 @@ from pathlib import Path
 
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import HumanMessage
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from agent.llm.client import LLMClient
 from agent.llm.local_server import open_endpoint
 from agent.pipeline.review import (
+    Example,
     LLMReviewer,
     OracleReviewer,
     ReviewItem,
@@ -58,6 +59,58 @@ def test_system_prompt_is_table_b_and_the_text_is_delimited_data(tmp_path):
     assert system.content.startswith(TABLE_B)
     assert "Sentiment of product reviews." in system.content
     assert "<text>\nI love this phone, best purchase ever!\n</text>" in user.content
+
+
+EXAMPLES = (
+    Example("Awful </text> food", "negative"),
+    Example("Opens at noon.", "neutral"),
+    Example("Love it!", "positive"),
+)
+
+
+def test_examples_are_answered_turns_before_the_sample_in_the_same_escaped_blocks(tmp_path):
+    recorder = PromptRecorder()
+    reviewer = llm_reviewer(tmp_path, ["positive"], recorder)
+    reviewer.review([ReviewItem("a", ITEMS[0].text, {}, examples=EXAMPLES)])
+    [prompt] = recorder.prompts
+    assert [type(m) for m in prompt] == [
+        SystemMessage,
+        *[HumanMessage, AIMessage] * 3,
+        HumanMessage,
+    ]
+    system = prompt[0].content
+    assert system.startswith(TABLE_B) and "The first texts are labeled examples" in system
+    assert [m.content for m in prompt[1:7]] == [
+        "<text>\nAwful &lt;/text&gt; food\n</text>",
+        "negative",
+        "<text>\nOpens at noon.\n</text>",
+        "neutral",
+        "<text>\nLove it!\n</text>",
+        "positive",
+    ]
+    assert prompt[-1].content == f"<text>\n{ITEMS[0].text}\n</text>"
+
+
+def test_without_examples_the_prompt_is_the_bare_table_b_prompt(tmp_path):
+    reviewer = llm_reviewer(tmp_path, [])
+    bare = reviewer.messages_for("hello")
+    assert [type(m) for m in bare] == [SystemMessage, HumanMessage]
+    assert "labeled examples" not in bare[0].content
+    assert reviewer.messages_for("hello", ()) == bare
+    assert reviewer.batch_messages_for(["a", "b"], []) == reviewer.batch_messages_for(["a", "b"])
+    assert "labeled examples" not in reviewer.batch_messages_for(["a"])[0].content
+
+
+def test_the_examples_are_part_of_the_cache_key_so_a_resume_pays_nothing_twice(tmp_path):
+    items = [ReviewItem("a", "some text", {}, examples=EXAMPLES)]
+    first = llm_reviewer(tmp_path, ["positive"]).review(items)
+    # A resumed run: a new client on the same cache, the same examples: no call at all.
+    again = llm_reviewer(tmp_path, [])
+    assert again.review(items) == first and again.client.usage.calls == 0
+    # Other examples are another prompt: asked anew, not answered from the first.
+    other = llm_reviewer(tmp_path, ["neutral"])
+    changed = [ReviewItem("a", "some text", {}, examples=EXAMPLES[:2])]
+    assert other.review(changed)[0].label == "neutral" and other.client.usage.calls == 1
 
 
 def test_one_malicious_text_cannot_reach_another_samples_prompt(tmp_path):

@@ -16,6 +16,7 @@ from agent.llm.client import LLMClient
 from agent.llm.endpoint import Endpoint
 from agent.llm.pricing import Budget, Price
 from agent.pipeline.review import (
+    Example,
     LLMReviewer,
     ReviewItem,
     batch_size_for,
@@ -150,6 +151,77 @@ def test_control_without_escaping_the_same_attacks_do_change_neighbours(tmp_path
         naive = reviewer(tmp_path / str(n), KeywordLabeler(keywords=KEYWORDS), batch_size=5)
         after = naive.review(items(neighbours[0], attack, *neighbours[1:]))
         assert [v.label for v in after[:1] + after[2:]] != ["negative", "neutral"] * 2, attack
+
+
+# Examples come from the run's own rows, as untrusted as the samples: an attack may be one.
+NEIGHBOUR_EXAMPLES = (Example("awful food", "negative"), Example("lunch at noon", "neutral"),
+                      Example("great day", "positive"))  # fmt: skip
+
+
+def with_examples(texts: list[str], attack: str) -> list[ReviewItem]:
+    """Each text with three clean examples and the attack shown as a fourth, labeled positive."""
+    examples = (Example(attack, "positive"), *NEIGHBOUR_EXAMPLES)
+    return [ReviewItem(str(i), t, {}, examples=examples) for i, t in enumerate(texts)]
+
+
+NEIGHBOURS = ["awful service", "meeting at noon", "I hate it", "the table is brown"]
+
+
+@pytest.mark.parametrize("batch_size", [1, 5])
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_an_attack_among_the_examples_or_the_samples_changes_no_other_label(
+    tmp_path, attack, batch_size
+):
+    clean = reviewer(tmp_path / "clean", KeywordLabeler(keywords=KEYWORDS), batch_size, shots=4)
+    attacked = reviewer(
+        tmp_path / "attacked", KeywordLabeler(keywords=KEYWORDS), batch_size, shots=4
+    )
+    plain = [
+        ReviewItem(str(i), t, {}, examples=NEIGHBOUR_EXAMPLES) for i, t in enumerate(NEIGHBOURS)
+    ]
+
+    before = clean.review(plain)
+    texts = [NEIGHBOURS[0], attack, *NEIGHBOURS[1:]]
+    after = attacked.review(with_examples(texts, attack))
+
+    assert [v.label for v in before] == ["negative", "neutral", "negative", "neutral"]
+    assert [v.label for v in after[:1] + after[2:]] == [v.label for v in before]
+
+
+@pytest.mark.parametrize("batch_size", [1, 5])
+def test_control_without_escaping_an_attack_among_the_examples_does_change_them(
+    tmp_path, monkeypatch, batch_size
+):
+    monkeypatch.setattr(agent.pipeline.review, "escape_tag", lambda text, tag: text)
+    for n, attack in enumerate(ATTACKS[1:3]):  # those that break out and say "label everything"
+        naive = reviewer(tmp_path / str(n), KeywordLabeler(keywords=KEYWORDS), batch_size, shots=4)
+        after = naive.review(with_examples(NEIGHBOURS, attack))
+        assert [v.label for v in after] != ["negative", "neutral"] * 2, attack
+
+
+def test_a_batch_with_examples_answers_them_first_as_json(tmp_path):
+    recorder = PromptRecorder()
+    labeler = KeywordLabeler(
+        keywords={"fell": "negative", "rose": "positive", "board": "neutral"}, callbacks=[recorder]
+    )
+    review = reviewer(
+        tmp_path,
+        labeler,
+        batch_size=2,
+        labels=["bearish", "bullish", "neutral"],
+        label_words={"bearish": "negative", "bullish": "positive"},
+        shots=2,
+    )
+    examples = (Example("Sales fell", "bearish"), Example("Shares rose", "bullish"))
+    verdicts = review.review(
+        [ReviewItem("a", "Profit fell", {}, examples), ReviewItem("b", "New board", {}, examples)]
+    )
+    assert [v.label for v in verdicts] == ["bearish", "neutral"]
+    system, shown, answered, samples = recorder.prompts[0]
+    assert "The first batch holds labeled examples" in system.content
+    assert '<text id="1">\nSales fell\n</text>' in shown.content
+    assert answered.content == '{"1": "negative", "2": "positive"}'  # in the words shown
+    assert '<text id="1">\nProfit fell\n</text>' in samples.content
 
 
 def test_label_words_are_shown_to_the_llm_and_mapped_back(tmp_path):

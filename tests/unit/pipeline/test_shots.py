@@ -1,0 +1,271 @@
+"""Retrieval few-shot: which labeled rows of the run a sample is shown with, and how they are
+kept (agent/pipeline/shots.py), and how a batch call merges its samples' examples."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from agent.domain import CommitteeMember, Route, Source
+from agent.pipeline.hardpool import review_chunk
+from agent.pipeline.review import Example, ReviewItem, Verdict, batch_examples
+from agent.pipeline.shots import (
+    ExampleSelector,
+    RunEmbeddings,
+    Tier,
+    attach_examples,
+    labeled_rows,
+)
+from agent.store.runstore import RunStore, write_parquet
+from agent.task import TaskSpec
+
+LABELS = ["positive", "negative", "neutral"]
+
+
+def at(degrees: float) -> list[float]:
+    """A unit vector at an angle: the cosine distance between two grows with their angle."""
+    return [math.cos(math.radians(degrees)), math.sin(math.radians(degrees))]
+
+
+def selector(rows: list[tuple[str, str, int, float]], k: int) -> ExampleSelector:
+    """Candidates (id, label, tier, angle); each one's text is its id."""
+    candidates = pd.DataFrame(
+        {
+            "id": [r[0] for r in rows],
+            "text": [r[0] for r in rows],
+            "label": [r[1] for r in rows],
+            "tier": [r[2] for r in rows],
+        }
+    )
+    return ExampleSelector(candidates, np.array([at(r[3]) for r in rows]), k)
+
+
+def chosen(select: ExampleSelector, degrees: float, own: str = "sample") -> list[str]:
+    return [e.text for e in select.select(np.array([at(degrees)]), [own])[0]]
+
+
+C = Tier.COMMITTEE
+
+
+def test_the_nearest_rows_come_farthest_first_so_the_nearest_is_last():
+    rows = [("p10", "positive", C, 10), ("p20", "positive", C, 20), ("p5", "positive", C, 5),
+            ("p90", "positive", C, 90)]  # fmt: skip
+    assert chosen(selector(rows, k=3), 0) == ["p20", "p10", "p5"]
+
+
+def test_every_label_gets_an_example_however_far():
+    rows = [(f"p{d}", "positive", C, d) for d in (1, 2, 3, 4, 5)]
+    rows += [("neg", "negative", C, 170), ("neu", "neutral", C, 100)]
+    examples = selector(rows, k=4).select(np.array([at(0)]), ["sample"])[0]
+    assert [(e.text, e.label) for e in examples] == [
+        ("neg", "negative"),
+        ("neu", "neutral"),
+        ("p2", "positive"),
+        ("p1", "positive"),
+    ]
+
+
+def test_fewer_shots_than_labels_go_to_the_labels_with_the_nearest_examples():
+    rows = [("p", "positive", C, 10), ("neg", "negative", C, 170), ("neu", "neutral", C, 60)]
+    assert chosen(selector(rows, k=2), 0) == ["neu", "p"]
+
+
+def test_gold_and_human_rows_come_before_nearer_committee_rows():
+    rows = [
+        ("committee-near", "positive", Tier.COMMITTEE, 1),
+        ("committee-neg", "negative", Tier.COMMITTEE, 2),
+        ("human-far", "positive", Tier.HUMAN, 80),
+        ("gold-farther", "positive", Tier.GOLD, 85),
+        ("committee-next", "positive", Tier.COMMITTEE, 3),
+    ]
+    # Each label's example from its best tier (gold for positive, the committee's for negative);
+    # the other slots in tier order, gold and human before the committee's nearer rows.
+    assert chosen(selector(rows, k=3), 0) == ["gold-farther", "human-far", "committee-neg"]
+    assert chosen(selector(rows, k=4), 0) == [
+        "gold-farther",
+        "human-far",
+        "committee-neg",
+        "committee-near",
+    ]
+
+
+def test_a_sample_is_never_its_own_example():
+    rows = [("sample", "positive", Tier.GOLD, 0), ("p30", "positive", C, 30),
+            ("neg", "negative", C, 150)]  # fmt: skip
+    assert chosen(selector(rows, k=2), 0, own="sample") == ["neg", "p30"]
+    assert chosen(selector(rows, k=2), 0, own="other") == ["neg", "sample"]
+    # With nothing else to show, a sample gets fewer examples rather than itself.
+    assert chosen(selector([("sample", "positive", C, 0)], k=4), 0) == []
+
+
+def test_many_queries_at_once_each_get_their_own_neighbours():
+    rows = [("east", "positive", C, 0), ("north", "negative", C, 90), ("west", "neutral", C, 180)]
+    select = selector(rows, k=1)
+    found = select.select(np.array([at(5), at(95), at(175)]), ["a", "b", "c"])
+    assert [[e.text for e in examples] for examples in found] == [["east"], ["north"], ["west"]]
+
+
+class CountingEmbed:
+    """A stand-in encoder: a text's vector from its letters; counts the texts it embeds."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        self.texts += texts
+        vectors = np.array(
+            [[t.count(c) + 0.01 for c in "abcdefghijklmnopqrstuvwxyz"] for t in texts],
+            dtype=np.float32,
+        )
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_each_text_is_embedded_once_and_kept_in_the_run(tmp_path):
+    embed = CountingEmbed()
+    path = tmp_path / "embeddings.npz"
+    first = RunEmbeddings(path, embed).vectors(["1", "2"], ["apple", "banana"])
+    assert embed.texts == ["apple", "banana"]
+    # A later chunk, or a resumed run: only the new id is embedded, the rest read back.
+    again = RunEmbeddings(path, embed).vectors(["2", "3", "1"], ["banana", "cherry", "apple"])
+    assert embed.texts == ["apple", "banana", "cherry"]
+    np.testing.assert_array_equal(again[[2, 0]], first)
+    assert again.shape == (3, 26)
+    assert RunEmbeddings(path, embed).vectors([], []).shape[0] == 0
+
+
+def make_run(tmp_path, evidence: bool) -> RunStore:
+    texts = ["I love it", "great stuff", "awful", "so bad", "meh", "the sky", "love love",
+             "we lost", "fine day"]  # fmt: skip
+    gold = ["positive", "positive", "negative", "negative", "neutral", "neutral", "positive",
+            "negative", "neutral"]  # fmt: skip
+    frame = pd.DataFrame({"text": texts, "gold": gold})
+    if evidence:
+        frame["evidence"] = [True, False, False, False, False, False, False, False, False]
+    frame.to_csv(tmp_path / "data.csv", index=False)
+    task = TaskSpec(
+        description="sentiment",
+        labels=LABELS,
+        data_path=str(tmp_path / "data.csv"),
+        gold_column="gold",
+        chunk_size=3,
+    )
+    rows = pd.DataFrame({"row": range(len(texts)), "id": [str(i) for i in range(len(texts))],
+                         "text": texts, "gold": frame["gold"]})  # fmt: skip
+    if evidence:
+        rows["evidence"] = frame["evidence"]
+    store = RunStore.create(tmp_path / "run", task, rows)
+    # Chunk 0 (rows 0-2) and chunk 1 (rows 3-5) voted; chunk 0 reviewed, a person answered 2.
+    votes = pd.DataFrame(
+        {
+            "id": [str(i) for i in range(6)],
+            "label": ["positive", "positive", "neutral", "negative", "neutral", "positive"],
+            "uncertainty": [0.0, 0.0, 0.5, 0.0, 0.0, 1 / 3],
+        }
+    )
+    write_parquet(votes.iloc[:3], store.chunk_votes(0))
+    write_parquet(votes.iloc[3:], store.chunk_votes(1))
+    write_parquet(
+        pd.DataFrame({"id": ["2"], "label": ["negative"], "source": [Source.HUMAN]}),
+        store.hard_chunk(0),
+    )
+    # A later chunk's answers and votes must not reach chunk 1's pool.
+    write_parquet(
+        pd.DataFrame({"id": ["5"], "label": ["neutral"], "source": [Source.HUMAN]}),
+        store.hard_chunk(1),
+    )
+    write_parquet(
+        pd.DataFrame({"id": ["6"], "label": ["positive"], "uncertainty": [0.0]}),
+        store.chunk_votes(2),
+    )
+    return store
+
+
+def test_the_pool_is_gold_evidence_human_answers_before_and_confident_votes_so_far(tmp_path):
+    pool = labeled_rows(make_run(tmp_path, evidence=True), chunk=1)
+    assert sorted(zip(pool["id"], pool["label"], pool["tier"], strict=True)) == [
+        ("0", "positive", Tier.GOLD),  # also a unanimous vote: counted once, as gold
+        ("1", "positive", Tier.COMMITTEE),
+        ("2", "negative", Tier.HUMAN),  # the committee disagreed; a person answered
+        ("3", "negative", Tier.COMMITTEE),
+        ("4", "neutral", Tier.COMMITTEE),
+    ]
+    assert dict(zip(pool["id"], pool["text"], strict=True))["2"] == "awful"
+
+
+def test_without_an_evidence_column_the_gold_labels_are_never_shown(tmp_path):
+    pool = labeled_rows(make_run(tmp_path, evidence=False), chunk=1)
+    assert Tier.GOLD not in set(pool["tier"])
+    assert set(pool["id"]) == {"0", "1", "2", "3", "4"}
+
+
+def test_attach_examples_gives_each_sample_its_neighbours_from_the_run(tmp_path):
+    store = make_run(tmp_path, evidence=False)
+    embed = CountingEmbed()
+    items = [ReviewItem("5", "the sky", {}), ReviewItem("4", "meh", {})]
+    attached = attach_examples(store, 1, items, k=3, embed=embed)
+    assert [i.id for i in attached] == ["5", "4"]
+    assert [len(item.examples) for item in attached] == [3, 3]
+    assert {e.label for e in attached[0].examples} == set(LABELS)
+    # Row 4 is the pool's only neutral row: it is not its own example.
+    assert {e.label for e in attached[1].examples} == {"positive", "negative"}
+    assert "meh" in {e.text for e in attached[0].examples}
+    assert store.embeddings_path.is_file()
+    # Asked again (a resumed chunk): the same examples, and nothing embedded twice.
+    embedded = len(embed.texts)
+    assert attach_examples(store, 1, items, k=3, embed=embed) == attached
+    assert len(embed.texts) == embedded
+    assert attach_examples(store, 1, items, k=0, embed=embed) == items
+
+
+@pytest.mark.parametrize("limit", [2, 3, 5])
+def test_a_batch_shows_every_label_then_each_samples_nearest_in_turn(limit):
+    def ex(name: str) -> Example:
+        return Example(name, {"p": "positive", "n": "negative", "u": "neutral"}[name[0]])
+
+    items = [
+        ReviewItem("a", "a", {}, examples=(ex("u-far"), ex("p-a2"), ex("p-a1"))),
+        ReviewItem("b", "b", {}, examples=(ex("n-b2"), ex("p-a1"), ex("p-b1"))),
+    ]
+    shown = [e.text for e in batch_examples(items, limit)]
+    # Round-robin, nearest first: p-a1 p-b1 | p-a2 (p-a1) | u-far n-b2; each label goes first.
+    expected = {2: ["u-far", "p-a1"], 3: ["n-b2", "u-far", "p-a1"],
+                5: ["n-b2", "u-far", "p-a2", "p-b1", "p-a1"]}  # fmt: skip
+    assert shown == expected[limit]
+    assert batch_examples([ReviewItem("a", "a", {})], 4) == []
+
+
+class RecordingReviewer:
+    name = "recording"
+
+    def __init__(self, shots: int) -> None:
+        self.shots = shots
+        self.items: list[ReviewItem] = []
+
+    def review(self, items: list[ReviewItem]) -> list[Verdict]:
+        self.items += items
+        return [Verdict(item.id, "neutral", Source.LLM) for item in items]
+
+
+@pytest.mark.parametrize("shots", [0, 2])
+def test_the_hard_pool_hands_the_reviewer_its_samples_with_examples(tmp_path, shots):
+    store = make_run(tmp_path, evidence=False)
+    store.hard_chunk(0).unlink()
+    votes = pd.read_parquet(store.chunk_votes(0))
+    votes["route"] = [Route.DIRECT, Route.DIRECT, Route.REVIEW]
+    votes["m.label"] = votes["label"]
+    write_parquet(votes, store.chunk_votes(0))
+    member = CommitteeMember(id="org/m", slug="m", source="x", labels=LABELS)
+    reviewer = RecordingReviewer(shots)
+
+    review_chunk(store, reviewer, [member], 0, embed=CountingEmbed())
+
+    [item] = reviewer.items
+    assert item.id == "2" and item.text == "awful"
+    # Chunk 0's pool: its two unanimous rows.
+    expected = [] if shots == 0 else ["great stuff", "I love it"]
+    assert sorted(e.text for e in item.examples) == sorted(expected)
+    assert store.embeddings_path.is_file() == bool(shots)
