@@ -136,13 +136,10 @@ def _cross_fitted(evidence: Evidence, seed: int) -> tuple[pd.Series, pd.Series]:
     labels, confidences = [], []
     for fold in range(CROSS_FOLDS):
         hidden = pd.Index(ids[order[fold::CROSS_FOLDS]])
+        # With their labels hidden, fit() chooses these rows as it chooses any unknown row.
         fitted = fit(evidence, hidden)
-        where = position.loc[hidden].to_numpy()
-        chosen = evidence.index_of(evidence.plurality.loc[hidden])
-        answered = hidden.isin(evidence.reviewer.index)
-        chosen = np.where(answered, fitted.posterior[where].argmax(axis=1), chosen)
-        labels.append(pd.Series(np.array(evidence.labels)[chosen], index=hidden))
-        confidences.append(pd.Series(fitted.posterior[where, chosen], index=hidden))
+        labels.append(fitted.label.loc[hidden])
+        confidences.append(pd.Series(fitted.confidence[position.loc[hidden]], index=hidden))
     return pd.concat(labels), pd.concat(confidences)
 
 
