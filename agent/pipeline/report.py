@@ -307,6 +307,20 @@ def _trust_lines(metrics: dict) -> list[str]:
         f"| {name} | {s['rows']} | {_interval(s['expected'])} | {_interval(s['measured'])} |"
         for name, s in trust_metrics["sources"].items()
     ]
+    labels = trust_metrics["labels"]
+    lines += [
+        "",
+        "Recall per label (of the rows whose label is y, the share each source called y; known "
+        "rows as their label, the rest as the posterior has them): a low cell is a blind spot.",
+        "",
+        "| source | " + " | ".join(labels) + " |",
+        "|---|" + "---|" * len(labels),
+    ]
+    lines += [
+        f"| {name} | " + " | ".join(f"{s['recall'][y]:.2f}" for y in labels) + " |"
+        for name, s in trust_metrics["sources"].items()
+        if "recall" in s  # a reliability.json written before per-source matrices
+    ]
     return lines
 
 

@@ -7,7 +7,7 @@ and the known labels (the user's gold rows, a person's answers, an oracle's).
 Written, whole each time (an estimate changes as evidence comes in, and so may labels already
 given), to `trust/posterior.parquet` (id, label, confidence, one probability column per label)
 and `trust/reliability.json` (per source: its accuracy as estimated and as measured on known
-rows, each with a 90% interval; the reviewer's confusion matrix; the final labels' estimated
+rows, each with a 90% interval, and its confusion matrix; the final labels' estimated
 accuracy; the reviewer against the committee where it was asked; calibration).
 
 The label of a row nobody reviewed stays the committee's plurality (the paper's rule); a
@@ -238,17 +238,32 @@ def _reviewer_vs_committee(evidence: Evidence, fitted: Labels) -> dict:
 
 
 def _sources(evidence: Evidence, fitted: Labels) -> dict[str, dict]:
-    """Per source: rows answered, accuracy as the posterior expects it, measured on known rows."""
+    """Per source (each SLM version, the reviewer): rows answered, accuracy as the posterior
+    expects it and as measured on known rows, and its confusion matrix C[true, answer] with
+    each row's truth the posterior, or its label where known — so a blind spot (a label the
+    source never gives) shows as a low recall on that label, whatever its overall accuracy."""
     position = pd.Series(np.arange(len(evidence.ids)), index=evidence.ids)
+    n_labels = len(evidence.labels)
     out = {}
     for name, given in [*evidence.member_votes.items(), (REVIEWER, evidence.reviewer)]:
         if given.empty:
             continue
         where = position.loc[given.index].to_numpy()
-        expected = fitted.posterior[where, evidence.index_of(given)].sum()
+        answers = evidence.index_of(given)
+        expected = fitted.posterior[where, answers].sum()
+        truth = fitted.posterior[where].copy()
+        is_known = given.index.isin(evidence.known.index)
+        truth[is_known] = trust.one_hot(
+            evidence.index_of(evidence.known.loc[given.index[is_known]]), n_labels
+        )
+        matrix = trust.confusion(truth, answers)
         out[name] = {
             "rows": len(given),
             "expected": trust.accuracy_interval(float(expected), float(len(given))).to_json(),
             "measured": trust.measured_accuracy(given, evidence.known).to_json(),
+            "recall": dict(zip(evidence.labels, np.diag(matrix).round(4).tolist(), strict=True)),
+            "confusion": pd.DataFrame(matrix, index=evidence.labels, columns=evidence.labels)
+            .round(4)
+            .to_dict(orient="index"),
         }
     return out

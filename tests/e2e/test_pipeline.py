@@ -234,3 +234,8 @@ def test_gold_rows_are_kept_and_unsure_rows_go_to_needs_review(tmp_path, llm_opt
     assert reliability["known_rows"] == len(evidence) - int("3" in evidence.index)
     labeled = labels[labels["source"] != "skipped"]
     assert (labeled["label"].to_numpy() == gold[labeled["id"].astype(int)].to_numpy()).mean() >= 0.9
+    # Every source's recall per label is in the report, one row a source.
+    report = store.report_path.read_text()
+    table = report.split("Recall per label", 1)[1]
+    for name in reliability["sources"]:
+        assert f"| {name} | " in table

@@ -130,3 +130,32 @@ def test_the_reviewers_estimated_accuracy_is_close_to_its_true_accuracy(tmp_path
     assert versus["worse"] == (scored["reviewer_true"] < scored["plurality_on_reviewed"])
     final = reliability["final_labels"]["estimated_accuracy"]["accuracy"]
     assert abs(final - scored["final"]) <= 0.05
+
+
+def _true_recall(answers: pd.Series, gold: pd.Series) -> dict[str, float]:
+    truth = gold.loc[answers.index]
+    return {y: float((answers[truth == y] == y).mean()) for y in LABELS}
+
+
+def test_without_gold_the_reviewers_matrix_still_shows_its_blind_spot(tmp_path):
+    store, _, _ = _run(tmp_path, 0.0)
+    recall = read_json(store.reliability_path)["sources"]["llm"]["recall"]
+    # It never says neutral; the committee's votes alone must be enough to see that.
+    assert recall["neutral"] <= 0.1
+    assert recall["neutral"] < min(recall["negative"], recall["positive"]) / 3
+
+
+def test_with_gold_every_sources_recall_per_label_is_close_to_the_truth(tmp_path):
+    store, models, gold = _run(tmp_path, 0.2)
+    sources = read_json(store.reliability_path)["sources"]
+    votes = pd.read_parquet(store.chunk_votes(0)).set_index("id")
+    reviewed = pd.concat(pd.read_parquet(p) for p in [*store.hard_chunks(), *store.audit_chunks()])
+    reviewed = reviewed[reviewed["source"] == Source.LLM].drop_duplicates("id").set_index("id")
+    answers = {f"{m.slug}@v0": votes[f"{m.slug}.label"] for m in models}
+    answers["llm"] = reviewed["label"]
+    for name, given in answers.items():
+        true = _true_recall(given, gold)
+        for label in LABELS:
+            assert abs(sources[name]["recall"][label] - true[label]) <= 0.15, (name, label)
+        matrix = sources[name]["confusion"]
+        assert all(abs(sum(matrix[y].values()) - 1) < 1e-3 for y in LABELS)
