@@ -76,6 +76,12 @@ class TaskSpec(BaseModel):
     min_confidence: float | None = Field(default=None, ge=0, le=1)
     k: int = Field(default=3, ge=1, le=9)
     epsilon: float | None = Field(default=None, gt=0, le=1)
+    # Which rows go to the reviewer: `uncertainty`, the paper's U(x) >= ε; `gain`, rows whose
+    # expected gain in accuracy from one reviewer answer (its measured confusion matrix against
+    # the committee's distribution) is at least min_gain — the paper's rule until the reviewer
+    # has answered a chunk. Either way the rows with the largest gain go first.
+    routing: Literal["uncertainty", "gain"] = "uncertainty"
+    min_gain: float = Field(default=0.05, ge=0, le=1)
     beta: int = Field(default=PAPER_BETA, ge=1)
     # The first chunk's size; later chunks are sized so the hard pool reaches β at their end.
     chunk_size: int = Field(default=1000, ge=1)

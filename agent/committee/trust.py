@@ -111,6 +111,20 @@ def combine(prior: np.ndarray, answers: np.ndarray, matrix: np.ndarray) -> np.nd
     return posterior / posterior.sum(axis=1, keepdims=True)
 
 
+def expected_gain(prior: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """(rows,) the value of one more answer from a reviewer with confusion matrix `matrix`:
+    the expected accuracy of the row's label after its answer is combined with `prior` (the
+    argmax of the posterior) less the accuracy of the prior's own argmax, both under `prior`.
+
+    Never negative (an answer can be ignored); zero where no answer could change the label, as
+    for a reviewer whose answers on the labels the committee hesitates between say nothing
+    (one that never says "neutral", on a row torn between neutral and positive)."""
+    prior = np.asarray(prior, dtype=float)
+    joint = prior[:, :, None] * np.asarray(matrix, dtype=float)[None, :, :]  # [row, true, answer]
+    after = joint.max(axis=1).sum(axis=1)
+    return np.clip(after - prior.max(axis=1), 0.0, None)
+
+
 @dataclass(frozen=True)
 class Accuracy:
     """A source's accuracy: a point, its interval, and on how many rows."""

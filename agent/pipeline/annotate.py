@@ -14,11 +14,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from agent.committee import trust
 from agent.committee.consensus import decide
-from agent.domain import CommitteeMember
+from agent.domain import CommitteeMember, Route
 from agent.errors import Rejected, StepFailed
+from agent.pipeline import trust as pipeline_trust
 from agent.scripts.codegen import fresh_dir
 from agent.scripts.contract import VOTES_OUTPUT, annotate_args, inspect_step, validate_votes
 from agent.scripts.verify import save_result
@@ -141,11 +144,31 @@ def vote_chunk(
     frame["uncertainty"] = [d.uncertainty for d in decisions]
     frame["confidence"] = [d.agreement * d.confidence for d in decisions]
     frame["route"] = [d.route for d in decisions]
+    frame["gain"] = _expected_gain(store, frame, slugs, task.labels)
+    if task.routing == "gain" and frame["gain"].notna().all():
+        frame["route"] = np.where(frame["gain"] >= task.min_gain, Route.REVIEW, Route.DIRECT)
     frame["chunk"] = chunk
     frame["versions"] = json.dumps({s: versions[s] for s in slugs})
     write_parquet(frame.drop(columns=["text"]), target)
     store.log_timing("vote", time.perf_counter() - started, chunk=chunk)
     return {"rows": len(frame), "hard": int((frame["route"] == "review").sum())}
+
+
+def _expected_gain(
+    store: RunStore, frame: pd.DataFrame, slugs: list[str], labels: list[str]
+) -> np.ndarray:
+    """Each row's expected gain from one reviewer answer (committee.trust.expected_gain), NaN
+    before the reviewer has answered anything."""
+    matrix = pipeline_trust.reviewer_matrix(store)
+    if matrix is None or not len(frame):
+        return np.full(len(frame), np.nan)
+    index = pd.Index(labels)
+    prior = trust.committee_distribution(
+        np.column_stack([index.get_indexer(frame[f"{s}.label"]) for s in slugs]),
+        np.column_stack([frame[f"{s}.score"].to_numpy(dtype=float) for s in slugs]),
+        len(labels),
+    )
+    return trust.expected_gain(prior, matrix)
 
 
 def votes_json(row: dict, slugs: list[str]) -> str:

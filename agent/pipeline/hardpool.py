@@ -54,6 +54,9 @@ def review_chunk(
     votes = pd.read_parquet(store.chunk_votes(chunk))
     known = set(store.gold_evidence().index)
     routed = votes[(votes["route"] == Route.REVIEW) & ~votes["id"].isin(known)]
+    if "gain" in routed and routed["gain"].notna().all():
+        # Largest expected gain first, so a budget that runs out leaves the least to lose.
+        routed = routed.sort_values("gain", ascending=False, kind="stable")
     items = _items(store, committee, chunk, routed)
     if reviewer is not None:
         items = attach_examples(store, chunk, items, getattr(reviewer, "shots", 0), embed)

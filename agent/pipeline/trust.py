@@ -28,7 +28,7 @@ import pandas as pd
 
 from agent.committee import trust
 from agent.domain import KNOWN_SOURCES, CommitteeMember, Route, Source
-from agent.store.runstore import RunStore, write_json, write_parquet
+from agent.store.runstore import RunStore, read_json, write_json, write_parquet
 
 REVIEWER = "llm"
 CROSS_FOLDS = 5
@@ -190,6 +190,9 @@ def update(store: RunStore, committee: Sequence[CommitteeMember]) -> dict:
             float(confidence[~is_known].sum()), float((~is_known).sum())
         ).to_json(),
     }
+    if not evidence.reviewer.empty:
+        # What routing by expected gain weighs the next chunk's rows with (reviewer_matrix()).
+        reliability["reviewer_matrix"] = fitted.matrix.round(6).tolist()
     reliability["reviewer_vs_committee"] = _reviewer_vs_committee(evidence, fitted)
     reliability["sources"] = _sources(evidence, fitted)
     frame = pd.DataFrame(fitted.posterior.round(4), columns=[f"p.{y}" for y in evidence.labels])
@@ -199,6 +202,14 @@ def update(store: RunStore, committee: Sequence[CommitteeMember]) -> dict:
     write_parquet(frame, store.posterior_path)
     write_json(reliability, store.reliability_path)
     return reliability
+
+
+def reviewer_matrix(store: RunStore) -> np.ndarray | None:
+    """The reviewer's confusion matrix as last estimated, or None before it answered a row."""
+    if not store.reliability_path.is_file():
+        return None
+    matrix = read_json(store.reliability_path).get("reviewer_matrix")
+    return None if matrix is None else np.asarray(matrix, dtype=float)
 
 
 def _reviewer_vs_committee(evidence: Evidence, fitted: Labels) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from agent.committee import trust
 
@@ -75,3 +76,25 @@ def test_calibration_error_is_zero_when_confidence_matches_accuracy_and_isotonic
     assert trust.expected_calibration_error(overconfident, correct) > 0.1
     held_out = trust.held_out_calibrated(overconfident, correct, seed=0)
     assert trust.expected_calibration_error(held_out, correct) < 0.03
+
+
+def test_expected_gain_is_zero_for_an_answer_that_cannot_change_the_label():
+    # Torn between neutral (1) and positive (2); the reviewer answers positive for both.
+    blind = np.array([[0.9, 0.05, 0.05], [0.05, 0.05, 0.9], [0.05, 0.05, 0.9]])
+    prior = np.array([[0.0, 0.5, 0.5]])
+    assert trust.expected_gain(prior, blind)[0] == pytest.approx(0.0)
+
+
+def test_expected_gain_of_a_perfect_reviewer_is_the_priors_error():
+    prior = np.array([[0.2, 0.5, 0.3], [1.0, 0.0, 0.0]])
+    gain = trust.expected_gain(prior, np.eye(3))
+    assert gain == pytest.approx([0.5, 0.0])
+
+
+def test_expected_gain_grows_with_the_reviewers_accuracy_and_the_rows_doubt():
+    prior = np.array([[0.4, 0.35, 0.25], [0.8, 0.1, 0.1]])
+    weak, strong = (
+        np.full((3, 3), (1 - a) / 2) + np.eye(3) * (a - (1 - a) / 2) for a in (0.6, 0.9)
+    )
+    assert (trust.expected_gain(prior, strong) >= trust.expected_gain(prior, weak)).all()
+    assert trust.expected_gain(prior, strong)[0] > trust.expected_gain(prior, strong)[1]
