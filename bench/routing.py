@@ -86,6 +86,7 @@ def _variant(root: Path, rows: pd.DataFrame, members, reviewer: Remembered, vari
         labels=LABELS,
         data_path=str(root / "rows.csv"),
         gold_column="gold",
+        chunk_size=len(rows) // 3,
         routing=variant["routing"],
     )
     store = RunStore.create(root / "run", task, prepare_input(task))

@@ -24,6 +24,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from agent.domain import CommitteeMember, Source
@@ -59,6 +60,25 @@ def trusted_labels(store: RunStore, samples: pd.DataFrame) -> pd.DataFrame:
     samples = samples.copy()
     samples.loc[by_reviewer & trusted.notna(), "label"] = trusted[by_reviewer & trusted.notna()]
     return samples
+
+
+def training_weights(store: RunStore, train: pd.DataFrame, known: set[str]) -> pd.Series:
+    """Each training row's share in the loss: 1 for a label a person, an oracle or the user's
+    gold gave; else the trust stage's calibrated confidence in the label it trains with (a
+    reviewer's answer it doubts, a replayed committee label), so an unsure label teaches less."""
+    weight = pd.Series(1.0, index=train.index)
+    if not store.posterior_path.is_file():
+        return weight
+    posterior = pd.read_parquet(store.posterior_path).set_index("id")
+    doubted = ~train["id"].isin(known) & train["id"].isin(posterior.index)
+    rows = posterior.loc[train.loc[doubted, "id"]]
+    chosen = rows["label"].to_numpy() == train.loc[doubted, "label"].to_numpy()
+    # The calibrated confidence where the row trains with the label the posterior chose; the
+    # posterior's own probability of the label otherwise (a replayed row it later doubted).
+    trained = rows.columns.get_indexer("p." + train.loc[doubted, "label"].astype(str))
+    own = rows.to_numpy()[np.arange(len(rows)), trained]
+    weight[doubted] = np.where(chosen, rows["confidence"].to_numpy(), own).astype(float)
+    return weight.clip(0.0, 1.0)
 
 
 def reviewer_stand_down(store: RunStore, samples: pd.DataFrame) -> str | None:
@@ -220,6 +240,9 @@ def finetune_cycle(
         exclude=set(samples["id"]) | set(gate["id"]),
     )
     train = pd.concat([hard_train, replay], ignore_index=True)
+    known = set(samples.loc[samples["source"] != Source.LLM, "id"])
+    known |= set(store.gold_evidence().index)
+    train["weight"] = training_weights(store, train, known)
     new_versions = dict(versions)
     per_model = {}
     for model in committee:
@@ -284,6 +307,7 @@ def finetune_cycle(
         "train_rows": len(train),
         "hard_train_rows": len(hard_train),
         "replay_rows": len(replay),
+        "mean_weight": round(float(train["weight"].mean()), 4) if len(train) else None,
         "gate_rows": len(gate),
         "gate_source": gate_source,
         "models": per_model,

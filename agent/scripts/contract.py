@@ -10,7 +10,9 @@ metrics checks of the probe live beside it in agent.scripts.verify.
 - annotate: `annotate_args` below; writes a parquet file whose first columns are
   `id, label, score`: one row per input id, `label` in the model's own label set, `score`
   in [0, 1], no missing score.
-- finetune: `finetune_args` below; writes a `save_pretrained` model into `--out` and
+- finetune: `finetune_args` below; the train set's columns are `text, label` and `weight` in
+  [0, 1] (each row's share in the loss; a script may ignore it); writes a `save_pretrained`
+  model into `--out` and
   `metrics.json` there: `before` and `after` objects with `accuracy` in [0, 1], a finite
   `loss` and the eval set's `rows`, plus `train_seconds`.
 annotate and finetune also take `--device cpu|cuda` and `--threads N` (0: torch's default).

@@ -449,6 +449,8 @@ def finetune_probe(rows: pd.DataFrame, labels: list[str], directory: Path) -> tu
     )
     n_eval = max(len(labels), len(frame) // 4)
     train, gate = directory / "train.parquet", directory / "eval.parquet"
-    frame.iloc[n_eval:].to_parquet(train, index=False)
+    # The run's train sets carry a weight per row: the probe's does too, so a script is tried
+    # on the columns it will get.
+    frame.iloc[n_eval:].assign(weight=1.0).to_parquet(train, index=False)
     frame.iloc[:n_eval].to_parquet(gate, index=False)
     return train, gate

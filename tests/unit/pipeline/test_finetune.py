@@ -1,6 +1,6 @@
 import pandas as pd
 
-from agent.pipeline.finetune import improved, replay_sample, split_gate
+from agent.pipeline.finetune import improved, replay_sample, split_gate, training_weights
 from agent.store.runstore import write_parquet
 from tests.fixtures.runs import make_store
 
@@ -50,3 +50,29 @@ def test_candidate_kept_only_when_it_beats_the_current_version_on_the_gate():
     assert improved(metrics(0.5, 0.5, loss_before=0.9, loss_after=0.8))
     assert not improved(metrics(0.5, 0.5))
     assert not improved(metrics(0.5, 0.9, rows=0))
+
+
+def test_each_training_row_weighs_as_much_as_the_run_trusts_its_label(tmp_path):
+    store = make_store(tmp_path, n=10, chunk_size=10, beta=5)
+    posterior = pd.DataFrame(
+        {
+            "id": ["0", "1", "2", "3"],
+            "label": ["pos", "neg", "pos", "neg"],
+            "confidence": [0.9, 0.6, 0.8, 0.7],
+            "p.neg": [0.1, 0.6, 0.25, 0.7],
+            "p.pos": [0.9, 0.4, 0.75, 0.3],
+        }
+    )
+    write_parquet(posterior, store.posterior_path)
+    train = pd.DataFrame(
+        {
+            "id": ["0", "1", "2", "3", "9"],
+            # Row 2 trains with the label the posterior chose; row 3 with the other one.
+            "label": ["pos", "neg", "pos", "pos", "neg"],
+            "text": "t",
+        }
+    )
+    weight = training_weights(store, train, known={"1"})
+    # 0 and 2: the calibrated confidence; 1: a person's label; 3: the posterior's probability
+    # of the label it trains with; 9: never weighed (no posterior yet), counts fully.
+    assert weight.tolist() == [0.9, 1.0, 0.8, 0.3, 1.0]

@@ -42,6 +42,7 @@ def _run(tmp_path: Path, members, routing: str, budget: int | None, arrival: boo
         labels=LABELS,
         data_path=str(data),
         gold_column="gold",
+        chunk_size=CHUNKS[0],
         routing=routing,
     )
     store = RunStore.create(tmp_path / "run", task, prepare_input(task))

@@ -25,6 +25,7 @@ from agent.store.runstore import RunStore, read_json
 from agent.task import TaskSpec
 from sandbox.base import Limits, Result
 from sandbox.local import LocalSandbox
+from tests.fixtures.models import make_tiny_classifier
 from tests.fixtures.runs import keyword_model as make_keyword_model
 from tests.fixtures.runs import keyword_run
 
@@ -368,3 +369,42 @@ def test_the_local_llm_writes_an_annotate_script_that_is_verified(run):
     )
     assert (entry["origin"] == "llm") == (not entry["status"].startswith("template"))
     assert (store.scripts_dir / "annotate" / "attempt-1.response.md").is_file()
+
+
+@pytest.mark.parametrize("trusted", ["true", "flipped"])
+def test_the_finetune_template_learns_from_each_row_by_its_weight(tmp_path, trusted):
+    """The same texts labelled both ways, one side weighted 1 and the other 0: the fine-tuned
+    model follows the weighted side, whichever it is."""
+    model = make_tiny_classifier(tmp_path / "model", ["neg", "pos"])
+    script = tmp_path / "finetune.py"
+    script.write_text(render("finetune", "org/model", TASK), encoding="utf-8")
+    texts = ["good movie", "great fun", "bad movie", "awful fun"] * 4
+    truth = ["pos", "pos", "neg", "neg"] * 4
+    flipped = ["neg" if y == "pos" else "pos" for y in truth]
+    train = pd.DataFrame(
+        {
+            "text": texts * 2,
+            "label": truth + flipped,
+            # `trusted` says which side counts: the true labels, or the flipped ones.
+            "weight": [float(trusted == "true")] * 16 + [float(trusted == "flipped")] * 16,
+        }
+    )
+    train.to_parquet(tmp_path / "train.parquet", index=False)
+    gate = pd.DataFrame({"text": texts[:4], "label": truth[:4]})
+    gate.to_parquet(tmp_path / "eval.parquet", index=False)
+    out = tmp_path / "out"
+    # A high rate and many epochs: a random tiny BERT must fit 4 texts in seconds.
+    args = ["--model", model, "--train", tmp_path / "train.parquet"]
+    args += ["--eval", tmp_path / "eval.parquet", "--out", out]
+    args += ["--lr", "0.003", "--epochs", "30", "--batch_size", "8"]
+    result = LocalSandbox().run(
+        script, [str(a) for a in args], inputs=[model, tmp_path], output_dir=out,
+        limits=Limits(timeout_s=300, threads=1),
+    )  # fmt: skip
+    assert result.ok, result.stderr_tail[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    # The gate holds the true labels: fitted to the true side it is right, to the flipped wrong.
+    if trusted == "true":
+        assert metrics["after"]["accuracy"] == 1.0, result.stderr_tail[-3000:]
+    else:
+        assert metrics["after"]["accuracy"] == 0.0
