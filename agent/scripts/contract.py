@@ -7,7 +7,8 @@ metrics checks of the probe live beside it in agent.scripts.verify.
 
 - deploy: `deploy_args` below (a hub id or a local model dir, and `--out DIR`); leaves a
   `save_pretrained` classifier and its tokenizer in DIR, with the source's labels.
-- annotate: `annotate_args` below; writes a parquet file whose first columns are
+- annotate: `annotate_args` below; `--input` holds rows of one or more chunks (the run
+  labels ahead, pipeline.annotate); writes a parquet file whose first columns are
   `id, label, score`: one row per input id, `label` in the model's own label set, `score`
   in [0, 1], no missing score.
 - finetune: `finetune_args` below; writes a `save_pretrained` model into `--out` and
