@@ -21,9 +21,15 @@ from agent.committee.consensus import decide
 from agent.domain import CommitteeMember
 from agent.errors import Rejected, StepFailed
 from agent.scripts.codegen import fresh_dir
-from agent.scripts.contract import VOTES_OUTPUT, annotate_args, inspect_step, validate_votes
+from agent.scripts.contract import (
+    VOTES_OUTPUT,
+    annotate_args,
+    inspect_step,
+    read_precision,
+    validate_votes,
+)
 from agent.scripts.verify import save_result
-from agent.store.runstore import RunStore, write_parquet
+from agent.store.runstore import RunStore, write_json, write_parquet
 from sandbox.base import Limits, Sandbox
 
 
@@ -132,10 +138,13 @@ def annotate_chunk(
                     output=VOTES_OUTPUT,
                 )
                 votes = validate_votes(scratch / "votes.parquet", frame, model.labels)
+                precision = read_precision(scratch)
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
             # The host writes its own copy of what it checked: ahead/ is never a script's.
-            write_parquet(votes, store.ahead_votes(slug, version, chunk))
+            target = store.ahead_votes(slug, version, chunk)
+            write_json(precision, target.with_suffix(".json"))
+            write_parquet(votes, target)
 
         started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=len(todo)) as pool:

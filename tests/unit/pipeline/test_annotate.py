@@ -13,13 +13,15 @@ from agent.domain import CommitteeMember
 from agent.pipeline import annotate
 from agent.pipeline.annotate import annotate_chunk
 from agent.scripts.codegen import write_scripts
-from agent.store.runstore import RunStore
+from agent.scripts.contract import annotate_args, read_precision, validate_votes
+from agent.store.runstore import RunStore, read_json
 from agent.task import TaskSpec
 from sandbox.base import Limits
 from sandbox.local import LocalSandbox
 from tests.fixtures.runs import KEYWORD_LABELS, KEYWORD_TEXTS, keyword_model
 
 TEXTS = KEYWORD_TEXTS * 3  # 21 rows
+PROBE_ROWS = 200  # templates/annotate.py.j2
 EXPECTED = {"good": "positive", "love": "positive", "bad": "negative", "hate": "negative"}
 
 
@@ -128,3 +130,64 @@ def test_a_step_that_leaves_votes_for_too_few_rows_writes_nothing(run, tmp_path)
         label(store, model, 0, 0)
     assert not store.model_votes(model.slug, 0).exists()
     assert not store.ahead_votes_files(model.slug, 0)
+
+
+def run_template(store: RunStore, model: CommitteeMember, rows: pd.DataFrame, *extra: str):
+    """The annotate template on `rows` with extra arguments: (votes, precision.json's record)."""
+    inputs = store.root / "probe-input.parquet"
+    rows.to_parquet(inputs, index=False)
+    out = store.root / f"out{'-'.join(extra)}"
+    out.mkdir()
+    model_dir = store.model_dir(model.slug, 0)
+    args = annotate_args(model_dir, inputs, out / "votes.parquet", store.task(), "cpu", 1)
+    result = LocalSandbox().run(
+        store.script_path("annotate", model.slug),
+        [*args, *extra],
+        inputs=[model_dir, inputs],
+        output_dir=out,
+        limits=Limits(threads=1),
+    )
+    assert result.ok, result.stderr_tail
+    return validate_votes(out / "votes.parquet", rows, model.labels), read_precision(out)
+
+
+def test_auto_precision_keeps_int8_only_within_half_a_point_of_fp32_on_the_probe(run):
+    store, model = run
+    texts = [f"{t} {w}" for t in KEYWORD_TEXTS for w in ("day", "night", "show")] * 12
+    rows = pd.DataFrame({"id": [f"p{i}" for i in range(len(texts))], "text": texts})
+    assert len(rows) > PROBE_ROWS
+    fp32, fp32_record = run_template(store, model, rows, "--precision", "fp32")
+    auto, record = run_template(store, model, rows)
+    assert fp32_record == {"precision": "fp32"}
+    assert record["probe_rows"] == PROBE_ROWS
+    # The probe rows keep fp32's answers; the rule decides what labels the rest.
+    probe = slice(0, PROBE_ROWS)
+    assert auto["label"][probe].tolist() == fp32["label"][probe].tolist()
+    assert auto["score"][probe].tolist() == pytest.approx(fp32["score"][probe].tolist())
+    assert (record["precision"] == "int8") == (record["probe_changed"] <= 0.005)
+    if record["precision"] == "fp32":
+        assert auto["label"].tolist() == fp32["label"].tolist()
+
+
+def test_bf16_labels_like_fp32_on_cpu(run):
+    """The reduced precision CUDA gets, tested on the CPU through --precision."""
+    store, model = run
+    rows = pd.DataFrame({"id": [f"p{i}" for i in range(len(TEXTS))], "text": TEXTS})
+    fp32, _ = run_template(store, model, rows, "--precision", "fp32")
+    bf16, record = run_template(store, model, rows, "--precision", "bf16")
+    assert record == {"precision": "bf16"}
+    assert bf16["label"].tolist() == fp32["label"].tolist()
+    assert bf16["score"].tolist() == pytest.approx(fp32["score"].tolist(), abs=0.02)
+
+
+def test_a_step_records_its_precision_and_only_a_valid_report(run, tmp_path):
+    store, model = run
+    label(store, model, 0, 0)
+    record = read_json(store.ahead_votes(model.slug, 0, 0).with_suffix(".json"))
+    assert record == {"precision": "fp32", "reason": "too few rows to probe"}
+    for bad in ('{"precision": "int4"}', "not json", '{"precision": "fp32", "probe_rows": -1}'):
+        (tmp_path / "precision.json").write_text(bad)
+        assert read_precision(tmp_path) == {"precision": "unreported"}
+    (tmp_path / "precision.json").unlink()
+    (tmp_path / "precision.json").symlink_to(store.task_path)
+    assert read_precision(tmp_path) == {"precision": "unreported"}
