@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
 import torch
+from sklearn.metrics import accuracy_score
 from torch.ao.quantization import quantize_dynamic
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
@@ -37,9 +39,11 @@ from sandbox.base import Limits
 from sandbox.local import LocalSandbox
 
 
-def texts(n: int) -> list[str]:
-    pool = pd.read_csv(demo_input("sentiment"))["text"].astype(str).tolist()
-    return [pool[i % len(pool)] for i in range(n)]
+def texts(n: int) -> tuple[list[str], list[str]]:
+    """n texts of the bundled tweets (repeated past the file's end) and their gold labels."""
+    pool = pd.read_csv(demo_input("sentiment"))
+    picked = [i % len(pool) for i in range(n)]
+    return pool["text"].astype(str).iloc[picked].tolist(), pool["label"].iloc[picked].tolist()
 
 
 def naive(model_dirs: list[Path], items: list[str]) -> float:
@@ -81,7 +85,8 @@ def raw_forward(model_dirs: list[Path], items: list[str], batch_size: int, int8:
 def ours(
     models: list, items: list[str], threads: int, batch_size: int, chunk_size: int, per_chunk: bool
 ) -> tuple[float, int, list[dict]]:
-    """(seconds, sandboxed steps, precision records) of labeling every chunk of a run."""
+    """(seconds, sandboxed steps, precision records, each model's labels in row order) of
+    labeling every chunk of a run."""
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "texts.csv"
         pd.DataFrame({"text": items}).to_csv(data, index=False)
@@ -124,7 +129,13 @@ def ours(
         seconds = time.perf_counter() - started
         steps = len(list(store.steps_dir.glob("annotate-*.json")))
         records = [json.loads(p.read_text()) for p in (store.root / "ahead").rglob("v0/*.json")]
-        return seconds, steps, records
+        labels = {
+            entry.id: pd.concat(
+                pd.read_parquet(store.model_votes(entry.slug, c)) for c in range(chunk)
+            )["label"].tolist()
+            for entry in entries
+        }
+        return seconds, steps, records, labels
 
 
 def main() -> None:
@@ -141,18 +152,27 @@ def main() -> None:
     labels = set(args.task_labels.split(","))
     models = [m for m in hub.list_models() if set(m.labels) == labels][:3]
     dirs = [Path(m.source) for m in models]
-    items = texts(args.texts)
+    items, gold = texts(args.texts)
     work = len(items) * len(models)
 
-    t_ours, steps, precision = ours(
+    def timed(name: str, seconds: float) -> float:
+        # Each phase as it ends: a run cut short on a busy machine still reports what it did.
+        print(
+            f"{name}: {seconds:.1f}s, {work / seconds:.1f} samples/s", file=sys.stderr, flush=True
+        )
+        return seconds
+
+    t_ours, steps, precision, labels = ours(
         models, items, args.threads, args.batch_size, args.chunk_size, per_chunk=False
     )
-    t_chunked, chunked_steps, _ = ours(
+    timed("ours", t_ours)
+    t_chunked, chunked_steps, _, chunked_labels = ours(
         models, items, args.threads, args.batch_size, args.chunk_size, per_chunk=True
     )
-    t_raw = raw_forward(dirs, items, args.batch_size, int8=False)
-    t_raw_int8 = raw_forward(dirs, items, args.batch_size, int8=True)
-    t_naive = naive(dirs, items)
+    timed("per_chunk", t_chunked)
+    t_raw = timed("raw", raw_forward(dirs, items, args.batch_size, int8=False))
+    t_raw_int8 = timed("raw_int8", raw_forward(dirs, items, args.batch_size, int8=True))
+    t_naive = timed("naive", naive(dirs, items))
     seconds = {
         "naive": t_naive,
         "ours": t_ours,
@@ -169,6 +189,16 @@ def main() -> None:
         "precision": precision,
         "seconds": seconds,
         "samples_per_s": {name: work / t for name, t in seconds.items()},
+        # Quality: each model's own accuracy on the bundled gold (its labels mapped by name,
+        # as these demo models share the task's), ours against one fp32 step per chunk.
+        "accuracy": {
+            model: {
+                "ours": accuracy_score(gold, labels[model]),
+                "per_chunk": accuracy_score(gold, chunked_labels[model]),
+                "agreement": accuracy_score(chunked_labels[model], labels[model]),
+            }
+            for model in labels
+        },
         "ours_vs_naive": t_naive / t_ours,
         "ours_vs_per_chunk": t_chunked / t_ours,
         "ours_vs_raw_forward": t_raw / t_ours,

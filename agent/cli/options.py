@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from agent.cli.common import console, fail, open_hub, unconfined_by_surprise
+from agent.pipeline.deploycache import machine_deploy_cache
 from agent.pipeline.runner import DEFAULT_LLM_CONCURRENCY, RunOptions
 from agent.task import parse_label_map
 from sandbox.base import Sandbox
@@ -328,6 +329,8 @@ def run_options(engine: Engine, *, run_id: str | None) -> RunOptions:
         llm_model=engine.llm_model,
         gguf=engine.gguf,
         llm_concurrency=engine.llm_concurrency,
+        # Deploy each model once per machine: later runs copy the checked v0 from here.
+        deploy_cache=machine_deploy_cache(),
         device=engine.device,
         timeout_s=engine.step_timeout,
     )
