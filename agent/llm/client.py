@@ -163,23 +163,22 @@ class LLMClient:
             if cached is not None:
                 self._record(purpose, key, tokens=(0, 0), latency_s=0.0, cache_hit=True)
                 return cached
-            reserved = None
-            if self.budget is not None and self.budget.covers(purpose):
+            budget, reserved = self.budget, None
+            if budget is not None and budget.covers(purpose):
                 prompt = approx_tokens("".join(str(m.content) for m in messages))
                 expected = self._cost(prompt, max_tokens or DEFAULT_EXPECTED_ANSWER_TOKENS) or 0.0
                 with self._lock:
-                    if not self.budget.reserve(expected):
+                    if not budget.reserve(expected):
                         raise BudgetExhausted(
-                            f"LLM budget spent: {self.budget.calls} calls, "
-                            f"${self.budget.cost_usd:.4f}"
+                            f"LLM budget spent: {budget.calls} calls, ${budget.cost_usd:.4f}"
                         )
                 reserved = expected
             try:
                 answer, tokens, latency_s = self._call(messages, max_tokens)
             except BaseException:
-                if reserved is not None:
+                if budget is not None and reserved is not None:
                     with self._lock:
-                        self.budget.release(reserved)
+                        budget.release(reserved)
                 raise
             self.cache.put(key, self.model, answer)
             self._record(
