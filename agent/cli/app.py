@@ -29,6 +29,7 @@ from agent.cli.options import (
     BaseUrlOption,
     ChunkSizeOption,
     CodegenOption,
+    ConcurrencyOption,
     DeviceOption,
     DraftLabelDescOption,
     Engine,
@@ -66,7 +67,13 @@ from agent.committee.selection import SelectionError
 from agent.hub.demo import TASK_LABELS, demo_input
 from agent.pipeline.evaluate import ablation
 from agent.pipeline.evaluate import evaluate as run_eval
-from agent.pipeline.runner import RunOptions, is_finished, preflight, run_graph
+from agent.pipeline.runner import (
+    DEFAULT_LLM_CONCURRENCY,
+    RunOptions,
+    is_finished,
+    preflight,
+    run_graph,
+)
 from agent.store.runstore import RunStore, prepare_input
 from agent.task import TaskSpec
 
@@ -204,6 +211,7 @@ def run(
     llm_api_key: ApiKeyOption = None,
     llm_model: ModelOption = None,
     gguf: GgufOption = None,
+    llm_concurrency: ConcurrencyOption = DEFAULT_LLM_CONCURRENCY,
     step_timeout: StepTimeoutOption = DEFAULT_STEP_TIMEOUT_S,
     quiet: QuietOption = False,
     codegen: CodegenOption = None,
@@ -228,6 +236,7 @@ def run(
         llm_api_key=llm_api_key,
         llm_model=llm_model,
         gguf=gguf,
+        llm_concurrency=llm_concurrency,
         step_timeout=step_timeout,
         quiet=quiet,
     )
@@ -306,6 +315,7 @@ def resume(
     llm_api_key: ApiKeyOption = None,
     llm_model: ModelOption = None,
     gguf: GgufOption = None,
+    llm_concurrency: ConcurrencyOption = DEFAULT_LLM_CONCURRENCY,
     step_timeout: StepTimeoutOption = DEFAULT_STEP_TIMEOUT_S,
     quiet: QuietOption = False,
 ) -> None:
@@ -318,6 +328,7 @@ def resume(
         llm_api_key=llm_api_key,
         llm_model=llm_model,
         gguf=gguf,
+        llm_concurrency=llm_concurrency,
         step_timeout=step_timeout,
         quiet=quiet,
     )
@@ -343,6 +354,7 @@ def chat(
     llm_api_key: ApiKeyOption = None,
     llm_model: ModelOption = None,
     gguf: GgufOption = None,
+    llm_concurrency: ConcurrencyOption = DEFAULT_LLM_CONCURRENCY,
     step_timeout: StepTimeoutOption = DEFAULT_STEP_TIMEOUT_S,
     label_map: LabelMapOption = None,
 ) -> None:
@@ -355,6 +367,7 @@ def chat(
         llm_api_key=llm_api_key,
         llm_model=llm_model,
         gguf=gguf,
+        llm_concurrency=llm_concurrency,
         step_timeout=step_timeout,
     )
     preset = label_map_fields(label_map)  # a malformed map fails before the LLM starts
@@ -481,6 +494,7 @@ def evaluate(
     llm_api_key: ApiKeyOption = None,
     llm_model: ModelOption = None,
     gguf: GgufOption = None,
+    llm_concurrency: ConcurrencyOption = DEFAULT_LLM_CONCURRENCY,
     step_timeout: StepTimeoutOption = DEFAULT_STEP_TIMEOUT_S,
     quiet: QuietOption = False,
     codegen: CodegenOption = None,
@@ -509,6 +523,7 @@ def evaluate(
         llm_api_key=llm_api_key,
         llm_model=llm_model,
         gguf=gguf,
+        llm_concurrency=llm_concurrency,
         step_timeout=step_timeout,
         quiet=quiet,
     )

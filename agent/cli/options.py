@@ -15,7 +15,8 @@ from typing import Annotated
 import typer
 
 from agent.cli.common import console, fail, open_hub, unconfined_by_surprise
-from agent.pipeline.runner import RunOptions
+from agent.pipeline.deploycache import machine_deploy_cache
+from agent.pipeline.runner import DEFAULT_LLM_CONCURRENCY, RunOptions
 from agent.task import parse_label_map
 from sandbox.base import Sandbox
 from sandbox.factory import KINDS, make_sandbox
@@ -133,6 +134,16 @@ ModelOption = Annotated[
         "--llm-model",
         envvar="AUTOANNOTATOR_LLM_MODEL",
         help="Model name at the endpoint.",
+        rich_help_panel=LLM,
+    ),
+]
+ConcurrencyOption = Annotated[
+    int,
+    typer.Option(
+        "--llm-concurrency",
+        min=1,
+        help="Review requests in flight at once on a remote endpoint (a 429 is retried with "
+        "backoff by the client); the local server takes one at a time.",
         rich_help_panel=LLM,
     ),
 ]
@@ -294,6 +305,7 @@ class Engine:
     llm_api_key: str | None = None
     llm_model: str | None = None
     gguf: str | None = None
+    llm_concurrency: int = DEFAULT_LLM_CONCURRENCY
     step_timeout: float = DEFAULT_STEP_TIMEOUT_S
     quiet: bool = False
 
@@ -316,6 +328,9 @@ def run_options(engine: Engine, *, run_id: str | None) -> RunOptions:
         llm_api_key=engine.llm_api_key,
         llm_model=engine.llm_model,
         gguf=engine.gguf,
+        llm_concurrency=engine.llm_concurrency,
+        # Deploy each model once per machine: later runs copy the checked v0 from here.
+        deploy_cache=machine_deploy_cache(),
         device=engine.device,
         timeout_s=engine.step_timeout,
     )

@@ -122,6 +122,7 @@ class LLMClient:
         self.usage = Usage()
         # Reviewers may call from worker threads; one lock keeps ledger, totals and budget in step.
         self._lock = threading.Lock()
+        self._prompt_locks: dict[str, threading.Lock] = {}
         self.cache = AnswerCache(cache_path)
         self.ledger = Ledger(ledger_path)
 
@@ -153,20 +154,42 @@ class LLMClient:
         self, messages: Sequence[BaseMessage], purpose: str, max_tokens: int | None = None
     ) -> str:
         key = cache_key(self.model, messages, max_tokens)
-        cached = self.cache.get(key)
-        if cached is not None:
-            self._record(purpose, key, tokens=(0, 0), latency_s=0.0, cache_hit=True)
-            return cached
-        if self.budget is not None and self.budget.covers(purpose):
-            expected = self._cost(
-                approx_tokens("".join(str(m.content) for m in messages)),
-                max_tokens or DEFAULT_EXPECTED_ANSWER_TOKENS,
+        # One request per distinct prompt even when reviewer threads ask for it at once: the
+        # second waits for the first's answer and takes it from the cache.
+        with self._lock:
+            prompt_lock = self._prompt_locks.setdefault(key, threading.Lock())
+        with prompt_lock:
+            cached = self.cache.get(key)
+            if cached is not None:
+                self._record(purpose, key, tokens=(0, 0), latency_s=0.0, cache_hit=True)
+                return cached
+            budget, reserved = self.budget, None
+            if budget is not None and budget.covers(purpose):
+                prompt = approx_tokens("".join(str(m.content) for m in messages))
+                expected = self._cost(prompt, max_tokens or DEFAULT_EXPECTED_ANSWER_TOKENS) or 0.0
+                with self._lock:
+                    if not budget.reserve(expected):
+                        raise BudgetExhausted(
+                            f"LLM budget spent: {budget.calls} calls, ${budget.cost_usd:.4f}"
+                        )
+                reserved = expected
+            try:
+                answer, tokens, latency_s = self._call(messages, max_tokens)
+            except BaseException:
+                if budget is not None and reserved is not None:
+                    with self._lock:
+                        budget.release(reserved)
+                raise
+            self.cache.put(key, self.model, answer)
+            self._record(
+                purpose, key, tokens=tokens, latency_s=latency_s, cache_hit=False, reserved=reserved
             )
-            if not self.budget.allows(expected or 0.0):
-                raise BudgetExhausted(
-                    f"LLM budget spent: {self.budget.calls} calls, ${self.budget.cost_usd:.4f}"
-                )
+            return answer
 
+    def _call(
+        self, messages: Sequence[BaseMessage], max_tokens: int | None
+    ) -> tuple[str, tuple[int, int], float]:
+        """(answer, (tokens in, tokens out), seconds) of one request to the endpoint."""
         options = {} if max_tokens is None else {"max_tokens": max_tokens}
         started = time.perf_counter()
         url = getattr(self.chat_model, "openai_api_base", None) or "the LLM endpoint"
@@ -189,20 +212,22 @@ class LLMClient:
                 f"({first_line(err)}); check that server, or point --llm-base-url / "
                 f"{ENV_BASE_URL} at a working one"
             ) from err
-        latency_s = time.perf_counter() - started
-        answer = reply.text
         usage = reply.usage_metadata or {}
-        self.cache.put(key, self.model, answer)
         tokens = (usage.get("input_tokens", 0), usage.get("output_tokens", 0))
-        self._record(purpose, key, tokens=tokens, latency_s=latency_s, cache_hit=False)
-        return answer
+        return reply.text, tokens, time.perf_counter() - started
 
     def _cost(self, tokens_in: int, tokens_out: int) -> float | None:
         price = self.prices.get(self.model)
         return None if price is None else price.cost(tokens_in, tokens_out)
 
     def _record(
-        self, purpose: str, key: str, tokens: tuple[int, int], latency_s: float, cache_hit: bool
+        self,
+        purpose: str,
+        key: str,
+        tokens: tuple[int, int],
+        latency_s: float,
+        cache_hit: bool,
+        reserved: float | None = None,
     ) -> None:
         tokens_in, tokens_out = tokens
         cost = 0.0 if cache_hit else self._cost(tokens_in, tokens_out)
@@ -225,7 +250,8 @@ class LLMClient:
                 self.usage.tokens_in += tokens_in
                 self.usage.tokens_out += tokens_out
                 self.usage.cost_usd += cost or 0.0
-                if self.budget is not None and self.budget.covers(purpose):
+                if self.budget is not None and reserved is not None:
+                    self.budget.release(reserved)
                     self.budget.spend(cost or 0.0)
             self.ledger.append(line)
 

@@ -81,13 +81,31 @@ class Budget:
     def covers(purpose: str) -> bool:
         return purpose.startswith(BUDGETED_PURPOSE)
 
+    # Calls sent and not yet answered, and their estimated cost: concurrent reviewers count
+    # them against the caps, so N calls in flight never pass --max-llm-calls or --max-cost.
+    pending_calls: int = 0
+    pending_cost_usd: float = 0.0
+
     def allows(self, expected_cost_usd: float) -> bool:
-        calls_left = self.max_calls is None or self.calls < self.max_calls
+        calls = self.calls + self.pending_calls
+        calls_left = self.max_calls is None or calls < self.max_calls
         # The call's cost is known only afterwards; refusing on its estimate keeps the cap a cap.
-        money_left = (
-            self.max_cost_usd is None or self.cost_usd + expected_cost_usd <= self.max_cost_usd
-        )
+        spent = self.cost_usd + self.pending_cost_usd
+        money_left = self.max_cost_usd is None or spent + expected_cost_usd <= self.max_cost_usd
         return calls_left and money_left
+
+    def reserve(self, expected_cost_usd: float) -> bool:
+        """Count a call about to be sent, if the caps allow it (callers hold one lock)."""
+        if not self.allows(expected_cost_usd):
+            return False
+        self.pending_calls += 1
+        self.pending_cost_usd += expected_cost_usd
+        return True
+
+    def release(self, expected_cost_usd: float) -> None:
+        """A reserved call came back (spend() then counts it) or failed."""
+        self.pending_calls -= 1
+        self.pending_cost_usd -= expected_cost_usd
 
     def spend(self, cost_usd: float) -> None:
         self.calls += 1

@@ -1,7 +1,8 @@
-"""One chunk through the committee: every SLM's annotate script, then vote and route.
+"""One chunk through the committee: every SLM's votes (from one annotate step per model
+version and window of rows, see annotate_chunk), then vote and route.
 
-`annotate(model_version, chunk) -> votes` depends only on its inputs (a model directory and
-a chunk file), so chunks can later be fanned out to workers without changing this contract.
+An annotate step depends only on its inputs (a model directory and a file of rows), so steps
+can later be fanned out to workers without changing this contract.
 """
 
 from __future__ import annotations
@@ -23,9 +24,15 @@ from agent.domain import CommitteeMember, Route
 from agent.errors import Rejected, StepFailed
 from agent.pipeline import trust as pipeline_trust
 from agent.scripts.codegen import fresh_dir
-from agent.scripts.contract import VOTES_OUTPUT, annotate_args, inspect_step, validate_votes
+from agent.scripts.contract import (
+    VOTES_OUTPUT,
+    annotate_args,
+    inspect_step,
+    read_precision,
+    validate_votes,
+)
 from agent.scripts.verify import save_result
-from agent.store.runstore import RunStore, write_parquet
+from agent.store.runstore import RunStore, write_json, write_parquet
 from sandbox.base import Limits, Sandbox
 
 
@@ -58,6 +65,25 @@ def scratch_dir(store: RunStore, name: str) -> Path:
     return fresh_dir(store.scratch_dir(name))
 
 
+# Rows one annotate step labels at most. A step's fixed cost (process start, torch import,
+# model load: ~5 s on 2 cores) is then ~2% of a step that labels this many rows with a small
+# classifier, while a version replaced by a fine-tune soon after wastes at most this many rows.
+LOOKAHEAD_ROWS = 5000
+
+
+def votes_ahead(store: RunStore, slug: str, version: int, ids: pd.Series) -> pd.DataFrame | None:
+    """Version `version`'s checked votes for `ids` from its earlier steps, in `ids` order, or
+    None when some id has none yet."""
+    files = store.ahead_votes_files(slug, version)
+    if not files:
+        return None
+    known = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    known = known.drop_duplicates("id", keep="last").set_index("id")
+    if not ids.isin(known.index).all():
+        return None
+    return known.loc[ids].reset_index()
+
+
 def annotate_chunk(
     store: RunStore,
     sandbox: Sandbox,
@@ -69,47 +95,73 @@ def annotate_chunk(
 ) -> None:
     """Write votes/<slug>/<chunk>.parquet for every model that has none yet.
 
-    The k scripts run side by side, each with its share of the CPU threads: most of a short
-    script's time is Python importing torch, which overlaps well.
+    Load once, label many: a model version that has no votes for this chunk's rows yet labels,
+    in one sandboxed step, up to LOOKAHEAD_ROWS rows from this chunk's first on (the rows later
+    chunks will hold), and the host keeps the checked votes in ahead/<slug>/v<N>/. Later chunks
+    read theirs from there, so a run pays one process start and model load per version and
+    window, not per chunk; a fine-tuned version has none and labels what is left. Only rows of
+    no finished chunk are ever given to a step, and every step's votes are kept whole once
+    checked, so a resumed run neither relabels a finished row nor loses a step's votes.
+
+    The steps of several models run side by side, each with its share of the CPU threads.
     """
     task = store.task()
-    inputs = store.input_chunk(chunk)
-    frame = pd.read_parquet(inputs)
-    todo = [m for m in committee if not store.model_votes(m.slug, chunk).is_file()]
-    if not todo:
-        return
-    share = replace(limits, threads=max(1, limits.threads // len(todo)) if limits.threads else 0)
+    ids = pd.read_parquet(store.input_chunk(chunk), columns=["id"])["id"]
+    todo = []
+    for model in committee:
+        if store.model_votes(model.slug, chunk).is_file():
+            continue
+        if votes_ahead(store, model.slug, versions[model.slug], ids) is None:
+            todo.append(model)
+    if todo:
+        inputs = store.ahead_input(chunk)
+        if not inputs.is_file():  # fixed once written: the same rows for every model and resume
+            write_parquet(store.rows_from(chunk, max(len(ids), LOOKAHEAD_ROWS)), inputs)
+        frame = pd.read_parquet(inputs)
+        threads = max(1, limits.threads // len(todo)) if limits.threads else 0
+        share = replace(limits, threads=threads)
 
-    def one(model: CommitteeMember) -> None:
-        slug = model.slug
-        name = f"annotate-{slug}-{chunk:06d}"
-        model_dir = store.model_dir(slug, versions[slug])
-        scratch = scratch_dir(store, name)
-        try:
-            run_step(
-                sandbox,
-                store,
-                name,
-                store.script_path("annotate", slug),
-                annotate_args(
-                    model_dir, inputs, scratch / "votes.parquet", task, device, share.threads
-                ),
-                inputs=[model_dir, inputs],
-                output_dir=scratch,
-                limits=share,
-                output=VOTES_OUTPUT,
-            )
-            votes = validate_votes(scratch / "votes.parquet", frame, model.labels)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        # The host writes its own copy of what it checked: votes/ is never a script's directory.
-        write_parquet(votes, store.model_votes(slug, chunk))
+        def one(model: CommitteeMember) -> None:
+            slug, version = model.slug, versions[model.slug]
+            name = f"annotate-{slug}-v{version}-{chunk:06d}"
+            model_dir = store.model_dir(slug, version)
+            scratch = scratch_dir(store, name)
+            try:
+                run_step(
+                    sandbox,
+                    store,
+                    name,
+                    store.script_path("annotate", slug),
+                    annotate_args(
+                        model_dir, inputs, scratch / "votes.parquet", task, device, share.threads
+                    ),
+                    inputs=[model_dir, inputs],
+                    output_dir=scratch,
+                    limits=share,
+                    output=VOTES_OUTPUT,
+                )
+                votes = validate_votes(scratch / "votes.parquet", frame, model.labels)
+                precision = read_precision(scratch)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            # The host writes its own copy of what it checked: ahead/ is never a script's.
+            target = store.ahead_votes(slug, version, chunk)
+            write_json(precision, target.with_suffix(".json"))
+            write_parquet(votes, target)
 
-    started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=len(todo)) as pool:
-        for future in [pool.submit(one, model) for model in todo]:
-            future.result()
-    store.log_timing("annotate", time.perf_counter() - started, chunk=chunk)
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=len(todo)) as pool:
+            for future in [pool.submit(one, model) for model in todo]:
+                future.result()
+        store.log_timing(
+            "annotate", time.perf_counter() - started, chunk=chunk, rows=len(frame), steps=len(todo)
+        )
+    for model in committee:
+        target = store.model_votes(model.slug, chunk)
+        if not target.is_file():
+            votes = votes_ahead(store, model.slug, versions[model.slug], ids)
+            assert votes is not None, "validate_votes checked that the step covers the chunk"
+            write_parquet(votes, target)
 
 
 def vote_chunk(

@@ -28,8 +28,9 @@ AUDIT_MAX_PER_CHUNK = 50
 
 
 def progress_step(reviewer) -> int:
+    """Samples handed to the reviewer at once: whole batches, enough for every concurrent call."""
     batch = getattr(reviewer, "batch_size", 1)
-    return batch * max(1, PROGRESS_STEP // batch)
+    return batch * max(1, PROGRESS_STEP // batch, getattr(reviewer, "concurrency", 1))
 
 
 def review_chunk(

@@ -38,6 +38,7 @@ from agent.llm.client import LLMClient
 from agent.pipeline import trust
 from agent.pipeline.annotate import annotate_chunk, run_step, scratch_dir, vote_chunk
 from agent.pipeline.chunking import estimated_chunks, plan_chunk
+from agent.pipeline.deploycache import deploy_key, fetch_deployed, keep_deployed
 from agent.pipeline.finetune import finetune_cycle
 from agent.pipeline.hardpool import audit_chunk, review_chunk
 from agent.pipeline.human import expert_count, hard_items
@@ -68,6 +69,7 @@ class Services:
     # The meta-controller's own calls: label maps, scripts (--codegen llm)
     llm: LLMClient | None = None
     vote_cache: Path | None = None  # v0 votes shared between runs (agent.pipeline.votecache)
+    deploy_cache: Path | None = None  # v0 models shared between runs (agent.pipeline.deploycache)
 
 
 def _store(state: RunState) -> RunStore:
@@ -162,13 +164,21 @@ def write_pipeline_scripts(state: RunState, runtime: Runtime[Services]) -> dict:
         if (out / "config.json").is_file():
             continue
         source = local_source(model.source)
+        script = store.script_path("deploy", model.slug)
+        cache, key = services.deploy_cache, None
+        if cache is not None:
+            key = deploy_key(model, source, script)
+            shutil.rmtree(out, ignore_errors=True)  # what a copy killed midway left
+            if fetch_deployed(cache, key, out):
+                services.progress(Deployed(model=model.id))
+                continue
         name = f"deploy-{model.slug}"
         scratch = scratch_dir(store, name)
         run_step(
             services.sandbox,
             store,
             name,
-            store.script_path("deploy", model.slug),
+            script,
             deploy_args(str(source), scratch),
             inputs=[source],
             output_dir=scratch,
@@ -179,6 +189,8 @@ def write_pipeline_scripts(state: RunState, runtime: Runtime[Services]) -> dict:
         shutil.rmtree(out, ignore_errors=True)  # what a deploy killed midway left
         out.parent.mkdir(parents=True, exist_ok=True)
         os.replace(scratch, out)
+        if cache is not None and key is not None:
+            keep_deployed(cache, key, out)
         services.progress(Deployed(model=model.id))
     store.log_timing("deploy", time.perf_counter() - started)
     scripts(("annotate", "finetune"))

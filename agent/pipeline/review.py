@@ -7,6 +7,7 @@ import logging
 import math
 import re
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -158,9 +159,15 @@ class LLMReviewer:
         batch_size: int = 1,
         max_answer_tokens: int = DEFAULT_MAX_ANSWER_TOKENS,
         shots: int = 0,
+        concurrency: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, not {concurrency}")
+        # Requests in flight at once: a remote API serves them side by side (the client's
+        # cache, ledger and budget are exact under threads); a local server, one at a time.
+        self.concurrency = concurrency
         if shots < 0:
             raise ValueError(f"shots must be 0 or more, not {shots}")
         self.client = client
@@ -229,14 +236,14 @@ class LLMReviewer:
         return n + self.shots
 
     def review(self, items: list[ReviewItem]) -> list[Verdict]:
-        verdicts: list[Verdict] = []
-        for start in range(0, len(items), self.batch_size):
-            group = items[start : start + self.batch_size]
-            if len(group) == 1:
-                verdicts.append(self._review_one(group[0]))
-            else:
-                verdicts += self._review_batch(group)
-        return verdicts
+        """Verdicts in the items' order; up to `concurrency` calls in flight at once."""
+        groups = [items[i : i + self.batch_size] for i in range(0, len(items), self.batch_size)]
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            answered = list(pool.map(self._review_group, groups))
+        return [verdict for group in answered for verdict in group]
+
+    def _review_group(self, group: list[ReviewItem]) -> list[Verdict]:
+        return [self._review_one(group[0])] if len(group) == 1 else self._review_batch(group)
 
     def _review_batch(self, items: list[ReviewItem]) -> list[Verdict]:
         try:

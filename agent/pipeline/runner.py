@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 # The local LLM server's share of the CPU; torch in the sandbox gets the rest.
 LOCAL_SERVER_THREADS = 1
 CODEGEN_TIMEOUT_S = 1200.0
+# Well inside the request-per-minute limits of a hosted API's lowest paid tier; a 429 past
+# them is retried with backoff by the openai client (make_chat_model's max_retries).
+DEFAULT_LLM_CONCURRENCY = 8
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,9 @@ class RunOptions:
     device: str = "auto"
     timeout_s: float = 3600.0
     vote_cache: Path | None = None  # share v0 votes with other runs on the same rows
+    deploy_cache: Path | None = None  # deploy each model once per machine (deploycache)
+    # Review requests in flight at once on a remote endpoint (a local server takes one).
+    llm_concurrency: int = DEFAULT_LLM_CONCURRENCY
     progress: Progress = field(default=lambda event: None)
     # False when the sandbox is a local subprocess the user did not ask for by name (no engine
     # behind --sandbox auto): LLM-written scripts are then refused, the templates run instead.
@@ -115,6 +121,8 @@ def open_reviewer(
         label_words=task.label_words,
         batch_size=review.batch_size_for(task.review_batch, endpoint),
         shots=task.review_shots,
+        # llama.cpp's server answers one request at a time unless started with --parallel.
+        concurrency=1 if endpoint.local else options.llm_concurrency,
     )
     return reviewer, LOCAL_SERVER_THREADS if endpoint.local else 0
 
@@ -237,6 +245,7 @@ def run_graph(store: RunStore, options: RunOptions, *, resume: bool) -> dict:
             progress=with_review_estimate(options.progress, reviewer, store),
             llm=llm,
             vote_cache=options.vote_cache,
+            deploy_cache=options.deploy_cache,
         )
         conn = sqlite3.connect(store.checkpoints_path, check_same_thread=False)
         stack.callback(conn.close)

@@ -7,9 +7,12 @@ metrics checks of the probe live beside it in agent.scripts.verify.
 
 - deploy: `deploy_args` below (a hub id or a local model dir, and `--out DIR`); leaves a
   `save_pretrained` classifier and its tokenizer in DIR, with the source's labels.
-- annotate: `annotate_args` below; writes a parquet file whose first columns are
+- annotate: `annotate_args` below; `--input` holds rows of one or more chunks (the run
+  labels ahead, pipeline.annotate); writes a parquet file whose first columns are
   `id, label, score`: one row per input id, `label` in the model's own label set, `score`
-  in [0, 1], no missing score.
+  in [0, 1], no missing score. It may also leave `precision.json` beside it (the template
+  does): `{"precision": "fp32|int8|bf16|fp16", ...}`, which the run records
+  (`read_precision`); a script that leaves none is recorded as "unreported".
 - finetune: `finetune_args` below; the train set's columns are `text, label` and `weight` in
   [0, 1] (each row's share in the loss; a script may ignore it); writes a `save_pretrained`
   model into `--out` and
@@ -22,10 +25,12 @@ Each script writes only into its own output directory.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.errors import Rejected, StepFailed
 from agent.task import TaskSpec
@@ -37,6 +42,7 @@ VOTES_BYTES = 256 << 20
 VOTES_OUTPUT = {"max_file_bytes": VOTES_BYTES, "max_total_bytes": VOTES_BYTES, "max_files": 16}
 MODEL_OUTPUT = {"max_file_bytes": 16 << 30, "max_total_bytes": 32 << 30, "max_files": 1000}
 METRICS_BYTES = 1 << 20
+PRECISION_BYTES = 4096
 
 
 def _command_line(**options: object) -> list[str]:
@@ -128,3 +134,24 @@ def validate_votes(path: Path, chunk: pd.DataFrame, model_labels: list[str]) -> 
     if problems:
         raise StepFailed(f"{path}: annotate output breaks the contract: {'; '.join(problems)}")
     return votes
+
+
+class PrecisionReport(BaseModel):
+    """What an annotate script says it labeled with; only these fields are kept."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    precision: Literal["fp32", "int8", "bf16", "fp16", "unreported"]
+    probe_rows: int | None = Field(default=None, ge=0)
+    probe_changed: float | None = Field(default=None, ge=0, le=1)
+    reason: str | None = Field(default=None, max_length=200)
+
+
+def read_precision(directory: Path) -> dict:
+    """The step's precision.json, checked, or `unreported` when it left none or a bad one."""
+    try:
+        data = read_bytes_bounded(directory / "precision.json", PRECISION_BYTES)
+        report = PrecisionReport.model_validate_json(data)
+    except (FileNotFoundError, UnsafeOutput, ValidationError):
+        report = PrecisionReport(precision="unreported")
+    return report.model_dump(exclude_none=True)

@@ -273,6 +273,17 @@ class RunStore:
     def model_votes(self, slug: str, chunk: int) -> Path:
         return self.root / "votes" / slug / f"{chunk:06d}.parquet"
 
+    def ahead_input(self, chunk: int) -> Path:
+        """The rows from chunk `chunk`'s first on that an annotate step labels in one go."""
+        return self.root / "ahead" / "inputs" / f"{chunk:06d}.parquet"
+
+    def ahead_votes(self, slug: str, version: int, chunk: int) -> Path:
+        """Version `version`'s checked votes on ahead_input(chunk), written by the host."""
+        return self.root / "ahead" / slug / f"v{version}" / f"{chunk:06d}.parquet"
+
+    def ahead_votes_files(self, slug: str, version: int) -> list[Path]:
+        return sorted((self.root / "ahead" / slug / f"v{version}").glob("*.parquet"))
+
     def chunk_votes(self, chunk: int) -> Path:
         return self.root / "chunks" / f"{chunk:06d}.parquet"
 
@@ -369,6 +380,12 @@ class RunStore:
         start = sum(self.chunk_rows(c) for c in range(chunk))
         write_parquet(self.labelable().iloc[start : start + size], path)
         return path
+
+    def rows_from(self, chunk: int, limit: int) -> pd.DataFrame:
+        """At most `limit` labelable rows (id, text), from the first row of chunk `chunk` on:
+        that chunk's rows, then those later chunks will hold, in the order they are cut."""
+        start = sum(self.chunk_rows(c) for c in range(chunk))
+        return self.labelable().iloc[start : start + limit].reset_index(drop=True)
 
     def rows(self) -> pd.DataFrame:
         return pd.read_parquet(self.input_path)

@@ -49,7 +49,7 @@ def test_templates_render_to_python_with_the_task_defaults(role):
     assert "org/model" in code
     if role == "annotate":
         assert "default=7" in code and "default=33" in code
-        assert "inference_mode" in code and "half()" in code
+        assert "inference_mode" in code and "quantize_dynamic" in code and "bfloat16" in code
     if role == "finetune":
         assert "default=2e-05" in code and "default=0.01" in code and "default=2)" in code
 
