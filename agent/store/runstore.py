@@ -182,11 +182,14 @@ def prepare_input(task: TaskSpec) -> pd.DataFrame:
         )
     if task.gold_source:
         gold = frame[task.gold_source].astype("string")
-        unknown = sorted(set(gold.dropna()) - set(task.labels))
-        if unknown:
+        unknown = gold.notna() & ~gold.isin(task.labels)
+        if unknown.any():
+            # Row numbers as a spreadsheet shows them: 1 is the first data row.
+            first = int(np.flatnonzero(unknown.to_numpy())[0])
             raise InputError(
-                f"{path}: column {task.gold_source!r} holds labels outside the task's labels "
-                f"({', '.join(unknown[:5])}); fix the column or --labels"
+                f"{path}: row {first + 1} of column {task.gold_source!r} holds "
+                f"{gold.iloc[first]!r}, not one of the task's labels ({', '.join(task.labels)}); "
+                f"fix the column or --labels"
             )
         out["gold"] = gold.to_numpy()
         known = np.flatnonzero(gold.notna().to_numpy())

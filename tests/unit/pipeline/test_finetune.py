@@ -1,7 +1,9 @@
 import pandas as pd
 
 from agent.pipeline.finetune import improved, replay_sample, split_gate
-from agent.store.runstore import write_parquet
+from agent.pipeline.hardpool import gold_samples
+from agent.store.runstore import RunStore, prepare_input, write_parquet
+from agent.task import TaskSpec
 from tests.fixtures.runs import make_store
 
 
@@ -50,3 +52,28 @@ def test_candidate_kept_only_when_it_beats_the_current_version_on_the_gate():
     assert improved(metrics(0.5, 0.5, loss_before=0.9, loss_after=0.8))
     assert not improved(metrics(0.5, 0.5))
     assert not improved(metrics(0.5, 0.9, rows=0))
+
+
+def test_gold_rows_the_committee_routed_train_as_expert_labels(tmp_path):
+    gold = ["pos", "", "neg", "", "pos", "neg"]
+    (tmp_path / "d.csv").write_text(
+        "text,gold\n" + "\n".join(f"t{i},{g}" for i, g in enumerate(gold)) + "\n"
+    )
+    task = TaskSpec(
+        description="sentiment",
+        labels=["neg", "pos"],
+        data_path=str(tmp_path / "d.csv"),
+        gold_column="gold",
+        gold_evidence=1.0,
+        chunk_size=6,
+    )
+    store = RunStore.create(tmp_path / "run", task, prepare_input(task))
+    routes = ["review", "review", "direct", "direct", "review", "review"]
+    votes = pd.DataFrame({"id": [str(i) for i in range(6)], "route": routes})
+    write_parquet(votes, store.chunk_votes(0))
+    samples = gold_samples(store, [0])
+    # Routed rows with a gold label: 0, 4 and 5 (1 is routed but has none; 2 was agreed on).
+    assert samples["id"].tolist() == ["0", "4", "5"]
+    assert samples["label"].tolist() == ["pos", "pos", "neg"]
+    assert samples["text"].tolist() == ["t0", "t4", "t5"]
+    assert set(samples["source"]) == {"gold"}

@@ -67,7 +67,7 @@ def test_duplicate_ids_are_refused(tmp_path):
 
 def test_gold_outside_labels_is_refused(tmp_path):
     (tmp_path / "d.csv").write_text("text,gold\nx,pos\ny,maybe\n")
-    with pytest.raises(InputError, match="outside the task's labels"):
+    with pytest.raises(InputError, match="row 2 of column 'gold' holds 'maybe'"):
         prepare_input(task_for(tmp_path / "d.csv", reviewer="oracle:gold"))
 
 
