@@ -67,7 +67,7 @@ from agent.hub.demo import TASK_LABELS, demo_input
 from agent.pipeline.evaluate import ablation
 from agent.pipeline.evaluate import evaluate as run_eval
 from agent.pipeline.runner import RunOptions, is_finished, preflight, run_graph
-from agent.store.runstore import RunStore, prepare_input
+from agent.store.runstore import RunStore, prepare_input, read_input
 from agent.task import TaskSpec
 
 app = typer.Typer(
@@ -289,11 +289,12 @@ def _create(spec: TaskSpec, run_dir: Path, engine: Engine) -> tuple[RunStore, Ru
 
     The sandbox is opened only once the directory is known to be free: opening it under the
     run's id removes that id's leftover containers, which must never be a live run's."""
-    rows = prepare_input(spec)
+    source = read_input(spec)
+    rows = prepare_input(spec, source)
     RunStore.check_free(run_dir)
     options = run_options(engine, run_id=RunStore(run_dir).run_id)
     preflight(spec, options)
-    return RunStore.create(run_dir, spec, rows), options
+    return RunStore.create(run_dir, spec, rows, source), options
 
 
 @app.command()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from agent.committee.consensus import accuracy, macro_f1
+from agent.pipeline.report import read_labels
 from agent.pipeline.review import ReviewItem
 from agent.pipeline.runner import RunOptions, create_run, open_reviewer, preflight, run_graph
 from agent.store.runstore import RunStore, read_json, write_json
@@ -78,7 +79,7 @@ def committee_rows(store: RunStore, task: TaskSpec) -> list[dict]:
 
 
 def autoannotator_row(store: RunStore, task: TaskSpec, name: str, seconds: float) -> dict:
-    labels = pd.read_parquet(store.labels_path)
+    labels = read_labels(store)
     gold_by_id = scoring_gold(store)
     scored = labels[labels["id"].map(gold_by_id).notna() & (labels["source"] != "skipped")]
     metrics = read_json(store.metrics_path)
@@ -179,7 +180,7 @@ ABLATION_COLUMNS = [
 
 def _ablation_row(store: RunStore, name: str, k: int, beta: int, seconds: float) -> dict:
     task = store.task()
-    labels = pd.read_parquet(store.labels_path)
+    labels = read_labels(store)
     gold_by_id = scoring_gold(store)
     scored = labels[labels["id"].map(gold_by_id).notna() & (labels["source"] != "skipped")]
     predicted, gold = scored["label"].tolist(), scored["id"].map(gold_by_id).tolist()

@@ -1,4 +1,8 @@
-"""The run's outputs: labels.parquet/csv (every input row exactly once), metrics.json, report.md."""
+"""The run's outputs: labels.parquet/csv (every input row exactly once), metrics.json, report.md.
+
+labels.* hold the user's columns exactly as given, then the run's (agent.domain.OUTPUT_COLUMNS),
+each named with the `aa_` prefix; `read_labels` gives the run's back under their own names.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,15 @@ from collections.abc import Sequence
 import pandas as pd
 
 from agent.committee.labels import USER
-from agent.domain import EXPERT_SOURCES, CommitteeMember, Route, Source
+from agent.domain import (
+    EXPERT_SOURCES,
+    OUTPUT_COLUMNS,
+    OUTPUT_PREFIX,
+    CommitteeMember,
+    Route,
+    Source,
+    output_name,
+)
 from agent.pipeline import trust
 from agent.pipeline.plots import escalation_plot, gate_plot, reliability_plot
 from agent.store.ledger import ledger_totals
@@ -86,21 +98,38 @@ def assemble_labels(store: RunStore, members: Sequence[CommitteeMember]) -> pd.D
     return labels
 
 
+def labels_table(store: RunStore, labels: pd.DataFrame) -> pd.DataFrame:
+    """What labels.* hold: the user's columns as given, then the run's `labels` (from
+    assemble_labels, in input order) under their prefixed names. The text as labeled is not
+    repeated: it is the user's text column (`aa_truncated` says when it was cut)."""
+    user = store.source().reset_index(drop=True)
+    ours = labels[list(OUTPUT_COLUMNS)].reset_index(drop=True)
+    return pd.concat([user, ours.rename(columns=output_name)], axis=1)
+
+
+def read_labels(store: RunStore) -> pd.DataFrame:
+    """labels.parquet's run columns under their own names (id, label, source, ...)."""
+    table = pd.read_parquet(store.labels_path, columns=[output_name(c) for c in OUTPUT_COLUMNS])
+    return table.rename(columns=lambda name: name.removeprefix(OUTPUT_PREFIX))
+
+
 def write_labels(store: RunStore, labels: pd.DataFrame) -> dict:
     """labels.parquet/csv; with --min-confidence P only the rows at P or above (and rows nobody
     could label), the rest in needs_review.csv for people. Returns the split's counts."""
     threshold = store.task().min_confidence
-    unsure = pd.Series(False, index=labels.index)
+    table = labels_table(store, labels)
+    unsure = pd.Series(False, index=table.index)
     if threshold is not None:
-        unsure = labels["confidence"].notna() & (labels["confidence"] < threshold)
-    write_parquet(labels[~unsure], store.labels_path)
+        confidence = table[output_name("confidence")]
+        unsure = confidence.notna() & (confidence < threshold)
+    write_parquet(table[~unsure], store.labels_path)
     with atomic_path(store.labels_csv_path) as tmp:
-        labels[~unsure].to_csv(tmp, index=False)
+        table[~unsure].to_csv(tmp, index=False)
     if threshold is None:
         store.needs_review_path.unlink(missing_ok=True)
         return {"min_confidence": None, "below": 0}
     with atomic_path(store.needs_review_path) as tmp:
-        labels[unsure].to_csv(tmp, index=False)
+        table[unsure].to_csv(tmp, index=False)
     return {"min_confidence": threshold, "below": int(unsure.sum())}
 
 
