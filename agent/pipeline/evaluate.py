@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from agent.committee.consensus import accuracy, macro_f1
+from agent.committee.scores import classification_scores, scores_markdown
 from agent.pipeline.report import read_labels
 from agent.pipeline.review import ReviewItem
 from agent.pipeline.runner import RunOptions, create_run, open_reviewer, preflight, run_graph
@@ -28,10 +28,14 @@ def peak_memory_mb() -> float:
 
 
 def _row(method, predicted, gold, labels, **extra) -> dict:
+    """One table row; `scores` (per-class precision/recall/F1, confusion matrix) goes to
+    eval.json and eval.md, not to the printed table."""
+    scores = classification_scores(predicted, gold, labels)
     return {
         "method": method,
-        "accuracy": f"{accuracy(predicted, gold):.2%}",
-        "macro_f1": f"{macro_f1(predicted, gold, labels):.3f}",
+        "accuracy": f"{scores.get('accuracy', float('nan')):.2%}",
+        "macro_f1": f"{scores.get('macro_f1', float('nan')):.3f}",
+        "scores": scores,
         "llm_calls": extra.get("llm_calls", 0),
         "escalated": extra.get("escalated", "-"),
         "seconds": extra.get("seconds", "-"),
@@ -160,6 +164,8 @@ def evaluate(
 def _markdown(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
+    for row in rows:
+        lines += ["", f"### {row['method']}", "", *scores_markdown(row["scores"])]
     return "\n".join(lines) + "\n"
 
 
@@ -184,14 +190,15 @@ def _ablation_row(store: RunStore, name: str, k: int, beta: int, seconds: float)
     gold_by_id = scoring_gold(store)
     scored = labels[labels["id"].map(gold_by_id).notna() & (labels["source"] != "skipped")]
     predicted, gold = scored["label"].tolist(), scored["id"].map(gold_by_id).tolist()
+    scores = classification_scores(predicted, gold, task.labels)
     metrics = read_json(store.metrics_path)
     cycles = metrics["finetune_cycles"]
     return {
         "reviewer": name,
         "k": k,
         "beta": beta,
-        "accuracy": round(accuracy(predicted, gold), 4),
-        "macro_f1": round(macro_f1(predicted, gold, task.labels), 4),
+        "accuracy": scores.get("accuracy", float("nan")),
+        "macro_f1": scores.get("macro_f1", float("nan")),
         "escalated": metrics["escalation_rate"],
         "llm_calls": metrics["llm"]["calls"],
         "cycles": len(cycles),

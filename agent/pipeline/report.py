@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from agent.committee.labels import USER
+from agent.committee.scores import classification_scores, scores_markdown
 from agent.domain import (
     EXPERT_SOURCES,
     OUTPUT_COLUMNS,
@@ -194,9 +195,12 @@ def compute_metrics(
         gold = rows.set_index("id")["gold"]
         # Rows the run was given as evidence are not scored: their label is the gold itself.
         scored = labelable[labelable["id"].map(gold).notna() & (labelable["source"] != Source.GOLD)]
-        metrics["accuracy_vs_gold"] = round(
-            float((scored["label"] == scored["id"].map(gold)).mean()), 4
+        scores = classification_scores(
+            scored["label"].tolist(), scored["id"].map(gold).tolist(), task.labels
         )
+        if scores["rows"]:
+            metrics["accuracy_vs_gold"] = scores["accuracy"]
+            metrics["scores_vs_gold"] = scores
     return metrics
 
 
@@ -236,6 +240,16 @@ def render_report(metrics: dict) -> str:
         ]
     lines += ["", "## Labels", "", "| label | rows |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in metrics["by_label"].items()]
+    if "scores_vs_gold" in metrics:
+        lines += [
+            "",
+            "## Against the gold column",
+            "",
+            "Rows with a gold label the run was not given as evidence; the confusion matrix's "
+            "rows are the gold label, its columns the run's.",
+            "",
+            *scores_markdown(metrics["scores_vs_gold"]),
+        ]
     lines += ["", "## Committee", "", "| model | label map |", "|---|---|"]
     for m in metrics["models"]:
         evidence = m.get("label_evidence") or {}
