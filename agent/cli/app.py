@@ -19,6 +19,8 @@ from rich.table import Table
 
 from agent.cli.chat import ChatSession, open_chat_model, repl
 from agent.cli.common import USER_ERRORS, console, fail, out
+from agent.cli.interop import export as export_command
+from agent.cli.interop import import_ as import_command
 from agent.cli.models import models_app
 from agent.cli.options import (
     DEFAULT_STEP_TIMEOUT_S,
@@ -575,6 +577,8 @@ def evaluate(
 
 
 app.command("review")(review_command)
+app.command("export")(export_command)
+app.command("import")(import_command)
 app.add_typer(models_app, name="models")
 app.add_typer(scripts_app, name="scripts")
 app.add_typer(sandbox_app, name="sandbox")

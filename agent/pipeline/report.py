@@ -41,17 +41,19 @@ LABEL_COLUMNS = [
 ]
 
 
-def assemble_labels(store: RunStore, members: Sequence[CommitteeMember]) -> pd.DataFrame:
+def assemble_labels(
+    store: RunStore, members: Sequence[CommitteeMember], *, partial: bool = False
+) -> pd.DataFrame:
+    """Every input row once with its label and where it came from. `partial`: a run still going
+    (paused for a person, stopped) gives the rows labeled so far instead of failing."""
     rows = store.rows()
     if "truncated" not in rows:  # a run prepared before texts were cut
         rows["truncated"] = False
     slugs = [m.slug for m in members]
+    voted = store.voted_chunks()
     committee = (
-        pd.concat(
-            [pd.read_parquet(store.chunk_votes(c)) for c in range(store.n_chunks())],
-            ignore_index=True,
-        )
-        if store.n_chunks()
+        pd.concat([pd.read_parquet(path) for path in voted], ignore_index=True)
+        if voted
         else pd.DataFrame(columns=["id", "label", "confidence", "uncertainty"])
     )
     committee["votes"] = [
@@ -90,9 +92,10 @@ def assemble_labels(store: RunStore, members: Sequence[CommitteeMember]) -> pd.D
     skipped = labels["text"].isna()
     labels.loc[skipped, "source"] = Source.SKIPPED
     missing = labels["source"].isna()
-    if missing.any():
+    if missing.any() and not partial:
         raise RuntimeError(f"{int(missing.sum())} rows have no label yet; the run is incomplete")
-    if len(labels) != len(rows) or labels["id"].duplicated().any():
+    labels = labels[~missing]
+    if (len(labels) != len(rows) and not partial) or labels["id"].duplicated().any():
         raise RuntimeError("labels do not match the input one-to-one")
     labels = labels.sort_values("row")[LABEL_COLUMNS]
     labels["chunk"] = labels["chunk"].astype("Int64")
@@ -103,7 +106,8 @@ def labels_table(store: RunStore, labels: pd.DataFrame) -> pd.DataFrame:
     """What labels.* hold: the user's columns as given, then the run's `labels` (from
     assemble_labels, in input order) under their prefixed names. The text as labeled is not
     repeated: it is the user's text column (`aa_truncated` says when it was cut)."""
-    user = store.source().reset_index(drop=True)
+    position = store.rows().set_index("id")["row"]
+    user = store.source().iloc[position.loc[labels["id"]].to_numpy()].reset_index(drop=True)
     ours = labels[list(OUTPUT_COLUMNS)].reset_index(drop=True)
     return pd.concat([user, ours.rename(columns=output_name)], axis=1)
 
