@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 from contextlib import ExitStack
@@ -17,6 +16,7 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
+from agent import api
 from agent.cli.chat import ChatSession, open_chat_model, repl
 from agent.cli.common import USER_ERRORS, console, fail, out
 from agent.cli.interop import export as export_command
@@ -68,8 +68,8 @@ from agent.committee.selection import SelectionError
 from agent.hub.demo import TASK_LABELS, demo_input
 from agent.pipeline.evaluate import ablation
 from agent.pipeline.evaluate import evaluate as run_eval
-from agent.pipeline.runner import RunOptions, is_finished, preflight, run_graph
-from agent.store.runstore import RunStore, prepare_input, read_input
+from agent.pipeline.runner import RunOptions
+from agent.store.runstore import RunStore
 from agent.task import TaskSpec
 
 app = typer.Typer(
@@ -109,15 +109,15 @@ def _execute(store: RunStore, options: RunOptions, *, resume: bool, quiet: bool)
                     return answer_interrupt(store, payload)
 
             options = replace(options, on_interrupt=on_interrupt)
-        run_graph(store, options, resume=resume)
-    if not is_finished(store):
+        result = api.execute(store, options, resume=resume)
+    if not result.finished:
         console.print(
             f"paused for human review; answers so far are saved. Continue with: "
             f"autoannotator resume {store.root}",
             soft_wrap=True,
         )
         raise typer.Exit(0)
-    return json.loads(store.metrics_path.read_text(encoding="utf-8"))
+    return result.metrics
 
 
 def _summary(store: RunStore, metrics: dict) -> None:
@@ -287,16 +287,8 @@ def run(
 
 
 def _create(spec: TaskSpec, run_dir: Path, engine: Engine) -> tuple[RunStore, RunOptions]:
-    """Check everything the run needs, then write its directory: a refused run leaves nothing.
-
-    The sandbox is opened only once the directory is known to be free: opening it under the
-    run's id removes that id's leftover containers, which must never be a live run's."""
-    source = read_input(spec)
-    rows = prepare_input(spec, source)
-    RunStore.check_free(run_dir)
-    options = run_options(engine, run_id=RunStore(run_dir).run_id)
-    preflight(spec, options)
-    return RunStore.create(run_dir, spec, rows, source), options
+    """The API's start (nothing written for a refused run), with the command's engine."""
+    return api.start(spec, run_dir, lambda run_id: run_options(engine, run_id=run_id))
 
 
 @app.command()
