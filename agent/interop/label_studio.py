@@ -57,7 +57,8 @@ def tasks(store: RunStore, table: pd.DataFrame) -> list[dict]:
     key = text_key(store, table)
     column = store.task().text_column
     # pandas writes NaN as null, numpy numbers and timestamps as JSON values.
-    records = json.loads(table.to_json(orient="records", force_ascii=False, date_format="iso"))
+    text = table.to_json(orient="records", force_ascii=False, date_format="iso") or "[]"
+    records = json.loads(text)
     out = []
     for record in records:
         data = {**record, key: record[column]}

@@ -3,13 +3,18 @@ back as human answers, and the run resumed from there."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import shutil
 from xml.etree import ElementTree
 
 import datasets
+import httpx2
+import huggingface_hub
 import pandas as pd
 import pytest
+from huggingface_hub.utils._http import default_client_factory
 from typer.testing import CliRunner
 
 from agent.cli.app import app
@@ -132,6 +137,116 @@ def test_hf_dataset_has_a_class_label_and_a_card(finished):
     assert "## Estimated accuracy" in card and "## LLM calls and cost" in card
     for model in finished.committee():
         assert f"`{model.id}`" in card
+
+
+class FakeHubHttp:
+    """The Hugging Face Hub's HTTP API as far as a dataset push uses it, over one in-memory
+    repository: create, validate the card's YAML, preupload (parquet shards by LFS, the rest
+    inline), LFS batch and upload, commit, repo info, tree listing, resolve."""
+
+    SHA = "a" * 40
+
+    def __init__(self, repo: str):
+        self.repo = repo
+        self.files: dict[str, bytes] = {}
+        self.lfs: dict[str, bytes] = {}
+        self.commits = 0
+
+    def handle(self, request: httpx2.Request) -> httpx2.Response:
+        path = request.url.path
+        api = f"/api/datasets/{self.repo}"
+        # Everything but the YAML check and the LFS storage's presigned upload needs the token.
+        open_to_all = path == "/api/validate-yaml" or path.startswith("/upload/")
+        if not open_to_all and request.headers.get("authorization") != "Bearer hf_test":
+            return httpx2.Response(401, json={"error": "no token"})
+        if path == "/api/repos/create":
+            return httpx2.Response(
+                200, json={"url": f"https://huggingface.co/datasets/{self.repo}"}
+            )
+        if path == "/api/validate-yaml":
+            return httpx2.Response(200, json={})
+        if path.startswith(f"{api}/preupload/"):
+            files = json.loads(request.content)["files"]
+            modes = [
+                {"path": f["path"], "shouldIgnore": False,
+                 "uploadMode": "lfs" if f["path"].endswith(".parquet") else "regular"}
+                for f in files
+            ]  # fmt: skip
+            return httpx2.Response(200, json={"files": modes})
+        if path.endswith(".git/info/lfs/objects/batch"):
+            objects = json.loads(request.content)["objects"]
+            return httpx2.Response(200, json={"transfer": "basic", "objects": [
+                {"oid": o["oid"], "size": o["size"], "authenticated": True,
+                 "actions": {"upload": {"href": f"https://lfs.hub/upload/{o['oid']}"}}}
+                for o in objects
+            ]})  # fmt: skip
+        if path.startswith("/upload/"):
+            self.lfs[path.rsplit("/", 1)[1]] = request.content
+            return httpx2.Response(200)
+        if path.startswith(f"{api}/commit/"):
+            self.commits += 1
+            for line in request.content.decode().splitlines():
+                operation = json.loads(line)
+                value = operation["value"]
+                if operation["key"] == "file":
+                    self.files[value["path"]] = base64.b64decode(value["content"])
+                elif operation["key"] == "lfsFile":
+                    self.files[value["path"]] = self.lfs[value["oid"]]
+            return httpx2.Response(
+                200,
+                json={
+                    "commitOid": self.SHA,
+                    "commitUrl": f"https://huggingface.co/datasets/{self.repo}/commit/{self.SHA}",
+                },
+            )
+        if "/tree/" in path:
+            folder = path.split("/tree/", 1)[1].partition("/")[2]
+            entries = [
+                {"type": "file", "path": name, "size": len(data), "oid": "b" * 40}
+                for name, data in self.files.items()
+                if not folder or name.startswith(folder + "/")
+            ]
+            if folder and not entries:
+                return httpx2.Response(404, headers={"x-error-code": "EntryNotFound"})
+            return httpx2.Response(200, json=entries)
+        if f"/datasets/{self.repo}/resolve/" in path:
+            name = path.split("/resolve/", 1)[1].partition("/")[2]
+            if name not in self.files:
+                return httpx2.Response(404, headers={"x-error-code": "EntryNotFound"})
+            return httpx2.Response(200, content=self.files[name], headers={"etag": '"x"'})
+        if path.startswith(api):
+            siblings = [{"rfilename": name} for name in self.files]
+            return httpx2.Response(
+                200, json={"id": self.repo, "sha": self.SHA, "siblings": siblings}
+            )
+        return httpx2.Response(404)
+
+
+def test_push_to_hub_sends_the_card_and_the_dataset(finished, monkeypatch):
+    hub = FakeHubHttp("team/tweets")
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    # The Hub's own chunked transfer (Xet) has its own client; the documented LFS path is
+    # what this fake speaks.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)
+    huggingface_hub.set_client_factory(
+        lambda: httpx2.Client(transport=httpx2.MockTransport(hub.handle), follow_redirects=True)
+    )
+    try:
+        result = export(finished, "hf", "--push-to-hub", "team/tweets")
+    finally:
+        huggingface_hub.set_client_factory(default_client_factory)
+    assert "pushed to the Hub: team/tweets" in result.output
+    card = hub.files["README.md"].decode()
+    # The card's text, with the features the dataset push added to its YAML header.
+    assert "## How each row was labeled" in card and "class_label:" in card
+    shards = [name for name in hub.files if name.startswith("data/") and name.endswith(".parquet")]
+    assert shards
+    pushed = pd.concat(pd.read_parquet(io.BytesIO(hub.files[name])) for name in shards)
+    labels = read_labels(finished)
+    names = LABELS
+    assert [None if pd.isna(i) else names[int(i)] for i in pushed["aa_label"]] == [
+        None if pd.isna(x) else x for x in labels["label"]
+    ]
 
 
 def label_studio_export(tasks: list[dict], answers: dict[str, list[str | None]]) -> list[dict]:
