@@ -40,6 +40,28 @@ KNOWN_SOURCES = (Source.GOLD, Source.ORACLE, Source.HUMAN)
 NEEDS_HUMAN = (Source.NEEDS_HUMAN, Source.UNREVIEWED, Source.CAPPED)
 
 
+# labels.parquet / labels.csv: the user's columns exactly as given, then the run's own, each
+# named with this prefix so it never overwrites one of theirs (a user column with one of these
+# names is refused before the run starts).
+OUTPUT_PREFIX = "aa_"
+OUTPUT_COLUMNS = (
+    "id",  # --id-column's value, else the row's position (0-based) in the input
+    "label",
+    "source",
+    "confidence",
+    "reviewer_label",
+    "uncertainty",
+    "votes",
+    "chunk",
+    "truncated",
+)
+
+
+def output_name(column: str) -> str:
+    """The name of the run's column `column` in labels.*: `label` -> `aa_label`."""
+    return OUTPUT_PREFIX + column
+
+
 class Route(StrEnum):
     """Where the committee sends a row (eq. 5): keep its vote, or ask a reviewer."""
 

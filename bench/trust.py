@@ -35,6 +35,7 @@ from agent.committee.trust import expected_calibration_error
 from agent.domain import Source
 from agent.hub.demo import build_demo_hub
 from agent.hub.local import LocalHub
+from agent.pipeline.report import read_labels
 from agent.pipeline.review import ReviewItem
 from agent.pipeline.runner import RunOptions, create_run, open_reviewer, run_graph
 from agent.store.runstore import RunStore
@@ -102,7 +103,7 @@ def _label(root: Path, options: RunOptions, share: float, spec: LabeledSet, cach
 
 def _compare(run: RunStore, spec: LabeledSet, llm_alone: dict[str, str]) -> list[dict]:
     rows = run.rows().set_index("id")
-    labels = pd.read_parquet(run.labels_path).set_index("id")
+    labels = read_labels(run).set_index("id")
     votes = pd.concat([pd.read_parquet(p) for p in run.voted_chunks()]).set_index("id")
     hard = pd.concat([pd.read_parquet(p) for p in run.hard_chunks()]).set_index("id")
     scored = labels.index[(labels["source"] != Source.GOLD) & rows["gold"].notna()]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 from contextlib import ExitStack
@@ -17,8 +16,11 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
+from agent import api
 from agent.cli.chat import ChatSession, open_chat_model, repl
 from agent.cli.common import USER_ERRORS, console, fail, out
+from agent.cli.interop import export as export_command
+from agent.cli.interop import import_ as import_command
 from agent.cli.models import models_app
 from agent.cli.options import (
     DEFAULT_STEP_TIMEOUT_S,
@@ -70,11 +72,8 @@ from agent.pipeline.evaluate import evaluate as run_eval
 from agent.pipeline.runner import (
     DEFAULT_LLM_CONCURRENCY,
     RunOptions,
-    is_finished,
-    preflight,
-    run_graph,
 )
-from agent.store.runstore import RunStore, prepare_input
+from agent.store.runstore import RunStore
 from agent.task import TaskSpec
 
 app = typer.Typer(
@@ -114,15 +113,15 @@ def _execute(store: RunStore, options: RunOptions, *, resume: bool, quiet: bool)
                     return answer_interrupt(store, payload)
 
             options = replace(options, on_interrupt=on_interrupt)
-        run_graph(store, options, resume=resume)
-    if not is_finished(store):
+        result = api.execute(store, options, resume=resume)
+    if not result.finished:
         console.print(
             f"paused for human review; answers so far are saved. Continue with: "
             f"autoannotator resume {store.root}",
             soft_wrap=True,
         )
         raise typer.Exit(0)
-    return json.loads(store.metrics_path.read_text(encoding="utf-8"))
+    return result.metrics
 
 
 def _summary(store: RunStore, metrics: dict) -> None:
@@ -294,15 +293,8 @@ def run(
 
 
 def _create(spec: TaskSpec, run_dir: Path, engine: Engine) -> tuple[RunStore, RunOptions]:
-    """Check everything the run needs, then write its directory: a refused run leaves nothing.
-
-    The sandbox is opened only once the directory is known to be free: opening it under the
-    run's id removes that id's leftover containers, which must never be a live run's."""
-    rows = prepare_input(spec)
-    RunStore.check_free(run_dir)
-    options = run_options(engine, run_id=RunStore(run_dir).run_id)
-    preflight(spec, options)
-    return RunStore.create(run_dir, spec, rows), options
+    """The API's start (nothing written for a refused run), with the command's engine."""
+    return api.start(spec, run_dir, lambda run_id: run_options(engine, run_id=run_id))
 
 
 @app.command()
@@ -589,6 +581,8 @@ def evaluate(
 
 
 app.command("review")(review_command)
+app.command("export")(export_command)
+app.command("import")(import_command)
 app.add_typer(models_app, name="models")
 app.add_typer(scripts_app, name="scripts")
 app.add_typer(sandbox_app, name="sandbox")

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
 import typer
 from rich.console import Console
 
+# The core's, shared by the commands that open a hub or judge a sandbox.
+from agent.api import open_hub, unconfined_by_surprise
 from agent.errors import RunError, UserError
-from agent.hub.demo import build_demo_hub
-from agent.hub.hf import HfHub
-from agent.hub.local import LocalHub
 from sandbox.base import SandboxError
 
 console = Console(stderr=True)
@@ -28,19 +24,6 @@ def fail(message: str, code: int = 2) -> None:
 USER_ERRORS = (UserError, RunError, SandboxError)
 
 
-def unconfined_by_surprise(kind: str, sandbox) -> bool:
-    """`--sandbox auto` found no engine and fell back to a local subprocess (sandbox.factory):
-    LLM-written code must not run there unless the user asked for `--sandbox local` by name."""
-    return kind == "auto" and sandbox.name == "local"
-
-
 UNCONFINED_HINT = "start Docker, or pass --sandbox local to run LLM-written scripts unconfined"
 
-
-def open_hub(hub: str | None, progress: Callable[[str], None] | None = None):
-    """A LocalHub at PATH, `hf` for the Hugging Face Hub, or the demo catalog (built on demand)."""
-    if hub == "hf":
-        return HfHub()
-    if hub:
-        return LocalHub(Path(hub))
-    return LocalHub(build_demo_hub(progress=progress))
+__all__ = ["USER_ERRORS", "console", "fail", "open_hub", "out", "unconfined_by_surprise"]

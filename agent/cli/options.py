@@ -14,7 +14,8 @@ from typing import Annotated
 
 import typer
 
-from agent.cli.common import console, fail, open_hub, unconfined_by_surprise
+from agent.api import engine_options
+from agent.cli.common import console, fail
 from agent.pipeline.deploycache import machine_deploy_cache
 from agent.pipeline.runner import DEFAULT_LLM_CONCURRENCY, RunOptions
 from agent.task import parse_label_map
@@ -74,7 +75,7 @@ HubOption = Annotated[
     typer.Option(
         "--hub",
         help="Model hub: a folder of HF-format models, or `hf`. "
-        "Default: the bundled demo catalog (built on first use).",
+        "Default: $AUTOANNOTATOR_HUB, else the bundled demo catalog (built on first use).",
         rich_help_panel=ENGINE,
     ),
 ]
@@ -318,12 +319,11 @@ def open_sandbox(kind: str, device: str, *, run_id: str | None = None) -> Sandbo
 
 def run_options(engine: Engine, *, run_id: str | None) -> RunOptions:
     """The core's RunOptions for `engine`: the hub opened, the sandbox of run `run_id` made."""
-    status = None if engine.quiet else (lambda line: console.print(line))
-    box = open_sandbox(engine.sandbox, engine.device, run_id=run_id)
-    return RunOptions(
-        hub=open_hub(engine.hub, status),
-        sandbox=box,
-        llm_scripts_allowed=not unconfined_by_surprise(engine.sandbox, box),
+    return engine_options(
+        run_id=run_id,
+        hub=engine.hub,
+        sandbox=engine.sandbox,
+        device=engine.device,
         llm_base_url=engine.llm_base_url,
         llm_api_key=engine.llm_api_key,
         llm_model=engine.llm_model,
@@ -331,8 +331,8 @@ def run_options(engine: Engine, *, run_id: str | None) -> RunOptions:
         llm_concurrency=engine.llm_concurrency,
         # Deploy each model once per machine: later runs copy the checked v0 from here.
         deploy_cache=machine_deploy_cache(),
-        device=engine.device,
-        timeout_s=engine.step_timeout,
+        step_timeout=engine.step_timeout,
+        status=None if engine.quiet else (lambda line: console.print(line)),
     )
 
 

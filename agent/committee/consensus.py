@@ -1,4 +1,4 @@
-"""The committee's arithmetic (paper eq. 2-5): majority vote, uncertainty, routing, metrics.
+"""The committee's arithmetic (paper eq. 2-5): majority vote, uncertainty, routing.
 
 Pure functions over plain Python values: no torch, no I/O.
 
@@ -68,23 +68,3 @@ def decide(
         confidence=sum(backing) / len(backing),
         route=route(u, epsilon),
     )
-
-
-def accuracy(predicted: Sequence[str | None], gold: Sequence[str]) -> float:
-    pairs = [(p, g) for p, g in zip(predicted, gold, strict=True)]
-    if not pairs:
-        return float("nan")
-    return sum(p == g for p, g in pairs) / len(pairs)
-
-
-def macro_f1(predicted: Sequence[str | None], gold: Sequence[str], labels: Sequence[str]) -> float:
-    """Macro-averaged F1 over the task's labels; a missing prediction counts as wrong."""
-    if not gold:
-        return float("nan")
-    f1s = []
-    for label in labels:
-        tp = sum(p == label and g == label for p, g in zip(predicted, gold, strict=True))
-        fp = sum(p == label and g != label for p, g in zip(predicted, gold, strict=True))
-        fn = sum(p != label and g == label for p, g in zip(predicted, gold, strict=True))
-        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return sum(f1s) / len(f1s)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from agent.committee.consensus import accuracy, macro_f1
+from agent.committee.scores import classification_scores, scores_markdown
+from agent.pipeline.report import read_labels
 from agent.pipeline.review import ReviewItem
 from agent.pipeline.runner import RunOptions, create_run, open_reviewer, preflight, run_graph
 from agent.store.runstore import RunStore, read_json, write_json
@@ -27,10 +28,14 @@ def peak_memory_mb() -> float:
 
 
 def _row(method, predicted, gold, labels, **extra) -> dict:
+    """One table row; `scores` (per-class precision/recall/F1, confusion matrix) goes to
+    eval.json and eval.md, not to the printed table."""
+    scores = classification_scores(predicted, gold, labels)
     return {
         "method": method,
-        "accuracy": f"{accuracy(predicted, gold):.2%}",
-        "macro_f1": f"{macro_f1(predicted, gold, labels):.3f}",
+        "accuracy": f"{scores.get('accuracy', float('nan')):.2%}",
+        "macro_f1": f"{scores.get('macro_f1', float('nan')):.3f}",
+        "scores": scores,
         "llm_calls": extra.get("llm_calls", 0),
         "escalated": extra.get("escalated", "-"),
         "seconds": extra.get("seconds", "-"),
@@ -78,7 +83,7 @@ def committee_rows(store: RunStore, task: TaskSpec) -> list[dict]:
 
 
 def autoannotator_row(store: RunStore, task: TaskSpec, name: str, seconds: float) -> dict:
-    labels = pd.read_parquet(store.labels_path)
+    labels = read_labels(store)
     gold_by_id = scoring_gold(store)
     scored = labels[labels["id"].map(gold_by_id).notna() & (labels["source"] != "skipped")]
     metrics = read_json(store.metrics_path)
@@ -159,6 +164,8 @@ def evaluate(
 def _markdown(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
+    for row in rows:
+        lines += ["", f"### {row['method']}", "", *scores_markdown(row["scores"])]
     return "\n".join(lines) + "\n"
 
 
@@ -179,18 +186,19 @@ ABLATION_COLUMNS = [
 
 def _ablation_row(store: RunStore, name: str, k: int, beta: int, seconds: float) -> dict:
     task = store.task()
-    labels = pd.read_parquet(store.labels_path)
+    labels = read_labels(store)
     gold_by_id = scoring_gold(store)
     scored = labels[labels["id"].map(gold_by_id).notna() & (labels["source"] != "skipped")]
     predicted, gold = scored["label"].tolist(), scored["id"].map(gold_by_id).tolist()
+    scores = classification_scores(predicted, gold, task.labels)
     metrics = read_json(store.metrics_path)
     cycles = metrics["finetune_cycles"]
     return {
         "reviewer": name,
         "k": k,
         "beta": beta,
-        "accuracy": round(accuracy(predicted, gold), 4),
-        "macro_f1": round(macro_f1(predicted, gold, task.labels), 4),
+        "accuracy": scores.get("accuracy", float("nan")),
+        "macro_f1": scores.get("macro_f1", float("nan")),
         "escalated": metrics["escalation_rate"],
         "llm_calls": metrics["llm"]["calls"],
         "cycles": len(cycles),

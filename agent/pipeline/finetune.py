@@ -5,8 +5,9 @@ the last cycle (those with an expert label: llm, oracle or human; `nodes.after_r
 them) number at least β and input rows remain, annotation pauses and every SLM is fine-tuned.
 A pool that reaches β on the last chunk trains nothing: no rows are left to label better.
 
-Training set of cycle N: the pool's reviewed hard samples minus a held-out gate (`GATE_SHARE`
-of them), plus a replay sample of confident committee labels (unanimous votes, U(x) = 0) from
+Training set of cycle N: the pool's reviewed hard samples and the user's gold rows the
+committee routed (`--gold-column`), minus a held-out gate (`GATE_SHARE` of them, or the gold
+rows), plus a replay sample of confident committee labels (unanimous votes, U(x) = 0) from
 every chunk labeled so far, `replay_ratio` replay rows per hard training row, so the SLM learns
 the hard cases without forgetting what it already did well. The gate holds hard samples only.
 
@@ -30,7 +31,7 @@ import pandas as pd
 from agent.domain import CommitteeMember, Source
 from agent.errors import Rejected, StepFailed
 from agent.pipeline.annotate import run_step, scratch_dir
-from agent.pipeline.hardpool import expert_samples
+from agent.pipeline.hardpool import expert_samples, gold_samples
 from agent.scripts.contract import MODEL_OUTPUT, finetune_args
 from agent.scripts.verify import check_finetune_metrics
 from agent.store.runstore import RunStore, read_json, write_json, write_parquet
@@ -227,6 +228,9 @@ def finetune_cycle(
         }
         write_json(record, record_path)
         return dict(versions), record
+    # The user's gold rows the committee found hard train like any expert label; those the
+    # gate holds (when gold is the gate) are left out of training below.
+    samples = pd.concat([samples, gold_samples(store, pool_chunks)], ignore_index=True)
     gate, gate_source = known_gate(store, task.seed + cycle)
     if gate.empty:
         hard_train, gate = split_gate(samples[["id", "text", "label"]], task.seed + cycle)

@@ -159,3 +159,29 @@ def expert_samples(store: RunStore, chunks: list[int]) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=["id", "chunk", "text", "label", "source"])
     return pd.concat(frames, ignore_index=True)
+
+
+def gold_samples(store: RunStore, chunks: list[int]) -> pd.DataFrame:
+    """The user's gold rows (`--gold-column`) the committee routed in the given chunks, with
+    their text and label: hard samples whose expert label the user gave, so they train the
+    SLMs like a reviewer's answer (source `gold`)."""
+    known = store.gold_evidence()
+    frames = []
+    for chunk in chunks:
+        votes = pd.read_parquet(store.chunk_votes(chunk), columns=["id", "route"])
+        routed = votes[(votes["route"] == Route.REVIEW) & votes["id"].isin(known.index)]
+        texts = pd.read_parquet(store.input_chunk(chunk)).set_index("id")["text"]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "id": routed["id"].to_numpy(),
+                    "chunk": chunk,
+                    "text": texts.loc[routed["id"]].to_numpy(),
+                    "label": known.loc[routed["id"]].to_numpy(),
+                    "source": Source.GOLD,
+                }
+            )
+        )
+    if not frames:
+        return pd.DataFrame(columns=["id", "chunk", "text", "label", "source"])
+    return pd.concat(frames, ignore_index=True)

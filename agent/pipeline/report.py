@@ -1,4 +1,8 @@
-"""The run's outputs: labels.parquet/csv (every input row exactly once), metrics.json, report.md."""
+"""The run's outputs: labels.parquet/csv (every input row exactly once), metrics.json, report.md.
+
+labels.* hold the user's columns exactly as given, then the run's (agent.domain.OUTPUT_COLUMNS),
+each named with the `aa_` prefix; `read_labels` gives the run's back under their own names.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,16 @@ from collections.abc import Sequence
 import pandas as pd
 
 from agent.committee.labels import USER
-from agent.domain import EXPERT_SOURCES, CommitteeMember, Route, Source
+from agent.committee.scores import classification_scores, scores_markdown
+from agent.domain import (
+    EXPERT_SOURCES,
+    OUTPUT_COLUMNS,
+    OUTPUT_PREFIX,
+    CommitteeMember,
+    Route,
+    Source,
+    output_name,
+)
 from agent.pipeline import trust
 from agent.pipeline.plots import escalation_plot, gate_plot, reliability_plot
 from agent.store.ledger import ledger_totals
@@ -28,17 +41,19 @@ LABEL_COLUMNS = [
 ]
 
 
-def assemble_labels(store: RunStore, members: Sequence[CommitteeMember]) -> pd.DataFrame:
+def assemble_labels(
+    store: RunStore, members: Sequence[CommitteeMember], *, partial: bool = False
+) -> pd.DataFrame:
+    """Every input row once with its label and where it came from. `partial`: a run still going
+    (paused for a person, stopped) gives the rows labeled so far instead of failing."""
     rows = store.rows()
     if "truncated" not in rows:  # a run prepared before texts were cut
         rows["truncated"] = False
     slugs = [m.slug for m in members]
+    voted = store.voted_chunks()
     committee = (
-        pd.concat(
-            [pd.read_parquet(store.chunk_votes(c)) for c in range(store.n_chunks())],
-            ignore_index=True,
-        )
-        if store.n_chunks()
+        pd.concat([pd.read_parquet(path) for path in voted], ignore_index=True)
+        if voted
         else pd.DataFrame(columns=["id", "label", "confidence", "uncertainty"])
     )
     committee["votes"] = [
@@ -77,30 +92,49 @@ def assemble_labels(store: RunStore, members: Sequence[CommitteeMember]) -> pd.D
     skipped = labels["text"].isna()
     labels.loc[skipped, "source"] = Source.SKIPPED
     missing = labels["source"].isna()
-    if missing.any():
+    if missing.any() and not partial:
         raise RuntimeError(f"{int(missing.sum())} rows have no label yet; the run is incomplete")
-    if len(labels) != len(rows) or labels["id"].duplicated().any():
+    labels = labels[~missing]
+    if (len(labels) != len(rows) and not partial) or labels["id"].duplicated().any():
         raise RuntimeError("labels do not match the input one-to-one")
     labels = labels.sort_values("row")[LABEL_COLUMNS]
     labels["chunk"] = labels["chunk"].astype("Int64")
     return labels
 
 
+def labels_table(store: RunStore, labels: pd.DataFrame) -> pd.DataFrame:
+    """What labels.* hold: the user's columns as given, then the run's `labels` (from
+    assemble_labels, in input order) under their prefixed names. The text as labeled is not
+    repeated: it is the user's text column (`aa_truncated` says when it was cut)."""
+    position = store.rows().set_index("id")["row"]
+    user = store.source().iloc[position.loc[labels["id"]].to_numpy()].reset_index(drop=True)
+    ours = labels[list(OUTPUT_COLUMNS)].reset_index(drop=True)
+    return pd.concat([user, ours.rename(columns=output_name)], axis=1)
+
+
+def read_labels(store: RunStore) -> pd.DataFrame:
+    """labels.parquet's run columns under their own names (id, label, source, ...)."""
+    table = pd.read_parquet(store.labels_path, columns=[output_name(c) for c in OUTPUT_COLUMNS])
+    return table.rename(columns=lambda name: name.removeprefix(OUTPUT_PREFIX))
+
+
 def write_labels(store: RunStore, labels: pd.DataFrame) -> dict:
     """labels.parquet/csv; with --min-confidence P only the rows at P or above (and rows nobody
     could label), the rest in needs_review.csv for people. Returns the split's counts."""
     threshold = store.task().min_confidence
-    unsure = pd.Series(False, index=labels.index)
+    table = labels_table(store, labels)
+    unsure = pd.Series(False, index=table.index)
     if threshold is not None:
-        unsure = labels["confidence"].notna() & (labels["confidence"] < threshold)
-    write_parquet(labels[~unsure], store.labels_path)
+        confidence = table[output_name("confidence")]
+        unsure = confidence.notna() & (confidence < threshold)
+    write_parquet(table[~unsure], store.labels_path)
     with atomic_path(store.labels_csv_path) as tmp:
-        labels[~unsure].to_csv(tmp, index=False)
+        table[~unsure].to_csv(tmp, index=False)
     if threshold is None:
         store.needs_review_path.unlink(missing_ok=True)
         return {"min_confidence": None, "below": 0}
     with atomic_path(store.needs_review_path) as tmp:
-        labels[unsure].to_csv(tmp, index=False)
+        table[unsure].to_csv(tmp, index=False)
     return {"min_confidence": threshold, "below": int(unsure.sum())}
 
 
@@ -165,9 +199,12 @@ def compute_metrics(
         gold = rows.set_index("id")["gold"]
         # Rows the run was given as evidence are not scored: their label is the gold itself.
         scored = labelable[labelable["id"].map(gold).notna() & (labelable["source"] != Source.GOLD)]
-        metrics["accuracy_vs_gold"] = round(
-            float((scored["label"] == scored["id"].map(gold)).mean()), 4
+        scores = classification_scores(
+            scored["label"].tolist(), scored["id"].map(gold).tolist(), task.labels
         )
+        if scores["rows"]:
+            metrics["accuracy_vs_gold"] = scores["accuracy"]
+            metrics["scores_vs_gold"] = scores
     return metrics
 
 
@@ -207,6 +244,16 @@ def render_report(metrics: dict) -> str:
         ]
     lines += ["", "## Labels", "", "| label | rows |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in metrics["by_label"].items()]
+    if "scores_vs_gold" in metrics:
+        lines += [
+            "",
+            "## Against the gold column",
+            "",
+            "Rows with a gold label the run was not given as evidence; the confusion matrix's "
+            "rows are the gold label, its columns the run's.",
+            "",
+            *scores_markdown(metrics["scores_vs_gold"]),
+        ]
     lines += ["", "## Committee", "", "| model | label map |", "|---|---|"]
     for m in metrics["models"]:
         evidence = m.get("label_evidence") or {}

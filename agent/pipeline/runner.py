@@ -24,7 +24,14 @@ from agent.pipeline.chunking import max_chunks
 from agent.pipeline.graph import build_graph
 from agent.pipeline.nodes import Services
 from agent.pipeline.review import LLMReviewer, estimate_review
-from agent.store.runstore import InputError, RunStore, prepare_input, read_json, write_json
+from agent.store.runstore import (
+    InputError,
+    RunStore,
+    prepare_input,
+    read_input,
+    read_json,
+    write_json,
+)
 from agent.task import TaskSpec
 from sandbox.base import Limits, Sandbox
 
@@ -292,8 +299,8 @@ def preflight(task: TaskSpec, options: RunOptions) -> None:
 
 
 def create_run(task: TaskSpec, run_dir: Path) -> RunStore:
-    rows = prepare_input(task)
-    return RunStore.create(run_dir, task, rows)
+    source = read_input(task)
+    return RunStore.create(run_dir, task, prepare_input(task, source), source)
 
 
 def is_finished(store: RunStore) -> bool:

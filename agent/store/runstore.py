@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from agent.domain import CommitteeMember
+from agent.domain import OUTPUT_COLUMNS, CommitteeMember, output_name
 from agent.errors import UserError
 from agent.task import TaskSpec
 
@@ -130,12 +131,36 @@ def read_table(path: Path) -> pd.DataFrame:
     return frame
 
 
-def prepare_input(task: TaskSpec) -> pd.DataFrame:
-    """The user's rows as `row, id, text` plus the oracle column; every row is kept."""
+def read_input(task: TaskSpec) -> pd.DataFrame:
+    """The user's file as the run keeps it (source.parquet) and gives it back in labels.*: every
+    column, named as a string. A column named like one the run adds, or one parquet cannot
+    store, is refused here, before anything is written."""
     path = Path(task.data_path)
     frame = read_table(path)
-    columns = [str(c) for c in frame.columns]
-    frame.columns = columns
+    frame.columns = [str(c) for c in frame.columns]
+    for column in frame.columns:
+        if column in {output_name(c) for c in OUTPUT_COLUMNS}:
+            raise InputError(
+                f"{path}: column {column!r} has the name of one the run adds to labels.*; "
+                "rename it (the run's columns all start with "
+                f"{output_name('')!r})"
+            )
+        try:
+            pa.array(frame[column], from_pandas=True)
+        except pa.ArrowException:
+            raise InputError(
+                f"{path}: column {column!r} mixes kinds of values (numbers and text, say), "
+                "which the labels file cannot keep as given; make it one kind"
+            ) from None
+    return frame
+
+
+def prepare_input(task: TaskSpec, frame: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The user's rows (`frame`, else read_input's) as `row, id, text` plus the oracle column;
+    every row is kept."""
+    path = Path(task.data_path)
+    frame = read_input(task) if frame is None else frame
+    columns = list(frame.columns)
     for flag, column in (
         ("--text-column", task.text_column),
         ("--id-column", task.id_column),
@@ -182,11 +207,14 @@ def prepare_input(task: TaskSpec) -> pd.DataFrame:
         )
     if task.gold_source:
         gold = frame[task.gold_source].astype("string")
-        unknown = sorted(set(gold.dropna()) - set(task.labels))
-        if unknown:
+        unknown = gold.notna() & ~gold.isin(task.labels)
+        if unknown.any():
+            # Row numbers as a spreadsheet shows them: 1 is the first data row.
+            first = int(np.flatnonzero(unknown.to_numpy())[0])
             raise InputError(
-                f"{path}: column {task.gold_source!r} holds labels outside the task's labels "
-                f"({', '.join(unknown[:5])}); fix the column or --labels"
+                f"{path}: row {first + 1} of column {task.gold_source!r} holds "
+                f"{gold.iloc[first]!r}, not one of the task's labels ({', '.join(task.labels)}); "
+                f"fix the column or --labels"
             )
         out["gold"] = gold.to_numpy()
         known = np.flatnonzero(gold.notna().to_numpy())
@@ -205,6 +233,8 @@ class RunStore:
     # ---- layout -------------------------------------------------------------------------
     task_path = property(lambda self: self.root / "task.json")
     input_path = property(lambda self: self.root / "input.parquet")
+    # The user's file as given, every column (read_input), returned in labels.*.
+    source_path = property(lambda self: self.root / "source.parquet")
     models_path = property(lambda self: self.root / "models.json")
     scripts_dir = property(lambda self: self.root / "scripts")
     steps_dir = property(lambda self: self.root / "steps")
@@ -305,8 +335,11 @@ class RunStore:
             )
 
     @classmethod
-    def create(cls, root: Path, task: TaskSpec, rows: pd.DataFrame) -> RunStore:
-        """Write task.json, input.parquet and the input chunks, all or nothing."""
+    def create(
+        cls, root: Path, task: TaskSpec, rows: pd.DataFrame, source: pd.DataFrame | None = None
+    ) -> RunStore:
+        """Write task.json, input.parquet, the user's file as given (`source`, when there is
+        one) and the input chunks, all or nothing."""
         root = Path(root)
         cls.check_free(root)
         partial = root.with_name(root.name + ".partial")
@@ -316,6 +349,8 @@ class RunStore:
             partial.mkdir(parents=True)
             task.save(store.task_path)
             rows.to_parquet(store.input_path, index=False)
+            if source is not None:
+                source.to_parquet(store.source_path, index=False)
             (partial / "inputs").mkdir()
             # Only the first chunk is cut now (selection smoke-tests on it); pipeline.chunking
             # sizes the others from the escalation it observes.
@@ -389,6 +424,17 @@ class RunStore:
 
     def rows(self) -> pd.DataFrame:
         return pd.read_parquet(self.input_path)
+
+    def source(self) -> pd.DataFrame:
+        """The user's columns, row for row with rows(). A run created before source.parquet
+        was kept gives back what it has: the text column, and the id column if one was named."""
+        if self.source_path.is_file():
+            return pd.read_parquet(self.source_path)
+        task, rows = self.task(), self.rows()
+        kept = {task.text_column: rows["text"]}
+        if task.id_column:
+            kept[task.id_column] = rows["id"]
+        return pd.DataFrame(kept)
 
     def gold_evidence(self) -> pd.Series:
         """The user's known labels the run learns from (`--gold-column`): id -> label."""

@@ -119,6 +119,7 @@ def test_chat_request_confirm_review_and_questions(tmp_path, hub_dir):
     assert fake.tool_calls == ["llm_usage"]
 
     labels = pd.read_csv(run_dir / "labels.csv", keep_default_na=False, dtype=str)
+    labels = labels.rename(columns=lambda name: name.removeprefix("aa_"))
     human = labels[labels["source"] == "human"]
     assert len(human) == answered
     assert (human["label"] == [gold[int(i)] for i in human["id"]]).all()

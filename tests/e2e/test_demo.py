@@ -41,8 +41,8 @@ def test_demo_labels_bundled_tweets_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert str(run_dir / "labels.parquet") in result.stdout
     labels = pd.read_parquet(run_dir / "labels.parquet")
-    assert len(labels) == 160 and labels["id"].is_unique
-    assert {"committee", "llm"} <= set(labels["source"])
+    assert len(labels) == 160 and labels["aa_id"].is_unique
+    assert {"committee", "llm"} <= set(labels["aa_source"])
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["llm"]["calls"] >= metrics["by_source"]["llm"] > 0
     assert 0.05 < metrics["escalation_rate"] < 0.9

@@ -39,6 +39,11 @@ def test_eval_with_the_oracle_scores_slms_committee_and_autoannotator(tmp_path, 
     # The oracle fixes every routed sample, so it can only match or beat the committee.
     assert float(oracle["accuracy"].rstrip("%")) >= float(committee["accuracy"].rstrip("%"))
     assert oracle["llm_calls"] == 0
+    # Per-class scores and the confusion matrix (scikit-learn) for each method.
+    assert set(oracle["scores"]["per_class"]) == set(LABELS)
+    assert sum(map(sum, oracle["scores"]["confusion"]["matrix"])) == oracle["scores"]["rows"]
+    markdown = (tmp_path / "eval" / "eval.md").read_text()
+    assert markdown.count("| true \\ predicted |") == len(methods)
     assert table["columns"] == [
         "method",
         "accuracy",

@@ -15,6 +15,7 @@ from agent.cli.app import app
 from agent.cli.review import answer_interrupt, label_keys
 from agent.hub.local import LocalHub
 from agent.pipeline.human import Answers, hard_items
+from agent.pipeline.report import read_labels
 from agent.pipeline.runner import RunOptions, create_run, is_finished, run_graph
 from agent.store.runstore import RunStore
 from agent.task import TaskSpec
@@ -97,9 +98,9 @@ def test_review_command_saves_every_key_at_once_and_the_human_wins(unreviewed_ru
     ]
 
     # The finished run's outputs were re-exported with the human answers in them.
-    labels = pd.read_csv(store.labels_csv_path, dtype=str).set_index("id")
-    assert labels.loc[first.id, "source"] == "human" == labels.loc[third.id, "source"]
-    assert labels.loc[first.id, "label"] == gold[first.id]
+    labels = pd.read_csv(store.labels_csv_path, dtype=str).set_index("aa_id")
+    assert labels.loc[first.id, "aa_source"] == "human" == labels.loc[third.id, "aa_source"]
+    assert labels.loc[first.id, "aa_label"] == gold[first.id]
     metrics = json.loads(store.metrics_path.read_text())
     assert metrics["by_source"]["human"] == 2
 
@@ -162,7 +163,7 @@ def test_human_reviewer_pauses_the_graph_at_review_and_resume_continues(tmp_path
     assert [i["id"] for i in again["items"]] == [i["id"] for i in first["items"][1:]]
     assert {p["chunk"] for p in payloads} == {0, 1}  # the next chunk interrupted in turn
 
-    labels = pd.read_parquet(store.labels_path)
+    labels = read_labels(store)
     routed = labels[labels["source"] == "human"]
     assert len(routed) == sum(len(p["items"]) for p in payloads[1:]) + 1
     assert (routed["label"] == routed["id"].map(gold)).all()

@@ -14,8 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from agent.domain import FinetuneStarted, Reported
+from agent.domain import OUTPUT_COLUMNS, FinetuneStarted, Reported
 from agent.hub.local import LocalHub
+from agent.pipeline.report import read_labels
 from agent.pipeline.runner import RunOptions, create_run, run_graph
 from agent.store.runstore import RunStore
 from agent.task import TaskSpec
@@ -56,8 +57,13 @@ def test_oracle_run_labels_every_row_once_and_fine_tunes(tmp_path, hub_dir, any_
     )
     state = run_graph(store, options, resume=False)
 
-    labels = pd.read_parquet(store.labels_path)
+    labels = read_labels(store)
     gold = pd.read_csv(data, keep_default_na=False)["gold"]
+    # The user's columns come back first, exactly as given; the run's follow, prefixed.
+    table = pd.read_csv(store.labels_csv_path, dtype=str, keep_default_na=False)
+    given = pd.read_csv(data, dtype=str, keep_default_na=False)
+    assert table[list(given.columns)].equals(given)
+    assert list(table.columns[2:]) == [f"aa_{c}" for c in OUTPUT_COLUMNS]
     assert labels["id"].tolist() == [str(i) for i in range(40)]
     assert labels.loc[3, "source"] == "skipped" and pd.isna(labels.loc[3, "label"])
     routed = labels[labels["source"] == "oracle"]
@@ -116,7 +122,7 @@ def test_llm_reviewer_labels_routed_samples_through_the_endpoint(
     data = write_data(tmp_path / "data.csv", 20)
     store = create_run(make_task(data, chunk_size=32, beta=1000), tmp_path / "run")
     run_graph(store, llm_options(), resume=False)
-    labels = pd.read_parquet(store.labels_path)
+    labels = read_labels(store)
     routed = labels[labels["source"] == "llm"]
     # A remote endpoint reviews 20 samples per call (--review-batch auto), after one call that
     # drafted what the labels mean (no --label-desc), saved in task.json.
@@ -206,7 +212,7 @@ def test_kill_minus_9_then_resume_redoes_nothing_and_pays_nothing_twice(tmp_path
     assert first_steps and all(p.stat().st_mtime_ns == t for p, t in first_steps.items())
     assert max(fake.requests.values()) == 1, "an LLM answer was paid for twice"
     assert sum(fake.requests.values()) > paid_before
-    labels = pd.read_parquet(store.labels_path)
+    labels = read_labels(store)
     assert labels["id"].tolist() == [str(i) for i in range(48)]
     assert labels["label"].notna().all()
 
@@ -216,8 +222,9 @@ def test_gold_rows_are_kept_and_unsure_rows_go_to_needs_review(tmp_path, llm_opt
     task = make_task(data, chunk_size=64, beta=1000, gold_evidence=0.5, min_confidence=0.9)
     store = create_run(task, tmp_path / "run")
     run_graph(store, llm_options(), resume=False)
-    labels = pd.read_parquet(store.labels_path)
+    labels = read_labels(store)
     unsure = pd.read_csv(store.needs_review_path, keep_default_na=False)
+    unsure = unsure.rename(columns=lambda name: name.removeprefix("aa_"))
     gold = pd.read_csv(data, keep_default_na=False)["gold"]
     evidence = store.gold_evidence()
     # Every row once, in one file or the other; the unsure ones are below the threshold.

@@ -9,6 +9,7 @@ import pandas as pd
 
 from agent.domain import ReviewEstimated
 from agent.pipeline.hardpool import expert_samples
+from agent.pipeline.report import read_labels
 from agent.pipeline.runner import create_run, run_graph
 from agent.task import TaskSpec
 from tests.fixtures.keywords import LABELS, write_data
@@ -35,7 +36,7 @@ def test_past_the_call_cap_hard_samples_keep_the_committee_label(
 
     # The two review calls the cap allows, and the one that drafted the labels' meanings.
     assert sum(fake_openai.requests.values()) == 3
-    labels = pd.read_parquet(store.labels_path)
+    labels = read_labels(store)
     reviewed = labels[labels["source"] == "llm"]
     capped = labels[labels["source"] == "committee-capped"]
     assert len(reviewed) == 4 and len(capped) > 0

@@ -133,7 +133,7 @@ def test_a_misbehaving_endpoint_is_one_line_and_the_run_resumes(tmp_path, hub_di
     assert resumed.exit_code == 0, resumed.output
     for path, read in (("labels.parquet", pd.read_parquet), ("labels.csv", pd.read_csv)):
         labels = read(run_dir / path)
-        assert labels["truncated"].tolist() == [True] + [False] * 11
+        assert labels["aa_truncated"].tolist() == [True] + [False] * 11
 
 
 # --- 3. run directory problems -----------------------------------------------------------------

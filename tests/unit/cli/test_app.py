@@ -44,6 +44,8 @@ def invoke(tmp_path, *args):
         ("not_utf8", "is not valid UTF-8"),
         ("empty", "the file is empty"),
         ("unreachable_llm", "no answer from the LLM endpoint"),
+        ("unknown_gold", "row 2 of column 'label' holds 'maybe', not one of the task's labels"),
+        ("column_clash", "column 'aa_label' has the name of one the run adds to labels.*"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, csv, tiny_hub, case, expected):
@@ -60,6 +62,11 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, csv, tiny_hub
         data.write_bytes(b"text\n\xff\xfe bad\n")
     elif case == "empty":
         data.write_bytes(b"")
+    elif case == "unknown_gold":
+        data.write_text("text,label\ngood day,positive\nso-so day,maybe\n", encoding="utf-8")
+        extra = ["--gold-column", "label"]
+    elif case == "column_clash":
+        data.write_text("text,aa_label\ngood day,x\nbad day,y\n", encoding="utf-8")
     elif case == "unreachable_llm":
         extra = ["--llm-base-url", f"http://127.0.0.1:{closed_port()}/v1", "--llm-api-key", "k"]
     result, run_dir = invoke(

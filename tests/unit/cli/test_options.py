@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from agent import api as api_module
 from agent.cli import app as app_module
-from agent.cli import options as options_module
 from agent.cli.app import app
 from agent.cli.options import (
     DEFAULT_STEP_TIMEOUT_S,
@@ -106,7 +106,7 @@ def test_the_engine_becomes_the_run_options_with_the_runs_sandbox(tmp_path, tiny
         made.update(kind=kind, device=device, run_id=run_id)
         return LocalSandbox()
 
-    monkeypatch.setattr(options_module, "make_sandbox", fake_make_sandbox)
+    monkeypatch.setattr(api_module, "make_sandbox", fake_make_sandbox)
     engine = Engine(
         hub=str(tiny_hub),
         sandbox="local",

@@ -1,6 +1,6 @@
 import pytest
 
-from agent.committee.consensus import accuracy, decide, macro_f1, majority_vote, route, uncertainty
+from agent.committee.consensus import decide, majority_vote, route, uncertainty
 
 LABELS = ["negative", "neutral", "positive"]
 
@@ -56,11 +56,3 @@ def test_decide_combines_vote_uncertainty_confidence_and_route():
     assert d.agreement == pytest.approx(2 / 3)
     assert d.confidence == pytest.approx(0.7)
     assert d.route == "direct"
-
-
-def test_accuracy_and_macro_f1():
-    gold = ["a", "a", "b", "b"]
-    pred = ["a", "b", "b", None]
-    assert accuracy(pred, gold) == 0.5
-    # a: tp1 fp0 fn1 -> 2/3 ; b: tp1 fp1 fn1 -> 1/2
-    assert macro_f1(pred, gold, ["a", "b"]) == pytest.approx((2 / 3 + 1 / 2) / 2)

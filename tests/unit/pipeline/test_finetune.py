@@ -1,7 +1,9 @@
 import pandas as pd
 
 from agent.pipeline.finetune import improved, replay_sample, split_gate, training_weights
-from agent.store.runstore import write_parquet
+from agent.pipeline.hardpool import gold_samples
+from agent.store.runstore import RunStore, prepare_input, write_parquet
+from agent.task import TaskSpec
 from tests.fixtures.runs import make_store
 
 
@@ -76,3 +78,28 @@ def test_each_training_row_weighs_as_much_as_the_run_trusts_its_label(tmp_path):
     # 0 and 2: the calibrated confidence; 1: a person's label; 3: the posterior's probability
     # of the label it trains with; 9: never weighed (no posterior yet), counts fully.
     assert weight.tolist() == [0.9, 1.0, 0.8, 0.3, 1.0]
+
+
+def test_gold_rows_the_committee_routed_train_as_expert_labels(tmp_path):
+    gold = ["pos", "", "neg", "", "pos", "neg"]
+    (tmp_path / "d.csv").write_text(
+        "text,gold\n" + "\n".join(f"t{i},{g}" for i, g in enumerate(gold)) + "\n"
+    )
+    task = TaskSpec(
+        description="sentiment",
+        labels=["neg", "pos"],
+        data_path=str(tmp_path / "d.csv"),
+        gold_column="gold",
+        gold_evidence=1.0,
+        chunk_size=6,
+    )
+    store = RunStore.create(tmp_path / "run", task, prepare_input(task))
+    routes = ["review", "review", "direct", "direct", "review", "review"]
+    votes = pd.DataFrame({"id": [str(i) for i in range(6)], "route": routes})
+    write_parquet(votes, store.chunk_votes(0))
+    samples = gold_samples(store, [0])
+    # Routed rows with a gold label: 0, 4 and 5 (1 is routed but has none; 2 was agreed on).
+    assert samples["id"].tolist() == ["0", "4", "5"]
+    assert samples["label"].tolist() == ["pos", "pos", "neg"]
+    assert samples["text"].tolist() == ["t0", "t4", "t5"]
+    assert set(samples["source"]) == {"gold"}

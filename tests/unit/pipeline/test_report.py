@@ -1,6 +1,7 @@
 """The report: the committee table marks the label maps the user gave."""
 
 from agent.cli.progress import describe_label_map
+from agent.committee.scores import classification_scores
 from agent.pipeline.report import render_report
 
 
@@ -48,3 +49,16 @@ def test_the_run_shows_the_renamed_labels_and_which_the_user_gave():
     )
     assert line == "negative → bearish (your --label-map), POS → bullish"
     assert describe_label_map({"neutral": "neutral"}, {}) == ""
+
+
+def test_the_report_shows_per_class_scores_and_the_confusion_matrix_against_gold():
+    gold = ["bearish", "bearish", "bullish", "neutral"]
+    predicted = ["bearish", "neutral", "bullish", "neutral"]
+    scores = classification_scores(predicted, gold, ["bearish", "bullish", "neutral"])
+    report = render_report({**metrics([]), "accuracy_vs_gold": 0.75, "scores_vs_gold": scores})
+    assert "## Against the gold column" in report
+    assert "| bearish | 1.000 | 0.500 | 0.667 | 2 |" in report
+    assert "| neutral | 0.500 | 1.000 | 0.667 | 1 |" in report
+    assert "| true \\ predicted | bearish | bullish | neutral | (no label) |" in report
+    assert "| bearish | 1 | 0 | 1 | 0 |" in report
+    assert "## Against the gold column" not in render_report(metrics([]))

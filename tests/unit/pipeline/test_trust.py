@@ -18,7 +18,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
-from agent.committee.consensus import accuracy
+from agent.committee.scores import accuracy
 from agent.domain import CommitteeMember, Route, Source
 from agent.pipeline import trust
 from agent.pipeline.annotate import vote_chunk

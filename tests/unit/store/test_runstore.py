@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from agent.store.runstore import InputError, RunStore, prepare_input, read_table
+from agent.store.runstore import InputError, RunStore, prepare_input, read_input, read_table
 from agent.task import TaskSpec
 
 
@@ -67,7 +67,7 @@ def test_duplicate_ids_are_refused(tmp_path):
 
 def test_gold_outside_labels_is_refused(tmp_path):
     (tmp_path / "d.csv").write_text("text,gold\nx,pos\ny,maybe\n")
-    with pytest.raises(InputError, match="outside the task's labels"):
+    with pytest.raises(InputError, match="row 2 of column 'gold' holds 'maybe'"):
         prepare_input(task_for(tmp_path / "d.csv", reviewer="oracle:gold"))
 
 
@@ -86,3 +86,18 @@ def test_create_cuts_the_first_chunk_of_labelable_rows_and_refuses_to_overwrite(
     assert not (tmp_path / "run.partial").exists()
     with pytest.raises(InputError, match="already exists"):
         RunStore.create(tmp_path / "run", spec, prepare_input(spec))
+
+
+def test_a_column_of_mixed_kinds_is_refused_by_name(tmp_path):
+    (tmp_path / "d.jsonl").write_text('{"text": "a", "n": 1}\n{"text": "b", "n": "two"}\n')
+    with pytest.raises(InputError, match="column 'n' mixes kinds of values"):
+        read_input(task_for(tmp_path / "d.jsonl"))
+
+
+def test_create_keeps_the_users_file_as_given(tmp_path):
+    frame = pd.DataFrame({"text": ["good", "bad"], "score": [0.5, 1.5], "note": ["x", None]})
+    frame.to_parquet(tmp_path / "d.parquet")
+    spec = task_for(tmp_path / "d.parquet")
+    source = read_input(spec)
+    store = RunStore.create(tmp_path / "run", spec, prepare_input(spec, source), source)
+    assert store.source().equals(frame)
