@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from agent.committee.consensus import accuracy
+from agent.committee.scores import accuracy
 from agent.domain import CommitteeMember, Route, Source
 from agent.pipeline import trust
 from agent.pipeline.annotate import vote_chunk
