@@ -153,7 +153,8 @@ DECISION_THRESHOLD = 0.5
 # The encoder-with-head model: all-MiniLM-L6-v2 sentence embeddings (mean pooling, unit
 # length) and a scikit-learn logistic regression on them, saved as plain arrays.
 HEAD_C = 1.0
-ENCODER_FILES_SKIPPED = frozenset({"README.md", ".gitattributes"})
+# The packaged encoder's card and its training-data list describe all-MiniLM-L6-v2, not this model.
+ENCODER_FILES_SKIPPED = frozenset({"README.md", ".gitattributes", "data_config.json"})
 
 
 DEMO_MODELS: tuple[DemoModel, ...] = (

@@ -1,13 +1,18 @@
-"""The pipeline's scripts: written by the LLM and verified, or rendered from the jinja2 templates.
+"""The pipeline's scripts: the verified jinja2 templates, or written by the LLM and verified.
 
 Section 3.1 of the paper: the meta-controller prompts the LLM (Table A, prompts/<role>.yaml) for
-the scripts that deploy, run and fine-tune the SLMs. One script per role serves all k models
-(every script takes --model), so a slow local LLM writes three scripts, not 3k. A candidate is
-checked before it runs, run in the sandbox on a probe and checked after (agent.scripts.verify); a
-rejected one goes back to the LLM with its error, up to `max_attempts` times, and then the
-template, the verified reference, takes its place. Every attempt stays under scripts/<role>/;
-scripts/<role>/<slug>.py is what the pipeline runs and scripts/manifest.json says where each
-came from.
+the scripts that deploy, run and fine-tune the SLMs. A candidate is checked before it runs, run
+in the sandbox on a probe and checked after (agent.scripts.verify); a rejected one goes back to
+the LLM with its error, up to `max_attempts` times.
+
+--codegen auto (the default) tries each model's template through that same probe first and asks
+the LLM only for a model whose template fails it: one model's request, with its folder's facts
+and a worked example (agent.scripts.reference), and a fresh request naming the failing stage on
+each retry. --codegen llm (the paper's setting) asks for one script per role for all the models
+the templates can run (every script takes --model, so a slow local LLM writes three scripts, not
+3k), with the template, the verified reference, as the fallback. Every attempt stays under
+scripts/<role>/ (auto: scripts/<role>/<slug>/); scripts/<role>/<slug>.py is what the pipeline
+runs and scripts/manifest.json says who wrote each and why.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ PROBE_ROWS = 32
 MAX_TOKENS = 1536
 # Of a rejected script's error output, what a fresh request repeats: the prompt and the answer
 # must fit the local server's context without the conversation before.
-RETRY_STDERR_CHARS = 800
+RETRY_STDERR_CHARS = 600
 # A hung candidate costs at most this much beyond the speed limit it would break anyway.
 SPEED_GRACE_S = 15.0
 FENCED = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:```|\Z)", re.S | re.I)

@@ -27,7 +27,7 @@ CONFIG_KEYS = (
     "num_hidden_layers", "max_position_embeddings",
 )  # fmt: skip
 MAX_FILES = 40
-CARD_CHARS = 1500
+CARD_CHARS = 1200
 JSON_CHARS = 600
 # The card's section on use: "## How to use", "## Usage", "## Intended use" ...
 USAGE_HEADING = re.compile(r"^#{1,4}\s*(how to use|usage|intended use|use)\b.*$", re.I | re.M)
@@ -83,7 +83,8 @@ def card_usage(card: str) -> str:
 
 def model_facts(model_dir: Path, model: CommitteeMember) -> ModelFacts:
     """The facts of the folder a script will be given as --model (or deploy's --source)."""
-    paths = sorted(p for p in model_dir.rglob("*") if p.is_file())
+    # The card is quoted below; the prompt has to fit a small local model's context.
+    paths = sorted(p for p in model_dir.rglob("*") if p.is_file() and p.name != "README.md")
     files = [f"{p.relative_to(model_dir).as_posix()} ({_size(p.stat().st_size)})" for p in paths]
     config = _read_json(model_dir / "config.json")
     excerpt = {k: config[k] for k in CONFIG_KEYS if k in config} if isinstance(config, dict) else {}
@@ -121,4 +122,13 @@ def worked_example(
         ):
             return f"the script that passed for {entry['model']}", read(entry["path"]), model.kind
     source = f"the verified template (templates/{role}.py.j2)"
-    return source, template, ModelKind.SEQUENCE_CLASSIFICATION
+    return source, without_docstring(template), ModelKind.SEQUENCE_CLASSIFICATION
+
+
+def without_docstring(code: str) -> str:
+    """The code less its module docstring: prose the prompt states anyway, tokens it lacks."""
+    stripped = code.lstrip()
+    if not stripped.startswith('"""'):
+        return code
+    end = stripped.find('"""', 3)
+    return stripped[end + 3 :].lstrip("\n") if end >= 0 else code

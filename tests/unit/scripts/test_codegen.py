@@ -23,6 +23,7 @@ from agent.scripts.codegen import (
     write_scripts,
 )
 from agent.scripts.contract import validate_votes
+from agent.scripts.reference import without_docstring
 from agent.store.runstore import RunStore, read_json
 from agent.task import TaskSpec
 from sandbox.base import Limits, Result
@@ -498,7 +499,7 @@ def test_a_models_request_gives_its_folders_facts_and_a_worked_example(run, embe
         assert fact in text, fact  # fmt: skip
     assert "<card>\n## How to use" in text
     # The worked example is the verified template, flagged as written for another kind.
-    assert render("annotate", "org/emb", task).strip() in text
+    assert without_docstring(render("annotate", "org/emb", task)).strip() in text
     assert "written for a sequence-classification model" in text
 
     rejected = verify.Rejected("contract", "labels outside the model's: ['LABEL_0']", "Trace")
