@@ -565,7 +565,7 @@ def choose(
         if candidate.model.kind != ModelKind.SEQUENCE_CLASSIFICATION:
             # It cannot be loaded here; its LLM-written script is probed on the run's rows.
             candidate.note = (
-                f"not smoke-tested: a {candidate.model.kind} model runs only through the "
+                f"not smoke-tested: a model of kind {candidate.model.kind} runs only through the "
                 "script the LLM writes for it, probed on the run's first rows"
             )
             return True

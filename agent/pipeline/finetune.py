@@ -224,7 +224,7 @@ def finetune_cycle(
     per_model = {}
     # The gate is scored here as a transformers classifier; other kinds stay at their version.
     not_finetuned = {
-        m.slug: f"a {m.kind} model: the host cannot score its gate"
+        m.slug: f"a model of kind {m.kind}: the host cannot score its gate"
         for m in committee
         if m.kind not in TEMPLATE_KINDS
     }

@@ -390,7 +390,7 @@ def for_kind(rejected: Rejected, role: str, kind: ModelKind) -> Rejected:
     note = KIND_NOTES.get(kind)
     if note is None:
         return rejected
-    reason = f"{rejected.reason} (the {role} template cannot run a {kind} model: {note})"
+    reason = f"{rejected.reason} (the {role} template cannot run a model of kind {kind}: {note})"
     return Rejected(rejected.stage, reason, rejected.stderr)
 
 
@@ -407,7 +407,7 @@ def check_deployed_whole(path: Path, source: Path, kind: ModelKind) -> None:
     if missing:
         raise Rejected(
             "contract",
-            f"a {kind} model is deployed whole, and {path} lacks {', '.join(missing[:6])}"
+            f"a model of kind {kind} is deployed whole, and {path} lacks {', '.join(missing[:6])}"
             + (f" and {len(missing) - 6} more" if len(missing) > 6 else ""),
         )
 

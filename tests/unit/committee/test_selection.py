@@ -577,7 +577,9 @@ def test_a_model_only_a_written_script_can_run_is_considered_but_not_smoke_teste
     by = by_id(chosen)
     assert set(by) == {"tiny/plain", "tiny/encoder-head"}
     head = by["tiny/encoder-head"]
-    assert head.smoke is None and head.note.startswith("not smoke-tested: a embedding-head")
+    assert head.smoke is None and head.note.startswith(
+        "not smoke-tested: a model of kind embedding-head"
+    )
     assert head.to_json()["kind"] == "embedding-head"
     assert by["tiny/plain"].smoke is not None and by["tiny/plain"].to_json()["kind"] == (
         "sequence-classification"

@@ -194,5 +194,5 @@ def test_the_annotate_template_fails_the_new_kinds_probe_saying_why(new_kinds_ca
             probe.template(member)
         assert caught.value.stage == "contract"
         assert "labels outside the model's" in caught.value.reason
-        assert f"cannot run a {kind} model: " in caught.value.reason
+        assert f"cannot run a model of kind {kind}: " in caught.value.reason
         assert expected[kind] in caught.value.reason
