@@ -192,8 +192,6 @@ def label(
         shared, per_model = parse_label_map(label_map)
     except ValueError as err:
         raise UserError(str(err)) from None
-    reviewer = task_fields.get("reviewer", "llm")
-    task_fields.setdefault("codegen", "llm" if reviewer == "llm" else "template")
     if task_fields.get("gold_column"):
         task_fields.setdefault("gold_evidence", 1.0)  # as `run --gold-column`
     spec = task_spec(

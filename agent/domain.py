@@ -90,6 +90,16 @@ class Purpose(StrEnum):
     CODEGEN_FINETUNE = "codegen-finetune"
 
 
+class ModelKind(StrEnum):
+    """How a hub model is run: what its folder holds, which decides whether the jinja2
+    templates (an AutoModelForSequenceClassification with id2label, softmax) can run it."""
+
+    SEQUENCE_CLASSIFICATION = "sequence-classification"  # the templates' kind
+    MULTI_LABEL = "multi-label"  # independent sigmoid heads; the card says how to decide
+    EMBEDDING_HEAD = "embedding-head"  # a sentence encoder with a classifier head beside it
+    ONNX = "onnx"  # an ONNX export and its tokenizer, no PyTorch weights
+
+
 # --- the committee ------------------------------------------------------------------------
 
 
@@ -115,6 +125,11 @@ class CommitteeMember:
     # Share of selection's smoke-test rows the whole committee would route to review.
     expected_escalation: float | None = None
     record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> ModelKind:
+        """What selection recorded from the hub; runs from before kinds existed had one."""
+        return ModelKind(self.record.get("kind", ModelKind.SEQUENCE_CLASSIFICATION))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CommitteeMember:

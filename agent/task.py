@@ -86,7 +86,9 @@ class TaskSpec(BaseModel):
     # The first chunk's size; later chunks are sized so the hard pool reaches β at their end.
     chunk_size: int = Field(default=1000, ge=1)
     reviewer: str = "llm"  # llm | human | oracle:COLUMN | none
-    codegen: Literal["template", "llm"] = "template"  # CLI default: llm when the reviewer is
+    # auto: each model's verified template, the LLM only where a template fails its probe;
+    # llm: the LLM writes every role's script (the paper's setting); template: never the LLM.
+    codegen: Literal["auto", "llm", "template"] = "auto"
     batch_size: int = Field(default=64, ge=1)
     max_length: int = Field(default=128, ge=8, le=4096)
     finetune_lr: float = 2e-5

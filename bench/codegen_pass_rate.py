@@ -1,14 +1,21 @@
-"""How often the LLM writes a script that passes verification: first try, after repair, or never.
+"""How often the LLM writes a script that passes verification, per role and model kind.
 
-For each role, `--n` independent generations (a fresh cache each, sampled at `--temperature`
-with a different seed) go through the same loop a run uses (scripts.codegen.generate_role: static
-check, sandbox probe on real tweets, contract, canary, speed; repair up to `--attempts`), on a
-real model of the demo catalog deployed as version 0.
+For each role and each model kind (`standard`: a sequence classifier the templates run;
+`multi-label` and `embedding-head`: the demo catalog's kinds only an LLM-written script runs),
+`--n` independent generations (a fresh cache each, sampled at `--temperature` with a different
+seed) go through the loop `--codegen auto` uses for a model whose template fails: one model's
+request (its folder's facts and a worked example, scripts.codegen.model_request), the static
+check, the sandbox probe on the task's demo rows, the contract (and, where the template runs
+the model, its canary and speed), and up to `--attempts` fresh retries. The template's own
+verdict on the model is recorded first. A kind the templates cannot run is not fine-tuned, so
+finetune is measured on `standard` only.
 
-    python bench/codegen_pass_rate.py [--n 10] [--roles deploy,annotate,finetune]
-        [--gguf PATH | --base-url URL --api-key KEY --model NAME] [--threads 1] [--out FILE]
+    python bench/codegen_pass_rate.py [--n 3] [--roles annotate] [--kinds multi-label,...]
+        [--rows N] [--gguf PATH | --base-url URL --api-key KEY --model NAME] [--threads 2]
+        [--out FILE]
 
-Prints one row per role and writes every generation's outcome and timing as JSON.
+Prints one row per role and kind (first-try passes, passes within the attempts, median
+minutes) and writes every generation's outcome and timing as JSON.
 """
 
 from __future__ import annotations
@@ -16,19 +23,22 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import sys
 import tempfile
 import time
-from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd
+import platformdirs
 
-from agent.domain import CommitteeMember
-from agent.hub.demo import build_demo_hub
+from agent.domain import CommitteeMember, ModelKind
+from agent.errors import Rejected
+from agent.hub.demo import DEMO_MODELS, build_demo_hub, demo_input
+from agent.hub.local import LocalHub
 from agent.llm.client import LLMClient
 from agent.llm.endpoint import make_chat_model
 from agent.llm.local_server import open_endpoint
@@ -39,22 +49,36 @@ from agent.task import TaskSpec
 from sandbox.base import Limits
 from sandbox.local import LocalSandbox
 
-TWEETS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tweeteval_sentiment"
+KINDS = {
+    "standard": ModelKind.SEQUENCE_CLASSIFICATION,
+    "multi-label": ModelKind.MULTI_LABEL,
+    "embedding-head": ModelKind.EMBEDDING_HEAD,
+}
+DESCRIPTIONS = {"sentiment": "sentiment of tweets", "toxicity": "toxic comments"}
 
 
-def demo_model() -> CommitteeMember:
-    """The first sentiment model of the demo catalog (built on first use)."""
-    hub = build_demo_hub()
-    manifest = json.loads((hub / "manifest.json").read_text(encoding="utf-8"))
-    models = manifest["models"].items()
-    model_id, entry = next((i, m) for i, m in models if m["task"] == "sentiment")
-    slug = model_id.replace("/", "__")
-    return CommitteeMember(id=model_id, slug=slug, source=str(hub / slug), labels=entry["labels"])
+def demo_models(kinds: list[str], rows: int | None) -> dict[str, CommitteeMember]:
+    """One demo-catalog model per kind (the first of its kind), built on first use."""
+    specs = {name: next(s for s in DEMO_MODELS if s.kind == KINDS[name]) for name in kinds}
+    cache = Path(platformdirs.user_cache_dir("autoannotator")) / "bench-codegen-hub"
+    hub = LocalHub(
+        build_demo_hub(cache, models=[s.id for s in specs.values()], rows=rows, progress=print)
+    )
+    members = {}
+    for name, spec in specs.items():
+        info = hub.model_info(spec.id)
+        slug = spec.id.replace("/", "__")
+        record = {"kind": info.kind, "task": spec.task}
+        members[name] = CommitteeMember(spec.id, slug, info.source, info.labels, record=record)
+    return members
 
 
 def prepare_run(root: Path, model: CommitteeMember, rows: int) -> tuple[RunStore, TaskSpec]:
-    task = TaskSpec(description="sentiment of tweets", labels=model.labels, data_path=str(TWEETS))
-    texts = pd.read_csv(TWEETS / "test.csv")["text"].head(rows)
+    """A run of the model's task on its demo file's first rows, the model deployed whole."""
+    task_name = model.record["task"]
+    data = demo_input(task_name)
+    task = TaskSpec(description=DESCRIPTIONS[task_name], labels=model.labels, data_path=str(data))
+    texts = pd.read_csv(data, keep_default_na=False)["text"].head(rows)
     frame = pd.DataFrame({"row": range(len(texts)), "id": texts.index.astype(str), "text": texts})
     store = RunStore.create(root, task, frame)
     write_json({"models": [model.to_dict()]}, store.models_path)
@@ -64,28 +88,40 @@ def prepare_run(root: Path, model: CommitteeMember, rows: int) -> tuple[RunStore
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=10, help="generations per role")
+    parser.add_argument("--n", type=int, default=3, help="generations per role and kind")
     parser.add_argument("--roles", default="deploy,annotate,finetune")
+    parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--rows", type=int, default=None, help="cap the demo models' training")
     parser.add_argument("--attempts", type=int, default=codegen.MAX_ATTEMPTS)
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--gguf", default=None)
     parser.add_argument("--base-url", default=None)
     parser.add_argument("--api-key", default=None)
     parser.add_argument("--model", default=None)
-    parser.add_argument("--threads", type=int, default=1, help="LLM server threads (local)")
+    parser.add_argument("--threads", type=int, default=2, help="LLM server threads (local)")
     parser.add_argument("--out", type=Path, default=Path("codegen_pass_rate.json"))
     args = parser.parse_args()
 
-    model = demo_model()
+    kinds = args.kinds.split(",")
+    models = demo_models(kinds, args.rows)
+    pairs = [
+        (role, kind)
+        for role in args.roles.split(",")
+        for kind in kinds
+        if role != "finetune" or KINDS[kind] == ModelKind.SEQUENCE_CLASSIFICATION
+    ]
     results = []
     with ExitStack() as stack:
         endpoint = stack.enter_context(
             open_endpoint(args.base_url, args.api_key, args.model, args.gguf, args.threads)
         )
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="codegen-bench-")))
-        for role in args.roles.split(","):
+        for role, kind in pairs:
+            model = models[kind]
             for sample in range(args.n):
-                store, task = prepare_run(work / f"{role}-{sample}", model, codegen.PROBE_ROWS)
+                store, task = prepare_run(
+                    work / f"{role}-{kind}-{sample}", model, codegen.PROBE_ROWS
+                )
                 chat_model = make_chat_model(
                     endpoint, timeout_s=CODEGEN_TIMEOUT_S, max_retries=0
                 ).bind(temperature=args.temperature, seed=sample)
@@ -95,33 +131,44 @@ def main() -> None:
                     cache_path=store.root / "llm_cache.sqlite",
                     ledger_path=store.root / "ledger.jsonl",
                 )
-                verifier = codegen.VERIFIERS[role](
+                probe = codegen.VERIFIERS[role](
                     store, task, [model], LocalSandbox(), "cpu", Limits(timeout_s=600, threads=1)
                 )
+                try:
+                    probe.template(model)
+                    template = "passed"
+                except Rejected as rejected:
+                    template = f"{rejected.stage}: {rejected.reason}"[:300]
+                request, retry = codegen.model_request(store, task, role, model, {"scripts": []})
+                workdir = store.scripts_dir / role / model.slug
                 started = time.perf_counter()
                 _, record = codegen.generate_role(
-                    store, task, role, [model], llm, verifier, args.attempts
+                    store, task, role, [model], llm, probe, args.attempts,
+                    workdir=workdir, request=request, retry=retry,
+                )  # fmt: skip
+                record.update(
+                    role=role,
+                    kind=kind,
+                    model=model.id,
+                    sample=sample,
+                    template=template,
+                    seconds=time.perf_counter() - started,
                 )
-                record.update(role=role, sample=sample, seconds=time.perf_counter() - started)
-                verdicts = sorted((store.scripts_dir / role).glob("attempt-*.verdict.json"))
-                record["stages"] = [json.loads(v.read_text())["stage"] for v in verdicts]
+                verdicts = sorted(workdir.glob("attempt-*.verdict.json"))
+                record["verdicts"] = [json.loads(v.read_text()) for v in verdicts]
                 results.append(record)
                 print(json.dumps(record), flush=True)
                 args.out.write_text(json.dumps(results, indent=2), encoding="utf-8")
-    print(f"\n{'role':<10} {'first try':>9} {'repaired':>9} {'fallback':>9} {'median s':>9}")
-    for role in args.roles.split(","):
-        mine = [r for r in results if r["role"] == role]
-        kinds = Counter(
-            "first" if r["status"] == "passed-first-try"
-            else "repaired" if r["status"].startswith("repaired") else "fallback"
-            for r in mine
-        )  # fmt: skip
-        seconds = sorted(r["seconds"] for r in mine)
-        median = seconds[len(seconds) // 2] if seconds else float("nan")
-        print(
-            f"{role:<10} {kinds['first']:>9} {kinds['repaired']:>9} {kinds['fallback']:>9} "
-            f"{median:>9.0f}"
-        )
+    print(
+        f"\n{'role':<9} {'kind':<15} {'n':>2} {'first try':>9} "
+        f"{'<= ' + str(args.attempts) + ' tries':>10} {'median min':>10}"
+    )
+    for role, kind in pairs:
+        mine = [r for r in results if r["role"] == role and r["kind"] == kind]
+        first = sum(r["status"] == "passed-first-try" for r in mine)
+        passed = sum(r["origin"] == "llm" for r in mine)
+        median = statistics.median(r["seconds"] for r in mine) / 60 if mine else float("nan")
+        print(f"{role:<9} {kind:<15} {len(mine):>2} {first:>9} {passed:>10} {median:>10.1f}")
 
 
 if __name__ == "__main__":

@@ -138,11 +138,10 @@ def _summary(store: RunStore, metrics: dict) -> None:
     out.print(f"report: {store.report_path}", soft_wrap=True)
 
 
-def _codegen(choice: str | None, llm_configured: bool) -> str:
-    """--codegen as given (its option checked it), else llm when an LLM reviews."""
-    if choice is None:
-        return "llm" if llm_configured else "template"
-    return choice
+def _codegen(choice: str | None) -> str:
+    """--codegen as given (its option checked it), else auto: the LLM writes only what the
+    templates cannot run, so a first run with defaults spends no time on scripts."""
+    return choice or "auto"
 
 
 def _int_list(value: str, flag: str) -> list[int]:
@@ -266,7 +265,7 @@ def run(
         chunk_size=chunk_size,
         replay_ratio=replay_ratio,
         reviewer=reviewer,
-        codegen=_codegen(codegen, reviewer == "llm"),
+        codegen=_codegen(codegen),
         **label_map_fields(label_map),
         **review.task_fields(),
     )
@@ -549,7 +548,7 @@ def evaluate(
         beta=betas[0],
         chunk_size=chunk_size,
         replay_ratio=replay_ratio,
-        codegen=_codegen(codegen, "llm" in chosen),
+        codegen=_codegen(codegen),
         **label_map_fields(label_map),
         **review.task_fields(),
     )

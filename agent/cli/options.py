@@ -196,9 +196,11 @@ CodegenOption = Annotated[
     str | None,
     typer.Option(
         "--codegen",
-        callback=_one_of("--codegen", ("llm", "template")),
-        help="Who writes the deploy/annotate/finetune scripts: llm (verified, template "
-        "fallback) or template. Default: llm when an LLM reviews, template otherwise.",
+        callback=_one_of("--codegen", ("auto", "llm", "template")),
+        help="Who writes the deploy/annotate/finetune scripts: auto (each model's template "
+        "where its probe passes, the LLM only for a model it cannot run), llm (the LLM "
+        "writes every script, verified, template fallback) or template (never the LLM). "
+        "Default: auto.",
         show_default=False,
         rich_help_panel=PIPELINE,
     ),

@@ -41,14 +41,14 @@ def scripts(
     ctx: typer.Context,
     run_dir: Path = typer.Argument(..., help="A run directory."),
 ) -> None:
-    """List every script of a run: where it came from (llm or template) and how it fared."""
+    """List every script of a run: who wrote it (template or llm), how it fared and why."""
     store = RunStore(run_dir)
     if not (store.scripts_dir / "manifest.json").is_file():
         fail(f"{run_dir}: no scripts/manifest.json; is this a run directory that got that far?")
     ctx.obj = store
     if ctx.invoked_subcommand:
         return
-    table = Table("role", "model", "origin", "status", "attempts", "path")
+    table = Table("role", "model", "origin", "status", "attempts", "why", "path")
     for entry in _manifest(store):
         table.add_row(
             entry["role"],
@@ -56,6 +56,7 @@ def scripts(
             entry["origin"],
             entry["status"],
             str(entry.get("attempts", "-")),
+            entry.get("why", ""),
             entry["path"],
         )
     out.print(table)
@@ -74,7 +75,9 @@ def show_script(
     entry = _entry(store, role, model)
     path = store.path(entry["path"])
     if attempt is not None:
-        path = store.scripts_dir / role / f"attempt-{attempt}.py"
+        # --codegen auto keeps a model's attempts beside each other, in scripts/<role>/<slug>/.
+        attempts = store.path(entry.get("from_attempt") or entry["path"]).parent
+        path = attempts / f"attempt-{attempt}.py"
         if not path.is_file():
             fail(f"no attempt {attempt} for {role} in {store.root} (see `scripts {store.root}`)")
     code = path.read_text(encoding="utf-8")

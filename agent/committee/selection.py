@@ -9,7 +9,9 @@ every row it disagrees on is escalated. So each hub model is
 2. rejected, with the reason kept, when its labels cannot cover the task's (a multi-label
    toxicity model for binary toxicity), its licence is not allowed, or its weights exceed the
    size budget;
-3. smoke-tested in score order, when sample texts are given: loaded in-process, run on up to
+3. smoke-tested in score order, when sample texts are given (a model of a kind only an
+   LLM-written script can run, agent.domain.ModelKind, is not: its script's probe is its test):
+   loaded in-process, run on up to
    `Policy.smoke_rows` of them plus probe texts of obvious label, and rejected when it
    crashes, is multi-label, is degenerate (below), never answers one of the task's labels (on
    the sample or the probes: a label rare in the user's data must not sink every model), or
@@ -57,6 +59,7 @@ from agent.committee.labels import (
     probes_for,
     suggest_label_map,
 )
+from agent.domain import ModelKind
 from agent.errors import UserError
 from agent.hub.protocol import ModelHub, ModelInfo
 from agent.task import TaskSpec
@@ -190,6 +193,7 @@ class Candidate:
             "slug": self.slug,
             "source": self.model.source,
             "labels": self.model.labels,
+            "kind": self.model.kind,
             "similarity": round(self.similarity, 4),
             "label_map": self.alignment.mapping,
             "label_evidence": self.alignment.evidence,
@@ -535,7 +539,10 @@ def choose(
         return not sample or candidate.smoke is not None or len(loaded) < policy.max_smoke_tests
 
     def ran(candidate: Candidate) -> bool:
-        """Run the candidate on the sample once; False when that alone rejects it."""
+        """Run the candidate on the sample once; False when that alone rejects it, or when it
+        cannot run here (a kind only its LLM-written script runs: no peer either)."""
+        if candidate.model.kind != ModelKind.SEQUENCE_CLASSIFICATION:
+            return False
         if candidate.smoke is None and candidate.rejected is None:
             loaded.append(candidate)
             candidate.rejected = run_smoke(candidate, sample, task, policy)
@@ -554,6 +561,13 @@ def choose(
 
     def passes(candidate: Candidate) -> bool:
         if not sample:
+            return True
+        if candidate.model.kind != ModelKind.SEQUENCE_CLASSIFICATION:
+            # It cannot be loaded here; its LLM-written script is probed on the run's rows.
+            candidate.note = (
+                f"not smoke-tested: a model of kind {candidate.model.kind} runs only through the "
+                "script the LLM writes for it, probed on the run's first rows"
+            )
             return True
         if ran(candidate):
             candidate.rejected = judge_smoke(candidate, task, policy, reference(candidate))

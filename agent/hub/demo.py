@@ -32,12 +32,14 @@ import pandas as pd
 import platformdirs
 import yaml
 
+from agent.domain import ModelKind
+
 log = logging.getLogger(__name__)
 
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
 ENV_DEST = "AUTOANNOTATOR_DEMO_HUB"
 # Bump when specs, data or recipe change, so a cached catalog is rebuilt instead of reused.
-CATALOG_VERSION = 3
+CATALOG_VERSION = 4
 
 TASK_LABELS = {
     "sentiment": ["negative", "neutral", "positive"],
@@ -131,6 +133,28 @@ class DemoModel:
     downloads: int  # synthetic popularity, so hub ranking has something to sort by
     tags: tuple[str, ...]
     seed: int
+    # How it is used: a sequence classifier (the templates run it), or a kind only an
+    # LLM-written script runs (HEADS, EMBEDDING_HEAD below).
+    kind: ModelKind = ModelKind.SEQUENCE_CLASSIFICATION
+
+
+# The multi-label model's sigmoid heads, Jigsaw-style, and which source labels turn each on
+# (a dataset that does not name a head leaves it untrained on its rows). A text is toxic when
+# any head is at least DECISION_THRESHOLD.
+HEADS: dict[str, dict[str, frozenset[str]]] = {
+    "toxic": {
+        "jigsaw_toxic_sample": frozenset({"toxic"}),
+        "davidson_hate_offensive": frozenset({"offensive", "hate"}),
+    },
+    "offensive": {"davidson_hate_offensive": frozenset({"offensive", "hate"})},
+    "hate": {"davidson_hate_offensive": frozenset({"hate"})},
+}
+DECISION_THRESHOLD = 0.5
+# The encoder-with-head model: all-MiniLM-L6-v2 sentence embeddings (mean pooling, unit
+# length) and a scikit-learn logistic regression on them, saved as plain arrays.
+HEAD_C = 1.0
+# The packaged encoder's card and its training-data list describe all-MiniLM-L6-v2, not this model.
+ENCODER_FILES_SKIPPED = frozenset({"README.md", ".gitattributes", "data_config.json"})
 
 
 DEMO_MODELS: tuple[DemoModel, ...] = (
@@ -194,6 +218,30 @@ DEMO_MODELS: tuple[DemoModel, ...] = (
         ("toxicity", "hate-speech", "twitter", "moderation"),
         seed=23,
     ),
+    DemoModel(
+        "demo/minilm-toxic-comments-multilabel",
+        "toxicity",
+        "Jigsaw-style multi-label toxicity (toxic, offensive, hate: one sigmoid each) on "
+        "Wikipedia comments and tweets; a comment is toxic when any head fires.",
+        (Draw("toxicity_jigsaw", 0, 800), Draw("toxicity_davidson", 0, 800)),
+        "cc-by-sa-3.0",
+        12_511,
+        ("toxicity", "multi-label", "jigsaw", "moderation", "comments"),
+        seed=24,
+        kind=ModelKind.MULTI_LABEL,
+    ),
+    DemoModel(
+        "demo/minilm-embedding-toxicity-comments",
+        "toxicity",
+        "Toxic comment detection as sentence embeddings plus a scikit-learn logistic "
+        "regression head (SetFit-style layout), on Wikipedia comments and offensive tweets.",
+        (Draw("toxicity_jigsaw", 0, 800), Draw("toxicity_tweeteval_offensive", 0, 800)),
+        "cc-by-sa-3.0",
+        8_250,
+        ("toxicity", "sentence-transformers", "setfit", "moderation", "comments"),
+        seed=25,
+        kind=ModelKind.EMBEDDING_HEAD,
+    ),
 )
 
 Progress = Callable[[str], None]
@@ -230,6 +278,7 @@ def _training_pool(spec: DemoModel, rows: int | None) -> pd.DataFrame:
                 {
                     "text": frame["text"].astype(str),
                     "label": frame["label"].map(sample.label_map),
+                    "raw": frame["label"].astype(str),
                     "dataset": sample.dataset,
                 }
             )
@@ -297,32 +346,60 @@ def _top_logits(model: Any, first_layer: int, states: Sequence[Any]) -> Any:
     return model.classifier(model.dropout(model.bert.pooler(hidden)))
 
 
-def _predict(model: Any, first_layer: int, states: Sequence[Any]) -> list[int]:
+def _logits(model: Any, first_layer: int, states: Sequence[Any]) -> Any:
+    """The model's logits per state, in the order given (batched by length)."""
     import torch  # noqa: PLC0415 - torch: seconds to import, only here
 
     order = sorted(range(len(states)), key=lambda i: states[i].shape[0])
-    predictions = [0] * len(states)
+    rows_out = [None] * len(states)
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(order), 128):
             rows = order[start : start + 128]
             logits = _top_logits(model, first_layer, [states[i] for i in rows])
-            for row, label_id in zip(rows, logits.argmax(-1).tolist(), strict=True):
-                predictions[row] = label_id
-    return predictions
+            for row, values in zip(rows, logits, strict=True):
+                rows_out[row] = values
+    return torch.stack(rows_out)
+
+
+def _predict(model: Any, first_layer: int, states: Sequence[Any]) -> list[int]:
+    return _logits(model, first_layer, states).argmax(-1).tolist()
+
+
+def decide(head_probabilities: Any) -> list[str]:
+    """The multi-label model's card rule: toxic when any head is at least the threshold."""
+    fired = (head_probabilities >= DECISION_THRESHOLD).any(-1).tolist()
+    return ["toxic" if flag else "non-toxic" for flag in fired]
+
+
+def _head_targets(pool: pd.DataFrame) -> tuple[Any, Any]:
+    """(targets, mask) per row and head: 1/0 where the row's dataset names the head, else
+    masked out of the loss."""
+    import torch  # noqa: PLC0415 - torch: seconds to import, only here
+
+    targets = torch.zeros(len(pool), len(HEADS))
+    mask = torch.zeros(len(pool), len(HEADS))
+    for row, (dataset, raw) in enumerate(zip(pool["dataset"], pool["raw"], strict=True)):
+        for column, sources in enumerate(HEADS.values()):
+            if dataset in sources:
+                mask[row, column] = 1.0
+                targets[row, column] = float(raw in sources[dataset])
+    return targets, mask
 
 
 def _train(spec: DemoModel, encoder: FrozenEncoder, train: pd.DataFrame) -> Any:
     import torch  # noqa: PLC0415 - torch: seconds to import, only here
     from transformers import AutoModelForSequenceClassification  # noqa: PLC0415 - torch: seconds to import, only here
 
-    labels = TASK_LABELS[spec.task]
+    multi_label = spec.kind == ModelKind.MULTI_LABEL
+    labels = list(HEADS) if multi_label else TASK_LABELS[spec.task]
     torch.manual_seed(spec.seed)
     model = AutoModelForSequenceClassification.from_pretrained(
         encoder.model.name_or_path,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
+        problem_type="multi_label_classification" if multi_label else None,
     )
     first = encoder.first_trained_layer
     model.requires_grad_(False)
@@ -335,7 +412,10 @@ def _train(spec: DemoModel, encoder: FrozenEncoder, train: pd.DataFrame) -> Any:
         weight_decay=WEIGHT_DECAY,
     )
     states = encoder.encode(train["text"].tolist())
-    targets = torch.tensor([labels.index(label) for label in train["label"]])
+    if multi_label:
+        targets, mask = _head_targets(train)
+    else:
+        targets, mask = torch.tensor([labels.index(label) for label in train["label"]]), None
     shuffle = random.Random(spec.seed)
     model.train()
     for _ in range(EPOCHS):
@@ -344,11 +424,108 @@ def _train(spec: DemoModel, encoder: FrozenEncoder, train: pd.DataFrame) -> Any:
         for start in range(0, len(order), BATCH_SIZE):
             rows = order[start : start + BATCH_SIZE]
             logits = _top_logits(model, first, [states[i] for i in rows])
-            loss = torch.nn.functional.cross_entropy(logits, targets[rows])
+            if mask is None:
+                loss = torch.nn.functional.cross_entropy(logits, targets[rows])
+            else:
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                    logits, targets[rows], weight=mask[rows], reduction="sum"
+                ) / mask[rows].sum().clamp(min=1.0)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
     return model.eval()
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A trained demo model: its task-label votes on texts, and how it saves itself (checked
+    to vote the same once reloaded the way its card says to use it)."""
+
+    predict: Callable[[list[str]], list[str]]
+    save: Callable[[Path, list[str]], None]
+
+
+def _fit_classifier(spec: DemoModel, encoder: FrozenEncoder, train: pd.DataFrame) -> Fitted:
+    """A sequence classifier, or the multi-label one (its votes: the card's decision rule)."""
+    import torch  # noqa: PLC0415 - torch: seconds to import, only here
+
+    model = _train(spec, encoder, train)
+    first = encoder.first_trained_layer
+    labels = TASK_LABELS[spec.task]
+
+    def predict(texts: list[str]) -> list[str]:
+        logits = _logits(model, first, encoder.encode(texts))
+        if spec.kind == ModelKind.MULTI_LABEL:
+            return decide(torch.sigmoid(logits))
+        return [labels[i] for i in logits.argmax(-1).tolist()]
+
+    def save(model_dir: Path, check: list[str]) -> None:
+        model.save_pretrained(model_dir)
+        encoder.tokenizer.save_pretrained(model_dir)
+        _verify_saved(model_dir, check, predict(check), spec.kind)
+
+    return Fitted(predict, save)
+
+
+def _fit_embedding_head(spec: DemoModel, encoder_dir: Path, train: pd.DataFrame) -> Fitted:
+    """Sentence embeddings of the packaged encoder and a logistic regression on them."""
+    import numpy as np  # noqa: PLC0415 - only the demo build needs it
+    from safetensors.numpy import save_file  # noqa: PLC0415 - only the demo build needs it
+    from sentence_transformers import SentenceTransformer  # noqa: PLC0415 - torch: seconds to import, only here
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415 - only the demo build needs it
+
+    sentence = SentenceTransformer(str(encoder_dir), device="cpu")
+
+    def embed(texts: list[str]) -> Any:
+        return sentence.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+
+    head = LogisticRegression(C=HEAD_C, max_iter=1000, random_state=spec.seed)
+    head.fit(embed(train["text"].tolist()), train["label"].tolist())
+
+    def predict(texts: list[str]) -> list[str]:
+        return [str(label) for label in head.predict(embed(texts))]
+
+    def save(model_dir: Path, check: list[str]) -> None:
+        model_dir.mkdir(parents=True)
+        for path in encoder_dir.rglob("*"):
+            if path.is_file() and path.name not in ENCODER_FILES_SKIPPED:
+                target = model_dir / path.relative_to(encoder_dir)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+        arrays = {
+            "coef": np.ascontiguousarray(head.coef_, dtype=np.float32),
+            "intercept": np.ascontiguousarray(head.intercept_, dtype=np.float32),
+        }
+        save_file(arrays, str(model_dir / "model_head.safetensors"))
+        config = {"labels": [str(c) for c in head.classes_], "normalize_embeddings": True}
+        (model_dir / "config_setfit.json").write_text(json.dumps(config, indent=2), "utf-8")
+        _verify_embedding_head(model_dir, check, predict(check))
+
+    return Fitted(predict, save)
+
+
+def _verify_embedding_head(model_dir: Path, texts: list[str], expected: list[str]) -> None:
+    """Reloaded from its files as its card says (mean pooling, unit length, p = sigmoid(e ·
+    coef + intercept)), the model must vote what it was scored with."""
+    import torch  # noqa: PLC0415 - torch: seconds to import, only here
+    from safetensors.torch import load_file  # noqa: PLC0415 - only the demo build needs it
+    from transformers import AutoModel, AutoTokenizer  # noqa: PLC0415 - torch: seconds to import, only here
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    encoder = AutoModel.from_pretrained(model_dir).eval()
+    head = load_file(str(model_dir / "model_head.safetensors"))
+    labels = json.loads((model_dir / "config_setfit.json").read_text("utf-8"))["labels"]
+    with torch.inference_mode():
+        inputs = tokenizer(
+            texts, truncation=True, max_length=256, padding=True, return_tensors="pt"
+        )
+        states = encoder(**inputs).last_hidden_state
+        keep = inputs["attention_mask"].unsqueeze(-1).float()
+        pooled = torch.nn.functional.normalize((states * keep).sum(1) / keep.sum(1), dim=-1)
+        positive = torch.sigmoid(pooled @ head["coef"][0] + head["intercept"][0]) >= 0.5
+    got = [labels[int(flag)] for flag in positive.tolist()]
+    if got != expected:
+        raise RuntimeError(f"{model_dir.name}: reloaded model disagrees with training-time scores")
 
 
 def _accuracy(predicted: Sequence[str], gold: Sequence[str]) -> float:
@@ -375,8 +552,8 @@ def committee_metrics(votes: Sequence[Sequence[str]], gold: Sequence[str]) -> di
     }
 
 
-def _verify_saved(model_dir: Path, texts: list[str], expected: list[int]) -> None:
-    """The saved model, loaded the ordinary way, must predict what the fast path scored."""
+def _verify_saved(model_dir: Path, texts: list[str], expected: list[str], kind: ModelKind) -> None:
+    """The saved model, loaded the ordinary way, must vote what the fast path scored."""
     import torch  # noqa: PLC0415 - torch: seconds to import, only here
     from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: PLC0415 - torch: seconds to import, only here
 
@@ -386,9 +563,75 @@ def _verify_saved(model_dir: Path, texts: list[str], expected: list[int]) -> Non
         inputs = tokenizer(
             texts, truncation=True, max_length=MAX_LENGTH, padding=True, return_tensors="pt"
         )
-        got = model(**inputs).logits.argmax(-1).tolist()
+        logits = model(**inputs).logits
+    if kind == ModelKind.MULTI_LABEL:
+        got = decide(torch.sigmoid(logits))
+    else:
+        got = [model.config.id2label[i] for i in logits.argmax(-1).tolist()]
     if got != expected:
         raise RuntimeError(f"{model_dir.name}: reloaded model disagrees with training-time scores")
+
+
+def _kind_text(spec: DemoModel, labels: list[str]) -> tuple[str, str, str]:
+    """(how it was built, what its labels are, how to use it) for the card, by kind."""
+    listed = ", ".join(f"`{label}`" for label in labels)
+    fine_tuned = (
+        f"only the top {TRAINED_TOP_LAYERS} encoder layer(s), the pooler and the head were "
+        f"trained ({EPOCHS} epochs, AdamW, lr {ENCODER_LR} encoder / {HEAD_LR} head, batch "
+        f"{BATCH_SIZE}, max length {MAX_LENGTH}, seed {spec.seed})."
+    )
+    if spec.kind == ModelKind.MULTI_LABEL:
+        heads = ", ".join(f"`{head}`" for head in HEADS)
+        sources = "; ".join(
+            f"`{head}` on " + ", ".join(f"{d} ({'/'.join(sorted(on))})" for d, on in by.items())
+            for head, by in HEADS.items()
+        )
+        return (
+            f"`{BASE_MODEL}` with a fresh multi-label head ({len(HEADS)} independent sigmoid "
+            f"outputs, binary cross-entropy; a dataset trains only the heads it names), of "
+            f"which {fine_tuned}",
+            f"Heads (id2label, `problem_type: multi_label_classification`): {heads}. Each head "
+            f"is on when the source label is one of: {sources}.\n\nDecision labels "
+            f"(`decision_labels` above): {listed}.",
+            f"""
+## How to use
+
+Load it with `AutoModelForSequenceClassification` and its tokenizer (max length
+{MAX_LENGTH}), and apply a **sigmoid** to each logit, not a softmax over them. A text is
+`toxic` when any head's probability is at least {DECISION_THRESHOLD}, otherwise
+`non-toxic`; as its score take the largest head probability for `toxic` and one minus it for
+`non-toxic`. The heads' names are not the decision labels: argmax over the heads is never a
+decision.
+""",
+        )
+    if spec.kind == ModelKind.EMBEDDING_HEAD:
+        return (
+            f"`{BASE_MODEL}` as a frozen sentence encoder and a scikit-learn "
+            f"`LogisticRegression` (C={HEAD_C}, seed {spec.seed}) trained on its embeddings, "
+            "saved beside it as plain arrays (not pickled).",
+            f"{listed}, in `config_setfit.json` (`labels`, in the head's class order). The "
+            "encoder's `config.json` has no `id2label`: it is not a classifier by itself.",
+            f"""
+## How to use
+
+1. Encode each text with the encoder in this folder (`AutoModel` and `AutoTokenizer`, or
+   sentence-transformers with `modules.json`): **mean pooling** of `last_hidden_state` over
+   the attention mask, then L2-normalise (`normalize_embeddings` in `config_setfit.json`);
+   truncate at 256 tokens.
+2. Load `model_head.safetensors` (`coef`, shape 1 x 384; `intercept`, shape 1): the
+   probability of `{labels[1]}` is `sigmoid(embedding · coef[0] + intercept[0])`.
+3. The label is `{labels[1]}` when that probability is at least 0.5, else `{labels[0]}`; its
+   score is the probability of the label given.
+
+Files: the encoder (`config.json`, `model.safetensors`, tokenizer files, `modules.json`,
+`1_Pooling/`), `model_head.safetensors`, `config_setfit.json`.
+""",
+        )
+    return (
+        f"`{BASE_MODEL}` with a fresh classification head, of which {fine_tuned}",
+        f"{listed} (id2label in this order).",
+        "",
+    )
 
 
 def _card(spec: DemoModel, result: dict[str, Any], committee: dict[str, Any] | None) -> str:
@@ -416,6 +659,12 @@ def _card(spec: DemoModel, result: dict[str, Any], committee: dict[str, Any] | N
     held_out = "\n".join(
         f"| {name} | {acc:.3f} |" for name, acc in result["held_out_accuracy_by_dataset"].items()
     )
+    recipe, labels_text, usage = _kind_text(spec, labels)
+    if spec.kind == ModelKind.MULTI_LABEL:
+        meta["decision_labels"] = labels
+    if spec.kind == ModelKind.EMBEDDING_HEAD:
+        meta["library_name"] = "sentence-transformers"
+        meta["tags"] = [*meta["tags"], "sentence-transformers", "scikit-learn"]
     committee_text = (
         f"As a committee on the same file ({', '.join(committee['models'])}), the members "
         f"disagree on {committee['escalated_pct']}% of rows, which would be escalated for "
@@ -429,16 +678,13 @@ def _card(spec: DemoModel, result: dict[str, Any], committee: dict[str, Any] | N
 {spec.summary}
 
 A demo model built locally by AutoAnnotator (`autoannotator models build-demo-hub`), not
-downloaded: `{BASE_MODEL}` with a fresh classification head, of which only the top
-{TRAINED_TOP_LAYERS} encoder layer(s), the pooler and the head were trained ({EPOCHS} epochs,
-AdamW, lr {ENCODER_LR} encoder / {HEAD_LR} head, batch {BATCH_SIZE}, max length {MAX_LENGTH},
-seed {spec.seed}). It is deliberately small and imperfect: it exists to show how a committee
+downloaded: {recipe} It is deliberately small and imperfect: it exists to show how a committee
 of such models behaves. The `downloads` number in the metadata is synthetic.
 
 ## Labels
 
-{", ".join(f"`{label}`" for label in labels)} (id2label in this order).
-
+{labels_text}
+{usage}
 Label mapping from the source datasets:
 
 {mappings}
@@ -536,15 +782,14 @@ def build_demo_hub(
             labels = TASK_LABELS[spec.task]
             pool = _training_pool(spec, rows)
             train, held_out = _split(pool)
-            model = _train(spec, encoder, train)
-            first = encoder.first_trained_layer
-            held_predicted = [
-                labels[i] for i in _predict(model, first, encoder.encode(held_out["text"].tolist()))
-            ]
+            if spec.kind == ModelKind.EMBEDDING_HEAD:
+                fitted = _fit_embedding_head(spec, encoder_dir, train)
+            else:
+                fitted = _fit_classifier(spec, encoder, train)
+            held_predicted = fitted.predict(held_out["text"].tolist())
             demo = demos[spec.task]
             say(f"[{number}/{len(specs)}] scoring {spec.id} on {len(demo)} demo rows")
-            demo_ids = _predict(model, first, encoder.encode(demo["text"].astype(str).tolist()))
-            demo_votes[spec.id] = [labels[i] for i in demo_ids]
+            demo_votes[spec.id] = fitted.predict(demo["text"].astype(str).tolist())
             by_dataset = {
                 name: _accuracy(
                     [
@@ -568,11 +813,9 @@ def build_demo_hub(
                 "demo_rows": len(demo),
                 "demo_accuracy": _accuracy(demo_votes[spec.id], demo["label"].tolist()),
             }
-            model_dir = staging / spec.id.replace("/", "__")
-            model.save_pretrained(model_dir)
-            encoder.tokenizer.save_pretrained(model_dir)
-            check = demo["text"].astype(str).tolist()[:16]
-            _verify_saved(model_dir, check, demo_ids[: len(check)])
+            fitted.save(
+                staging / spec.id.replace("/", "__"), demo["text"].astype(str).tolist()[:16]
+            )
             say(
                 f"[{number}/{len(specs)}] {spec.id}: held-out "
                 f"{results[spec.id]['held_out_accuracy']:.3f}, demo "

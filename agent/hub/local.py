@@ -8,13 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from agent.hub.protocol import (
+    HEAD_CONFIG,
     TEXT_CLASSIFICATION,
     WEIGHT_SUFFIXES,
     HubError,
     ModelInfo,
     as_list,
     first,
-    labels_from_config,
+    model_kind,
+    model_labels,
     split_front_matter,
 )
 
@@ -42,7 +44,8 @@ def _matches(info: ModelInfo, search: str | None) -> bool:
 
 class LocalHub:
     """A folder of HF-format classifier dirs: `org__name/` or `org/name/`, each with
-    config.json (id2label), weights, tokenizer files and a README.md card."""
+    config.json (id2label), weights, tokenizer files and a README.md card; or another kind
+    (agent.hub.protocol.model_kind) whose card and files say how it is used."""
 
     name = "local"
 
@@ -57,6 +60,8 @@ class LocalHub:
             self.root.glob("*/*/config.json")
         ):
             model_dir = config.parent
+            if (model_dir.parent / "config.json").is_file():
+                continue  # a module inside a model (a sentence encoder's 1_Pooling/)
             relative = model_dir.relative_to(self.root).as_posix()
             found.setdefault(relative.replace("__", "/", 1), model_dir)
         return found
@@ -71,10 +76,19 @@ class LocalHub:
         meta, card = split_front_matter(card_text)
         weights = [p for p in model_dir.iterdir() if p.name.endswith(WEIGHT_SUFFIXES)]
         downloads = meta.get("downloads")
+        files = {p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*") if p.is_file()}
+        kind = model_kind(config, meta, files)
+        head = {}
+        if (model_dir / HEAD_CONFIG).is_file():
+            try:
+                head = json.loads((model_dir / HEAD_CONFIG).read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as err:
+                raise HubError(f"{model_id}: unreadable {HEAD_CONFIG} ({err})") from err
         return ModelInfo(
             id=model_id,
             source=str(model_dir),
-            labels=labels_from_config(config),
+            labels=model_labels(kind, config, meta, head if isinstance(head, dict) else {}),
+            kind=kind,
             card=card,
             pipeline_tag=_pipeline_tag(meta, config),
             tags=as_list(meta.get("tags")),

@@ -33,7 +33,7 @@ from agent.errors import Rejected, StepFailed
 from agent.pipeline.annotate import run_step, scratch_dir
 from agent.pipeline.hardpool import expert_samples, gold_samples
 from agent.scripts.contract import MODEL_OUTPUT, finetune_args
-from agent.scripts.verify import check_finetune_metrics
+from agent.scripts.verify import TEMPLATE_KINDS, check_finetune_metrics
 from agent.store.runstore import RunStore, read_json, write_json, write_parquet
 from sandbox.base import Limits, Sandbox
 
@@ -249,8 +249,16 @@ def finetune_cycle(
     train["weight"] = training_weights(store, train, known)
     new_versions = dict(versions)
     per_model = {}
+    # The gate is scored here as a transformers classifier; other kinds stay at their version.
+    not_finetuned = {
+        m.slug: f"a model of kind {m.kind}: the host cannot score its gate"
+        for m in committee
+        if m.kind not in TEMPLATE_KINDS
+    }
     for model in committee:
         slug = model.slug
+        if slug in not_finetuned:
+            continue
         to_model = model.inverse_label_map
         if to_model is None:
             raise RuntimeError(f"{slug} has no inverse label map; align_labels never ran")
@@ -318,6 +326,7 @@ def finetune_cycle(
         # Gate accuracy and loss come from score_gate on the host, not the scripts' metrics.json.
         "gate_scored_by": "host",
         "rolled_back": sorted(s for s, m in per_model.items() if not m["kept"]),
+        "not_finetuned": not_finetuned,
         "versions_after": new_versions,
         "seconds": round(time.perf_counter() - started, 2),
     }

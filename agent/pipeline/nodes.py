@@ -66,7 +66,7 @@ class Services:
     device: str = "cpu"
     limits: Limits = field(default_factory=Limits)
     progress: Progress = _quiet
-    # The meta-controller's own calls: label maps, scripts (--codegen llm)
+    # The meta-controller's own calls: label maps, scripts (--codegen auto or llm)
     llm: LLMClient | None = None
     vote_cache: Path | None = None  # v0 votes shared between runs (agent.pipeline.votecache)
     deploy_cache: Path | None = None  # v0 models shared between runs (agent.pipeline.deploycache)
@@ -134,7 +134,7 @@ def align_labels(state: RunState, runtime: Runtime[Services]) -> dict:
 
 def write_pipeline_scripts(state: RunState, runtime: Runtime[Services]) -> dict:
     """Write the deploy script, deploy every model as version 0, then the annotate and
-    finetune scripts: with --codegen llm those are verified on the deployed models."""
+    finetune scripts, verified on the deployed models unless --codegen template."""
     store = _store(state)
     task = store.task()
     committee = store.committee()
@@ -142,7 +142,7 @@ def write_pipeline_scripts(state: RunState, runtime: Runtime[Services]) -> dict:
 
     def scripts(roles: tuple[str, ...]) -> None:
         # Generated scripts are tried on the run's first rows; with none there is nothing to try.
-        if task.codegen == "llm" and store.n_chunks():
+        if task.codegen != "template" and store.n_chunks():
             generate_scripts(
                 store,
                 task,
@@ -153,6 +153,7 @@ def write_pipeline_scripts(state: RunState, runtime: Runtime[Services]) -> dict:
                 device=services.device,
                 limits=services.limits,
                 progress=services.progress,
+                mode=task.codegen,
             )
         else:
             write_scripts(store, task, committee, roles)

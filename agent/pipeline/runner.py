@@ -196,11 +196,12 @@ def confine_scripts(store: RunStore, options: RunOptions) -> TaskSpec:
             f"{store.root}: its scripts were written by the LLM and no Docker engine answers; "
             "start Docker, or pass --sandbox local to run them unconfined"
         )
-    if task.codegen == "llm":
-        log.warning(
-            "no Docker engine answers, so the templates write the scripts, not the LLM; "
-            "pass --sandbox local to run LLM-written scripts unconfined"
-        )
+    if task.codegen != "template":
+        if task.codegen == "llm":
+            log.warning(
+                "no Docker engine answers, so the templates write the scripts, not the LLM; "
+                "pass --sandbox local to run LLM-written scripts unconfined"
+            )
         task = task.model_copy(update={"codegen": "template"})
         # The nodes read the task from task.json, which now says what the run really does.
         write_json(task.model_dump(mode="json"), store.task_path)

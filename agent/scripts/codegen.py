@@ -1,13 +1,18 @@
-"""The pipeline's scripts: written by the LLM and verified, or rendered from the jinja2 templates.
+"""The pipeline's scripts: the verified jinja2 templates, or written by the LLM and verified.
 
 Section 3.1 of the paper: the meta-controller prompts the LLM (Table A, prompts/<role>.yaml) for
-the scripts that deploy, run and fine-tune the SLMs. One script per role serves all k models
-(every script takes --model), so a slow local LLM writes three scripts, not 3k. A candidate is
-checked before it runs, run in the sandbox on a probe and checked after (agent.scripts.verify); a
-rejected one goes back to the LLM with its error, up to `max_attempts` times, and then the
-template, the verified reference, takes its place. Every attempt stays under scripts/<role>/;
-scripts/<role>/<slug>.py is what the pipeline runs and scripts/manifest.json says where each
-came from.
+the scripts that deploy, run and fine-tune the SLMs. A candidate is checked before it runs, run
+in the sandbox on a probe and checked after (agent.scripts.verify); a rejected one goes back to
+the LLM with its error, up to `max_attempts` times.
+
+--codegen auto (the default) tries each model's template through that same probe first and asks
+the LLM only for a model whose template fails it: one model's request, with its folder's facts
+and a worked example (agent.scripts.reference), and a fresh request naming the failing stage on
+each retry. --codegen llm (the paper's setting) asks for one script per role for all the models
+the templates can run (every script takes --model, so a slow local LLM writes three scripts, not
+3k), with the template, the verified reference, as the fallback. Every attempt stays under
+scripts/<role>/ (auto: scripts/<role>/<slug>/); scripts/<role>/<slug>.py is what the pipeline
+runs and scripts/manifest.json says who wrote each and why.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -25,12 +31,13 @@ from huggingface_hub import snapshot_download
 from huggingface_hub.errors import HfHubHTTPError
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from agent.domain import CodegenAttempt, CommitteeMember, Progress
+from agent.domain import CodegenAttempt, CommitteeMember, ModelKind, Progress
 from agent.errors import StepFailed
 from agent.llm.client import LLMClient
 from agent.llm.endpoint import LLMUnavailable
 from agent.prompting import load_prompt, render_template
-from agent.scripts import contract, verify
+from agent.scripts import contract, reference, verify
+from agent.scripts.verify import TEMPLATE_KINDS
 from agent.store.runstore import RunStore, read_json, write_json, write_parquet, write_text
 from agent.task import TaskSpec
 from sandbox.base import Limits, Result, Sandbox
@@ -41,6 +48,9 @@ PROBE_ROWS = 32
 # A contract script is 60-120 lines; prompt, one failed answer and the reply must fit the
 # local server's 4096-token context.
 MAX_TOKENS = 1536
+# Of a rejected script's error output, what a fresh request repeats: the prompt and the answer
+# must fit the local server's context without the conversation before.
+RETRY_STDERR_CHARS = 600
 # A hung candidate costs at most this much beyond the speed limit it would break anyway.
 SPEED_GRACE_S = 15.0
 FENCED = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:```|\Z)", re.S | re.I)
@@ -85,6 +95,14 @@ def fresh_dir(path: Path) -> Path:
 def read_manifest(store: RunStore) -> dict:
     path = store.scripts_manifest_path
     return read_json(path) if path.is_file() else {"scripts": []}
+
+
+def scripted(role: str, committee: Sequence[CommitteeMember]) -> list[CommitteeMember]:
+    """The members that get a `role` script: every one, except that only the templates' kind
+    is fine-tuned, since the host scores the fine-tuning gate as a transformers classifier."""
+    if role != "finetune":
+        return list(committee)
+    return [m for m in committee if m.kind in TEMPLATE_KINDS]
 
 
 def _missing(
@@ -135,9 +153,16 @@ def write_scripts(
     roles: Sequence[str] = ROLES,
 ) -> dict:
     """Render every (role, model) template script that is not already there (--codegen template)."""
+    unrunnable = [f"{m.id} ({m.kind})" for m in committee if m.kind not in TEMPLATE_KINDS]
+    if unrunnable:
+        raise StepFailed(
+            f"the templates cannot run {', '.join(unrunnable)}: only an LLM can write their "
+            "scripts, with --codegen auto or llm, and they run only in Docker (or, unconfined, "
+            "with --sandbox local)"
+        )
     manifest = read_manifest(store)
     for role in roles:
-        todo = _missing(manifest, role, committee)
+        todo = _missing(manifest, role, scripted(role, committee))
         manifest["scripts"] += _install_templates(store, task, role, todo, "rendered")
     write_json(manifest, store.scripts_manifest_path)
     return manifest
@@ -181,9 +206,78 @@ def repair_messages(
     return [*first, AIMessage(answer), HumanMessage(repair)]
 
 
+def model_request(
+    store: RunStore, task: TaskSpec, role: str, model: CommitteeMember, manifest: dict
+) -> tuple[list[BaseMessage], Callable[[str, verify.Rejected], list[BaseMessage]]]:
+    """The request for one model's script (prompts/<role>.yaml `model`): the folder's facts and
+    a worked example; and its retry, a fresh request that names the failing stage, the error
+    and the broken requirement instead of continuing the conversation (a small model answers
+    "fix this" with the script it was just told is broken)."""
+    templates = load_prompt(role)
+    folder = local_source(model.source) if role == "deploy" else store.model_dir(model.slug, 0)
+    facts = reference.model_facts(folder, model)
+    example_source, example, example_kind = reference.worked_example(
+        manifest,
+        role,
+        model,
+        render(role, model.id, task),
+        lambda path: store.path(path).read_text(encoding="utf-8"),
+    )
+    request = templates["model"].render(
+        model_id=model.id,
+        task_description=task.description,
+        example_source=example_source,
+        example=example.strip(),
+        example_kind=example_kind,
+        **facts.as_prompt(),
+    )
+    system = SystemMessage(templates["system"].render())
+
+    def retry(answer: str, rejected: verify.Rejected) -> list[BaseMessage]:
+        again = templates["retry"].render(
+            request=request,
+            model_id=model.id,
+            stage=rejected.stage,
+            reason=rejected.reason[:600],
+            stderr=rejected.stderr.strip()[-RETRY_STDERR_CHARS:],
+            contract=templates["contract"].render(),
+        )
+        return [system, HumanMessage(again)]
+
+    return [system, HumanMessage(request)], retry
+
+
 # --- probes: what a candidate runs on, per role -----------------------------------------------
 
 Verifier = Callable[[Path, str], None]  # (candidate script, attempt name) -> raises Rejected
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A role's verifier: `check` tries a candidate script; `template` tries the role's jinja2
+    template on one model (--codegen auto), raising Rejected with why it cannot run it."""
+
+    check: Verifier
+    template: Callable[[CommitteeMember], None]
+
+    def __call__(self, script: Path, name: str) -> None:
+        self.check(script, name)
+
+
+def _template_probe(
+    store: RunStore, task: TaskSpec, role: str, check: Verifier
+) -> Callable[[CommitteeMember], None]:
+    """Run the role's rendered template through `check`, as a candidate would be."""
+
+    def template(model: CommitteeMember) -> None:
+        script = store.scripts_dir / role / f"template-{model.slug}.py"
+        write_text(render(role, model.id, task), script)
+        try:
+            check(script, f"template-{model.slug}")
+        except verify.Rejected as rejected:
+            raise verify.for_kind(rejected, role, model.kind) from None
+
+    return template
 
 
 def probe_rows(store: RunStore, rows: int = PROBE_ROWS) -> pd.DataFrame:
@@ -198,7 +292,7 @@ def _deploy_verifier(
     sandbox: Sandbox,
     device: str,
     limits: Limits,
-) -> Verifier:
+) -> Probe:
     """Deploy the first model's real source into a scratch dir; it must load with its labels."""
     model = committee[0]
     source = local_source(model.source)
@@ -218,11 +312,14 @@ def _deploy_verifier(
                 log=workdir / f"{name}.result.json",
                 output=contract.MODEL_OUTPUT,
             )
-            verify.check_model_dir(out, model.labels, source, texts)
+            if model.kind == ModelKind.SEQUENCE_CLASSIFICATION:
+                verify.check_model_dir(out, model.labels, source, texts)
+            else:
+                verify.check_deployed_whole(out, source, model.kind)
         finally:
             shutil.rmtree(out, ignore_errors=True)  # a model's weights; the verdict is kept
 
-    return check
+    return Probe(check, _template_probe(store, task, "deploy", check))
 
 
 def _annotate_verifier(
@@ -232,7 +329,7 @@ def _annotate_verifier(
     sandbox: Sandbox,
     device: str,
     limits: Limits,
-) -> Verifier:
+) -> Probe:
     """Every deployed model on the probe rows: contract, the template's labels, its speed.
 
     probe/ holds what the host owns (rows, logs, the votes it accepted); every run, the
@@ -245,7 +342,7 @@ def _annotate_verifier(
     rows = probe_rows(store)
     rows_path = workdir / "rows.parquet"
     write_parquet(rows, rows_path)
-    references: dict[str, tuple[Result, pd.Series]] = {}
+    references: dict[str, tuple[Result, pd.Series] | verify.Rejected] = {}
 
     def probe(
         script: Path,
@@ -274,32 +371,43 @@ def _annotate_verifier(
         finally:
             shutil.rmtree(out, ignore_errors=True)
 
-    def reference(model: CommitteeMember, model_dir: Path) -> tuple[Result, pd.Series]:
-        """The template's run on the probe, once per model: the canary's answers, the speed bar."""
+    def reference(model: CommitteeMember) -> tuple[Result, pd.Series] | verify.Rejected:
+        """The template's run on the probe, once per model: the canary's answers and the speed
+        bar, or why the template cannot run this model (then a candidate has neither)."""
         slug = model.slug
         if slug not in references:
             script = workdir / f"reference-{slug}.py"
             write_text(render("annotate", model.id, task), script)
+            model_dir = store.model_dir(slug, 0)
             try:
                 result, votes = probe(script, model, model_dir, f"reference-{slug}", limits, None)
-            except verify.Rejected as err:
-                raise StepFailed(f"the annotate template itself failed on {slug}: {err}") from err
-            references[slug] = (result, votes.set_index("id")["label"])
+                references[slug] = (result, votes.set_index("id")["label"])
+            except verify.Rejected as rejected:
+                references[slug] = verify.for_kind(rejected, "annotate", model.kind)
         return references[slug]
+
+    def template(model: CommitteeMember) -> None:
+        outcome = reference(model)
+        if isinstance(outcome, verify.Rejected):
+            raise outcome
 
     def check(script: Path, name: str) -> None:
         for model in committee:
             slug = model.slug
-            model_dir = store.model_dir(slug, 0)
-            bar, expected = reference(model, model_dir)
+            outcome = reference(model)
+            bar, expected = (None, None) if isinstance(outcome, verify.Rejected) else outcome
             # A hung candidate is stopped soon after it has broken the speed limit anyway.
-            budget = verify.SPEED_FACTOR * bar.duration_s + SPEED_GRACE_S
-            capped = Limits(**{**limits.__dict__, "timeout_s": min(limits.timeout_s, budget)})
+            budget = (
+                verify.SPEED_FACTOR * bar.duration_s + SPEED_GRACE_S if bar else limits.timeout_s
+            )
+            capped = replace(limits, timeout_s=min(limits.timeout_s, budget))
+            model_dir = store.model_dir(slug, 0)
             result, votes = probe(script, model, model_dir, f"{name}.{slug}", capped, expected)
             write_parquet(votes, workdir / f"{name}.{slug}.parquet")
-            verify.check_speed(result, bar)
+            if bar is not None:
+                verify.check_speed(result, bar)
 
-    return check
+    return Probe(check, template)
 
 
 def _finetune_verifier(
@@ -309,7 +417,7 @@ def _finetune_verifier(
     sandbox: Sandbox,
     device: str,
     limits: Limits,
-) -> Verifier:
+) -> Probe:
     """Fine-tune the first deployed model on a tiny set; model and metrics.json must come out."""
     model = committee[0]
     model_dir = store.model_dir(model.slug, 0)
@@ -338,7 +446,7 @@ def _finetune_verifier(
         finally:
             shutil.rmtree(out, ignore_errors=True)
 
-    return check
+    return Probe(check, _template_probe(store, task, "finetune", check))
 
 
 VERIFIERS = {
@@ -368,11 +476,17 @@ def generate_role(
     verifier: Verifier,
     max_attempts: int = MAX_ATTEMPTS,
     progress: Progress = lambda event: None,
+    workdir: Path | None = None,
+    request: list[BaseMessage] | None = None,
+    retry: Callable[[str, verify.Rejected], list[BaseMessage]] | None = None,
 ) -> tuple[str | None, dict]:
-    """Ask for the role's script until one passes; (its code or None, the outcome record)."""
-    workdir = store.scripts_dir / role
+    """Ask for the role's script until one passes; (its code or None, the outcome record).
+
+    The attempts are kept in `workdir` (default scripts/<role>/). `request` replaces the Table A
+    prompt and `retry(answer, rejected)` the repair that continues the conversation."""
+    workdir = workdir or store.scripts_dir / role
     workdir.mkdir(parents=True, exist_ok=True)
-    first = prompt_messages(role, task, committee)
+    first = request or prompt_messages(role, task, committee)
     messages = first
     why = "no attempt made"
     llm_s = verify_s = 0.0
@@ -410,7 +524,9 @@ def generate_role(
             verdict.update(ok=False, stage=rejected.stage, reason=rejected.reason)
             if rejected.stderr:
                 write_text(rejected.stderr, workdir / f"{name}.stderr.txt")
-            messages = repair_messages(role, first, answer, rejected)
+            messages = (
+                retry(answer, rejected) if retry else repair_messages(role, first, answer, rejected)
+            )
             why = f"{attempt} attempt(s) rejected, last at {rejected.stage}: {rejected.reason}"
         verify_s += time.perf_counter() - started
         write_json(verdict, workdir / f"{name}.verdict.json")
@@ -420,7 +536,8 @@ def generate_role(
             break
         if verdict["ok"]:
             status = "passed-first-try" if attempt == 1 else f"repaired-after-{attempt - 1}"
-            record = {"origin": "llm", "status": status, "attempts": attempt, "source": name}
+            source = store.relative(workdir / f"{name}.py")
+            record = {"origin": "llm", "status": status, "attempts": attempt, "source": source}
             return code, {**record, **spent(llm_s, verify_s)}
     fallback = {"origin": "template", "status": f"template-fallback: {why[:300]}"}
     return None, {**fallback, "attempts": attempt, **spent(llm_s, verify_s)}
@@ -438,38 +555,142 @@ def generate_scripts(
     limits: Limits,
     max_attempts: int = MAX_ATTEMPTS,
     progress: Progress = lambda event: None,
+    mode: str = "llm",
 ) -> dict:
-    """LLM-written, verified scripts for `roles` (template fallback); returns the manifest.
+    """Verified scripts for `roles`; returns the manifest.
 
-    Annotate's and finetune's verifiers run on the deployed models (version 0), so call this for
-    deploy first, deploy, then for the rest. A role already in the manifest is not redone.
+    mode "llm" (the paper's setting): the LLM writes one script per role for every model the
+    templates can run (template fallback). mode "auto": each model's template is tried first
+    and the LLM writes a script only for a model whose template fails its probe. Either way a
+    model of a kind the templates cannot run gets its own LLM-written script, or the run stops
+    saying why. Annotate's and finetune's verifiers run on the deployed models (version 0), so
+    call this for deploy first, deploy, then for the rest. A done (role, model) is not redone.
     """
     manifest = read_manifest(store)
     for role in roles:
-        if not _missing(manifest, role, committee):
-            continue
-        started = time.perf_counter()
-        if llm is None:
-            code, record = None, {"status": "template-fallback: no LLM configured", "attempts": 0}
-        else:
-            verifier = VERIFIERS[role](store, task, committee, sandbox, device, limits)
-            code, record = generate_role(
-                store, task, role, committee, llm, verifier, max_attempts, progress
+        members = scripted(role, committee)
+        if mode == "llm":
+            shared = [m for m in members if m.kind in TEMPLATE_KINDS]
+            if _missing(manifest, role, shared):
+                manifest["scripts"] += _written_for_all(
+                    store, task, role, shared, llm, sandbox, device, limits, max_attempts, progress
+                )
+                write_json(manifest, store.scripts_manifest_path)
+            members = [m for m in members if m.kind not in TEMPLATE_KINDS]
+        for model in _missing(manifest, role, members):
+            started = time.perf_counter()
+            entry = _template_or_written(
+                store,
+                task,
+                role,
+                model,
+                manifest,
+                llm,
+                sandbox,
+                device,
+                limits,
+                max_attempts,
+                progress,
             )
-        seconds = round(time.perf_counter() - started, 2)
-        todo = _missing(manifest, role, committee)
-        if code is None:
-            record.pop("origin", None)
-            entries = _install_templates(store, task, role, todo, record.pop("status"))
-            for entry in entries:
-                entry.update(record, seconds=seconds)
-        else:
-            source = f"scripts/{role}/{record.pop('source')}.py"
-            entries = [
-                _install(store, role, m, code, **record, from_attempt=source, seconds=seconds)
-                for m in todo
-            ]
-        manifest["scripts"] += entries
-        write_json(manifest, store.scripts_manifest_path)
-        store.log_timing("codegen", seconds, role=role, status=entries[0]["status"])
+            entry["seconds"] = round(time.perf_counter() - started, 2)
+            manifest["scripts"].append(entry)
+            write_json(manifest, store.scripts_manifest_path)
+            store.log_timing("codegen", entry["seconds"], role=role, status=entry["status"])
     return manifest
+
+
+def _written_for_all(
+    store: RunStore,
+    task: TaskSpec,
+    role: str,
+    committee: Sequence[CommitteeMember],
+    llm: LLMClient | None,
+    sandbox: Sandbox,
+    device: str,
+    limits: Limits,
+    max_attempts: int,
+    progress: Progress,
+) -> list[dict]:
+    """One LLM-written script for the whole committee (--codegen llm), else the templates."""
+    started = time.perf_counter()
+    if llm is None:
+        code, record = None, {"status": "template-fallback: no LLM configured", "attempts": 0}
+    else:
+        verifier = VERIFIERS[role](store, task, committee, sandbox, device, limits)
+        code, record = generate_role(
+            store, task, role, committee, llm, verifier, max_attempts, progress
+        )
+    seconds = round(time.perf_counter() - started, 2)
+    if code is None:
+        record.pop("origin", None)
+        entries = _install_templates(store, task, role, committee, record.pop("status"))
+        for entry in entries:
+            entry.update(record, seconds=seconds)
+    else:
+        source = record.pop("source")
+        entries = [
+            _install(store, role, m, code, **record, from_attempt=source, seconds=seconds)
+            for m in committee
+        ]
+    store.log_timing("codegen", seconds, role=role, status=entries[0]["status"])
+    return entries
+
+
+def _template_or_written(
+    store: RunStore,
+    task: TaskSpec,
+    role: str,
+    model: CommitteeMember,
+    manifest: dict,
+    llm: LLMClient | None,
+    sandbox: Sandbox,
+    device: str,
+    limits: Limits,
+    max_attempts: int,
+    progress: Progress,
+) -> dict:
+    """The model's verified template, or, where the template fails its probe, the script the
+    LLM writes for this model alone; StepFailed when neither can run it."""
+    probe = VERIFIERS[role](store, task, [model], sandbox, device, limits)
+    try:
+        probe.template(model)
+    except verify.Rejected as rejected:
+        why = f"the template failed its probe at {rejected.stage}: {rejected.reason}"
+    else:
+        return _install(
+            store,
+            role,
+            model,
+            render(role, model.id, task),
+            origin="template",
+            template=f"templates/{role}.py.j2",
+            status="template-verified",
+        )
+    if llm is None:
+        raise StepFailed(
+            f"{role} for {model.id}: {why}; only an LLM can write its script and this run has "
+            "none (review with an LLM, or pass --codegen llm)"
+        )
+    request, retry = model_request(store, task, role, model, manifest)
+    code, record = generate_role(
+        store,
+        task,
+        role,
+        [model],
+        llm,
+        probe,
+        max_attempts,
+        progress,
+        workdir=store.scripts_dir / role / model.slug,
+        request=request,
+        retry=retry,
+    )
+    if code is None:
+        raise StepFailed(
+            f"{role} for {model.id}: {why}; the LLM's scripts failed too: "
+            f"{record['status'].removeprefix('template-fallback: ')}"
+        )
+    source = record.pop("source")
+    return _install(
+        store, role, model, code, **record, why=why[:300], kind=model.kind, from_attempt=source
+    )

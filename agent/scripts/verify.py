@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from agent.domain import ModelKind
 from agent.errors import Rejected, StepFailed
 from agent.scripts.contract import METRICS_BYTES, inspect_step, validate_votes
 from agent.store.runstore import write_json
@@ -120,6 +121,19 @@ TOKENIZER_FILES = (
 )  # fmt: skip
 # A probe run of a generated annotate script may take this many times the template's.
 SPEED_FACTOR = 5.0
+# What the jinja2 templates were written for; any other kind needs an LLM-written script.
+TEMPLATE_KINDS = frozenset({ModelKind.SEQUENCE_CLASSIFICATION})
+# Why the templates (AutoModelForSequenceClassification, id2label, softmax) fail a model of
+# another kind: added to the probe's own reason, so the record says what to do differently.
+KIND_NOTES = {
+    ModelKind.MULTI_LABEL: "its heads are independent sigmoids, not one softmax over the "
+    "task's labels; its card says how they decide a label",
+    ModelKind.EMBEDDING_HEAD: "it is a sentence encoder with a classifier head saved beside "
+    "it, with no id2label in config.json",
+    ModelKind.ONNX: "it is an ONNX export with no PyTorch weights",
+}
+# Files a deploy may leave behind: the card describes the model, it is not part of it.
+NOT_DEPLOYED = frozenset({"README.md", ".gitattributes"})
 
 
 def _dotted(node: ast.AST) -> str:
@@ -369,6 +383,33 @@ def check_model_dir(
         expected = AutoTokenizer.from_pretrained(reference)(list(texts))["input_ids"]
         if tokenizer(list(texts))["input_ids"] != expected:
             raise Rejected("canary", f"the saved tokenizer does not tokenize like {reference}'s")
+
+
+def for_kind(rejected: Rejected, role: str, kind: ModelKind) -> Rejected:
+    """The template's rejection, saying why the templates cannot run a model of this kind."""
+    note = KIND_NOTES.get(kind)
+    if note is None:
+        return rejected
+    reason = f"{rejected.reason} (the {role} template cannot run a model of kind {kind}: {note})"
+    return Rejected(rejected.stage, reason, rejected.stderr)
+
+
+def check_deployed_whole(path: Path, source: Path, kind: ModelKind) -> None:
+    """A model of a kind the host cannot load is deployed whole: every file of the source
+    (but its card) must be in `path`, under the same relative name."""
+    expected = {
+        p.relative_to(source).as_posix()
+        for p in source.rglob("*")
+        if p.is_file() and p.name not in NOT_DEPLOYED
+    }
+    found = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
+    missing = sorted(expected - found)
+    if missing:
+        raise Rejected(
+            "contract",
+            f"a model of kind {kind} is deployed whole, and {path} lacks {', '.join(missing[:6])}"
+            + (f" and {len(missing) - 6} more" if len(missing) > 6 else ""),
+        )
 
 
 def check_votes(

@@ -192,7 +192,7 @@ def test_help_teaches_the_shared_options_in_groups(name):
     [
         ("--sandbox", "vm", "--sandbox takes docker, local or auto, not 'vm'"),
         ("--device", "tpu", "--device takes auto, cpu or cuda, not 'tpu'"),
-        ("--codegen", "human", "--codegen takes llm or template, not 'human'"),
+        ("--codegen", "human", "--codegen takes auto, llm or template, not 'human'"),
     ],
 )
 def test_an_unknown_choice_is_one_line_exit_2(tmp_path, csv, flag, value, expected):

@@ -555,3 +555,32 @@ def test_an_llm_proposal_rescues_generic_labels_for_the_closest_models_only(tmp_
     assert rescued.rejected is None
     assert rescued.alignment.evidence["LABEL_2"] == "proposed by the LLM: LABEL_2 = positive"
     assert ranked["b/poems"].rejected
+
+
+def test_a_model_only_a_written_script_can_run_is_considered_but_not_smoke_tested(tmp_path):
+    from tests.fixtures.models import make_keyword_embedding_model
+
+    root = tmp_path / "hub"
+    keywords = {"positive": POSITIVE_WORDS, "negative": NEGATIVE_WORDS}
+    make_keyword_classifier(
+        root / "tiny__plain", SENTIMENT, keywords, "neutral",
+        front_matter={"downloads": 10, "base_model": "tiny/bert", "datasets": ["a"]},
+    )  # fmt: skip
+    make_keyword_embedding_model(
+        root / "tiny__encoder-head", SENTIMENT, keywords, "neutral",
+        front_matter={"downloads": 10, "base_model": "tiny/encoder", "datasets": ["b"]},
+    )  # fmt: skip
+    texts, gold = skewed_sample()
+    chosen, _ = select(
+        LocalHub(root), task("sentiment of tweets", SENTIMENT, k=2), texts, gold=gold
+    )
+    by = by_id(chosen)
+    assert set(by) == {"tiny/plain", "tiny/encoder-head"}
+    head = by["tiny/encoder-head"]
+    assert head.smoke is None and head.note.startswith(
+        "not smoke-tested: a model of kind embedding-head"
+    )
+    assert head.to_json()["kind"] == "embedding-head"
+    assert by["tiny/plain"].smoke is not None and by["tiny/plain"].to_json()["kind"] == (
+        "sequence-classification"
+    )

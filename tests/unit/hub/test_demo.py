@@ -128,3 +128,71 @@ def test_every_bundled_sample_is_documented_and_fully_mapped():
 def test_demo_input_rejects_unknown_task():
     with pytest.raises(ValueError):
         demo_input("emotion")
+
+
+NEW_KINDS = {
+    "demo/minilm-toxic-comments-multilabel": "multi-label",
+    "demo/minilm-embedding-toxicity-comments": "embedding-head",
+}
+
+
+@pytest.fixture(scope="module")
+def new_kinds_catalog(tmp_path_factory):
+    dest = tmp_path_factory.mktemp("kinds") / "demo-hub"
+    build_demo_hub(dest, models=list(NEW_KINDS), rows=40)
+    return dest
+
+
+def test_the_new_kinds_are_listed_with_their_decision_labels_and_how_to_use_them(
+    new_kinds_catalog,
+):
+    hub = LocalHub(new_kinds_catalog)
+    assert {m.id: (m.kind, m.labels) for m in hub.list_models()} == {
+        model_id: (kind, TASK_LABELS["toxicity"]) for model_id, kind in NEW_KINDS.items()
+    }
+    multi = new_kinds_catalog / "demo__minilm-toxic-comments-multilabel"
+    config = json.loads((multi / "config.json").read_text())
+    assert config["problem_type"] == "multi_label_classification"
+    assert list(config["id2label"].values()) == ["toxic", "offensive", "hate"]
+    meta, body = split_front_matter((multi / "README.md").read_text())
+    assert meta["decision_labels"] == ["non-toxic", "toxic"]
+    assert "## How to use" in body and "**sigmoid**" in body
+    head = new_kinds_catalog / "demo__minilm-embedding-toxicity-comments"
+    assert "id2label" not in json.loads((head / "config.json").read_text())
+    assert json.loads((head / "config_setfit.json").read_text())["labels"] == ["non-toxic", "toxic"]
+    assert (head / "model_head.safetensors").is_file() and (head / "1_Pooling").is_dir()
+    meta, body = split_front_matter((head / "README.md").read_text())
+    assert "**mean pooling**" in body and meta["library_name"] == "sentence-transformers"
+
+
+def test_the_annotate_template_fails_the_new_kinds_probe_saying_why(new_kinds_catalog, tmp_path):
+    import shutil
+
+    from agent.domain import CommitteeMember
+    from agent.errors import Rejected
+    from agent.scripts.codegen import VERIFIERS
+    from agent.store.runstore import RunStore
+    from agent.task import TaskSpec
+    from sandbox.base import Limits
+    from sandbox.local import LocalSandbox
+
+    texts = ["you are a stupid idiot", "thanks, have a nice day", "go to hell", "the rain stopped"]
+    rows = pd.DataFrame({"row": range(4), "id": [str(i) for i in range(4)], "text": texts})
+    task = TaskSpec(description="toxic comments", labels=TASK_LABELS["toxicity"], data_path="x")
+    store = RunStore.create(tmp_path / "run", task, rows)
+    hub = LocalHub(new_kinds_catalog)
+    expected = {"multi-label": "independent sigmoids", "embedding-head": "no id2label"}
+    for model_id, kind in NEW_KINDS.items():
+        info = hub.model_info(model_id)
+        member = CommitteeMember(model_id, model_id.replace("/", "__"), info.source, info.labels,
+                                 record={"kind": kind})  # fmt: skip
+        shutil.copytree(info.source, store.model_dir(member.slug, 0))
+        probe = VERIFIERS["annotate"](
+            store, task, [member], LocalSandbox(), "cpu", Limits(timeout_s=300, threads=1)
+        )
+        with pytest.raises(Rejected) as caught:
+            probe.template(member)
+        assert caught.value.stage == "contract"
+        assert "labels outside the model's" in caught.value.reason
+        assert f"cannot run a model of kind {kind}: " in caught.value.reason
+        assert expected[kind] in caught.value.reason

@@ -211,3 +211,33 @@ def test_front_matter_split():
     assert meta == {"license": "mit", "tags": ["a"]}
     assert body == "# Title\n"
     assert split_front_matter("# no front matter") == ({}, "# no front matter")
+
+
+def test_local_hub_reads_each_model_kind_from_its_folder_and_card(tmp_path):
+    from tests.fixtures.models import make_keyword_classifier, make_keyword_embedding_model
+
+    keywords = {"negative": ["bad"], "positive": ["good"]}
+    labels = ["negative", "neutral", "positive"]
+    make_keyword_embedding_model(tmp_path / "org__emb", labels, keywords, "neutral")
+    heads = ["toxic", "insult", "obscene"]
+    decided = {"decision_labels": ["non-toxic", "toxic"]}
+    make_keyword_classifier(
+        tmp_path / "org__multi", heads, {"toxic": ["bad"]}, "insult",
+        problem_type="multi_label_classification", front_matter=decided,
+    )  # fmt: skip
+    make_keyword_classifier(
+        tmp_path / "org__multi-silent", heads, {"toxic": ["bad"]}, "insult",
+        problem_type="multi_label_classification",
+    )  # fmt: skip
+    make_keyword_classifier(tmp_path / "org__plain", labels, keywords, "neutral")
+    hub = LocalHub(tmp_path)
+    found = {m.id: (m.kind, m.labels) for m in hub.list_models()}
+    assert found == {
+        # No id2label in its config: the head's labels, from config_setfit.json.
+        "org/emb": ("embedding-head", labels),
+        # Sigmoid heads whose card names its decisions: those are its labels.
+        "org/multi": ("multi-label", ["non-toxic", "toxic"]),
+        # A multi-label card that says nothing stays as it was (selection rejects it).
+        "org/multi-silent": ("sequence-classification", heads),
+        "org/plain": ("sequence-classification", labels),
+    }

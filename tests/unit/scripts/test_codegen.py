@@ -2,6 +2,7 @@ import ast
 import importlib.util
 import json
 import os
+import shutil
 
 import pandas as pd
 import pytest
@@ -16,18 +17,25 @@ from agent.scripts.codegen import (
     ROLES,
     extract_code,
     generate_scripts,
+    model_request,
     prompt_messages,
     render,
     write_scripts,
 )
 from agent.scripts.contract import validate_votes
+from agent.scripts.reference import without_docstring
 from agent.store.runstore import RunStore, read_json
 from agent.task import TaskSpec
 from sandbox.base import Limits, Result
 from sandbox.local import LocalSandbox
-from tests.fixtures.models import make_tiny_classifier
+from tests.fixtures.models import (
+    KEYWORD_EMBEDDING_ANNOTATE,
+    KEYWORD_EMBEDDING_DEPLOY,
+    make_keyword_embedding_model,
+    make_tiny_classifier,
+)
+from tests.fixtures.runs import KEYWORD_LABELS, KEYWORDS, keyword_run
 from tests.fixtures.runs import keyword_model as make_keyword_model
-from tests.fixtures.runs import keyword_run
 
 TASK = TaskSpec(
     description='sentiment """quoted"""',
@@ -369,6 +377,150 @@ def test_the_local_llm_writes_an_annotate_script_that_is_verified(run):
     )
     assert (entry["origin"] == "llm") == (not entry["status"].startswith("template"))
     assert (store.scripts_dir / "annotate" / "attempt-1.response.md").is_file()
+
+
+# --- --codegen auto: the template first, the LLM only for a model it cannot run ---------------
+
+
+def auto(store, task, models, roles, llm, sandbox=None):
+    return generate_scripts(
+        store,
+        task,
+        models,
+        roles,
+        llm,
+        sandbox or LocalSandbox(),
+        device="cpu",
+        limits=Limits(timeout_s=300, threads=1),
+        mode="auto",
+    )
+
+
+def ledger_purposes(llm) -> list[str]:
+    path = llm.ledger.path
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return [json.loads(line)["purpose"] for line in lines]
+
+
+def test_auto_makes_no_llm_call_and_writes_no_llm_script_when_every_template_passes(run, tmp_path):
+    store, task, models = run
+    llm = fake_llm(tmp_path, [])  # a call would find no answer and fail
+    manifest = auto(store, task, models, ROLES, llm)
+
+    assert statuses(manifest) == {role: ("template", "template-verified") for role in ROLES}
+    assert ledger_purposes(llm) == []
+    assert not list(store.scripts_dir.rglob("attempt-*"))
+    for role in ROLES:
+        assert (store.scripts_dir / role / "org__kw.py").read_text() == render(role, "org/kw", task)
+    # The templates really ran on the probe: the annotate canary's reference run is on record.
+    assert (store.scripts_dir / "annotate" / "probe" / "reference-org__kw.result.json").is_file()
+
+
+@pytest.fixture(scope="module")
+def embedding_model(tmp_path_factory):
+    return make_keyword_embedding_model(
+        tmp_path_factory.mktemp("hub") / "emb", KEYWORD_LABELS, KEYWORDS, "neutral"
+    )
+
+
+def test_auto_asks_the_llm_for_exactly_the_model_whose_template_fails(
+    run, embedding_model, tmp_path
+):
+    store, task, models = run
+    emb = CommitteeMember(
+        "org/emb", "org__emb", str(embedding_model), KEYWORD_LABELS,
+        record={"kind": "embedding-head"},
+    )  # fmt: skip
+    committee = [*models, emb]
+    deploy_llm = fake_llm(tmp_path / "d", [fenced(KEYWORD_EMBEDDING_DEPLOY)])
+    manifest = auto(store, task, committee, ["deploy"], deploy_llm)
+    shutil.copytree(embedding_model, store.model_dir("org__emb", 0))  # what the deploy does
+    annotate_llm = fake_llm(tmp_path / "a", [fenced(KEYWORD_EMBEDDING_ANNOTATE)])
+    manifest = auto(store, task, committee, ["annotate", "finetune"], annotate_llm)
+
+    assert ledger_purposes(deploy_llm) == ["codegen-deploy"]
+    assert ledger_purposes(annotate_llm) == ["codegen-annotate"]
+    by_model = {(e["role"], e["slug"]): e for e in manifest["scripts"]}
+    assert {key: (e["origin"], e["status"]) for key, e in by_model.items()} == {
+        ("deploy", "org__kw"): ("template", "template-verified"),
+        ("deploy", "org__emb"): ("llm", "passed-first-try"),
+        ("annotate", "org__kw"): ("template", "template-verified"),
+        ("annotate", "org__emb"): ("llm", "passed-first-try"),
+        # The host scores the fine-tuning gate as a transformers classifier: only kw trains.
+        ("finetune", "org__kw"): ("template", "template-verified"),
+    }
+    deploy_why = by_model[("deploy", "org__emb")]["why"]
+    assert "lacks" in deploy_why and "model_head.safetensors" in deploy_why
+    annotate_why = by_model[("annotate", "org__emb")]["why"]
+    assert "labels outside the model's" in annotate_why and "embedding-head" in annotate_why
+    # The request named only the model the template failed on.
+    prompt = (store.scripts_dir / "annotate" / "org__emb" / "attempt-1.prompt.md").read_text()
+    assert "org/emb" in prompt and "org/kw" not in prompt
+    assert (store.scripts_dir / "annotate" / "org__emb.py").read_text() == (
+        KEYWORD_EMBEDDING_ANNOTATE
+    )
+    votes = pd.read_parquet(store.scripts_dir / "annotate" / "probe" / "attempt-1.org__emb.parquet")
+    assert votes.set_index("id").loc[["0", "1", "2"], "label"].tolist() == [
+        "positive",
+        "negative",
+        "neutral",
+    ]
+
+
+def test_auto_without_an_llm_stops_on_a_model_only_an_llm_can_run(run, embedding_model):
+    store, task, models = run
+    emb = CommitteeMember(
+        "org/emb", "org__emb", str(embedding_model), KEYWORD_LABELS,
+        record={"kind": "embedding-head"},
+    )  # fmt: skip
+    with pytest.raises(StepFailed, match=r"deploy for org/emb: the template failed its probe"):
+        auto(store, task, [*models, emb], ["deploy"], None)
+    with pytest.raises(StepFailed, match="the templates cannot run org/emb"):
+        write_scripts(store, task, [*models, emb])
+
+
+def test_a_models_request_gives_its_folders_facts_and_a_worked_example(run, embedding_model):
+    store, task, _ = run
+    emb = CommitteeMember(
+        "org/emb", "org__emb", str(embedding_model), KEYWORD_LABELS,
+        record={"kind": "embedding-head"},
+    )  # fmt: skip
+    shutil.copytree(embedding_model, store.model_dir("org__emb", 0))
+    request, retry = model_request(store, task, "annotate", emb, {"scripts": []})
+    text = request[-1].content
+    assert "org/emb" in text and "org/kw" not in text
+    for fact in (
+        "model_head.safetensors",
+        "config_setfit.json",
+        "pooler_output",
+        "names no labels",
+        "Kind: embedding-head",
+        "negative, neutral, positive",
+    ):
+        assert fact in text, fact  # fmt: skip
+    assert "<card>\n## How to use" in text
+    # The worked example is the verified template, flagged as written for another kind.
+    assert without_docstring(render("annotate", "org/emb", task)).strip() in text
+    assert "written for a sequence-classification model" in text
+
+    rejected = verify.Rejected("contract", "labels outside the model's: ['LABEL_0']", "Trace")
+    again = retry("```python\nBROKEN_SCRIPT_TEXT\n```", rejected)
+    assert [m.type for m in again] == ["system", "human"]  # a fresh request, not a dialogue
+    body = again[-1].content
+    assert "BROKEN_SCRIPT_TEXT" not in body and body.startswith(text)
+    assert "rejected at the contract stage: labels outside the model's" in body
+    assert "The requirement it broke: reads --input" in body and "Trace" in body
+
+    # A script that passed for another model of the same kind is the better example.
+    passed = store.scripts_dir / "annotate" / "org__other.py"
+    passed.parent.mkdir(parents=True, exist_ok=True)
+    passed.write_text("# PASSED FOR OTHER\n")
+    manifest = {"scripts": [{"role": "annotate", "origin": "llm", "kind": "embedding-head",
+                             "slug": "org__other", "model": "org/other",
+                             "path": store.relative(passed)}]}  # fmt: skip
+    request, _ = model_request(store, task, "annotate", emb, manifest)
+    assert "# PASSED FOR OTHER" in request[-1].content
+    assert "the script that passed for org/other" in request[-1].content
 
 
 @pytest.mark.parametrize("trusted", ["true", "flipped"])
