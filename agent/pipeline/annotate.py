@@ -92,6 +92,7 @@ def annotate_chunk(
     chunk: int,
     device: str,
     limits: Limits,
+    window: int | None = None,
 ) -> None:
     """Write votes/<slug>/<chunk>.parquet for every model that has none yet.
 
@@ -102,6 +103,11 @@ def annotate_chunk(
     window, not per chunk; a fine-tuned version has none and labels what is left. Only rows of
     no finished chunk are ever given to a step, and every step's votes are kept whole once
     checked, so a resumed run neither relabels a finished row nor loses a step's votes.
+
+    `window` (pipeline.chunking.rows_until_finetune): the rows the versions in use are expected
+    to label before a fine-tune replaces them; a step labels that many (at least this chunk,
+    at most LOOKAHEAD_ROWS), so a version about to be replaced does not label rows its
+    successor will label again.
 
     The steps of several models run side by side, each with its share of the CPU threads.
     """
@@ -116,7 +122,8 @@ def annotate_chunk(
     if todo:
         inputs = store.ahead_input(chunk)
         if not inputs.is_file():  # fixed once written: the same rows for every model and resume
-            write_parquet(store.rows_from(chunk, max(len(ids), LOOKAHEAD_ROWS)), inputs)
+            ahead = LOOKAHEAD_ROWS if window is None else min(window, LOOKAHEAD_ROWS)
+            write_parquet(store.rows_from(chunk, max(len(ids), ahead)), inputs)
         frame = pd.read_parquet(inputs)
         threads = max(1, limits.threads // len(todo)) if limits.threads else 0
         share = replace(limits, threads=threads)

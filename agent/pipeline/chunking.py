@@ -69,6 +69,26 @@ def plan_chunk(store: RunStore, chunk: int, pool_chunks: list[int], pool_size: i
     return store.chunk_rows(chunk)
 
 
+def rows_until_finetune(
+    store: RunStore,
+    chunk: int,
+    pool_chunks: list[int],
+    pool_size: int,
+    expected_rate: float | None = None,
+) -> int | None:
+    """Rows from chunk `chunk`'s first on that the SLM versions in use are expected to label
+    before the pool reaches β and a fine-tune replaces them: (β - pool) / rate, the rate as
+    plan_chunk sees it, or before any chunk was reviewed `expected_rate` (the committee's
+    expected escalation from selection). None when nothing says (no rate, or a rate of 0)."""
+    recent = pool_chunks or ([chunk - 1] if chunk else [])
+    rate = expert_rate(store, recent)
+    if rate is None:
+        rate = expected_rate
+    if not rate or rate <= 0:
+        return None
+    return math.ceil(max(store.task().beta - pool_size, 1) / rate)
+
+
 def estimated_chunks(store: RunStore, chunk: int) -> int:
     """Chunks the run will have if the rest is cut like `chunk` (for progress only)."""
     left = store.rows_left(chunk + 1)

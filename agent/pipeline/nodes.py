@@ -37,7 +37,7 @@ from agent.hub.protocol import ModelHub
 from agent.llm.client import LLMClient
 from agent.pipeline import trust
 from agent.pipeline.annotate import annotate_chunk, run_step, scratch_dir, vote_chunk
-from agent.pipeline.chunking import estimated_chunks, plan_chunk
+from agent.pipeline.chunking import estimated_chunks, plan_chunk, rows_until_finetune
 from agent.pipeline.deploycache import deploy_key, fetch_deployed, keep_deployed
 from agent.pipeline.finetune import finetune_cycle
 from agent.pipeline.hardpool import audit_chunk, review_chunk
@@ -209,8 +209,22 @@ def annotate(state: RunState, runtime: Runtime[Services]) -> dict:
     services, committee, versions = runtime.context, store.committee(), state["versions"]
     if services.vote_cache:
         fill_from_cache(store, services.vote_cache, committee, versions, chunk, services.device)
+    window = rows_until_finetune(
+        store,
+        chunk,
+        state.get("pool_chunks", []),
+        state.get("pool_size", 0),
+        committee[0].expected_escalation,
+    )
     annotate_chunk(
-        store, services.sandbox, committee, versions, chunk, services.device, services.limits
+        store,
+        services.sandbox,
+        committee,
+        versions,
+        chunk,
+        services.device,
+        services.limits,
+        window=window,
     )
     if services.vote_cache:
         add_to_cache(store, services.vote_cache, committee, versions, chunk, services.device)

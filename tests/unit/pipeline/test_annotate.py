@@ -191,3 +191,17 @@ def test_a_step_records_its_precision_and_only_a_valid_report(run, tmp_path):
     (tmp_path / "precision.json").unlink()
     (tmp_path / "precision.json").symlink_to(store.task_path)
     assert read_precision(tmp_path) == {"precision": "unreported"}
+
+
+def test_a_step_labels_only_the_rows_before_the_next_fine_tune(run):
+    store, model = run
+    # The versions in use are expected to be replaced after 7 rows: chunk 0 (5) and 2 of chunk 1.
+    annotate_chunk(
+        store, LocalSandbox(), [model], {model.slug: 0}, 0, "cpu", Limits(threads=1), window=7
+    )
+    assert step_rows(store, "annotate-org__kw-v0-000000") == [f"r{i}" for i in range(7)]
+    # A window smaller than the chunk still labels the whole chunk.
+    annotate_chunk(
+        store, LocalSandbox(), [model], {model.slug: 1}, 2, "cpu", Limits(threads=1), window=1
+    )
+    assert step_rows(store, "annotate-org__kw-v1-000002") == [f"r{i}" for i in range(10, 15)]

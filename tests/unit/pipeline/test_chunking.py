@@ -1,7 +1,13 @@
 import pandas as pd
 import pytest
 
-from agent.pipeline.chunking import expert_rate, max_chunks, next_chunk_size, plan_chunk
+from agent.pipeline.chunking import (
+    expert_rate,
+    max_chunks,
+    next_chunk_size,
+    plan_chunk,
+    rows_until_finetune,
+)
 from agent.store.runstore import RunStore, write_parquet
 from tests.fixtures.runs import make_store
 
@@ -57,3 +63,15 @@ def test_chunks_are_cut_in_order(tmp_path):
     store = make_store(tmp_path, n=50, chunk_size=10, beta=5)
     with pytest.raises(RuntimeError, match="chunk 2 cut before chunk 1"):
         store.cut_chunk(2, 10)
+
+
+def test_rows_until_finetune_follow_the_rate_that_sizes_chunks(tmp_path):
+    store = make_store(tmp_path, n=200, chunk_size=20, beta=30)
+    # Before any review: the committee's expected escalation, else nothing is known.
+    assert rows_until_finetune(store, 0, [], 0, expected_rate=0.25) == 120
+    assert rows_until_finetune(store, 0, [], 0) is None
+    review(store, 0, ["oracle"] * 6)  # 30% of chunk 0's 20 rows
+    # 24 more expert labels at 30%: 80 rows from chunk 1's first on.
+    assert rows_until_finetune(store, 1, [0], 6, expected_rate=0.9) == 80
+    review(store, 0, [])  # a chunk where nothing came back: no estimate
+    assert rows_until_finetune(store, 1, [0], 0) is None
