@@ -34,6 +34,9 @@ def make_task(data, **kw) -> TaskSpec:
         "beta": 1000,
         "chunk_size": 10,
         "max_length": 32,
+        # The reviewed templates as they are: these tests are not about who writes scripts
+        # (auto's probes: tests/unit/scripts/test_codegen.py, test_codegen_kinds, test_demo).
+        "codegen": "template",
     }
     return TaskSpec(**{**base, **kw})
 

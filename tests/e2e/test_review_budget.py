@@ -29,6 +29,7 @@ def test_past_the_call_cap_hard_samples_keep_the_committee_label(
         max_length=32,
         review_batch=2,
         max_llm_calls=2,
+        codegen="template",  # the budget is what this test is about, not the scripts
     )
     store = create_run(task, tmp_path / "run")
     events = []
