@@ -167,7 +167,7 @@ def gold_samples(store: RunStore, chunks: list[int]) -> pd.DataFrame:
     SLMs like a reviewer's answer (source `gold`)."""
     known = store.gold_evidence()
     frames = []
-    for chunk in chunks:
+    for chunk in chunks if len(known) else []:
         votes = pd.read_parquet(store.chunk_votes(chunk), columns=["id", "route"])
         routed = votes[(votes["route"] == Route.REVIEW) & votes["id"].isin(known.index)]
         texts = pd.read_parquet(store.input_chunk(chunk)).set_index("id")["text"]
