@@ -13,7 +13,6 @@ from typing import Annotated
 
 import pandas as pd
 import typer
-from pydantic import ValidationError
 from rich.table import Table
 
 from agent import api
@@ -66,6 +65,7 @@ from agent.cli.review import review as review_command
 from agent.cli.sandbox import sandbox_app
 from agent.cli.scripts import scripts_app
 from agent.committee.selection import SelectionError
+from agent.errors import UserError
 from agent.hub.demo import TASK_LABELS, demo_input
 from agent.pipeline.evaluate import ablation
 from agent.pipeline.evaluate import evaluate as run_eval
@@ -95,11 +95,9 @@ def _on_start() -> None:
 
 def _task_or_fail(**fields) -> TaskSpec:
     try:
-        return TaskSpec(**fields)
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "task"
-        fail(f"{where}: {first['msg'].removeprefix('Value error, ')}")
+        return api.task_spec(**fields)
+    except UserError as err:  # the field that is wrong, in one line
+        fail(str(err))
         raise  # unreachable; fail() exits
 
 
