@@ -206,6 +206,19 @@ class CodegenAttempt:
 
 
 @dataclass(frozen=True)
+class CodegenPlanned:
+    """The LLM is about to write a script: for which role and models, why, and how long an
+    attempt should take at the endpoint's measured speed (None before any call is measured)."""
+
+    role: str
+    models: list[str]
+    why: str
+    expected_tokens: int  # about the size of the worked example it is shown
+    tokens_per_s: float | None
+    max_attempts: int
+
+
+@dataclass(frozen=True)
 class Deployed:
     model: str
 
@@ -262,8 +275,8 @@ class Reported:
 
 
 Event = (
-    Selected | LabelsDescribed | ReviewEstimated | Aligned | CodegenAttempt | Deployed
-    | Annotating | Voted | Reviewing | ReviewProgress | Reviewed | FinetuneStarted | Finetuned
-    | Reported
+    Selected | LabelsDescribed | ReviewEstimated | Aligned | CodegenPlanned | CodegenAttempt
+    | Deployed | Annotating | Voted | Reviewing | ReviewProgress | Reviewed | FinetuneStarted
+    | Finetuned | Reported
 )  # fmt: skip
 Progress = Callable[[Event], None]

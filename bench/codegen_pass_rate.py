@@ -139,8 +139,10 @@ def main() -> None:
                     template = "passed"
                 except Rejected as rejected:
                     template = f"{rejected.stage}: {rejected.reason}"[:300]
-                request, retry = codegen.model_request(store, task, role, model, {"scripts": []})
                 workdir = store.scripts_dir / role / model.slug
+                request, retry = codegen.model_request(
+                    store, task, role, model, {"scripts": []}, workdir
+                )
                 started = time.perf_counter()
                 _, record = codegen.generate_role(
                     store, task, role, [model], llm, probe, args.attempts,

@@ -18,6 +18,7 @@ from agent.api import engine_options
 from agent.cli.common import console, fail
 from agent.pipeline.deploycache import machine_deploy_cache
 from agent.pipeline.runner import DEFAULT_LLM_CONCURRENCY, RunOptions
+from agent.scripts.scriptcache import machine_script_cache
 from agent.task import parse_label_map
 from sandbox.base import Sandbox
 from sandbox.factory import KINDS, make_sandbox
@@ -333,6 +334,8 @@ def run_options(engine: Engine, *, run_id: str | None) -> RunOptions:
         llm_concurrency=engine.llm_concurrency,
         # Deploy each model once per machine: later runs copy the checked v0 from here.
         deploy_cache=machine_deploy_cache(),
+        # Scripts the LLM wrote are reused for the next model of their kind, on any run.
+        script_cache=machine_script_cache(),
         step_timeout=engine.step_timeout,
         status=None if engine.quiet else (lambda line: console.print(line)),
     )

@@ -13,6 +13,7 @@ from agent.domain import (
     Aligned,
     Annotating,
     CodegenAttempt,
+    CodegenPlanned,
     Deployed,
     Event,
     Finetuned,
@@ -88,6 +89,10 @@ class ProgressView:
         self.bar.console.print(describe_estimate(event.estimate), highlight=False)
 
     @show.register
+    def _(self, event: CodegenPlanned) -> None:
+        self.bar.console.print(describe_codegen_plan(event), highlight=False, markup=False)
+
+    @show.register
     def _(self, event: Deployed) -> None:
         self.bar.console.print(f"deployed {event.model}")
 
@@ -149,6 +154,20 @@ class ProgressView:
     @show.register(Reported)
     def _(self, event: Event) -> None:
         pass
+
+
+def describe_codegen_plan(plan: CodegenPlanned) -> str:
+    """`the LLM writes annotate for org/emb (why): ~900 tokens an attempt at 12 tokens/s ...`"""
+    speed = (
+        f"at {plan.tokens_per_s:.0f} tokens/s measured on this endpoint, about "
+        f"{plan.expected_tokens / plan.tokens_per_s / 60:.1f} min an attempt"
+        if plan.tokens_per_s
+        else "no answer speed measured on this endpoint yet"
+    )
+    return (
+        f"the LLM writes {plan.role} for {', '.join(plan.models)} ({plan.why}): "
+        f"~{plan.expected_tokens} tokens an attempt, {speed}, at most {plan.max_attempts} attempts"
+    )
 
 
 def describe_label_map(mapping: dict, evidence: dict) -> str:

@@ -36,6 +36,15 @@ def _entry(store: RunStore, role: str, model: str | None) -> dict:
     return matches[0]
 
 
+def _origin(entry: dict) -> str:
+    """template, llm (attempt N), or cache (the run it passed in and the model it was for)."""
+    if entry["origin"] == "cache":
+        return f"cache from run {entry['from_run']} ({entry['written_for']})"
+    if entry["origin"] == "llm":
+        return f"llm, attempt {entry['attempts']}"
+    return entry["origin"]
+
+
 @scripts_app.callback(invoke_without_command=True)
 def scripts(
     ctx: typer.Context,
@@ -53,7 +62,7 @@ def scripts(
         table.add_row(
             entry["role"],
             entry["model"],
-            entry["origin"],
+            _origin(entry),
             entry["status"],
             str(entry.get("attempts", "-")),
             entry.get("why", ""),
@@ -68,9 +77,14 @@ def show_script(
     role: str = typer.Argument(..., help="deploy, annotate or finetune."),
     model: str = typer.Option(None, "--model", help="Model id or slug (default: the first)."),
     attempt: int = typer.Option(None, "--attempt", help="Show the LLM's attempt N instead."),
-    diff: bool = typer.Option(False, "--diff", help="The unified diff against the template."),
+    diff: bool = typer.Option(
+        False,
+        "--diff",
+        help="The unified diff against its reference: the worked example the LLM was shown, "
+        "else the template.",
+    ),
 ) -> None:
-    """Print one script with syntax highlighting, or its diff against the template."""
+    """Print one script with syntax highlighting, or its diff against its reference."""
     store: RunStore = ctx.obj
     entry = _entry(store, role, model)
     path = store.path(entry["path"])
@@ -84,15 +98,19 @@ def show_script(
     if not diff:
         out.print(Syntax(code, "python", line_numbers=True))
         return
-    template = render(role, entry["model"], store.task())
+    if entry.get("reference"):
+        name, reference = entry["reference"], store.path(entry["reference"]).read_text("utf-8")
+    else:
+        name = f"templates/{role}.py.j2 ({entry['model']})"
+        reference = render(role, entry["model"], store.task())
     lines = difflib.unified_diff(
-        template.splitlines(keepends=True),
+        reference.splitlines(keepends=True),
         code.splitlines(keepends=True),
-        fromfile=f"templates/{role}.py.j2 ({entry['model']})",
+        fromfile=name,
         tofile=store.relative(path),
     )
     text = "".join(lines)
-    out.print(Syntax(text, "diff") if text else "identical to the template")
+    out.print(Syntax(text, "diff") if text else f"identical to {name}")
 
 
 @scripts_app.command("rerun")

@@ -70,6 +70,7 @@ class Services:
     llm: LLMClient | None = None
     vote_cache: Path | None = None  # v0 votes shared between runs (agent.pipeline.votecache)
     deploy_cache: Path | None = None  # v0 models shared between runs (agent.pipeline.deploycache)
+    script_cache: Path | None = None  # passed LLM scripts per kind (agent.scripts.scriptcache)
 
 
 def _store(state: RunState) -> RunStore:
@@ -154,6 +155,7 @@ def write_pipeline_scripts(state: RunState, runtime: Runtime[Services]) -> dict:
                 limits=services.limits,
                 progress=services.progress,
                 mode=task.codegen,
+                script_cache=services.script_cache,
             )
         else:
             write_scripts(store, task, committee, roles)

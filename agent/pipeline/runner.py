@@ -61,6 +61,8 @@ class RunOptions:
     timeout_s: float = 3600.0
     vote_cache: Path | None = None  # share v0 votes with other runs on the same rows
     deploy_cache: Path | None = None  # deploy each model once per machine (deploycache)
+    # LLM-written scripts that passed, reused per model kind (agent.scripts.scriptcache)
+    script_cache: Path | None = None
     # Review requests in flight at once on a remote endpoint (a local server takes one).
     llm_concurrency: int = DEFAULT_LLM_CONCURRENCY
     progress: Progress = field(default=lambda event: None)
@@ -254,6 +256,7 @@ def run_graph(store: RunStore, options: RunOptions, *, resume: bool) -> dict:
             llm=llm,
             vote_cache=options.vote_cache,
             deploy_cache=options.deploy_cache,
+            script_cache=options.script_cache,
         )
         conn = sqlite3.connect(store.checkpoints_path, check_same_thread=False)
         stack.callback(conn.close)

@@ -31,13 +31,15 @@ from huggingface_hub import snapshot_download
 from huggingface_hub.errors import HfHubHTTPError
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from agent.domain import CodegenAttempt, CommitteeMember, ModelKind, Progress
+from agent.domain import CodegenAttempt, CodegenPlanned, CommitteeMember, ModelKind, Progress
 from agent.errors import StepFailed
 from agent.llm.client import LLMClient
 from agent.llm.endpoint import LLMUnavailable
+from agent.llm.pricing import approx_tokens
 from agent.prompting import load_prompt, render_template
-from agent.scripts import contract, reference, verify
+from agent.scripts import contract, reference, scriptcache, verify
 from agent.scripts.verify import TEMPLATE_KINDS
+from agent.store.ledger import tokens_per_second
 from agent.store.runstore import RunStore, read_json, write_json, write_parquet, write_text
 from agent.task import TaskSpec
 from sandbox.base import Limits, Result, Sandbox
@@ -45,6 +47,10 @@ from sandbox.base import Limits, Result, Sandbox
 ROLES = ("deploy", "annotate", "finetune")
 MAX_ATTEMPTS = 3
 PROBE_ROWS = 32
+# Beside a model's attempts: the worked example its request showed.
+REFERENCE_NAME = "reference.py"
+# Cached scripts of a model's kind tried before the LLM is asked: each try is a probe run.
+CACHE_TRIES = 2
 # A contract script is 60-120 lines; prompt, one failed answer and the reply must fit the
 # local server's 4096-token context.
 MAX_TOKENS = 1536
@@ -207,10 +213,16 @@ def repair_messages(
 
 
 def model_request(
-    store: RunStore, task: TaskSpec, role: str, model: CommitteeMember, manifest: dict
+    store: RunStore,
+    task: TaskSpec,
+    role: str,
+    model: CommitteeMember,
+    manifest: dict,
+    workdir: Path,
 ) -> tuple[list[BaseMessage], Callable[[str, verify.Rejected], list[BaseMessage]]]:
     """The request for one model's script (prompts/<role>.yaml `model`): the folder's facts and
-    a worked example; and its retry, a fresh request that names the failing stage, the error
+    a worked example, kept as `workdir`/reference.py (what `scripts show --diff` compares the
+    answer with); and its retry, a fresh request that names the failing stage, the error
     and the broken requirement instead of continuing the conversation (a small model answers
     "fix this" with the script it was just told is broken)."""
     templates = load_prompt(role)
@@ -223,6 +235,7 @@ def model_request(
         render(role, model.id, task),
         lambda path: store.path(path).read_text(encoding="utf-8"),
     )
+    write_text(example, workdir / REFERENCE_NAME)
     request = templates["model"].render(
         model_id=model.id,
         task_description=task.description,
@@ -556,6 +569,7 @@ def generate_scripts(
     max_attempts: int = MAX_ATTEMPTS,
     progress: Progress = lambda event: None,
     mode: str = "llm",
+    script_cache: Path | None = None,
 ) -> dict:
     """Verified scripts for `roles`; returns the manifest.
 
@@ -565,6 +579,9 @@ def generate_scripts(
     model of a kind the templates cannot run gets its own LLM-written script, or the run stops
     saying why. Annotate's and finetune's verifiers run on the deployed models (version 0), so
     call this for deploy first, deploy, then for the rest. A done (role, model) is not redone.
+
+    `script_cache` (agent.scripts.scriptcache): every LLM-written script that passes is kept
+    there, and auto tries the kept scripts of a model's kind before asking the LLM.
     """
     manifest = read_manifest(store)
     for role in roles:
@@ -573,7 +590,17 @@ def generate_scripts(
             shared = [m for m in members if m.kind in TEMPLATE_KINDS]
             if _missing(manifest, role, shared):
                 manifest["scripts"] += _written_for_all(
-                    store, task, role, shared, llm, sandbox, device, limits, max_attempts, progress
+                    store,
+                    task,
+                    role,
+                    shared,
+                    llm,
+                    sandbox,
+                    device,
+                    limits,
+                    max_attempts,
+                    progress,
+                    script_cache,
                 )
                 write_json(manifest, store.scripts_manifest_path)
             members = [m for m in members if m.kind not in TEMPLATE_KINDS]
@@ -591,6 +618,7 @@ def generate_scripts(
                 limits,
                 max_attempts,
                 progress,
+                script_cache,
             )
             entry["seconds"] = round(time.perf_counter() - started, 2)
             manifest["scripts"].append(entry)
@@ -610,6 +638,7 @@ def _written_for_all(
     limits: Limits,
     max_attempts: int,
     progress: Progress,
+    script_cache: Path | None,
 ) -> list[dict]:
     """One LLM-written script for the whole committee (--codegen llm), else the templates."""
     started = time.perf_counter()
@@ -617,9 +646,17 @@ def _written_for_all(
         code, record = None, {"status": "template-fallback: no LLM configured", "attempts": 0}
     else:
         verifier = VERIFIERS[role](store, task, committee, sandbox, device, limits)
+        example = render(role, committee[0].id, task)
+        why = "--codegen llm: the LLM writes every role's script (the paper's setting)"
+        progress(_plan(store, role, committee, why, example, max_attempts))
         code, record = generate_role(
             store, task, role, committee, llm, verifier, max_attempts, progress
         )
+        if code is not None and script_cache is not None:
+            for kind in sorted({m.kind for m in committee}):
+                scriptcache.keep_script(
+                    script_cache, role, kind, code, run=store.run_id, model=committee[0].id
+                )
     seconds = round(time.perf_counter() - started, 2)
     if code is None:
         record.pop("origin", None)
@@ -636,6 +673,50 @@ def _written_for_all(
     return entries
 
 
+def _plan(
+    store: RunStore,
+    role: str,
+    models: Sequence[CommitteeMember],
+    why: str,
+    example: str,
+    max_attempts: int,
+) -> CodegenPlanned:
+    """What the LLM is about to write and how long an attempt should take: an answer about the
+    size of the example it is shown, at the speed this run's calls measured so far."""
+    return CodegenPlanned(
+        role=role,
+        models=[m.id for m in models],
+        why=why,
+        expected_tokens=approx_tokens(example),
+        tokens_per_s=tokens_per_second(store.ledger_path),
+        max_attempts=max_attempts,
+    )
+
+
+def _from_cache(
+    role: str, model: CommitteeMember, probe: Probe, cache: Path, workdir: Path
+) -> tuple[scriptcache.CachedScript, Path] | None:
+    """The newest cached script of the model's kind that passes this run's own checks and
+    probe, kept in `workdir` as cache-N.py; None when none does."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    for number, cached in enumerate(scriptcache.cached_scripts(cache, role, model.kind), 1):
+        if number > CACHE_TRIES:
+            break
+        name = f"cache-{number}"
+        script = workdir / f"{name}.py"
+        write_text(cached.code, script)
+        verdict = {"ok": True, "stage": "passed", "reason": "", "run": cached.run}
+        try:
+            verify.static_check(cached.code, role)
+            probe(script, name)
+        except verify.Rejected as rejected:
+            verdict.update(ok=False, stage=rejected.stage, reason=rejected.reason)
+        write_json(verdict, workdir / f"{name}.verdict.json")
+        if verdict["ok"]:
+            return cached, script
+    return None
+
+
 def _template_or_written(
     store: RunStore,
     task: TaskSpec,
@@ -648,9 +729,11 @@ def _template_or_written(
     limits: Limits,
     max_attempts: int,
     progress: Progress,
+    script_cache: Path | None,
 ) -> dict:
-    """The model's verified template, or, where the template fails its probe, the script the
-    LLM writes for this model alone; StepFailed when neither can run it."""
+    """The model's verified template; where the template fails its probe, a script of the
+    model's kind from the user's cache that passes it; else the script the LLM writes for this
+    model alone (kept in the cache once it passes). StepFailed when none can run it."""
     probe = VERIFIERS[role](store, task, [model], sandbox, device, limits)
     try:
         probe.template(model)
@@ -666,12 +749,32 @@ def _template_or_written(
             template=f"templates/{role}.py.j2",
             status="template-verified",
         )
+    workdir = store.scripts_dir / role / model.slug
+    reused = _from_cache(role, model, probe, script_cache, workdir) if script_cache else None
+    if reused is not None:
+        cached, script = reused
+        return _install(
+            store,
+            role,
+            model,
+            cached.code,
+            origin="cache",
+            status="cache-verified",
+            why=why[:300],
+            kind=model.kind,
+            from_attempt=store.relative(script),
+            from_run=cached.run,
+            written_for=cached.model,
+            **spent(0.0, 0.0),
+        )
     if llm is None:
         raise StepFailed(
-            f"{role} for {model.id}: {why}; only an LLM can write its script and this run has "
-            "none (review with an LLM, or pass --codegen llm)"
+            f"{role} for {model.id}: {why}; no cached script of its kind passed, only an LLM "
+            "can write one and this run has none (review with an LLM, or pass --codegen llm)"
         )
-    request, retry = model_request(store, task, role, model, manifest)
+    request, retry = model_request(store, task, role, model, manifest, workdir)
+    example = (workdir / REFERENCE_NAME).read_text(encoding="utf-8")
+    progress(_plan(store, role, [model], why, example, max_attempts))
     code, record = generate_role(
         store,
         task,
@@ -681,7 +784,7 @@ def _template_or_written(
         probe,
         max_attempts,
         progress,
-        workdir=store.scripts_dir / role / model.slug,
+        workdir=workdir,
         request=request,
         retry=retry,
     )
@@ -690,7 +793,19 @@ def _template_or_written(
             f"{role} for {model.id}: {why}; the LLM's scripts failed too: "
             f"{record['status'].removeprefix('template-fallback: ')}"
         )
+    if script_cache is not None:
+        scriptcache.keep_script(
+            script_cache, role, model.kind, code, run=store.run_id, model=model.id
+        )
     source = record.pop("source")
     return _install(
-        store, role, model, code, **record, why=why[:300], kind=model.kind, from_attempt=source
+        store,
+        role,
+        model,
+        code,
+        **record,
+        why=why[:300],
+        kind=model.kind,
+        from_attempt=source,
+        reference=store.relative(workdir / REFERENCE_NAME),
     )

@@ -36,6 +36,9 @@ from agent.errors import Rejected, StepFailed
 from agent.task import TaskSpec
 from sandbox.outputs import UnsafeOutput, inspect_outputs, read_bytes_bounded
 
+# The contract's version: bump it when an argument or an output above changes, so scripts
+# written to an older contract (agent.scripts.scriptcache) are not offered again.
+CONTRACT_VERSION = 3
 # What one step may leave in its output directory. Votes are a few columns per input row; a
 # model directory holds weights (a few GB for the largest classifiers a hub offers).
 VOTES_BYTES = 256 << 20

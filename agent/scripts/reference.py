@@ -112,11 +112,12 @@ def worked_example(
     manifest: dict, role: str, model: CommitteeMember, template: str, read: Callable[[str], str]
 ) -> tuple[str, str, str]:
     """(where it comes from, its code, the kind it runs): the script that already passed for
-    another model of the same kind in this run, else `template`, the role's verified template."""
+    another model of the same kind in this run (written or taken from the cache), else
+    `template`, the role's verified template."""
     for entry in manifest["scripts"]:
         if (
             entry["role"] == role
-            and entry["origin"] == "llm"
+            and entry["origin"] in ("llm", "cache")
             and entry.get("kind") == model.kind
             and entry["slug"] != model.slug
         ):

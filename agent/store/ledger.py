@@ -40,3 +40,13 @@ def ledger_totals(path: Path, purposes: Callable[[str], bool] = lambda purpose: 
 def calls_by_purpose(path: Path) -> dict[str, int]:
     """Paid calls per purpose (cache hits apart)."""
     return dict(Counter(e["purpose"] for e in ledger_entries(path) if not e.get("cache_hit")))
+
+
+def tokens_per_second(path: Path) -> float | None:
+    """The endpoint's measured answer speed over the paid calls so far (answer tokens over
+    wall seconds, prompt reading included: what a caller waits); None before any."""
+    paid = [e for e in ledger_entries(path) if not e.get("cache_hit") and e.get("tokens_out")]
+    seconds = sum(float(e.get("latency_s") or 0.0) for e in paid)
+    if seconds <= 0:
+        return None
+    return sum(int(e["tokens_out"]) for e in paid) / seconds

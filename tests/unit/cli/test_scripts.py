@@ -30,7 +30,7 @@ def test_list_show_attempt_and_diff(scripted_run_dir):
     diff = scripts(scripted_run_dir, "show", "deploy", "--diff")
     assert diff.exit_code == 0 and "+# written by the LLM" in diff.output
     assert (
-        "identical to the template"
+        "identical to templates/annotate.py.j2"
         in scripts(scripted_run_dir, "show", "annotate", "--diff").output
     )
 

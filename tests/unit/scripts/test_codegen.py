@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
-from agent.domain import CommitteeMember
+from agent.domain import CodegenPlanned, CommitteeMember
 from agent.errors import StepFailed
 from agent.llm.client import LLMClient
 from agent.prompting import load_prompt
-from agent.scripts import verify
+from agent.scripts import scriptcache, verify
 from agent.scripts.codegen import (
     ROLES,
     extract_code,
@@ -382,7 +382,7 @@ def test_the_local_llm_writes_an_annotate_script_that_is_verified(run):
 # --- --codegen auto: the template first, the LLM only for a model it cannot run ---------------
 
 
-def auto(store, task, models, roles, llm, sandbox=None):
+def auto(store, task, models, roles, llm, sandbox=None, script_cache=None, progress=None):
     return generate_scripts(
         store,
         task,
@@ -393,6 +393,8 @@ def auto(store, task, models, roles, llm, sandbox=None):
         device="cpu",
         limits=Limits(timeout_s=300, threads=1),
         mode="auto",
+        script_cache=script_cache,
+        progress=progress or (lambda event: None),
     )
 
 
@@ -467,6 +469,91 @@ def test_auto_asks_the_llm_for_exactly_the_model_whose_template_fails(
     ]
 
 
+def emb_member(embedding_model, slug="org__emb"):
+    return CommitteeMember(
+        f"org/{slug.split('__')[1]}", slug, str(embedding_model), KEYWORD_LABELS,
+        record={"kind": "embedding-head"},
+    )  # fmt: skip
+
+
+def test_a_script_the_llm_wrote_serves_the_next_run_on_a_model_of_its_kind(
+    run, embedding_model, keyword_model, tmp_path
+):
+    """Written once per kind: the first run pays the LLM and files what passed; a later run,
+    with no LLM at all, probes the cached scripts on its own rows and runs them."""
+    cache = tmp_path / "script-cache"
+    store, task, models = run
+    first = [*models, emb_member(embedding_model)]
+    events = []
+    deploy_llm = fake_llm(tmp_path / "d", [fenced(KEYWORD_EMBEDDING_DEPLOY)])
+    auto(store, task, first, ["deploy"], deploy_llm, script_cache=cache, progress=events.append)
+    shutil.copytree(embedding_model, store.model_dir("org__emb", 0))
+    annotate_llm = fake_llm(tmp_path / "a", [fenced(KEYWORD_EMBEDDING_ANNOTATE)])
+    auto(store, task, first, ["annotate"], annotate_llm, script_cache=cache, progress=events.append)
+    # Before writing, the run said what and why (the template's failure) and how big.
+    plans = [e for e in events if isinstance(e, CodegenPlanned)]
+    assert [(p.role, p.models) for p in plans] == [
+        ("deploy", ["org/emb"]),
+        ("annotate", ["org/emb"]),
+    ]
+    assert "the template failed its probe" in plans[1].why and plans[1].expected_tokens > 100
+    # The fake ledger measured the first answer's speed, so the second plan has one.
+    assert plans[0].tokens_per_s is None or plans[0].tokens_per_s > 0
+    for role in ("deploy", "annotate"):
+        kept = scriptcache.cached_scripts(cache, role, "embedding-head")
+        assert [(k.run, k.model) for k in kept] == [(store.run_id, "org/emb")]
+
+    # Another run, another model of the same kind, no LLM: the cache serves both roles.
+    later, later_task, later_models = keyword_run(tmp_path / "later", keyword_model)
+    other = emb_member(embedding_model, "org__other")
+    second = [*later_models, other]
+    auto(later, later_task, second, ["deploy"], None, script_cache=cache)
+    shutil.copytree(embedding_model, later.model_dir("org__other", 0))
+    manifest = auto(later, later_task, second, ["annotate"], None, script_cache=cache)
+    by_model = {(e["role"], e["slug"]): e for e in manifest["scripts"]}
+    for role, code in (
+        ("deploy", KEYWORD_EMBEDDING_DEPLOY),
+        ("annotate", KEYWORD_EMBEDDING_ANNOTATE),
+    ):
+        entry = by_model[(role, "org__other")]
+        assert (entry["origin"], entry["status"]) == ("cache", "cache-verified")
+        assert (entry["from_run"], entry["written_for"]) == (store.run_id, "org/emb")
+        assert later.script_path(role, "org__other").read_text() == code
+    # It was probed on this run's rows, not trusted: its votes on the probe are on record.
+    votes = pd.read_parquet(later.scripts_dir / "annotate" / "probe" / "cache-1.org__other.parquet")
+    assert votes.set_index("id").loc[["0", "1", "2"], "label"].tolist() == [
+        "positive", "negative", "neutral",
+    ]  # fmt: skip
+    assert not list(later.scripts_dir.rglob("attempt-*"))
+
+
+def test_a_cached_script_that_fails_this_runs_probe_is_passed_over(
+    run, embedding_model, tmp_path, monkeypatch
+):
+    cache = tmp_path / "script-cache"
+    store, task, models = run
+    emb = emb_member(embedding_model)
+    shutil.copytree(embedding_model, store.model_dir("org__emb", 0))
+    # The good script is older; a newer one that breaks the contract is tried first.
+    scriptcache.keep_script(cache, "annotate", "embedding-head", KEYWORD_EMBEDDING_ANNOTATE,
+                            run="old", model="org/a")  # fmt: skip
+    broken = KEYWORD_EMBEDDING_ANNOTATE.replace('"label"', '"category"')
+    assert broken != KEYWORD_EMBEDDING_ANNOTATE
+    scriptcache.keep_script(cache, "annotate", "embedding-head", broken, run="new", model="org/b")
+    assert [k.run for k in scriptcache.cached_scripts(cache, "annotate", "embedding-head")] == [
+        "new", "old"
+    ]  # fmt: skip
+    manifest = auto(store, task, [*models, emb], ["annotate"], None, script_cache=cache)
+    entry = next(e for e in manifest["scripts"] if e["slug"] == "org__emb")
+    assert (entry["origin"], entry["from_run"]) == ("cache", "old")
+    rejected = read_json(store.scripts_dir / "annotate" / "org__emb" / "cache-1.verdict.json")
+    assert rejected["ok"] is False and rejected["run"] == "new"
+
+    # A script filed under another contract is never offered.
+    monkeypatch.setattr(scriptcache, "CONTRACT_VERSION", 999)
+    assert scriptcache.cached_scripts(cache, "annotate", "embedding-head") == []
+
+
 def test_auto_without_an_llm_stops_on_a_model_only_an_llm_can_run(run, embedding_model):
     store, task, models = run
     emb = CommitteeMember(
@@ -486,7 +573,8 @@ def test_a_models_request_gives_its_folders_facts_and_a_worked_example(run, embe
         record={"kind": "embedding-head"},
     )  # fmt: skip
     shutil.copytree(embedding_model, store.model_dir("org__emb", 0))
-    request, retry = model_request(store, task, "annotate", emb, {"scripts": []})
+    workdir = store.scripts_dir / "annotate" / "org__emb"
+    request, retry = model_request(store, task, "annotate", emb, {"scripts": []}, workdir)
     text = request[-1].content
     assert "org/emb" in text and "org/kw" not in text
     for fact in (
@@ -502,6 +590,8 @@ def test_a_models_request_gives_its_folders_facts_and_a_worked_example(run, embe
     # The worked example is the verified template, flagged as written for another kind.
     assert without_docstring(render("annotate", "org/emb", task)).strip() in text
     assert "written for a sequence-classification model" in text
+    # Kept beside the attempts: what `scripts show --diff` compares the answer with.
+    assert (workdir / "reference.py").read_text() in text
 
     rejected = verify.Rejected("contract", "labels outside the model's: ['LABEL_0']", "Trace")
     again = retry("```python\nBROKEN_SCRIPT_TEXT\n```", rejected)
@@ -518,7 +608,7 @@ def test_a_models_request_gives_its_folders_facts_and_a_worked_example(run, embe
     manifest = {"scripts": [{"role": "annotate", "origin": "llm", "kind": "embedding-head",
                              "slug": "org__other", "model": "org/other",
                              "path": store.relative(passed)}]}  # fmt: skip
-    request, _ = model_request(store, task, "annotate", emb, manifest)
+    request, _ = model_request(store, task, "annotate", emb, manifest, workdir)
     assert "# PASSED FOR OTHER" in request[-1].content
     assert "the script that passed for org/other" in request[-1].content
 
