@@ -8,9 +8,14 @@ chunk is routed by the paper's rule and measures the reviewer (review, audit, tr
 is reviewed within each `--budgets` number of calls. The reviewer: the bundled local LLM
 (`--reviewer llm`, each row asked once and its answer reused by every variant) or a simulated
 one that never says "neutral" and is wrong on 10% of the rest (`--reviewer blind`).
-Scored on the second chunk against gold: accuracy, macro-F1, calls.
+Scored on the second chunk against gold: accuracy, macro-F1, calls, and the expected
+calibration error of the final labels' confidence.
 
-    python -m bench.routing [--reviewer llm|blind] [--rows 750] [--budgets 50,100]
+`--probs` runs, instead, the paper's routing with every routed row reviewed twice: the members'
+votes as label and score only (the committee's distribution spreads 1 - score evenly), and with
+each member's probability for every label (the annotate contract's `probs`).
+
+    python -m bench.routing [--reviewer llm|blind] [--rows 750] [--budgets 50,100] [--probs]
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.pipeline import make_pipeline
 
+from agent.committee.trust import expected_calibration_error
 from agent.domain import CommitteeMember, Route, Source
 from agent.hub.local import LocalHub
 from agent.pipeline import trust
@@ -103,6 +109,8 @@ def _variant(root: Path, rows: pd.DataFrame, members, reviewer: Remembered, vari
         for model, member in zip(models, members, strict=True):
             proba = member.predict_proba(texts["text"])
             votes = {"id": texts["id"], "label": member.classes_[proba.argmax(1)]}
+            if variant.get("probs"):
+                votes["probs"] = [dict(zip(member.classes_, row, strict=True)) for row in proba]
             write_parquet(
                 pd.DataFrame({**votes, "score": proba.max(1)}), store.model_votes(model.slug, chunk)
             )
@@ -116,13 +124,18 @@ def _variant(root: Path, rows: pd.DataFrame, members, reviewer: Remembered, vari
         audit_chunk(store, reviewer, models, chunk)
         trust.update(store, models)
     second = pd.read_parquet(store.chunk_votes(1))
-    labels = assemble_labels(store, models).set_index("id").loc[second["id"], "label"]
+    final = assemble_labels(store, models).set_index("id").loc[second["id"]]
+    labels = final["label"]
     gold = store.rows().set_index("id").loc[second["id"], "gold"]
+    correct = (labels == gold).to_numpy()
     hard = pd.read_parquet(store.hard_chunk(1))
     return {
         **variant,
         "accuracy": round(float(accuracy_score(gold, labels)), 4),
         "macro_f1": round(float(f1_score(gold, labels, average="macro")), 4),
+        "ece": round(
+            expected_calibration_error(final["confidence"].to_numpy(dtype=float), correct), 4
+        ),
         "plurality": round(float(accuracy_score(gold, second["label"])), 4),
         "routed": int((second["route"] == Route.REVIEW).sum()),
         "calls": int((hard["source"] == Source.LLM).sum()),
@@ -135,6 +148,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=750)
     parser.add_argument("--budgets", default="50,100")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--probs", action="store_true", help="votes without vs with probs")
     args = parser.parse_args()
     rows = pd.read_csv(DATA / "test.csv").sample(n=args.rows, random_state=args.seed)
     rows = rows.rename(columns={"label": "gold"}).reset_index(drop=True)  # ids: row numbers
@@ -147,6 +161,11 @@ def main() -> None:
     variants += [
         {"routing": routing, "order": "gain", "budget": None} for routing in ("uncertainty", "gain")
     ]
+    if args.probs:
+        variants = [
+            {"routing": "uncertainty", "order": "gain", "budget": None, "probs": probs}
+            for probs in (False, True)
+        ]
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         if args.reviewer == "llm":
             task = TaskSpec(

@@ -6,7 +6,8 @@ feeds them from the run directory. Labels are column indices 0..K-1 of the task'
 The model (one Dawid-Skene step with the committee as the prior):
 
 - the committee's distribution over labels for a row is the mean of its members' distributions
-  (each member's score on the label it voted, the rest spread evenly over the other labels);
+  (each member's own probability per label where its script reports them, else its score on
+  the label it voted and the rest spread evenly over the other labels);
 - a reviewer is a confusion matrix C[true, answer] = P(answer | true), counted on the rows whose
   label is known (the user's gold, a person's answer) or likely (rows the whole committee agreed
   on, from the audit sample), smoothed by a Dirichlet prior;
@@ -45,9 +46,12 @@ ECE_BINS = 10
 EM_ROUNDS = 2  # see reviewer_confusion
 
 
-def committee_distribution(votes: np.ndarray, scores: np.ndarray, n_labels: int) -> np.ndarray:
-    """(rows, K) from each member's voted label index and score (both (rows, k)): the mean of
-    the members' distributions, each its score on its vote and the rest spread evenly."""
+def committee_distribution(
+    votes: np.ndarray, scores: np.ndarray, n_labels: int, probs: np.ndarray | None = None
+) -> np.ndarray:
+    """(rows, K): the mean of the members' distributions. A member's distribution is its own
+    probability per label where `probs` (rows, k, K) has one (a row of NaN where it has not),
+    else its score on its vote (`votes`, `scores`: (rows, k)) and the rest spread evenly."""
     votes, scores = np.asarray(votes, dtype=int), np.clip(np.asarray(scores, dtype=float), 0, 1)
     rows, members = votes.shape
     spread = (1.0 - scores) / max(n_labels - 1, 1)
@@ -55,8 +59,31 @@ def committee_distribution(votes: np.ndarray, scores: np.ndarray, n_labels: int)
     for member in range(members):
         part = np.repeat(spread[:, member : member + 1], n_labels, axis=1)
         part[np.arange(rows), votes[:, member]] = scores[:, member]
+        if probs is not None:
+            own = np.asarray(probs, dtype=float)[:, member, :]
+            reported = np.isfinite(own).all(axis=1)
+            part[reported] = own[reported]
         total += part
     return total / members
+
+
+def task_distribution(
+    model_probs: list[dict[str, float]], label_map: dict[str, str], labels: list[str]
+) -> np.ndarray:
+    """(rows, K) over the task's labels from a model's probability per own label: each model
+    label's probability goes to the task label it maps to, and each row is normalised (a
+    multi-label model's sigmoid outputs need not sum to 1). NaN for a row with no mass on any
+    task label, which then falls back to its vote and score."""
+    position = {label: i for i, label in enumerate(labels)}
+    out = np.zeros((len(model_probs), len(labels)))
+    for row, probs in enumerate(model_probs):
+        for label, p in probs.items():
+            target = position.get(label_map.get(label, ""))
+            if target is not None:
+                out[row, target] += float(p)
+    mass = out.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(mass > 0, out / mass, np.nan)
 
 
 def confusion(truth: np.ndarray, answers: np.ndarray) -> np.ndarray:

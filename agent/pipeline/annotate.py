@@ -189,6 +189,12 @@ def vote_chunk(
         frame[f"{slug}.raw"] = raw
         frame[f"{slug}.label"] = [model.label_map[x] for x in raw]
         frame[f"{slug}.score"] = votes.loc[frame["id"], "score"].to_numpy()
+        if "probs" in votes.columns:
+            # Its whole distribution, over the task's labels (trust.committee_prior reads it).
+            own = trust.task_distribution(
+                list(votes.loc[frame["id"], "probs"]), model.label_map, task.labels
+            )
+            frame[f"{slug}.probs"] = list(own)
     slugs = [m.slug for m in committee]
     decisions = [
         decide(
@@ -221,13 +227,7 @@ def _expected_gain(
     matrix = pipeline_trust.reviewer_matrix(store)
     if matrix is None or not len(frame):
         return np.full(len(frame), np.nan)
-    index = pd.Index(labels)
-    prior = trust.committee_distribution(
-        np.column_stack([index.get_indexer(frame[f"{s}.label"]) for s in slugs]),
-        np.column_stack([frame[f"{s}.score"].to_numpy(dtype=float) for s in slugs]),
-        len(labels),
-    )
-    return trust.expected_gain(prior, matrix)
+    return trust.expected_gain(pipeline_trust.committee_prior(frame, slugs, labels), matrix)
 
 
 def votes_json(row: dict, slugs: list[str]) -> str:

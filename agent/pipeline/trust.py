@@ -54,17 +54,31 @@ class Evidence:
         return pd.Index(self.labels).get_indexer(labels)
 
 
+def committee_prior(frame: pd.DataFrame, slugs: Sequence[str], labels: list[str]) -> np.ndarray:
+    """(rows, K): the committee's distribution over the rows of voted chunks (chunks/*.parquet):
+    each member's own probabilities where its votes carried them (`SLUG.probs`, in the task's
+    label order), else its vote and score."""
+    index = pd.Index(labels)
+    probs = np.full((len(frame), len(slugs), len(labels)), np.nan)
+    for member, slug in enumerate(slugs):
+        # A chunk voted without them reads as NaN where others have a vector.
+        for row, dist in enumerate(frame.get(f"{slug}.probs", [])):
+            if isinstance(dist, np.ndarray | list) and len(dist) == len(labels):
+                probs[row, member] = dist
+    return trust.committee_distribution(
+        np.column_stack([index.get_indexer(frame[f"{s}.label"]) for s in slugs]),
+        np.column_stack([frame[f"{s}.score"].to_numpy(dtype=float) for s in slugs]),
+        len(labels),
+        probs,
+    )
+
+
 def collect(store: RunStore, committee: Sequence[CommitteeMember]) -> Evidence:
     labels = list(store.task().labels)
     slugs = [m.slug for m in committee]
     chunks = [pd.read_parquet(p) for p in store.voted_chunks()]
     votes = pd.concat(chunks, ignore_index=True).set_index("id")
-    index = pd.Index(labels)
-    prior = trust.committee_distribution(
-        np.column_stack([index.get_indexer(votes[f"{s}.label"]) for s in slugs]),
-        np.column_stack([votes[f"{s}.score"].to_numpy(dtype=float) for s in slugs]),
-        len(labels),
-    )
+    prior = committee_prior(votes, slugs, labels)
     member_votes: dict[str, list[pd.Series]] = {}
     for chunk in chunks:
         versions = json.loads(chunk["versions"].iloc[0]) if len(chunk) else {}

@@ -10,7 +10,10 @@ metrics checks of the probe live beside it in agent.scripts.verify.
 - annotate: `annotate_args` below; `--input` holds rows of one or more chunks (the run
   labels ahead, pipeline.annotate); writes a parquet file whose first columns are
   `id, label, score`: one row per input id, `label` in the model's own label set, `score`
-  in [0, 1], no missing score. It may also leave `precision.json` beside it (the template
+  in [0, 1], no missing score; and optionally `probs`, a struct mapping every label of the
+  model to its probability in [0, 1] (the templates write it; the committee's distribution
+  then uses it whole instead of spreading 1 - score over the other labels). Other columns
+  are dropped. It may also leave `precision.json` beside it (the template
   does): `{"precision": "fp32|int8|bf16|fp16", ...}`, which the run records
   (`read_precision`); a script that leaves none is recorded as "unreported".
 - finetune: `finetune_args` below; the train set's columns are `text, label` and `weight` in
@@ -27,6 +30,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -39,6 +43,8 @@ from sandbox.outputs import UnsafeOutput, inspect_outputs, read_bytes_bounded
 # The contract's version: bump it when an argument or an output above changes, so scripts
 # written to an older contract (agent.scripts.scriptcache) are not offered again.
 CONTRACT_VERSION = 3
+# An annotate output's columns the host keeps (probs optional).
+VOTE_COLUMNS = ("id", "label", "score", "probs")
 # What one step may leave in its output directory. Votes are a few columns per input row; a
 # model directory holds weights (a few GB for the largest classifiers a hub offers).
 VOTES_BYTES = 256 << 20
@@ -114,8 +120,22 @@ def read_output_parquet(path: Path, limit: int = VOTES_BYTES) -> pd.DataFrame:
         ) from None
 
 
+def _probs_problem(probs: pd.Series, model_labels: list[str]) -> str | None:
+    """What is wrong with an annotate output's `probs` column, or None."""
+    if not all(isinstance(row, dict) for row in probs):
+        return "probs must map each label to its probability (a struct column)"
+    keys = set(probs.iloc[0]) if len(probs) else set(model_labels)
+    if keys != set(model_labels):
+        return f"probs names {sorted(keys)[:5]}, not the model's labels"
+    values = pd.DataFrame(list(probs)).to_numpy(dtype=float, na_value=np.nan)
+    if not np.isfinite(values).all() or (values < 0).any() or (values > 1).any():
+        return "probs missing or outside [0, 1]"
+    return None
+
+
 def validate_votes(path: Path, chunk: pd.DataFrame, model_labels: list[str]) -> pd.DataFrame:
-    """The annotate contract: one row per input id, known labels, scores in [0, 1].
+    """The annotate contract: one row per input id, known labels, scores in [0, 1], and where
+    given a probability per label; the contract's columns only.
 
     `path` is a script's output in a directory inspect_step has passed."""
     try:
@@ -134,9 +154,11 @@ def validate_votes(path: Path, chunk: pd.DataFrame, model_labels: list[str]) -> 
         scores = votes["score"]
         if scores.isna().any() or (scores < 0).any() or (scores > 1).any():
             problems.append("scores missing or outside [0, 1]")
+        if "probs" in votes.columns and (problem := _probs_problem(votes["probs"], model_labels)):
+            problems.append(problem)
     if problems:
         raise StepFailed(f"{path}: annotate output breaks the contract: {'; '.join(problems)}")
-    return votes
+    return votes[[c for c in VOTE_COLUMNS if c in votes.columns]]
 
 
 class PrecisionReport(BaseModel):

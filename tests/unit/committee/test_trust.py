@@ -52,6 +52,31 @@ def test_the_posterior_beats_both_the_committee_and_the_reviewers_word():
     assert np.allclose(unasked, prior)  # a row nobody reviewed keeps the committee's view
 
 
+def test_a_members_own_probabilities_replace_the_spread_where_it_reports_them():
+    votes = np.array([[0, 1], [2, 2]])
+    scores = np.array([[0.6, 0.8], [0.5, 0.9]])
+    probs = np.full((2, 2, 3), np.nan)
+    probs[0, 0] = [0.6, 0.0, 0.4]  # member 0 on row 0: its own; everything else spread
+    spread = trust.committee_distribution(votes, scores, 3)
+    mixed = trust.committee_distribution(votes, scores, 3, probs)
+    assert np.allclose(mixed[1], spread[1])
+    assert np.allclose(mixed[0], [0.35, 0.4, 0.25])  # ([.6, 0, .4] + [.1, .8, .1]) / 2
+
+
+def test_a_models_probabilities_go_to_the_task_labels_they_map_to():
+    probs = [
+        {"NEG": 0.2, "NEU": 0.3, "POS": 0.5},
+        {"toxic": 0.9, "insult": 0.6, "clean": 0.5},  # sigmoid heads: no sum to 1
+        {"other": 1.0, "NEG": 0.0},  # no mass on any task label
+    ]
+    label_map = {"NEG": "neg", "NEU": "neu", "POS": "pos", "toxic": "neg", "insult": "neg",
+                 "clean": "pos"}  # fmt: skip
+    out = trust.task_distribution(probs, label_map, ["neg", "neu", "pos"])
+    assert np.allclose(out[0], [0.2, 0.3, 0.5])
+    assert np.allclose(out[1], [1.5 / 2.0, 0.0, 0.5 / 2.0])
+    assert np.isnan(out[2]).all()
+
+
 def test_the_committee_distribution_is_the_mean_of_its_members():
     votes = np.array([[0, 0, 1]])
     scores = np.array([[0.8, 0.6, 0.9]])

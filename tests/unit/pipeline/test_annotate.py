@@ -169,6 +169,17 @@ def test_auto_precision_keeps_int8_only_within_half_a_point_of_fp32_on_the_probe
         assert auto["label"].tolist() == fp32["label"].tolist()
 
 
+def test_the_template_reports_every_labels_probability(run):
+    store, model = run
+    rows = pd.DataFrame({"id": [f"p{i}" for i in range(len(TEXTS))], "text": TEXTS})
+    votes, _ = run_template(store, model, rows, "--precision", "fp32")
+    for row in votes.itertuples():
+        assert set(row.probs) == set(model.labels)
+        assert sum(row.probs.values()) == pytest.approx(1.0, abs=1e-4)
+        assert max(row.probs, key=row.probs.get) == row.label
+        assert row.probs[row.label] == pytest.approx(row.score)
+
+
 def test_bf16_labels_like_fp32_on_cpu(run):
     """The reduced precision CUDA gets, tested on the CPU through --precision."""
     store, model = run

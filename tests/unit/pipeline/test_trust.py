@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -44,9 +45,14 @@ def _committee(train: pd.DataFrame) -> list:
     return members
 
 
-def _run(tmp_path: Path, gold_evidence: float) -> tuple[RunStore, list[dict], pd.Series]:
+def _run(
+    tmp_path: Path, gold_evidence: float, probs: bool = False
+) -> tuple[RunStore, list[dict], pd.Series]:
+    """The committee votes, is reviewed, audited and weighed; `probs`: each member's votes
+    carry its probability for every label (the annotate contract's optional column)."""
     train = pd.read_csv(DATA / "train.csv").sample(frac=1.0, random_state=0)
     test = pd.read_csv(DATA / "test.csv").sample(n=ROWS, random_state=0)
+    tmp_path.mkdir(parents=True, exist_ok=True)
     data = tmp_path / "rows.csv"
     test.rename(columns={"label": "gold"}).to_csv(data, index=False)
     task = TaskSpec(
@@ -70,6 +76,8 @@ def _run(tmp_path: Path, gold_evidence: float) -> tuple[RunStore, list[dict], pd
                 "score": probabilities.max(1),
             }
         )
+        if probs:
+            votes["probs"] = [dict(zip(member.classes_, p, strict=True)) for p in probabilities]
         write_parquet(votes, store.model_votes(slug, 0))
         models.append(
             CommitteeMember(
@@ -119,6 +127,19 @@ def test_a_reviewer_blind_to_one_label_never_makes_labels_worse(tmp_path, gold_e
     assert scored["reviewer_word"] < scored["plurality"]
     assert scored["final"] >= scored["plurality"]
     assert scored["labels"]["confidence"].notna().all()
+
+
+def test_each_members_whole_distribution_makes_better_labels_than_its_top_score(tmp_path):
+    """With the probability of every label, not only the voted one's, the committee's
+    distribution tells a near-tie from a clear second: on the same rows and reviewer the final
+    labels are more accurate (1,000 tweets, three TF-IDF members: 65.5% against 64.4%)."""
+    spread = _scored(*_run(tmp_path / "spread", 0.0))
+    whole_run = _run(tmp_path / "whole", 0.0, probs=True)
+    whole = _scored(*whole_run)
+    votes = pd.read_parquet(whole_run[0].chunk_votes(0))
+    assert np.allclose(np.stack(votes["tfidf-0.probs"]).sum(axis=1), 1.0)
+    assert whole["plurality"] == spread["plurality"]  # the paper's vote does not change
+    assert whole["final"] > spread["final"]
 
 
 def test_the_reviewers_estimated_accuracy_is_close_to_its_true_accuracy(tmp_path):

@@ -98,6 +98,28 @@ def test_vote_contract_checks(tmp_path):
             validate_votes(path, chunk, ["neg", "pos"])
 
 
+def test_the_optional_probability_per_label_is_checked_and_other_columns_dropped(tmp_path):
+    chunk = pd.DataFrame({"id": ["1", "2"], "text": ["a", "b"]})
+    base = {"id": ["1", "2"], "label": ["pos", "neg"], "score": [0.9, 0.6]}
+    good = tmp_path / "good.parquet"
+    probs = [{"neg": 0.1, "pos": 0.9}, {"neg": 0.6, "pos": 0.4}]
+    pd.DataFrame({**base, "probs": probs, "extra": [1, 2]}).to_parquet(good)
+    kept = validate_votes(good, chunk, ["neg", "pos"])
+    assert list(kept.columns) == ["id", "label", "score", "probs"]
+    assert kept["probs"].tolist() == probs
+    bad = {
+        "a list, not a map": [[0.1, 0.9], [0.6, 0.4]],
+        "other labels": [{"neg": 0.1, "yes": 0.9}, {"neg": 0.6, "yes": 0.4}],
+        "out of range": [{"neg": -0.1, "pos": 1.1}, {"neg": 0.6, "pos": 0.4}],
+        "missing": [{"neg": 0.1, "pos": None}, {"neg": 0.6, "pos": 0.4}],
+    }
+    for name, column in bad.items():
+        path = tmp_path / f"{name}.parquet"
+        pd.DataFrame({**base, "probs": column}).to_parquet(path)
+        with pytest.raises(StepFailed, match="probs"):
+            validate_votes(path, chunk, ["neg", "pos"])
+
+
 # --- the pieces of the verifier ---------------------------------------------------------------
 
 
