@@ -121,8 +121,8 @@ def test_a_step_that_leaves_votes_for_too_few_rows_writes_nothing(run, tmp_path)
     source = script.read_text()
     script.write_text(
         source.replace(
-            'pd.DataFrame({"id": frame["id"], "label": labels, "score": scores})',
-            'pd.DataFrame({"id": frame["id"], "label": labels, "score": scores}).head(5)',
+            '"score": scores, "probs": dists})',
+            '"score": scores, "probs": dists}).head(5)',
         )
     )
     assert script.read_text() != source
