@@ -9,7 +9,9 @@ Training set of cycle N: the pool's reviewed hard samples and the user's gold ro
 committee routed (`--gold-column`), minus a held-out gate (`GATE_SHARE` of them, or the gold
 rows), plus a replay sample of confident committee labels (unanimous votes, U(x) = 0) from
 every chunk labeled so far, `replay_ratio` replay rows per hard training row, so the SLM learns
-the hard cases without forgetting what it already did well. The gate holds hard samples only.
+the hard cases without forgetting what it already did well. The gate: the user's gold rows
+when there are enough; else held-out hard samples plus the audited rows where the reviewer
+gave the label the whole committee agreed on (never trained on), which catch forgetting.
 
 Swap or roll back: vN (the candidate of cycle N) replaces the model in use only when its
 accuracy on the gate beats the current version's (or ties with a lower loss); otherwise the
@@ -97,6 +99,32 @@ def reviewer_stand_down(store: RunStore, samples: pd.DataFrame) -> str | None:
         f"({versus['reviewer']['accuracy']:.1%} against {versus['plurality']['accuracy']:.1%}, "
         f"{versus['basis']}): no SLM learns from its labels"
     )
+
+
+def agreed_audit_rows(store: RunStore, chunks: list[int], exclude: set[str]) -> pd.DataFrame:
+    """Audited rows of `chunks` (id, text, label) where the reviewer gave the label the whole
+    committee agreed on: no gold, yet two sources that fail differently say the same, so the
+    truth is likely. A gate without gold keeps them so a version that forgets the easy rows
+    while it learns the hard ones is caught."""
+    frames = []
+    for chunk in chunks:
+        path = store.audit_chunk(chunk)
+        if not path.is_file():
+            continue
+        audit = pd.read_parquet(path).set_index("id")
+        votes = pd.read_parquet(store.chunk_votes(chunk), columns=["id", "label", "uncertainty"])
+        votes = votes[(votes["uncertainty"] == 0) & votes["id"].isin(audit.index)]
+        audit = audit.loc[votes["id"]]
+        agreed = votes[
+            (audit["source"].to_numpy() == Source.LLM)
+            & (audit["label"].to_numpy() == votes["label"].to_numpy())
+            & ~votes["id"].isin(exclude)
+        ]
+        texts = pd.read_parquet(store.input_chunk(chunk)).set_index("id")["text"]
+        frames.append(agreed.assign(text=texts.loc[agreed["id"]].to_numpy()))
+    if not frames:
+        return pd.DataFrame(columns=["id", "text", "label"])
+    return pd.concat(frames, ignore_index=True)[["id", "text", "label"]]
 
 
 def known_gate(store: RunStore, seed: int) -> tuple[pd.DataFrame, str]:
@@ -234,6 +262,10 @@ def finetune_cycle(
     gate, gate_source = known_gate(store, task.seed + cycle)
     if gate.empty:
         hard_train, gate = split_gate(samples[["id", "text", "label"]], task.seed + cycle)
+        agreed = agreed_audit_rows(store, seen_chunks, exclude=set(samples["id"]))
+        if len(agreed):
+            gate = pd.concat([gate, agreed], ignore_index=True)
+            gate_source += f" + {len(agreed)} audited rows the reviewer and committee agreed on"
     else:
         hard_train = samples[~samples["id"].isin(gate["id"])][["id", "text", "label"]]
     replay = replay_sample(

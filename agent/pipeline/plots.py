@@ -63,7 +63,7 @@ def gate_plot(cycles: list[dict], path: Path) -> Path:
     axes.set_xlabel("fine-tune cycle")
     axes.set_ylabel("gate accuracy (%)")
     axes.set_xticks(numbers)
-    axes.set_title("Gate accuracy per cycle (held-out reviewed hard samples)")
+    axes.set_title("Gate accuracy per cycle (gate rows: cycle.json gate_source)")
     axes.grid(alpha=0.3)
     # Below the axes: inside, the legend would hide points of a run with few cycles.
     axes.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)

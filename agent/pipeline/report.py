@@ -376,7 +376,8 @@ def _cycle_lines(metrics: dict) -> list[str]:
         f"Trigger: {metrics['beta']} reviewed hard samples since the last cycle, checked after "
         "each chunk. Training: the pool's hard samples less the gate, plus replayed unanimous "
         "committee labels, each reviewed row with its best-supported label. Gate: the user's gold "
-        "rows where there are enough, else held-out hard samples (`gate_source` in cycle.json); "
+        "rows where there are enough, else held-out hard samples plus audited rows where the "
+        "reviewer and the whole committee agreed (`gate_source` in cycle.json); "
         "the candidate is kept only if it beats the version in use there, else rolled back.",
         "",
     ]

@@ -1,6 +1,13 @@
 import pandas as pd
 
-from agent.pipeline.finetune import improved, replay_sample, split_gate, training_weights
+from agent.domain import Source
+from agent.pipeline.finetune import (
+    agreed_audit_rows,
+    improved,
+    replay_sample,
+    split_gate,
+    training_weights,
+)
 from agent.pipeline.hardpool import gold_samples
 from agent.store.runstore import RunStore, prepare_input, write_parquet
 from agent.task import TaskSpec
@@ -31,6 +38,24 @@ def test_replay_draws_only_unanimous_rows_of_the_chunks_seen(tmp_path):
     few = replay_sample(store, [0, 1], n=3, seed=1, exclude=set())
     assert len(few) == 3 and few.equals(replay_sample(store, [0, 1], n=3, seed=1, exclude=set()))
     assert replay_sample(store, [0, 1], n=0, seed=1, exclude=set()).empty
+
+
+def test_a_gate_without_gold_keeps_audited_rows_where_reviewer_and_committee_agree(tmp_path):
+    store = make_store(tmp_path, n=20, chunk_size=10, beta=5)
+    vote(store, 0, [0.0] * 8 + [1 / 3] * 2)  # labels pos, neg, pos, neg ...
+    audit = pd.DataFrame(
+        {
+            "id": ["0", "1", "2", "3", "8"],
+            "chunk": 0,
+            # agrees; disagrees; agrees but is in the hard pool; capped; not unanimous
+            "label": ["pos", "pos", "pos", None, "pos"],
+            "source": [Source.LLM, Source.LLM, Source.LLM, Source.CAPPED, Source.LLM],
+        }
+    )
+    write_parquet(audit, store.audit_chunk(0))
+    rows = agreed_audit_rows(store, [0], exclude={"2"})
+    assert rows.to_dict("records") == [{"id": "0", "text": "t0", "label": "pos"}]
+    assert agreed_audit_rows(store, [1], exclude=set()).empty  # a chunk with no audit
 
 
 def test_gate_holds_out_fifteen_percent_of_the_hard_samples():
