@@ -423,8 +423,10 @@ def write_plots(store: RunStore, metrics: dict) -> dict[str, str]:
     if bins:
         path = reliability_plot(bins, store.plots_dir / "reliability.png")
         plots["reliability"] = store.relative(path)
-    if metrics["finetune_cycles"]:
-        path = gate_plot(metrics["finetune_cycles"], store.plots_dir / "gate.png")
+    # A cycle the trust stage stood down trained nothing: it has no gate scores to draw.
+    trained = [cycle for cycle in metrics["finetune_cycles"] if cycle["models"]]
+    if trained:
+        path = gate_plot(trained, store.plots_dir / "gate.png")
         plots["gate"] = store.relative(path)
     return plots
 

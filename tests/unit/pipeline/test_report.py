@@ -2,7 +2,8 @@
 
 from agent.cli.progress import describe_label_map
 from agent.committee.scores import classification_scores
-from agent.pipeline.report import render_report
+from agent.pipeline.report import render_report, write_plots
+from tests.fixtures.runs import make_store
 
 
 def metrics(models: list[dict]) -> dict:
@@ -62,3 +63,14 @@ def test_the_report_shows_per_class_scores_and_the_confusion_matrix_against_gold
     assert "| true \\ predicted | bearish | bullish | neutral | (no label) |" in report
     assert "| bearish | 1 | 0 | 1 | 0 |" in report
     assert "## Against the gold column" not in render_report(metrics([]))
+
+
+def test_a_run_whose_cycles_all_stood_down_draws_no_gate_plot(tmp_path):
+    store = make_store(tmp_path, n=4, chunk_size=2, beta=1)
+    stood_down = {"cycle": 1, "chunks": [0], "models": {}, "skipped": "reviewer worse"}
+    data = {**metrics([]), "escalation_per_chunk": [], "finetune_cycles": [stood_down]}
+    assert "gate" not in write_plots(store, data)
+    trained = {"cycle": 2, "chunks": [1], "models": {"m": {"gate_before": 0.5,
+               "gate_after": 0.6, "kept": True}}}  # fmt: skip
+    plots = write_plots(store, {**data, "finetune_cycles": [stood_down, trained]})
+    assert (store.root / plots["gate"]).is_file()
