@@ -36,7 +36,14 @@ from agent.domain import (
 from agent.hub.protocol import ModelHub
 from agent.llm.client import LLMClient
 from agent.pipeline import trust
-from agent.pipeline.annotate import annotate_chunk, run_step, scratch_dir, vote_chunk
+from agent.pipeline.annotate import (
+    Engine,
+    LocalEngine,
+    annotate_chunk,
+    run_step,
+    scratch_dir,
+    vote_chunk,
+)
 from agent.pipeline.chunking import estimated_chunks, plan_chunk, rows_until_finetune
 from agent.pipeline.deploycache import deploy_key, fetch_deployed, keep_deployed
 from agent.pipeline.finetune import finetune_cycle
@@ -70,6 +77,7 @@ class Services:
     llm: LLMClient | None = None
     vote_cache: Path | None = None  # v0 votes shared between runs (agent.pipeline.votecache)
     deploy_cache: Path | None = None  # v0 models shared between runs (agent.pipeline.deploycache)
+    engine: Engine = field(default_factory=LocalEngine)  # who runs the annotate steps
 
 
 def _store(state: RunState) -> RunStore:
@@ -225,6 +233,7 @@ def annotate(state: RunState, runtime: Runtime[Services]) -> dict:
         services.device,
         services.limits,
         window=window,
+        engine=services.engine,
     )
     if services.vote_cache:
         add_to_cache(store, services.vote_cache, committee, versions, chunk, services.device)
