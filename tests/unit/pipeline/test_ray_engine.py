@@ -98,7 +98,7 @@ def test_a_node_killed_mid_shard_loses_no_row_and_labels_none_twice(tmp_path, ra
     def annotate() -> None:
         try:
             label(store, models, engine, sandbox)
-        except Exception as err:  # noqa: BLE001 - reported to the test's thread below
+        except Exception as err:  # reported to the test's thread below
             errors.append(err)
 
     driver = threading.Thread(target=annotate)
