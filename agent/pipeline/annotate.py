@@ -130,6 +130,35 @@ def label_file(
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class Step:
+    """One sandboxed script run (run_step's arguments): paths and values only, so a worker on
+    another machine can run it where the run directory is mounted."""
+
+    run_dir: Path
+    name: str
+    script: Path
+    args: tuple[str, ...]
+    inputs: tuple[Path, ...]
+    output_dir: Path
+    limits: Limits
+    output: dict  # the caps inspect_step checks (contract.VOTES_OUTPUT / MODEL_OUTPUT)
+    device: str = "cpu"  # the one its script is told (--device): an engine grants a GPU for cuda
+
+    def run(self, sandbox: Sandbox) -> None:
+        run_step(
+            sandbox,
+            RunStore(self.run_dir),
+            self.name,
+            self.script,
+            list(self.args),
+            list(self.inputs),
+            self.output_dir,
+            self.limits,
+            self.output,
+        )
+
+
 # Called by an engine with each job's checked votes and precision as soon as it has them, so
 # the votes of a job that finished are kept even when another job of the same chunk fails.
 KeepVotes = Callable[[AnnotateJob, pd.DataFrame, dict], None]
@@ -144,6 +173,14 @@ class Engine(Protocol):
     def annotate(
         self, sandbox: Sandbox, jobs: list[AnnotateJob], inputs: Path, keep: KeepVotes
     ) -> None: ...
+
+    def run_steps(self, sandbox: Sandbox, steps: list[Step], done: Callable[[Step], None]) -> None:
+        """Run independent steps (one fine-tune per SLM), calling `done` as each succeeds."""
+        ...
+
+    def step_threads(self, limits: Limits) -> int:
+        """The CPU threads one of run_steps' steps gets (its script's --threads)."""
+        ...
 
     def describe(self) -> str: ...
 
@@ -165,6 +202,15 @@ class LocalEngine:
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
             for future in [pool.submit(one, job) for job in jobs]:
                 future.result()
+
+    def run_steps(self, sandbox: Sandbox, steps: list[Step], done: Callable[[Step], None]) -> None:
+        # One after another, each with every thread: the steps are CPU-bound on one machine.
+        for step in steps:
+            step.run(sandbox)
+            done(step)
+
+    def step_threads(self, limits: Limits) -> int:
+        return limits.threads
 
     def describe(self) -> str:
         return "local (this machine)"

@@ -300,6 +300,7 @@ def finetune(state: RunState, runtime: Runtime[Services]) -> dict:
         cycle,
         runtime.context.device,
         runtime.context.limits,
+        engine=runtime.context.engine,
     )
     runtime.context.progress(
         Finetuned(cycle=cycle, models=record["models"], skipped=record.get("skipped"))

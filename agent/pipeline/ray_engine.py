@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
@@ -31,9 +32,10 @@ from types import ModuleType
 import pandas as pd
 
 from agent.errors import RunError, UserError
-from agent.pipeline.annotate import AnnotateJob, KeepVotes, label_file
+from agent.pipeline.annotate import AnnotateJob, KeepVotes, Step, label_file
+from agent.scripts.codegen import fresh_dir
 from agent.store.runstore import RunStore, read_json, write_json, write_parquet
-from sandbox.base import Sandbox, SandboxError
+from sandbox.base import Limits, Sandbox, SandboxError
 
 RAY_MISSING = "--engine ray needs the ray extra: pip install 'autoannotator[ray]'"
 # Rows per shard. Each shard pays a step's fixed cost (process start, torch import, model load:
@@ -67,6 +69,13 @@ def annotate_shard(sandbox: Sandbox, job: AnnotateJob, shard_input: Path, target
     return target
 
 
+def run_one_step(sandbox: Sandbox, step: Step) -> None:
+    """One Ray task: a step (one SLM's fine-tune) in an empty output directory, so a retry
+    after a lost node starts from nothing."""
+    fresh_dir(step.output_dir)
+    step.run(sandbox)
+
+
 class RayEngine:
     """Annotate steps as Ray tasks over shards of the rows, on whichever node has the CPUs (and
     the GPU when the run's device is cuda)."""
@@ -89,6 +98,7 @@ class RayEngine:
             else:  # a laptop: a local instance sized to the machine, no dashboard to serve
                 ray.init(include_dashboard=False)
         self._task = ray.remote(annotate_shard)
+        self._step = ray.remote(run_one_step)
 
     def describe(self) -> str:
         ray = import_ray()
@@ -127,17 +137,39 @@ class RayEngine:
             submitted.append((job, targets, refs))
         # Every task is in flight; keep each job's votes as soon as all its shards are in.
         for job, targets, refs in submitted:
-            try:
-                ray.get(refs)
-            except ray.exceptions.RayTaskError as err:
-                raise err.cause from None  # the step's own error (StepFailed ...), one line
-            except ray.exceptions.RayError as err:
-                raise RunError(
-                    f"{job.name}: a shard was lost after {SHARD_RETRIES} retries ({err})"
-                ) from None
+            self._wait(ray, job.name, refs)
             votes = pd.concat([pd.read_parquet(t) for t in targets], ignore_index=True)
             keep(job, votes, read_json(targets[0].with_suffix(".json")))
         shutil.rmtree(directory.parent, ignore_errors=True)
+
+    def step_threads(self, limits: Limits) -> int:
+        return self.cpus_per_shard
+
+    def run_steps(self, sandbox: Sandbox, steps: list[Step], done: Callable[[Step], None]) -> None:
+        """Every step its own Ray task with its CPU (and GPU when the run's device is cuda)
+        share, all in flight at once; `done` as each succeeds, in order."""
+        ray = import_ray()
+        refs = [
+            self._step.options(
+                num_cpus=self.cpus_per_shard,
+                num_gpus=1 if step.device == "cuda" else 0,
+                max_retries=SHARD_RETRIES,
+                retry_exceptions=[SandboxError],
+            ).remote(sandbox, step)
+            for step in steps
+        ]
+        for step, ref in zip(steps, refs, strict=True):
+            self._wait(ray, step.name, [ref])
+            done(step)
+
+    def _wait(self, ray: ModuleType, name: str, refs: list) -> None:
+        """Wait for `refs`; a task's own error is raised as itself, a lost task as a RunError."""
+        try:
+            ray.get(refs)
+        except ray.exceptions.RayTaskError as err:
+            raise err.cause from None  # the step's own error (StepFailed ...), one line
+        except ray.exceptions.RayError as err:
+            raise RunError(f"{name}: lost after {SHARD_RETRIES} retries ({err})") from None
 
     def _cut(self, rows: pd.DataFrame, directory: Path) -> dict[int, Path]:
         """`rows` in shards of shard_rows rows, in row order: {shard id: its input file}."""
