@@ -182,6 +182,10 @@ class Engine(Protocol):
         """The CPU threads one of run_steps' steps gets (its script's --threads)."""
         ...
 
+    def lookahead_rows(self) -> int:
+        """The most rows a model version labels in one go (annotate_chunk's window cap)."""
+        ...
+
     def describe(self) -> str: ...
 
 
@@ -211,6 +215,9 @@ class LocalEngine:
 
     def step_threads(self, limits: Limits) -> int:
         return limits.threads
+
+    def lookahead_rows(self) -> int:
+        return LOOKAHEAD_ROWS
 
     def describe(self) -> str:
         return "local (this machine)"
@@ -252,7 +259,7 @@ def annotate_chunk(
 
     `window` (pipeline.chunking.rows_until_finetune): the rows the versions in use are expected
     to label before a fine-tune replaces them; a step labels that many (at least this chunk,
-    at most LOOKAHEAD_ROWS), so a version about to be replaced does not label rows its
+    at most the engine's lookahead_rows), so a version about to be replaced does not label rows its
     successor will label again.
 
     `engine` runs the steps (default LocalEngine: side by side in this process, each with its
@@ -266,10 +273,12 @@ def annotate_chunk(
             continue
         if votes_ahead(store, model.slug, versions[model.slug], ids) is None:
             todo.append(model)
+    engine = engine or LocalEngine()
     if todo:
         inputs = store.ahead_input(chunk)
         if not inputs.is_file():  # fixed once written: the same rows for every model and resume
-            ahead = LOOKAHEAD_ROWS if window is None else min(window, LOOKAHEAD_ROWS)
+            cap = engine.lookahead_rows()
+            ahead = cap if window is None else min(window, cap)
             write_parquet(store.rows_from(chunk, max(len(ids), ahead)), inputs)
         jobs = [
             AnnotateJob(
@@ -292,7 +301,7 @@ def annotate_chunk(
             write_parquet(votes, target)
 
         started = time.perf_counter()
-        (engine or LocalEngine()).annotate(sandbox, jobs, inputs, keep)
+        engine.annotate(sandbox, jobs, inputs, keep)
         store.log_timing(
             "annotate",
             time.perf_counter() - started,

@@ -32,7 +32,7 @@ from types import ModuleType
 import pandas as pd
 
 from agent.errors import RunError, UserError
-from agent.pipeline.annotate import AnnotateJob, KeepVotes, Step, label_file
+from agent.pipeline.annotate import LOOKAHEAD_ROWS, AnnotateJob, KeepVotes, Step, label_file
 from agent.scripts.codegen import fresh_dir
 from agent.store.runstore import RunStore, read_json, write_json, write_parquet
 from sandbox.base import Limits, Sandbox, SandboxError
@@ -144,6 +144,13 @@ class RayEngine:
 
     def step_threads(self, limits: Limits) -> int:
         return self.cpus_per_shard
+
+    def lookahead_rows(self) -> int:
+        """One shard per CPU of the cluster in each window, at least the local engine's cap: a
+        window of 5,000 rows would keep a large cluster mostly idle. The window a fine-tune
+        allows (rows_until_finetune) still bounds it."""
+        cpus = int(import_ray().cluster_resources().get("CPU", 1))
+        return max(LOOKAHEAD_ROWS, self.shard_rows * cpus // self.cpus_per_shard)
 
     def run_steps(self, sandbox: Sandbox, steps: list[Step], done: Callable[[Step], None]) -> None:
         """Every step its own Ray task with its CPU (and GPU when the run's device is cuda)

@@ -1,4 +1,5 @@
-"""A whole run with `--engine ray` on a local Ray instance labels exactly as `--engine local`."""
+"""A whole run with `--engine ray` on a local Ray instance (annotate shards and fine-tunes as Ray
+tasks) labels exactly as `--engine local`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from agent.pipeline.engine import recorded_engine
 from agent.pipeline.ray_engine import RayEngine
 from agent.pipeline.report import read_labels
 from agent.pipeline.runner import RunOptions, create_run, run_graph
+from agent.store.runstore import read_json
 from agent.task import TaskSpec
 from sandbox.local import LocalSandbox
 from tests.fixtures.keywords import LABELS, write_data
@@ -38,6 +40,8 @@ def test_a_ray_run_labels_as_a_local_run(tmp_path, hub_dir, ray_instance):
         run_graph(store, options, resume=False)
         labels[name] = read_labels(store)
         assert recorded_engine(store) == (name, None)
+        # The SLMs were fine-tuned too: on Ray, each as its own task.
+        assert read_json(store.metrics_path)["finetune_cycles"]
     local, ray = labels["local"], labels["ray"]
     assert ray["id"].tolist() == local["id"].tolist() == [str(i) for i in range(40)]
     # Same votes, same routing, same reviewed rows, same fine-tunes: the same labels.
