@@ -38,9 +38,10 @@ from agent.store.runstore import RunStore, read_json, write_json, write_parquet
 from sandbox.base import Limits, Sandbox, SandboxError
 
 RAY_MISSING = "--engine ray needs the ray extra: pip install 'autoannotator[ray]'"
-# Rows per shard. Each shard pays a step's fixed cost (process start, torch import, model load:
-# ~5 s on 2 cores, bench/scale.py); at ~100 rows/s per CPU for a small classifier, 1000 rows
-# keep that under a third of the shard's time while a 5000-row window still makes 5 shards.
+# Rows per shard. Each shard pays a step's fixed cost again (process start, torch import, model
+# load). bench/scale.py measured it at ~310 rows' worth of labeling on one CPU (a MiniLM
+# classifier): 2 workers beat one local step from ~310-row shards, 4 from ~100. At 1,000 rows
+# the fixed cost is under a quarter of a shard's time, and a 5,000-row window still makes 5.
 DEFAULT_SHARD_ROWS = 1000
 # A shard whose node or worker died, or whose sandbox could not start it, runs again elsewhere.
 # A script that fails the contract is not retried: it would fail the same way.
