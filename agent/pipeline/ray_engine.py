@@ -1,4 +1,6 @@
-"""The Ray engine: a chunk's annotate steps cut into shards, each shard one Ray task.
+"""The Ray engine: a chunk's annotate steps cut into shards, each shard one Ray task; each SLM's
+fine-tune step one Ray task. The sandbox travels with the task (a DockerSandbox reconnects to
+the worker's own Docker engine, sandbox.docker.DockerSandbox.__reduce__).
 
 Why Ray tasks and not Ray Data `map_batches` with an actor pool per SLM: an annotate step is a
 sandboxed *process* (the Sandbox protocol: a container or a confined subprocess that loads the
