@@ -4,6 +4,7 @@ step gives; a node killed mid-shard loses no row and labels none twice; choosing
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -170,3 +171,11 @@ def test_the_run_records_its_engine_for_resume(tmp_path, ray_instance):
     assert recorded_engine(store) == ("local", None)
     record_engine(store, RayEngine(address=None))
     assert recorded_engine(store) == ("ray", None)
+
+
+def test_the_core_imports_nothing_from_ray():
+    """Ray stays optional: the command line and the API load without it."""
+    check = "import sys, agent.cli.app, agent.api; print('ray' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == "False"
