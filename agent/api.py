@@ -8,7 +8,8 @@
 
 `label` takes the same options as `autoannotator run`: the task's (any TaskSpec field: k, beta,
 reviewer, chunk_size, gold_column, max_llm_calls, ...) and the engine's (hub, sandbox, device,
-the LLM endpoint, step_timeout). Progress goes to an optional callback of agent.domain events.
+the LLM endpoint, step_timeout, and `engine`: local, ray or auto, with `ray_address`).
+Progress goes to an optional callback of agent.domain events.
 Bad input raises agent.errors.UserError with the same one-line message the CLI prints. The
 command line's `run` and `resume` go through `start` and `execute` here too.
 """
@@ -30,6 +31,7 @@ from agent.hub.demo import build_demo_hub
 from agent.hub.hf import HfHub
 from agent.hub.local import LocalHub
 from agent.hub.protocol import ModelHub
+from agent.pipeline.engine import make_engine, recorded_engine
 from agent.pipeline.runner import (
     DEFAULT_LLM_CONCURRENCY,
     RunOptions,
@@ -87,12 +89,16 @@ def engine_options(
     llm_concurrency: int = DEFAULT_LLM_CONCURRENCY,
     deploy_cache: Path | None = None,
     script_cache: Path | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
     status: Callable[[str], None] | None = None,
 ) -> RunOptions:
     """How a run executes: the hub opened, the sandbox of run `run_id` made (its containers
-    carry that id; opening it removes the ones a killed runner left behind)."""
+    carry that id; opening it removes the ones a killed runner left behind), the engine that
+    runs its annotate steps started or joined (pipeline.engine.make_engine)."""
     box = make_sandbox(sandbox, device=device, run_id=run_id)
     return RunOptions(
+        engine=make_engine(engine, ray_address),
         hub=open_hub(hub, status),
         sandbox=box,
         llm_scripts_allowed=not unconfined_by_surprise(sandbox, box),
@@ -106,6 +112,16 @@ def engine_options(
         deploy_cache=deploy_cache,
         script_cache=script_cache,
     )
+
+
+def engine_for_resume(
+    store: RunStore, engine: str | None, ray_address: str | None
+) -> tuple[str, str | None]:
+    """The engine a resume runs on: the one asked for, else the one the run recorded."""
+    if engine is not None:
+        return engine, ray_address
+    kind, address = recorded_engine(store)
+    return kind, ray_address or address
 
 
 def start(
@@ -175,6 +191,8 @@ def label(
     gguf: str | None = None,
     step_timeout: float = 3600.0,
     llm_concurrency: int = DEFAULT_LLM_CONCURRENCY,
+    engine: str = "local",
+    ray_address: str | None = None,
     **task_fields,
 ) -> Result:
     """Label `data` (a DataFrame, or a CSV/TSV/JSONL/parquet path) end to end, like `run`.
@@ -204,7 +222,7 @@ def label(
         model_label_maps=per_model,
         **task_fields,
     )
-    engine = _engine(
+    make_options = _engine(
         progress,
         on_interrupt,
         hub=hub,
@@ -216,8 +234,10 @@ def label(
         gguf=gguf,
         step_timeout=step_timeout,
         llm_concurrency=llm_concurrency,
+        engine=engine,
+        ray_address=ray_address,
     )
-    store, options = start(spec, target, engine)
+    store, options = start(spec, target, make_options)
     return execute(store, options, resume=False)
 
 
@@ -235,11 +255,15 @@ def resume(
     gguf: str | None = None,
     step_timeout: float = 3600.0,
     llm_concurrency: int = DEFAULT_LLM_CONCURRENCY,
+    engine: str | None = None,
+    ray_address: str | None = None,
 ) -> Result:
-    """Finish a stopped or paused run: nothing finished is redone, no LLM answer paid twice."""
+    """Finish a stopped or paused run: nothing finished is redone, no LLM answer paid twice.
+    `engine` None: where the run last ran (its engine.json)."""
     store = RunStore(Path(run_dir))
     store.task()  # not a run directory: one line
-    engine = _engine(
+    engine, ray_address = engine_for_resume(store, engine, ray_address)
+    make_options = _engine(
         progress,
         on_interrupt,
         hub=hub,
@@ -251,5 +275,7 @@ def resume(
         gguf=gguf,
         step_timeout=step_timeout,
         llm_concurrency=llm_concurrency,
+        engine=engine,
+        ray_address=ray_address,
     )
-    return execute(store, engine(store.run_id), resume=True)
+    return execute(store, make_options(store.run_id), resume=True)

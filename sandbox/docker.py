@@ -97,11 +97,18 @@ class DockerSandbox(SandboxBase):
         self._engine_cpus = float(self.client.info()["NCPU"])
         self._host_paths = host_python_paths()
         self._device = "cpu" if device == "cpu" else None
+        self._asked_device = device
         self._network: str | None = None
         self._labels = {**LABELS, RUN_LABEL: run_id} if run_id else LABELS
         self.run_id = run_id
         if run_id:
             self.remove_stale()
+
+    def __reduce__(self):
+        """Sent to another machine (a Ray worker: agent.pipeline.ray_engine), the same sandbox
+        on that machine's engine: connected there, the image built there if missing, and
+        without the run id, so it never removes the containers of the run it serves."""
+        return (type(self), (None, self._asked_device, self.image, None))
 
     def remove_stale(self) -> int:
         """Remove the containers of this run that are still there (a runner killed mid-step

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install AutoAnnotator and its extras into a virtual environment (default .venv).
-#   scripts/install.sh [EXTRAS]       e.g. scripts/install.sh llm,dev
+#   scripts/install.sh [EXTRAS]       e.g. scripts/install.sh llm,dev,ray
 # Machines without an NVIDIA GPU get torch's CPU build first, so pip never downloads the
 # multi-GB CUDA wheels there; machines with one get pip's default (CUDA) build.
 set -euo pipefail

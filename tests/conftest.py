@@ -10,5 +10,6 @@ pytest_plugins = [
     "tests.fixtures.hubs",
     "tests.fixtures.keywords",
     "tests.fixtures.runs",
+    "tests.fixtures.ray",
     "tests.fixtures.sandbox",
 ]

@@ -34,6 +34,7 @@ from agent.cli.options import (
     DeviceOption,
     DraftLabelDescOption,
     Engine,
+    EngineOption,
     EpsilonOption,
     GgufOption,
     HubOption,
@@ -48,6 +49,7 @@ from agent.cli.options import (
     PriceInOption,
     PriceOutOption,
     QuietOption,
+    RayAddressOption,
     ReplayOption,
     Review,
     ReviewBatchOption,
@@ -209,6 +211,8 @@ def run(
     gguf: GgufOption = None,
     llm_concurrency: ConcurrencyOption = DEFAULT_LLM_CONCURRENCY,
     step_timeout: StepTimeoutOption = DEFAULT_STEP_TIMEOUT_S,
+    engine_kind: EngineOption = None,
+    ray_address: RayAddressOption = None,
     quiet: QuietOption = False,
     codegen: CodegenOption = None,
     review_batch: ReviewBatchOption = "auto",
@@ -234,6 +238,8 @@ def run(
         gguf=gguf,
         llm_concurrency=llm_concurrency,
         step_timeout=step_timeout,
+        engine=engine_kind,
+        ray_address=ray_address,
         quiet=quiet,
     )
     review = Review(
@@ -276,6 +282,7 @@ def run(
                 f"run directory: {store.root}  (resume: autoannotator resume {store.root})",
                 soft_wrap=True,
             )
+            console.print(f"engine: {options.engine.describe()}", soft_wrap=True)
         metrics = _execute(store, options, resume=False, quiet=quiet)
     except SelectionError as err:
         # The fix changes the task, which a resume keeps: the run starts over, and this one
@@ -306,6 +313,8 @@ def resume(
     gguf: GgufOption = None,
     llm_concurrency: ConcurrencyOption = DEFAULT_LLM_CONCURRENCY,
     step_timeout: StepTimeoutOption = DEFAULT_STEP_TIMEOUT_S,
+    engine_kind: EngineOption = None,
+    ray_address: RayAddressOption = None,
     quiet: QuietOption = False,
 ) -> None:
     """Finish a run that was stopped: no finished chunk is relabeled, no LLM answer paid twice."""
@@ -319,12 +328,19 @@ def resume(
         gguf=gguf,
         llm_concurrency=llm_concurrency,
         step_timeout=step_timeout,
+        engine=engine_kind,
+        ray_address=ray_address,
         quiet=quiet,
     )
     store = RunStore(run_dir)
     try:
         store.task()
-        options = run_options(engine, run_id=store.run_id)
+        kind, address = api.engine_for_resume(store, engine.engine, engine.ray_address)
+        options = run_options(
+            replace(engine, engine=kind, ray_address=address), run_id=store.run_id
+        )
+        if not quiet:
+            console.print(f"engine: {options.engine.describe()}", soft_wrap=True)
         metrics = _execute(store, options, resume=True, quiet=quiet)
     except USER_ERRORS as err:
         fail(str(err))
@@ -397,12 +413,20 @@ def demo(
     ] = None,
     sandbox: SandboxOption = "auto",
     step_timeout: StepTimeoutOption = DEFAULT_STEP_TIMEOUT_S,
+    engine_kind: EngineOption = None,
+    ray_address: RayAddressOption = None,
     quiet: QuietOption = False,
 ) -> None:
     """Label bundled sample data end to end with the embedded defaults (no network, no key)."""
     if task not in TASK_LABELS:
         fail(f"unknown demo task {task!r}; use one of {', '.join(TASK_LABELS)}")
-    engine = Engine(sandbox=sandbox, step_timeout=step_timeout, quiet=quiet)
+    engine = Engine(
+        sandbox=sandbox,
+        step_timeout=step_timeout,
+        engine=engine_kind,
+        ray_address=ray_address,
+        quiet=quiet,
+    )
     source = pd.read_csv(demo_input(task))
     target = _run_dir(run_dir, prefix=f"demo-{task}")
     sample = target.with_name(target.name + ".input.csv")
@@ -485,6 +509,8 @@ def evaluate(
     gguf: GgufOption = None,
     llm_concurrency: ConcurrencyOption = DEFAULT_LLM_CONCURRENCY,
     step_timeout: StepTimeoutOption = DEFAULT_STEP_TIMEOUT_S,
+    engine_kind: EngineOption = None,
+    ray_address: RayAddressOption = None,
     quiet: QuietOption = False,
     codegen: CodegenOption = None,
     review_batch: ReviewBatchOption = "auto",
@@ -514,6 +540,8 @@ def evaluate(
         gguf=gguf,
         llm_concurrency=llm_concurrency,
         step_timeout=step_timeout,
+        engine=engine_kind,
+        ray_address=ray_address,
         quiet=quiet,
     )
     review = Review(

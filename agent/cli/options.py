@@ -17,6 +17,7 @@ import typer
 from agent.api import engine_options
 from agent.cli.common import console, fail
 from agent.pipeline.deploycache import machine_deploy_cache
+from agent.pipeline.engine import ENGINES
 from agent.pipeline.runner import DEFAULT_LLM_CONCURRENCY, RunOptions
 from agent.scripts.scriptcache import machine_script_cache
 from agent.task import parse_label_map
@@ -105,6 +106,28 @@ StepTimeoutOption = Annotated[
     typer.Option(
         "--step-timeout",
         help="Seconds one sandboxed script (deploy, annotate a chunk, fine-tune) may run.",
+        rich_help_panel=ENGINE,
+    ),
+]
+EngineOption = Annotated[
+    str | None,
+    typer.Option(
+        "--engine",
+        callback=_one_of("--engine", ENGINES),
+        help="Who runs the annotate steps: local (this process), ray (shards as Ray tasks on "
+        "the cluster at --ray-address or $RAY_ADDRESS, else a local Ray instance; needs the "
+        "ray extra) or auto (ray when an address is set). Default: local; resume: the run's.",
+        show_default=False,
+        rich_help_panel=ENGINE,
+    ),
+]
+RayAddressOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="The Ray cluster for --engine ray, e.g. ray://head:10001 or auto. Default: "
+        "$RAY_ADDRESS, else a new local instance. The run directory must be on storage every "
+        "node mounts at the same path.",
         rich_help_panel=ENGINE,
     ),
 ]
@@ -311,6 +334,8 @@ class Engine:
     gguf: str | None = None
     llm_concurrency: int = DEFAULT_LLM_CONCURRENCY
     step_timeout: float = DEFAULT_STEP_TIMEOUT_S
+    engine: str | None = None  # None: local for a new run, the run's own on resume
+    ray_address: str | None = None
     quiet: bool = False
 
 
@@ -337,6 +362,8 @@ def run_options(engine: Engine, *, run_id: str | None) -> RunOptions:
         # Scripts the LLM wrote are reused for the next model of their kind, on any run.
         script_cache=machine_script_cache(),
         step_timeout=engine.step_timeout,
+        engine=engine.engine or "local",
+        ray_address=engine.ray_address,
         status=None if engine.quiet else (lambda line: console.print(line)),
     )
 

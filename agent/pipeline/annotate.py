@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -33,6 +34,7 @@ from agent.scripts.contract import (
 )
 from agent.scripts.verify import save_result
 from agent.store.runstore import RunStore, write_json, write_parquet
+from agent.task import TaskSpec
 from sandbox.base import Limits, Sandbox
 
 
@@ -71,6 +73,156 @@ def scratch_dir(store: RunStore, name: str) -> Path:
 LOOKAHEAD_ROWS = 5000
 
 
+@dataclass(frozen=True)
+class AnnotateJob:
+    """One model version labeling a file of rows (an annotate step): paths and values only, so
+    a worker on another machine can run it (label_file) where the run directory is mounted."""
+
+    run_dir: Path
+    slug: str
+    version: int
+    chunk: int  # the chunk whose ahead rows (RunStore.ahead_input) the job labels
+    labels: tuple[str, ...]  # the model's own label space, which its votes must keep to
+    task: TaskSpec
+    device: str
+    limits: Limits
+
+    @property
+    def name(self) -> str:
+        """The step's name: its log is steps/<name>.json."""
+        return f"annotate-{self.slug}-v{self.version}-{self.chunk:06d}"
+
+
+def label_file(
+    sandbox: Sandbox, job: AnnotateJob, inputs: Path, name: str | None = None
+) -> tuple[pd.DataFrame, dict]:
+    """Run `job`'s annotate script on the rows in `inputs` as step `name` (default: the job's):
+    its checked votes and precision.
+
+    Depends only on its arguments and the files they name, so any worker can run it."""
+    store = RunStore(job.run_dir)
+    name = name or job.name
+    model_dir = store.model_dir(job.slug, job.version)
+    scratch = scratch_dir(store, name)
+    try:
+        run_step(
+            sandbox,
+            store,
+            name,
+            store.script_path("annotate", job.slug),
+            annotate_args(
+                model_dir,
+                inputs,
+                scratch / "votes.parquet",
+                job.task,
+                job.device,
+                job.limits.threads,
+            ),
+            inputs=[model_dir, inputs],
+            output_dir=scratch,
+            limits=job.limits,
+            output=VOTES_OUTPUT,
+        )
+        ids = pd.read_parquet(inputs, columns=["id"])
+        votes = validate_votes(scratch / "votes.parquet", ids, list(job.labels))
+        return votes, read_precision(scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One sandboxed script run (run_step's arguments): paths and values only, so a worker on
+    another machine can run it where the run directory is mounted."""
+
+    run_dir: Path
+    name: str
+    script: Path
+    args: tuple[str, ...]
+    inputs: tuple[Path, ...]
+    output_dir: Path
+    limits: Limits
+    output: dict  # the caps inspect_step checks (contract.VOTES_OUTPUT / MODEL_OUTPUT)
+    device: str = "cpu"  # the one its script is told (--device): an engine grants a GPU for cuda
+
+    def run(self, sandbox: Sandbox) -> None:
+        run_step(
+            sandbox,
+            RunStore(self.run_dir),
+            self.name,
+            self.script,
+            list(self.args),
+            list(self.inputs),
+            self.output_dir,
+            self.limits,
+            self.output,
+        )
+
+
+# Called by an engine with each job's checked votes and precision as soon as it has them, so
+# the votes of a job that finished are kept even when another job of the same chunk fails.
+KeepVotes = Callable[[AnnotateJob, pd.DataFrame, dict], None]
+
+
+class Engine(Protocol):
+    """Who runs a chunk's annotate jobs: this process (pipeline.engine.LocalEngine) or a Ray
+    cluster (pipeline.ray_engine.RayEngine). Every job's votes cover every row of `inputs`."""
+
+    name: str
+
+    def annotate(
+        self, sandbox: Sandbox, jobs: list[AnnotateJob], inputs: Path, keep: KeepVotes
+    ) -> None: ...
+
+    def run_steps(self, sandbox: Sandbox, steps: list[Step], done: Callable[[Step], None]) -> None:
+        """Run independent steps (one fine-tune per SLM), calling `done` as each succeeds."""
+        ...
+
+    def step_threads(self, limits: Limits) -> int:
+        """The CPU threads one of run_steps' steps gets (its script's --threads)."""
+        ...
+
+    def lookahead_rows(self) -> int:
+        """The most rows a model version labels in one go (annotate_chunk's window cap)."""
+        ...
+
+    def describe(self) -> str: ...
+
+
+class LocalEngine:
+    """Every job in one sandboxed step on this machine, side by side, each with its share of
+    the CPU threads."""
+
+    name = "local"
+
+    def annotate(
+        self, sandbox: Sandbox, jobs: list[AnnotateJob], inputs: Path, keep: KeepVotes
+    ) -> None:
+        def one(job: AnnotateJob) -> None:
+            threads = max(1, job.limits.threads // len(jobs)) if job.limits.threads else 0
+            job = replace(job, limits=replace(job.limits, threads=threads))
+            keep(job, *label_file(sandbox, job, inputs))
+
+        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+            for future in [pool.submit(one, job) for job in jobs]:
+                future.result()
+
+    def run_steps(self, sandbox: Sandbox, steps: list[Step], done: Callable[[Step], None]) -> None:
+        # One after another, each with every thread: the steps are CPU-bound on one machine.
+        for step in steps:
+            step.run(sandbox)
+            done(step)
+
+    def step_threads(self, limits: Limits) -> int:
+        return limits.threads
+
+    def lookahead_rows(self) -> int:
+        return LOOKAHEAD_ROWS
+
+    def describe(self) -> str:
+        return "local (this machine)"
+
+
 def votes_ahead(store: RunStore, slug: str, version: int, ids: pd.Series) -> pd.DataFrame | None:
     """Version `version`'s checked votes for `ids` from its earlier steps, in `ids` order, or
     None when some id has none yet."""
@@ -93,6 +245,7 @@ def annotate_chunk(
     device: str,
     limits: Limits,
     window: int | None = None,
+    engine: Engine | None = None,
 ) -> None:
     """Write votes/<slug>/<chunk>.parquet for every model that has none yet.
 
@@ -106,10 +259,11 @@ def annotate_chunk(
 
     `window` (pipeline.chunking.rows_until_finetune): the rows the versions in use are expected
     to label before a fine-tune replaces them; a step labels that many (at least this chunk,
-    at most LOOKAHEAD_ROWS), so a version about to be replaced does not label rows its
+    at most the engine's lookahead_rows), so a version about to be replaced does not label rows its
     successor will label again.
 
-    The steps of several models run side by side, each with its share of the CPU threads.
+    `engine` runs the steps (default LocalEngine: side by side in this process, each with its
+    share of the CPU threads; pipeline.ray_engine.RayEngine: in shards across a Ray cluster).
     """
     task = store.task()
     ids = pd.read_parquet(store.input_chunk(chunk), columns=["id"])["id"]
@@ -119,49 +273,41 @@ def annotate_chunk(
             continue
         if votes_ahead(store, model.slug, versions[model.slug], ids) is None:
             todo.append(model)
+    engine = engine or LocalEngine()
     if todo:
         inputs = store.ahead_input(chunk)
         if not inputs.is_file():  # fixed once written: the same rows for every model and resume
-            ahead = LOOKAHEAD_ROWS if window is None else min(window, LOOKAHEAD_ROWS)
+            cap = engine.lookahead_rows()
+            ahead = cap if window is None else min(window, cap)
             write_parquet(store.rows_from(chunk, max(len(ids), ahead)), inputs)
-        frame = pd.read_parquet(inputs)
-        threads = max(1, limits.threads // len(todo)) if limits.threads else 0
-        share = replace(limits, threads=threads)
+        jobs = [
+            AnnotateJob(
+                run_dir=store.root,
+                slug=model.slug,
+                version=versions[model.slug],
+                chunk=chunk,
+                labels=tuple(model.labels),
+                task=task,
+                device=device,
+                limits=limits,
+            )
+            for model in todo
+        ]
 
-        def one(model: CommitteeMember) -> None:
-            slug, version = model.slug, versions[model.slug]
-            name = f"annotate-{slug}-v{version}-{chunk:06d}"
-            model_dir = store.model_dir(slug, version)
-            scratch = scratch_dir(store, name)
-            try:
-                run_step(
-                    sandbox,
-                    store,
-                    name,
-                    store.script_path("annotate", slug),
-                    annotate_args(
-                        model_dir, inputs, scratch / "votes.parquet", task, device, share.threads
-                    ),
-                    inputs=[model_dir, inputs],
-                    output_dir=scratch,
-                    limits=share,
-                    output=VOTES_OUTPUT,
-                )
-                votes = validate_votes(scratch / "votes.parquet", frame, model.labels)
-                precision = read_precision(scratch)
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
+        def keep(job: AnnotateJob, votes: pd.DataFrame, precision: dict) -> None:
             # The host writes its own copy of what it checked: ahead/ is never a script's.
-            target = store.ahead_votes(slug, version, chunk)
+            target = store.ahead_votes(job.slug, job.version, chunk)
             write_json(precision, target.with_suffix(".json"))
             write_parquet(votes, target)
 
         started = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=len(todo)) as pool:
-            for future in [pool.submit(one, model) for model in todo]:
-                future.result()
+        engine.annotate(sandbox, jobs, inputs, keep)
         store.log_timing(
-            "annotate", time.perf_counter() - started, chunk=chunk, rows=len(frame), steps=len(todo)
+            "annotate",
+            time.perf_counter() - started,
+            chunk=chunk,
+            rows=len(pd.read_parquet(inputs, columns=["id"])),
+            steps=len(todo),
         )
     for model in committee:
         target = store.model_votes(model.slug, chunk)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ import pandas as pd
 
 from agent.domain import CommitteeMember, Source
 from agent.errors import Rejected, StepFailed
-from agent.pipeline.annotate import run_step, scratch_dir
+from agent.pipeline.annotate import Engine, LocalEngine, Step, scratch_dir
 from agent.pipeline.hardpool import expert_samples, gold_samples
 from agent.scripts.contract import MODEL_OUTPUT, finetune_args
 from agent.scripts.verify import TEMPLATE_KINDS, check_finetune_metrics
@@ -232,9 +233,14 @@ def finetune_cycle(
     cycle: int,
     device: str,
     limits: Limits,
+    engine: Engine | None = None,
 ) -> tuple[dict[str, int], dict]:
     """Fine-tune every SLM on the pool plus replay; returns the versions to use next and the
-    cycle record (also saved as finetune/cycle-NNN/cycle.json)."""
+    cycle record (also saved as finetune/cycle-NNN/cycle.json).
+
+    `engine` runs the SLMs' fine-tune steps (default LocalEngine: one after another, each with
+    every thread; RayEngine: each its own Ray task with its CPU or GPU share)."""
+    engine = engine or LocalEngine()
     task = store.task()
     cycle_dir = store.finetune_dir(cycle)
     record_path = cycle_dir / "cycle.json"
@@ -287,39 +293,54 @@ def finetune_cycle(
         for m in committee
         if m.kind not in TEMPLATE_KINDS
     }
-    for model in committee:
+    tuned = [m for m in committee if m.slug not in not_finetuned]
+    steps, outputs = [], {}
+    for model in tuned:
         slug = model.slug
-        if slug in not_finetuned:
-            continue
         to_model = model.inverse_label_map
         if to_model is None:
             raise RuntimeError(f"{slug} has no inverse label map; align_labels never ran")
         train_path = cycle_dir / f"{slug}.train.parquet"
         gate_path = cycle_dir / f"{slug}.gate.parquet"
         write_parquet(train.assign(label=train["label"].map(to_model)), train_path)
-        gate_rows = gate.assign(label=gate["label"].map(to_model))
-        write_parquet(gate_rows, gate_path)
+        write_parquet(gate.assign(label=gate["label"].map(to_model)), gate_path)
         current = store.model_dir(slug, versions[slug])
         # Cycle N's candidate is always vN, kept or not: a resumed cycle finds its own output.
+        out = store.model_dir(slug, cycle)
+        step = f"finetune-{slug}-{cycle:03d}"
+        outputs[step] = out
+        if not out.is_dir():
+            scratch = scratch_dir(store, step)
+            threads = engine.step_threads(limits)
+            steps.append(
+                Step(
+                    run_dir=store.root,
+                    name=step,
+                    script=store.script_path("finetune", slug),
+                    args=tuple(
+                        finetune_args(current, train_path, gate_path, scratch, device, threads)
+                    ),
+                    inputs=(current, train_path, gate_path),
+                    output_dir=scratch,
+                    limits=replace(limits, threads=threads),
+                    output=MODEL_OUTPUT,
+                    device=device,
+                )
+            )
+
+    def keep(done: Step) -> None:
+        _reported(done.name, done.output_dir, len(gate))
+        # Inspected, so from here on the host's: vN appears only whole and checked.
+        os.replace(done.output_dir, outputs[done.name])
+
+    engine.run_steps(sandbox, steps, keep)
+    for model in tuned:
+        slug = model.slug
+        current = store.model_dir(slug, versions[slug])
         candidate_version = cycle
         out = store.model_dir(slug, candidate_version)
         step = f"finetune-{slug}-{cycle:03d}"
-        if not out.is_dir():
-            scratch = scratch_dir(store, step)
-            run_step(
-                sandbox,
-                store,
-                step,
-                store.script_path("finetune", slug),
-                finetune_args(current, train_path, gate_path, scratch, device, limits.threads),
-                inputs=[current, train_path, gate_path],
-                output_dir=scratch,
-                limits=limits,
-                output=MODEL_OUTPUT,
-            )
-            _reported(step, scratch, len(gate))
-            # Inspected, so from here on the host's: vN appears only whole and checked.
-            os.replace(scratch, out)
+        gate_rows = gate.assign(label=gate["label"].map(model.inverse_label_map))
         # The script's metrics.json is its own account; only the train time is taken from it.
         reported = _reported(step, out, len(gate))
         metrics = {

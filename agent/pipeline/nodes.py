@@ -36,7 +36,14 @@ from agent.domain import (
 from agent.hub.protocol import ModelHub
 from agent.llm.client import LLMClient
 from agent.pipeline import trust
-from agent.pipeline.annotate import annotate_chunk, run_step, scratch_dir, vote_chunk
+from agent.pipeline.annotate import (
+    Engine,
+    LocalEngine,
+    annotate_chunk,
+    run_step,
+    scratch_dir,
+    vote_chunk,
+)
 from agent.pipeline.chunking import estimated_chunks, plan_chunk, rows_until_finetune
 from agent.pipeline.deploycache import deploy_key, fetch_deployed, keep_deployed
 from agent.pipeline.finetune import finetune_cycle
@@ -71,6 +78,7 @@ class Services:
     vote_cache: Path | None = None  # v0 votes shared between runs (agent.pipeline.votecache)
     deploy_cache: Path | None = None  # v0 models shared between runs (agent.pipeline.deploycache)
     script_cache: Path | None = None  # passed LLM scripts per kind (agent.scripts.scriptcache)
+    engine: Engine = field(default_factory=LocalEngine)  # who runs the annotate steps
 
 
 def _store(state: RunState) -> RunStore:
@@ -227,6 +235,7 @@ def annotate(state: RunState, runtime: Runtime[Services]) -> dict:
         services.device,
         services.limits,
         window=window,
+        engine=services.engine,
     )
     if services.vote_cache:
         add_to_cache(store, services.vote_cache, committee, versions, chunk, services.device)
@@ -293,6 +302,7 @@ def finetune(state: RunState, runtime: Runtime[Services]) -> dict:
         cycle,
         runtime.context.device,
         runtime.context.limits,
+        engine=runtime.context.engine,
     )
     runtime.context.progress(
         Finetuned(cycle=cycle, models=record["models"], skipped=record.get("skipped"))

@@ -20,7 +20,9 @@ from agent.llm.endpoint import Endpoint, check_endpoint, make_chat_model, resolv
 from agent.llm.local_server import LocalServer, open_endpoint, resolve_gguf
 from agent.llm.pricing import Budget, Price, price_table
 from agent.pipeline import review
+from agent.pipeline.annotate import Engine, LocalEngine
 from agent.pipeline.chunking import max_chunks
+from agent.pipeline.engine import record_engine
 from agent.pipeline.graph import build_graph
 from agent.pipeline.nodes import Services
 from agent.pipeline.review import LLMReviewer, estimate_review
@@ -65,6 +67,8 @@ class RunOptions:
     script_cache: Path | None = None
     # Review requests in flight at once on a remote endpoint (a local server takes one).
     llm_concurrency: int = DEFAULT_LLM_CONCURRENCY
+    # Who runs the annotate steps: this process, or a Ray cluster (pipeline.engine).
+    engine: Engine = field(default_factory=LocalEngine)
     progress: Progress = field(default=lambda event: None)
     # False when the sandbox is a local subprocess the user did not ask for by name (no engine
     # behind --sandbox auto): LLM-written scripts are then refused, the templates run instead.
@@ -257,7 +261,9 @@ def run_graph(store: RunStore, options: RunOptions, *, resume: bool) -> dict:
             vote_cache=options.vote_cache,
             deploy_cache=options.deploy_cache,
             script_cache=options.script_cache,
+            engine=options.engine,
         )
+        record_engine(store, options.engine)
         conn = sqlite3.connect(store.checkpoints_path, check_same_thread=False)
         stack.callback(conn.close)
         app = graph.compile(checkpointer=SqliteSaver(conn))

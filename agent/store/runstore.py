@@ -256,6 +256,8 @@ class RunStore:
     embeddings_path = property(lambda self: self.root / "embeddings.npz")
     human_answers_path = property(lambda self: self.root / "human" / "answers.json")
     scripts_manifest_path = property(lambda self: self.root / "scripts" / "manifest.json")
+    # The engine the run's annotate steps last ran on (pipeline.engine): resume reuses it.
+    engine_path = property(lambda self: self.root / "engine.json")
 
     @property
     def run_id(self) -> str:
@@ -310,6 +312,12 @@ class RunStore:
     def ahead_votes(self, slug: str, version: int, chunk: int) -> Path:
         """Version `version`'s checked votes on ahead_input(chunk), written by the host."""
         return self.root / "ahead" / slug / f"v{version}" / f"{chunk:06d}.parquet"
+
+    def shards_dir(self, chunk: int, shard_rows: int) -> Path:
+        """Where a Ray engine keeps ahead_input(chunk) cut into shards of `shard_rows` rows and
+        each model version's checked votes per shard (named by the cut, so that a resume with
+        another shard size never mixes the two)."""
+        return self.root / "shards" / f"{chunk:06d}" / f"{shard_rows}-rows"
 
     def ahead_votes_files(self, slug: str, version: int) -> list[Path]:
         return sorted((self.root / "ahead" / slug / f"v{version}").glob("*.parquet"))

@@ -77,6 +77,36 @@ def test_every_command_takes_the_step_timeout_and_names_the_runs_sandbox(
     assert not (tmp_path / name / "task.json").exists() or name == "resume"
 
 
+@pytest.mark.parametrize("name", ["run", "eval", "resume", "demo"])
+def test_every_command_takes_the_engine(tmp_path, csv, engines, name):
+    line = [*command_line(name, csv, tmp_path), "--engine", "ray", "--ray-address", "ray://h:1"]
+    result = runner.invoke(app, line)
+
+    assert result.exit_code == 2, result.output
+    [(engine, _)] = engines
+    assert (engine.engine, engine.ray_address) == ("ray", "ray://h:1")
+
+
+def test_an_unknown_engine_is_one_line(tmp_path, csv, engines):
+    result = runner.invoke(app, [*command_line("run", csv, tmp_path), "--engine", "spark"])
+
+    assert result.exit_code == 2
+    assert "--engine takes local, ray or auto, not 'spark'" in result.output
+    assert engines == []
+
+
+def test_resume_without_an_engine_runs_where_the_run_ran(tmp_path, csv, engines):
+    line = command_line("resume", csv, tmp_path)
+    (tmp_path / "resume" / "engine.json").write_text('{"engine": "ray", "address": "ray://h:1"}')
+
+    runner.invoke(app, line)
+    runner.invoke(app, [*line, "--engine", "local"])
+
+    [(recorded, _), (asked, _)] = engines
+    assert (recorded.engine, recorded.ray_address) == ("ray", "ray://h:1")
+    assert asked.engine == "local"
+
+
 @pytest.mark.parametrize("name", ["run", "demo"])
 def test_an_existing_run_directory_is_refused_before_its_sandbox_is_opened(
     tmp_path, csv, engines, name

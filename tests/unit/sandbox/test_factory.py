@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import pickle
 import uuid
 
 import docker.errors
@@ -87,3 +88,15 @@ def test_a_run_id_labels_containers_and_removes_the_runs_leftovers(docker_client
         for container in (stale, other):
             with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True)
+
+
+@pytest.mark.docker
+def test_a_sandbox_sent_to_a_ray_worker_connects_there_without_the_run_id(docker_client):
+    """What the Ray engine ships to a worker: the same sandbox on that machine's engine, which
+    never removes the containers of the run it serves (no run id)."""
+    sandbox = DockerSandbox(docker_client, device="cpu", run_id=f"r-{uuid.uuid4().hex[:8]}")
+
+    copy = pickle.loads(pickle.dumps(sandbox))
+
+    assert isinstance(copy, DockerSandbox) and copy.client is not sandbox.client
+    assert (copy.device, copy.image, copy.run_id) == ("cpu", sandbox.image, None)
