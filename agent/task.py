@@ -101,6 +101,11 @@ class TaskSpec(BaseModel):
     review_batch: Literal["auto"] | int = Field(default="auto", description="samples per LLM call")
     # Labeled rows of the run shown to the reviewer LLM before each sample; 0: none.
     review_shots: int = Field(default=0, ge=0, le=32)
+    # The same typical examples before every sample (one prompt prefix the server evaluates
+    # once), or each sample's nearest (agent.pipeline.shots.Layout).
+    review_shot_layout: Literal["fixed", "nearest"] = "fixed"
+    # Ask the endpoint for the answer tokens' log-probs: a probability per label per verdict.
+    review_probabilities: bool = True
     max_llm_calls: int | None = Field(default=None, ge=0)
     max_cost_usd: float | None = Field(default=None, ge=0)
     # USD per 1M tokens; None: free on the local server, else agent.llm.pricing.DEFAULT_PRICES

@@ -51,6 +51,8 @@ from agent.cli.options import (
     ReplayOption,
     Review,
     ReviewBatchOption,
+    ReviewProbabilitiesOption,
+    ReviewShotLayoutOption,
     ReviewShotsOption,
     SandboxOption,
     StepTimeoutOption,
@@ -65,6 +67,7 @@ from agent.cli.review import review as review_command
 from agent.cli.sandbox import sandbox_app
 from agent.cli.scripts import scripts_app
 from agent.committee.selection import SelectionError
+from agent.domain import ShotLayout
 from agent.errors import UserError
 from agent.hub.demo import TASK_LABELS, demo_input
 from agent.pipeline.evaluate import ablation
@@ -213,6 +216,8 @@ def run(
     codegen: CodegenOption = None,
     review_batch: ReviewBatchOption = "auto",
     review_shots: ReviewShotsOption = 0,
+    review_shot_layout: ReviewShotLayoutOption = ShotLayout.FIXED,
+    review_probabilities: ReviewProbabilitiesOption = True,
     max_llm_calls: MaxCallsOption = None,
     max_cost: MaxCostOption = None,
     price_in: PriceInOption = None,
@@ -239,6 +244,8 @@ def run(
     review = Review(
         batch=review_batch,
         shots=review_shots,
+        shot_layout=review_shot_layout,
+        probabilities=review_probabilities,
         max_calls=max_llm_calls,
         max_cost=max_cost,
         price_in=price_in,
@@ -489,6 +496,8 @@ def evaluate(
     codegen: CodegenOption = None,
     review_batch: ReviewBatchOption = "auto",
     review_shots: ReviewShotsOption = 0,
+    review_shot_layout: ReviewShotLayoutOption = ShotLayout.FIXED,
+    review_probabilities: ReviewProbabilitiesOption = True,
     max_llm_calls: MaxCallsOption = None,
     max_cost: MaxCostOption = None,
     price_in: PriceInOption = None,
@@ -519,6 +528,8 @@ def evaluate(
     review = Review(
         batch=review_batch,
         shots=review_shots,
+        shot_layout=review_shot_layout,
+        probabilities=review_probabilities,
         max_calls=max_llm_calls,
         max_cost=max_cost,
         price_in=price_in,

@@ -16,6 +16,7 @@ import typer
 
 from agent.api import engine_options
 from agent.cli.common import console, fail
+from agent.domain import ShotLayout
 from agent.pipeline.deploycache import machine_deploy_cache
 from agent.pipeline.runner import DEFAULT_LLM_CONCURRENCY, RunOptions
 from agent.task import parse_label_map
@@ -231,6 +232,26 @@ ReviewShotsOption = Annotated[
         rich_help_panel=REVIEW,
     ),
 ]
+ReviewShotLayoutOption = Annotated[
+    ShotLayout,
+    typer.Option(
+        "--review-shot-layout",
+        help="Which examples --review-shots shows: fixed (default) the same typical rows of "
+        "every label before each sample, so the local server evaluates them once per chunk; "
+        "nearest each sample's own nearest rows, a new prompt every sample.",
+        rich_help_panel=REVIEW,
+    ),
+]
+ReviewProbabilitiesOption = Annotated[
+    bool,
+    typer.Option(
+        "--review-probabilities/--no-review-probabilities",
+        help="Ask the LLM endpoint for the answer's token log-probabilities, so each review "
+        "carries a probability per label and the trust stage weighs a sure answer more than a "
+        "coin flip. An endpoint that returns none is said once; its answers count as labels.",
+        rich_help_panel=REVIEW,
+    ),
+]
 MaxCallsOption = Annotated[
     int | None,
     typer.Option(
@@ -396,6 +417,8 @@ class Review:
 
     batch: str = "auto"
     shots: int = 0
+    shot_layout: ShotLayout = ShotLayout.FIXED
+    probabilities: bool = True
     max_calls: int | None = None
     max_cost: float | None = None
     price_in: float | None = None
@@ -413,6 +436,8 @@ class Review:
         return {
             "review_batch": self.batch if self.batch == "auto" else int(self.batch),
             "review_shots": self.shots,
+            "review_shot_layout": self.shot_layout.value,
+            "review_probabilities": self.probabilities,
             "max_llm_calls": self.max_calls,
             "max_cost_usd": self.max_cost,
             "price_in": self.price_in,

@@ -101,13 +101,30 @@ def one_hot(indices: np.ndarray, n_labels: int) -> np.ndarray:
     return np.eye(n_labels)[np.asarray(indices, dtype=int)]
 
 
-def combine(prior: np.ndarray, answers: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+def combine(
+    prior: np.ndarray,
+    answers: np.ndarray,
+    matrix: np.ndarray,
+    answer_probabilities: np.ndarray | None = None,
+) -> np.ndarray:
     """The posterior (rows, K): `prior` times the reviewer's likelihood of its answer; a row
-    with answer -1 (not reviewed) keeps its prior."""
+    with answer -1 (not reviewed) keeps its prior.
+
+    `answer_probabilities` (rows, K), where a row has them (NaN elsewhere), is the reviewer's
+    own distribution q over what it would answer: the likelihood of the true label t is then
+    sum_a C[t, a] q_a, the answer it gave as sure as it was. A sure answer (q one-hot) counts
+    as before; a coin flip between two labels counts as the mean of their columns, and a
+    uniform q as nothing."""
     answers = np.asarray(answers, dtype=int)
+    matrix = np.asarray(matrix, dtype=float)
     posterior = np.array(prior, dtype=float, copy=True)
     asked = answers >= 0
-    posterior[asked] *= matrix[:, answers[asked]].T
+    likelihood = np.ones_like(posterior)
+    likelihood[asked] = matrix[:, answers[asked]].T
+    if answer_probabilities is not None:
+        soft = asked & ~np.isnan(np.asarray(answer_probabilities, dtype=float)).any(axis=1)
+        likelihood[soft] = np.asarray(answer_probabilities, dtype=float)[soft] @ matrix.T
+    posterior *= likelihood
     return posterior / posterior.sum(axis=1, keepdims=True)
 
 
