@@ -132,9 +132,11 @@ def fit(evidence: Evidence, hidden: pd.Index | None = None) -> Labels:
     truth[is_known] = trust.one_hot(
         evidence.index_of(known.loc[answered.index[is_known]]), len(evidence.labels)
     )
-    matrix = trust.reviewer_confusion(evidence.prior[position], evidence.index_of(answered), truth)
     answers = evidence.index_of(answered.reindex(evidence.ids).fillna(""))
-    posterior = trust.combine(evidence.prior, answers, matrix, evidence.reviewer_probabilities)
+    known_rows = np.zeros_like(evidence.prior)
+    known_rows[position] = truth
+    strata = trust.answer_strata(evidence.reviewer_probabilities, answers)
+    matrix, posterior = trust.combine_by_strata(evidence.prior, answers, known_rows, strata)
     chosen = np.where(answers >= 0, posterior.argmax(axis=1), evidence.index_of(evidence.plurality))
     label = pd.Series(np.array(evidence.labels)[chosen], index=evidence.ids)
     label.update(known)
