@@ -44,7 +44,9 @@ def _committee(train: pd.DataFrame) -> list:
     return members
 
 
-def _run(tmp_path: Path, gold_evidence: float) -> tuple[RunStore, list[dict], pd.Series]:
+def _run(
+    tmp_path: Path, gold_evidence: float, confidence: bool = False
+) -> tuple[RunStore, list[dict], pd.Series]:
     train = pd.read_csv(DATA / "train.csv").sample(frac=1.0, random_state=0)
     test = pd.read_csv(DATA / "test.csv").sample(n=ROWS, random_state=0)
     data = tmp_path / "rows.csv"
@@ -80,7 +82,12 @@ def _run(tmp_path: Path, gold_evidence: float) -> tuple[RunStore, list[dict], pd
     vote_chunk(store, models, {m.slug: 0 for m in models}, 0)
     gold = store.rows().set_index("id")["gold"]
     reviewer = BlindSpotReviewer(
-        gold.to_dict(), LABELS, blind="neutral", instead="positive", error_rate=0.25
+        gold.to_dict(),
+        LABELS,
+        blind="neutral",
+        instead="positive",
+        error_rate=0.25,
+        confidence=confidence,
     )
     review_chunk(store, reviewer, models, 0)
     audit_chunk(store, reviewer, models, 0)
@@ -119,6 +126,17 @@ def test_a_reviewer_blind_to_one_label_never_makes_labels_worse(tmp_path, gold_e
     assert scored["reviewer_word"] < scored["plurality"]
     assert scored["final"] >= scored["plurality"]
     assert scored["labels"]["confidence"].notna().all()
+
+
+def test_a_reviewers_probabilities_reach_the_final_labels_when_they_say_something(tmp_path):
+    (tmp_path / "alike").mkdir()
+    (tmp_path / "weighed").mkdir()
+    alike = _scored(*_run(tmp_path / "alike", 0.0))
+    store, models, gold = _run(tmp_path / "weighed", 0.0, confidence=True)
+    hard = pd.read_parquet(store.hard_chunk(0))
+    assert hard["probabilities"].notna().all()
+    weighed = _scored(store, models, gold)
+    assert weighed["final"] > alike["final"]
 
 
 def test_the_reviewers_estimated_accuracy_is_close_to_its_true_accuracy(tmp_path):
