@@ -61,8 +61,7 @@ def review_chunk(
         routed = routed.sort_values("gain", ascending=False, kind="stable")
     items = _items(store, committee, chunk, routed)
     if reviewer is not None:
-        layout = getattr(reviewer, "shot_layout", ShotLayout.FIXED)
-        items = attach_examples(store, chunk, items, getattr(reviewer, "shots", 0), embed, layout)
+        items = _with_examples(store, reviewer, chunk, items, embed)
     verdict_labels, sources, probabilities = _ask(reviewer, items, progress)
     hard = pd.DataFrame(
         {
@@ -83,7 +82,13 @@ def review_chunk(
     return {"hard": len(hard), "expert": int(hard["source"].isin(EXPERT_SOURCES).sum())}
 
 
-def audit_chunk(store: RunStore, reviewer, committee: Sequence[CommitteeMember], chunk: int) -> int:
+def audit_chunk(
+    store: RunStore,
+    reviewer,
+    committee: Sequence[CommitteeMember],
+    chunk: int,
+    embed: Embed = encode,
+) -> int:
     """Let the reviewer also label rows whose answer is known or likely, after the routed ones
     (so the budget goes to those first), and measure it there (audit/<chunk>.parquet):
 
@@ -92,7 +97,9 @@ def audit_chunk(store: RunStore, reviewer, committee: Sequence[CommitteeMember],
     - `audit_share` of the rows the committee agreed on, up to AUDIT_MAX_PER_CHUNK: its reliability
       where the truth is likely, which anchors the estimate when no gold exists.
 
-    Gold rows keep their label whatever the reviewer says. Returns how many rows were audited."""
+    Gold rows keep their label whatever the reviewer says. The reviewer is asked as it is on
+    routed rows, examples included, so what is measured is the reviewer that labels them.
+    Returns how many rows were audited."""
     target = store.audit_chunk(chunk)
     if target.is_file():
         return len(pd.read_parquet(target))
@@ -109,9 +116,8 @@ def audit_chunk(store: RunStore, reviewer, committee: Sequence[CommitteeMember],
             _sample(agreed, round(len(agreed) * task.audit_share), task.seed + chunk),
         ]
     )
-    labels, sources, probabilities = _ask(
-        reviewer, _items(store, committee, chunk, picked), lambda d, t: None
-    )
+    items = _with_examples(store, reviewer, chunk, _items(store, committee, chunk, picked), embed)
+    labels, sources, probabilities = _ask(reviewer, items, lambda d, t: None)
     audit = pd.DataFrame(
         {
             "id": picked["id"].to_numpy(),
@@ -123,6 +129,14 @@ def audit_chunk(store: RunStore, reviewer, committee: Sequence[CommitteeMember],
     )
     write_parquet(audit, target)
     return len(audit)
+
+
+def _with_examples(
+    store: RunStore, reviewer, chunk: int, items: list[ReviewItem], embed: Embed
+) -> list[ReviewItem]:
+    """The items with the examples a reviewer with `shots` shows (agent.pipeline.shots)."""
+    layout = getattr(reviewer, "shot_layout", ShotLayout.FIXED)
+    return attach_examples(store, chunk, items, getattr(reviewer, "shots", 0), embed, layout)
 
 
 def _sample(rows: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:
