@@ -160,7 +160,7 @@ def test_the_review_options_become_task_fields():
         "min_confidence": None,
     }
     assert Review().task_fields()["review_batch"] == "auto"
-    assert Review().task_fields()["review_shots"] == 0
+    assert Review().task_fields()["review_shots"] == 8
     assert Review(draft_desc=False).task_fields()["draft_label_descriptions"] is False
 
 
