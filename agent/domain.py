@@ -62,6 +62,16 @@ def output_name(column: str) -> str:
     return OUTPUT_PREFIX + column
 
 
+class ShotLayout(StrEnum):
+    """Which labeled rows the reviewer sees before a sample (`--review-shot-layout`)."""
+
+    # The same label-balanced set before every sample of a chunk: the prompt up to the sample
+    # is the same each time, so a llama.cpp server evaluates it once, not once per sample.
+    FIXED = "fixed"
+    # Each sample's own nearest rows: closer examples, but a new prompt prefix for every sample.
+    NEAREST = "nearest"
+
+
 class Route(StrEnum):
     """Where the committee sends a row (eq. 5): keep its vote, or ask a reviewer."""
 

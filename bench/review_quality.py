@@ -1,22 +1,27 @@
 """How good an annotator is the reviewer LLM alone, bare and with what a run gives it?
 
 On N rows of each dataset's test split (rows no demo model trained on), the LLM reviewer labels
-every row by itself, one sample per call, in five configurations:
-  bare          the Table B prompt: label names, task, the text
-  descriptions  + one line per label the LLM drafted from the task (the default without
-                --label-desc; agent.pipeline.review.draft_label_descriptions)
-  shots4        + the 4 nearest labeled rows as examples (--review-shots 4)
-  shots8        + the 8 nearest
-  both          descriptions + 4 shots
+every row by itself, one sample per call unless said, in these configurations:
+  plain          the Table B prompt: label names, task, the text; no log-probs asked
+  bare           the same, asking for the answer tokens' log-probs (a probability per label)
+  descriptions   + one line per label the LLM drafted from the task (the default without
+                 --label-desc; agent.pipeline.review.draft_label_descriptions)
+  fixed4/fixed8  + the same 4/8 typical labeled rows before every sample (--review-shots 8,
+                 --review-shot-layout fixed): one prompt prefix the server evaluates once
+  nearest4/8     + each sample's own 4/8 nearest labeled rows (--review-shot-layout nearest)
+  both           descriptions + fixed8
+  batch8         fixed8, 8 samples per call (--review-batch 8)
 The examples come from the dataset's train split, standing in for the run's labeled rows:
-embedded with the same MiniLM encoder and picked by the same ExampleSelector (label-balanced,
-nearest last). Each configuration prints one JSON line: accuracy, macro-F1 (scikit-learn), the
-recall of every label, what it answered, and seconds per sample (answers from the cache take
-no time: `calls` says how many were asked). The LLM is the run's default: OPENAI_BASE_URL, or
-the local llama.cpp server on the bundled model.
+embedded with the same MiniLM encoder and picked by the same ExampleSelector. Each
+configuration prints one JSON line: accuracy, macro-F1 (scikit-learn), the recall of every
+label, what it answered, seconds per sample, and where the answers carry probabilities, their
+calibration (mean confidence, ECE, accuracy above and below 0.9). Answers come from a fresh
+cache unless --cache is given (then cached answers take no time: `calls` says how many were
+asked). The LLM is the run's default: OPENAI_BASE_URL, or the local llama.cpp server on the
+bundled model.
 
     python -m bench.review_quality [--rows 300] [--datasets tweeteval_sentiment,...]
-        [--configs bare,descriptions,shots4,shots8,both] [--pool 4000]
+        [--configs bare,descriptions,fixed8,both,...] [--pool 4000] [--cache DIR]
 """
 
 from __future__ import annotations
@@ -24,37 +29,51 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-import platformdirs
 from sklearn.metrics import f1_score, recall_score
 
 from agent.committee.selection import encode
+from agent.committee.trust import expected_calibration_error
+from agent.domain import ShotLayout
 from agent.llm.client import LLMClient
 from agent.llm.local_server import open_endpoint
-from agent.pipeline.review import LLMReviewer, ReviewItem, draft_label_descriptions
+from agent.pipeline.review import LLMReviewer, ReviewItem, Verdict, draft_label_descriptions
 from agent.pipeline.shots import ExampleSelector, Tier
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TASKS = {
     "tweeteval_sentiment": "sentiment of tweets",
     "financial_phrasebank_50agree": "sentiment of financial news for an investor",
+    "jigsaw_toxic_sample": "toxicity of Wikipedia talk page comments",
 }
+# The financial set under the names an investor would give its labels (the issue's setting).
+RENAME = {"financial_phrasebank_50agree": {"negative": "bearish", "positive": "bullish"}}
+BARE = {"descriptions": False, "shots": 0, "layout": ShotLayout.FIXED, "batch": 1, "logprobs": True}
 CONFIGS = {
-    "bare": {"descriptions": False, "shots": 0},
-    "descriptions": {"descriptions": True, "shots": 0},
-    "shots4": {"descriptions": False, "shots": 4},
-    "shots8": {"descriptions": False, "shots": 8},
-    "both": {"descriptions": True, "shots": 4},
+    "plain": {**BARE, "logprobs": False},
+    "bare": BARE,
+    "descriptions": {**BARE, "descriptions": True},
+    "fixed4": {**BARE, "shots": 4},
+    "fixed8": {**BARE, "shots": 8},
+    "nearest4": {**BARE, "shots": 4, "layout": ShotLayout.NEAREST},
+    "nearest8": {**BARE, "shots": 8, "layout": ShotLayout.NEAREST},
+    "both": {**BARE, "descriptions": True, "shots": 8},
+    "batch8": {**BARE, "shots": 8, "batch": 8},
 }
 NO_LABEL = "(none)"
 
 
-def examples_for(items: list[ReviewItem], train: pd.DataFrame, k: int, vectors) -> list[ReviewItem]:
-    """Each item with its k nearest train rows as examples (train_vectors, test_vectors)."""
+def examples_for(
+    items: list[ReviewItem], train: pd.DataFrame, k: int, vectors, layout: ShotLayout
+) -> list[ReviewItem]:
+    """Each item with k train rows as examples (vectors: train_vectors, test_vectors): the
+    same typical ones for all, or each item's nearest."""
     train_vectors, test_vectors = vectors
     candidates = pd.DataFrame(
         {
@@ -64,9 +83,11 @@ def examples_for(items: list[ReviewItem], train: pd.DataFrame, k: int, vectors) 
             "tier": Tier.GOLD,
         }
     )
-    chosen = ExampleSelector(candidates, train_vectors, k).select(
-        test_vectors, [item.id for item in items]
-    )
+    selector = ExampleSelector(candidates, train_vectors, k)
+    if layout == ShotLayout.FIXED:
+        chosen = [selector.typical()] * len(items)
+    else:
+        chosen = selector.select(test_vectors, [item.id for item in items])
     return [replace(item, examples=tuple(e)) for item, e in zip(items, chosen, strict=True)]
 
 
@@ -84,6 +105,27 @@ def score(predicted: list[str | None], gold: list[str], labels: list[str]) -> di
     }
 
 
+def calibration(verdicts: list[Verdict], gold: list[str]) -> dict | None:
+    """How well the reviewer's probability of its own answer predicts that it is right."""
+    scored = [
+        (v.probabilities[v.label], v.label == g)
+        for v, g in zip(verdicts, gold, strict=True)
+        if v.probabilities and v.label in v.probabilities
+    ]
+    if not scored:
+        return None
+    confidence, correct = np.array([c for c, _ in scored]), np.array([r for _, r in scored])
+    sure = confidence >= 0.9
+    return {
+        "with_probability": len(scored),
+        "mean_confidence": round(float(confidence.mean()), 3),
+        "ece": round(expected_calibration_error(confidence, correct), 3),
+        "accuracy_sure": round(float(correct[sure].mean()), 3) if sure.any() else None,
+        "rows_sure": int(sure.sum()),
+        "accuracy_unsure": round(float(correct[~sure].mean()), 3) if (~sure).any() else None,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)
@@ -92,15 +134,18 @@ def main() -> None:
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--pool", type=int, default=4000, help="train rows to draw examples from")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", type=Path, help="answer cache to reuse (default: a fresh one)")
     args = parser.parse_args()
 
-    cache = Path(platformdirs.user_cache_dir("autoannotator")) / "bench-review-quality"
+    cache = args.cache or Path(tempfile.mkdtemp(prefix="review-quality-"))
     with open_endpoint() as endpoint, LLMClient.for_endpoint(endpoint, cache) as client:
         for dataset in args.datasets.split(","):
             test = pd.read_csv(args.data / dataset / "test.csv", keep_default_na=False)
             train = pd.read_csv(args.data / dataset / "train.csv", keep_default_na=False)
             test = test.sample(n=min(args.rows, len(test)), random_state=args.seed)
             train = train.sample(n=min(args.pool, len(train)), random_state=args.seed)
+            for frame in (test, train):
+                frame["label"] = frame["label"].replace(RENAME.get(dataset, {}))
             labels = sorted(set(train["label"]) | set(test["label"]))
             task = TASKS.get(dataset, dataset.replace("_", " "))
             items = [
@@ -124,10 +169,12 @@ def main() -> None:
                     task,
                     label_descriptions=descriptions if config["descriptions"] else None,
                     shots=config["shots"],
+                    batch_size=config["batch"],
+                    probabilities=config["logprobs"],
                 )
                 shown = items
                 if config["shots"]:
-                    shown = examples_for(items, train, config["shots"], vectors)
+                    shown = examples_for(items, train, config["shots"], vectors, config["layout"])
                 verdicts = reviewer.review(shown)
                 seconds = time.perf_counter() - started
                 print(
@@ -138,6 +185,7 @@ def main() -> None:
                             "model": endpoint.model,
                             "rows": len(items),
                             **score([v.label for v in verdicts], gold, labels),
+                            "calibration": calibration(verdicts, gold),
                             "seconds_per_sample": round(seconds / len(items), 2),
                             "calls": client.usage.calls - calls_before,
                             "descriptions": descriptions if config["descriptions"] else None,

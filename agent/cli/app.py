@@ -53,6 +53,8 @@ from agent.cli.options import (
     ReplayOption,
     Review,
     ReviewBatchOption,
+    ReviewProbabilitiesOption,
+    ReviewShotLayoutOption,
     ReviewShotsOption,
     SandboxOption,
     StepTimeoutOption,
@@ -67,6 +69,7 @@ from agent.cli.review import review as review_command
 from agent.cli.sandbox import sandbox_app
 from agent.cli.scripts import scripts_app
 from agent.committee.selection import SelectionError
+from agent.domain import ShotLayout
 from agent.errors import UserError
 from agent.hub.demo import TASK_LABELS, demo_input
 from agent.pipeline.evaluate import ablation
@@ -216,7 +219,9 @@ def run(
     quiet: QuietOption = False,
     codegen: CodegenOption = None,
     review_batch: ReviewBatchOption = "auto",
-    review_shots: ReviewShotsOption = 0,
+    review_shots: ReviewShotsOption = 8,
+    review_shot_layout: ReviewShotLayoutOption = ShotLayout.FIXED,
+    review_probabilities: ReviewProbabilitiesOption = True,
     max_llm_calls: MaxCallsOption = None,
     max_cost: MaxCostOption = None,
     price_in: PriceInOption = None,
@@ -245,6 +250,8 @@ def run(
     review = Review(
         batch=review_batch,
         shots=review_shots,
+        shot_layout=review_shot_layout,
+        probabilities=review_probabilities,
         max_calls=max_llm_calls,
         max_cost=max_cost,
         price_in=price_in,
@@ -514,7 +521,9 @@ def evaluate(
     quiet: QuietOption = False,
     codegen: CodegenOption = None,
     review_batch: ReviewBatchOption = "auto",
-    review_shots: ReviewShotsOption = 0,
+    review_shots: ReviewShotsOption = 8,
+    review_shot_layout: ReviewShotLayoutOption = ShotLayout.FIXED,
+    review_probabilities: ReviewProbabilitiesOption = True,
     max_llm_calls: MaxCallsOption = None,
     max_cost: MaxCostOption = None,
     price_in: PriceInOption = None,
@@ -547,6 +556,8 @@ def evaluate(
     review = Review(
         batch=review_batch,
         shots=review_shots,
+        shot_layout=review_shot_layout,
+        probabilities=review_probabilities,
         max_calls=max_llm_calls,
         max_cost=max_cost,
         price_in=price_in,

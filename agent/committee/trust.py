@@ -44,6 +44,10 @@ PRIOR_RIGHT, PRIOR_WRONG = 2.0, 0.5
 MIN_CALIBRATION_ROWS = 30
 ECE_BINS = 10
 EM_ROUNDS = 2  # see reviewer_confusion
+# The reviewer's own probability of its answer at or above which the answer counts as sure.
+SURE_ANSWER = 0.9
+# Answers of one kind (sure, unsure) needed before they get their own confusion matrix.
+MIN_STRATUM_ROWS = 30
 
 
 def committee_distribution(
@@ -136,6 +140,41 @@ def combine(prior: np.ndarray, answers: np.ndarray, matrix: np.ndarray) -> np.nd
     asked = answers >= 0
     posterior[asked] *= matrix[:, answers[asked]].T
     return posterior / posterior.sum(axis=1, keepdims=True)
+
+
+def answer_strata(answer_probabilities: np.ndarray, answers: np.ndarray) -> np.ndarray:
+    """(rows,) 0 where the reviewer gave no probability (or no answer), 1 for an unsure answer
+    (its own probability of the answer below SURE_ANSWER), 2 for a sure one."""
+    given = np.asarray(answer_probabilities, dtype=float)
+    answers = np.asarray(answers, dtype=int)
+    strata = np.zeros(len(answers), dtype=int)
+    has = (answers >= 0) & ~np.isnan(given).any(axis=1)
+    own = given[has, answers[has]]
+    strata[has] = np.where(own >= SURE_ANSWER, 2, 1)
+    return strata
+
+
+def combine_by_strata(
+    prior: np.ndarray, answers: np.ndarray, known: np.ndarray, strata: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(the reviewer's overall confusion matrix, every row's posterior), where answers of each
+    kind (`strata`: sure, unsure, without a probability) with MIN_STRATUM_ROWS rows get their
+    own matrix: a reviewer whose sure answers are right more often than its unsure ones is
+    weighed so, as measured rather than as it says, and one whose confidence says nothing gets
+    about the same matrix twice. `answers` is -1 on rows nobody reviewed (they keep the prior),
+    `known` one-hot where a row's label is known."""
+    prior, known = np.asarray(prior, dtype=float), np.asarray(known, dtype=float)
+    answers, strata = np.asarray(answers, dtype=int), np.asarray(strata, dtype=int)
+    asked = answers >= 0
+    overall = reviewer_confusion(prior[asked], answers[asked], known[asked])
+    posterior = combine(prior, answers, overall)
+    kinds = set(strata[asked].tolist())
+    for kind in kinds if len(kinds) > 1 else ():
+        rows = asked & (strata == kind)
+        if rows.sum() >= MIN_STRATUM_ROWS:
+            matrix = reviewer_confusion(prior[rows], answers[rows], known[rows])
+            posterior[rows] = combine(prior[rows], answers[rows], matrix)
+    return overall, posterior
 
 
 def expected_gain(prior: np.ndarray, matrix: np.ndarray) -> np.ndarray:

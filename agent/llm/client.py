@@ -46,13 +46,71 @@ class Usage:
     cost_usd: float = 0.0
 
 
-def cache_key(model: str, messages: Sequence[BaseMessage], max_tokens: int | None) -> str:
-    payload = {
+# One generated token and the endpoint's most likely tokens at its place: {token: log-prob}.
+TokenLogprobs = tuple[str, dict[str, float]]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """An answer and, where the endpoint returned them, each generated token's top log-probs."""
+
+    text: str
+    logprobs: tuple[TokenLogprobs, ...] | None = None  # None: the endpoint returned none
+
+
+def cache_key(
+    model: str,
+    messages: Sequence[BaseMessage],
+    max_tokens: int | None,
+    top_logprobs: int | None = None,
+) -> str:
+    payload: dict = {
         "model": model,
         "max_tokens": max_tokens,
         "messages": [[message.type, message.content] for message in messages],
     }
+    if top_logprobs is not None:  # absent otherwise, so the keys of plain answers stay as they were
+        payload["top_logprobs"] = top_logprobs
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _token_logprobs(metadata: Mapping) -> tuple[TokenLogprobs, ...] | None:
+    """The generated tokens' top log-probs from an OpenAI chat reply's `logprobs.content`, or
+    None when the endpoint sent none or something else (it is an untrusted answer)."""
+    content = (metadata.get("logprobs") or {}).get("content")
+    if not isinstance(content, list) or not content:
+        return None
+    tokens = []
+    for entry in content:
+        if not isinstance(entry, dict) or not isinstance(entry.get("token"), str):
+            return None
+        top = {
+            alternative["token"]: float(alternative["logprob"])
+            for alternative in entry.get("top_logprobs") or []
+            if isinstance(alternative, dict)
+            and isinstance(alternative.get("token"), str)
+            and isinstance(alternative.get("logprob"), int | float)
+        }
+        tokens.append((entry["token"], top))
+    return tuple(tokens)
+
+
+def _to_cache(completion: Completion, top_logprobs: int | None) -> str:
+    if top_logprobs is None:
+        return completion.text  # plain answers are cached as the text, as they always were
+    logprobs = None if completion.logprobs is None else [list(t) for t in completion.logprobs]
+    return json.dumps({"text": completion.text, "logprobs": logprobs}, ensure_ascii=False)
+
+
+def _from_cache(cached: str, top_logprobs: int | None) -> Completion:
+    if top_logprobs is None:
+        return Completion(cached)
+    found = json.loads(cached)
+    logprobs = found["logprobs"]
+    return Completion(
+        found["text"],
+        None if logprobs is None else tuple((token, top) for token, top in logprobs),
+    )
 
 
 class AnswerCache:
@@ -114,8 +172,13 @@ class LLMClient:
         ledger_path: Path,
         prices: Mapping[str, Price] | None = None,
         budget: Budget | None = None,
+        stream_logprobs: bool = False,
     ) -> None:
         self.chat_model = chat_model
+        # llama-cpp-python's server, asked for log-probs in one piece, log-softmaxes the logits
+        # of every prompt token (8 s a call at 320 tokens, 2.7 s without); streamed, only those
+        # of the answer's tokens (1.7 s). Streamed replies carry no token counts there.
+        self.stream_logprobs = stream_logprobs
         self.model = model
         self.prices = DEFAULT_PRICES if prices is None else prices
         self.budget = budget
@@ -144,6 +207,7 @@ class LLMClient:
             ledger_path=store.ledger_path,
             prices={endpoint.model: price} if price is not None else price_table(endpoint),
             budget=budget,
+            stream_logprobs=endpoint.local,
         )
 
     @property
@@ -153,7 +217,18 @@ class LLMClient:
     def complete(
         self, messages: Sequence[BaseMessage], purpose: str, max_tokens: int | None = None
     ) -> str:
-        key = cache_key(self.model, messages, max_tokens)
+        return self.complete_scored(messages, purpose, max_tokens).text
+
+    def complete_scored(
+        self,
+        messages: Sequence[BaseMessage],
+        purpose: str,
+        max_tokens: int | None = None,
+        top_logprobs: int | None = None,
+    ) -> Completion:
+        """The answer, with each generated token's `top_logprobs` most likely tokens when that is
+        asked for and the endpoint returns them (cached together, under their own key)."""
+        key = cache_key(self.model, messages, max_tokens, top_logprobs)
         # One request per distinct prompt even when reviewer threads ask for it at once: the
         # second waits for the first's answer and takes it from the cache.
         with self._lock:
@@ -162,7 +237,7 @@ class LLMClient:
             cached = self.cache.get(key)
             if cached is not None:
                 self._record(purpose, key, tokens=(0, 0), latency_s=0.0, cache_hit=True)
-                return cached
+                return _from_cache(cached, top_logprobs)
             budget, reserved = self.budget, None
             if budget is not None and budget.covers(purpose):
                 prompt = approx_tokens("".join(str(m.content) for m in messages))
@@ -174,23 +249,27 @@ class LLMClient:
                         )
                 reserved = expected
             try:
-                answer, tokens, latency_s = self._call(messages, max_tokens)
+                completion, tokens, latency_s = self._call(messages, max_tokens, top_logprobs)
             except BaseException:
                 if budget is not None and reserved is not None:
                     with self._lock:
                         budget.release(reserved)
                 raise
-            self.cache.put(key, self.model, answer)
+            self.cache.put(key, self.model, _to_cache(completion, top_logprobs))
             self._record(
                 purpose, key, tokens=tokens, latency_s=latency_s, cache_hit=False, reserved=reserved
             )
-            return answer
+            return completion
 
     def _call(
-        self, messages: Sequence[BaseMessage], max_tokens: int | None
-    ) -> tuple[str, tuple[int, int], float]:
+        self, messages: Sequence[BaseMessage], max_tokens: int | None, top_logprobs: int | None
+    ) -> tuple[Completion, tuple[int, int], float]:
         """(answer, (tokens in, tokens out), seconds) of one request to the endpoint."""
-        options = {} if max_tokens is None else {"max_tokens": max_tokens}
+        options: dict = {} if max_tokens is None else {"max_tokens": max_tokens}
+        if top_logprobs is not None:
+            options.update(logprobs=True, top_logprobs=top_logprobs)
+            if self.stream_logprobs:
+                options["stream"] = True
         started = time.perf_counter()
         url = getattr(self.chat_model, "openai_api_base", None) or "the LLM endpoint"
         try:
@@ -214,7 +293,8 @@ class LLMClient:
             ) from err
         usage = reply.usage_metadata or {}
         tokens = (usage.get("input_tokens", 0), usage.get("output_tokens", 0))
-        return reply.text, tokens, time.perf_counter() - started
+        logprobs = None if top_logprobs is None else _token_logprobs(reply.response_metadata)
+        return Completion(reply.text, logprobs), tokens, time.perf_counter() - started
 
     def _cost(self, tokens_in: int, tokens_out: int) -> float | None:
         price = self.prices.get(self.model)

@@ -1,9 +1,10 @@
 """The hard-sample pool D_hard: routed samples, their review, and what fine-tuning may use.
 
 hard/<chunk>.parquet holds one row per routed sample of that chunk with the reviewer's
-verdict. A reviewer that is off (unreviewed), over budget (committee-capped) or unsure
-(needs_human) leaves the committee's label in place and says so in `source`; only samples with
-an expert label (llm, oracle, human) train SLMs.
+verdict and, where the endpoint gave log-probs, its probability per label (`probabilities`, a
+JSON object; null without). A reviewer that is off (unreviewed), over budget (committee-capped)
+or unsure (needs_human) leaves the committee's label in place and says so in `source`; only
+samples with an expert label (llm, oracle, human) train SLMs.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from agent.committee.selection import encode
-from agent.domain import EXPERT_SOURCES, CommitteeMember, Route, Source
+from agent.domain import EXPERT_SOURCES, CommitteeMember, Route, ShotLayout, Source
 from agent.pipeline.review import ReviewItem
 from agent.pipeline.shots import Embed, attach_examples
 from agent.store.runstore import RunStore, write_parquet
@@ -60,8 +61,8 @@ def review_chunk(
         routed = routed.sort_values("gain", ascending=False, kind="stable")
     items = _items(store, committee, chunk, routed)
     if reviewer is not None:
-        items = attach_examples(store, chunk, items, getattr(reviewer, "shots", 0), embed)
-    verdict_labels, sources = _ask(reviewer, items, progress)
+        items = _with_examples(store, reviewer, chunk, items, embed)
+    verdict_labels, sources, probabilities = _ask(reviewer, items, progress)
     hard = pd.DataFrame(
         {
             "id": routed["id"].to_numpy(),
@@ -73,6 +74,7 @@ def review_chunk(
                 for v, c in zip(verdict_labels, routed["label"], strict=True)
             ],
             "source": sources,
+            "probabilities": probabilities,
         }
     )
     write_parquet(hard, target)
@@ -80,7 +82,13 @@ def review_chunk(
     return {"hard": len(hard), "expert": int(hard["source"].isin(EXPERT_SOURCES).sum())}
 
 
-def audit_chunk(store: RunStore, reviewer, committee: Sequence[CommitteeMember], chunk: int) -> int:
+def audit_chunk(
+    store: RunStore,
+    reviewer,
+    committee: Sequence[CommitteeMember],
+    chunk: int,
+    embed: Embed = encode,
+) -> int:
     """Let the reviewer also label rows whose answer is known or likely, after the routed ones
     (so the budget goes to those first), and measure it there (audit/<chunk>.parquet):
 
@@ -89,7 +97,9 @@ def audit_chunk(store: RunStore, reviewer, committee: Sequence[CommitteeMember],
     - `audit_share` of the rows the committee agreed on, up to AUDIT_MAX_PER_CHUNK: its reliability
       where the truth is likely, which anchors the estimate when no gold exists.
 
-    Gold rows keep their label whatever the reviewer says. Returns how many rows were audited."""
+    Gold rows keep their label whatever the reviewer says. The reviewer is asked as it is on
+    routed rows, examples included, so what is measured is the reviewer that labels them.
+    Returns how many rows were audited."""
     target = store.audit_chunk(chunk)
     if target.is_file():
         return len(pd.read_parquet(target))
@@ -106,12 +116,27 @@ def audit_chunk(store: RunStore, reviewer, committee: Sequence[CommitteeMember],
             _sample(agreed, round(len(agreed) * task.audit_share), task.seed + chunk),
         ]
     )
-    labels, sources = _ask(reviewer, _items(store, committee, chunk, picked), lambda d, t: None)
+    items = _with_examples(store, reviewer, chunk, _items(store, committee, chunk, picked), embed)
+    labels, sources, probabilities = _ask(reviewer, items, lambda d, t: None)
     audit = pd.DataFrame(
-        {"id": picked["id"].to_numpy(), "chunk": chunk, "label": labels, "source": sources}
+        {
+            "id": picked["id"].to_numpy(),
+            "chunk": chunk,
+            "label": labels,
+            "source": sources,
+            "probabilities": probabilities,
+        }
     )
     write_parquet(audit, target)
     return len(audit)
+
+
+def _with_examples(
+    store: RunStore, reviewer, chunk: int, items: list[ReviewItem], embed: Embed
+) -> list[ReviewItem]:
+    """The items with the examples a reviewer with `shots` shows (agent.pipeline.shots)."""
+    layout = getattr(reviewer, "shot_layout", ShotLayout.FIXED)
+    return attach_examples(store, chunk, items, getattr(reviewer, "shots", 0), embed, layout)
 
 
 def _sample(rows: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:
@@ -130,10 +155,11 @@ def _items(
     ]
 
 
-def _ask(reviewer, items: list[ReviewItem], progress) -> tuple[list, list[Source]]:
-    """The reviewer's label (None: no usable answer) and source for each item, in order."""
+def _ask(reviewer, items: list[ReviewItem], progress) -> tuple[list, list[Source], list]:
+    """The reviewer's label (None: no usable answer), source and probabilities (a JSON object,
+    or None) for each item, in order."""
     if reviewer is None:
-        return [None] * len(items), [Source.UNREVIEWED] * len(items)
+        return [None] * len(items), [Source.UNREVIEWED] * len(items), [None] * len(items)
     verdicts = []
     step = progress_step(reviewer)
     for start in range(0, len(items), step):
@@ -145,7 +171,11 @@ def _ask(reviewer, items: list[ReviewItem], progress) -> tuple[list, list[Source
         v.source if v.label is not None or v.source == Source.CAPPED else Source.NEEDS_HUMAN
         for v in verdicts
     ]
-    return [v.label for v in verdicts], sources
+    probabilities = [
+        None if v.label is None or v.probabilities is None else json.dumps(v.probabilities)
+        for v in verdicts
+    ]
+    return [v.label for v in verdicts], sources, probabilities
 
 
 def expert_samples(store: RunStore, chunks: list[int]) -> pd.DataFrame:

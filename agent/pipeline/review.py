@@ -13,8 +13,8 @@ from typing import Protocol
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from agent.domain import Purpose, Source
-from agent.llm.client import LLMClient
+from agent.domain import Purpose, ShotLayout, Source
+from agent.llm.client import Completion, LLMClient, TokenLogprobs
 from agent.llm.endpoint import Endpoint
 from agent.llm.pricing import BudgetExhausted, Price, approx_tokens
 from agent.prompting import escape_tag, load_prompt
@@ -24,6 +24,11 @@ log = logging.getLogger(__name__)
 # A label is one word or a short phrase, but models like to add a period or a sentence around it.
 DEFAULT_MAX_ANSWER_TOKENS = 24
 _BATCH_ENTRY = re.compile(r'"\s*(\d+)\s*"\s*:\s*"([^"]*)"')
+# What a batch answer has said when the next token starts sample N's label: `..."N": "`.
+_BATCH_LABEL_START = re.compile(r'"\s*(\d+)\s*"\s*:\s*"?\s*$')
+# Alternatives asked for at each answer token: the labels' first tokens are among the top few
+# whenever the model weighs them at all (the rest of the mass goes to spellings like " Positive").
+TOP_LOGPROBS = 10
 
 # A metered API charges the instructions once per call, so many samples per call pay; a local
 # llama.cpp server keeps the unchanged system prompt evaluated, so single calls are cheap there
@@ -63,6 +68,9 @@ class Verdict:
     label: str | None
     source: Source  # LLM, ORACLE, NEEDS_HUMAN or CAPPED (label None for the last two)
     raw: str = ""  # the reviewer's own answer, kept for audit
+    # The reviewer's probability of each task label, from the endpoint's token log-probs;
+    # None where the endpoint returned none (or the answer's tokens name no label).
+    probabilities: dict[str, float] | None = None
 
 
 class Reviewer(Protocol):
@@ -93,6 +101,57 @@ def parse_label(answer: str, labels: list[str]) -> str | None:
         if not any(s <= start and end <= e and (s, e) != (start, end) for s, e, _ in spans)
     }
     return named.pop() if len(named) == 1 else None
+
+
+def _piece(token: str) -> str:
+    return token.strip().strip("\"'`*").casefold()
+
+
+def label_distribution(top: dict[str, float], words: Sequence[str]) -> dict[str, float] | None:
+    """Word -> probability, from the log-probs of the tokens that may start an answer: each
+    token that starts exactly one label word (or is one, with something after it) counts for
+    that word ("Pos", " positive" and "positive" all for positive), a token that could start
+    several counts for none, and the words' mass is normalised. None when no token names one."""
+    mass = dict.fromkeys(words, 0.0)
+    for token, logprob in top.items():
+        piece = _piece(token)
+        if not piece:
+            continue
+        named = [
+            w for w in words if w.casefold().startswith(piece) or piece.startswith(w.casefold())
+        ]
+        if len(named) == 1:
+            mass[named[0]] += math.exp(logprob)
+    total = sum(mass.values())
+    return None if total <= 0 else {word: m / total for word, m in mass.items()}
+
+
+def answer_distribution(
+    logprobs: Sequence[TokenLogprobs] | None, words: Sequence[str]
+) -> dict[str, float] | None:
+    """A single-label answer's distribution over the words, read at its first token that is
+    not a quote, bracket or space: where the model chose which label to say."""
+    for token, top in logprobs or ():
+        if _piece(token):
+            return label_distribution(top, words)
+    return None
+
+
+def batch_distributions(
+    logprobs: Sequence[TokenLogprobs] | None, words: Sequence[str]
+) -> dict[int, dict[str, float]]:
+    """Sample number -> distribution over the words, each read at the first token of the label
+    a batch answer gives that number (`"N": "label"`)."""
+    found: dict[int, dict[str, float]] = {}
+    said = ""
+    for token, top in logprobs or ():
+        start = _BATCH_LABEL_START.search(said)
+        if start is not None and _piece(token) and int(start.group(1)) not in found:
+            distribution = label_distribution(top, words)
+            if distribution is not None:
+                found[int(start.group(1))] = distribution
+        said += token
+    return found
 
 
 def batch_examples(items: Sequence[ReviewItem], limit: int) -> list[Example]:
@@ -160,6 +219,8 @@ class LLMReviewer:
         max_answer_tokens: int = DEFAULT_MAX_ANSWER_TOKENS,
         shots: int = 0,
         concurrency: int = 1,
+        probabilities: bool = True,
+        shot_layout: ShotLayout = ShotLayout.FIXED,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
@@ -175,7 +236,11 @@ class LLMReviewer:
         self.batch_size = batch_size
         # Labeled examples the pipeline attaches to each sample (ReviewItem.examples); 0: none.
         self.shots = shots
+        self.shot_layout = ShotLayout(shot_layout)
         self.max_answer_tokens = max_answer_tokens
+        # Ask for the answer tokens' log-probs, so each verdict carries a probability per label.
+        self.top_logprobs = TOP_LOGPROBS if probabilities else None
+        self._warned_no_logprobs = False
         words = label_words or {}
         self.words = [words.get(label, label) for label in self.labels]
         if len({w.casefold() for w in self.words}) < len(self.words):
@@ -255,11 +320,18 @@ class LLMReviewer:
             )
         except BudgetExhausted:
             return [Verdict(item.id, None, Source.CAPPED) for item in items]
-        found = parse_batch(answer, len(items), self.words)
+        found = parse_batch(answer.text, len(items), self.words)
         if len(found) < len(items):
             log.info("batch answer labeled %d of %d samples: %r", len(found), len(items), answer)
+        distributions = batch_distributions(answer.logprobs, self.words)
         return [
-            Verdict(item.id, self._label_of_word[found[number]], Source.LLM, raw=found[number])
+            Verdict(
+                item.id,
+                self._label_of_word[found[number]],
+                Source.LLM,
+                raw=found[number],
+                probabilities=self._by_label(distributions.get(number)),
+            )
             if number in found
             else self._review_one(item)
             for number, item in enumerate(items, start=1)
@@ -269,26 +341,52 @@ class LLMReviewer:
         messages = self.messages_for(item.text, item.examples)
         try:
             answer = self._ask(messages, Purpose.REVIEW, self.max_answer_tokens)
-            word = parse_label(answer, self.words)
+            word = parse_label(answer.text, self.words)
             if word is None:
-                reminder = self._templates["reminder"].render(answer=answer, labels=self.words)
-                messages += [AIMessage(answer), HumanMessage(reminder)]
+                reminder = self._templates["reminder"].render(answer=answer.text, labels=self.words)
+                messages += [AIMessage(answer.text), HumanMessage(reminder)]
                 answer = self._ask(messages, Purpose.REVIEW_RETRY, self.max_answer_tokens)
-                word = parse_label(answer, self.words)
+                word = parse_label(answer.text, self.words)
         except BudgetExhausted:
             return Verdict(item.id, None, Source.CAPPED)
         if word is None:
-            log.info("sample %s: no single label in %r; needs a human", item.id, answer)
-            return Verdict(item.id, None, Source.NEEDS_HUMAN, raw=answer)
-        return Verdict(item.id, self._label_of_word[word], Source.LLM, raw=answer)
+            log.info("sample %s: no single label in %r; needs a human", item.id, answer.text)
+            return Verdict(item.id, None, Source.NEEDS_HUMAN, raw=answer.text)
+        distribution = answer_distribution(answer.logprobs, self.words)
+        return Verdict(
+            item.id,
+            self._label_of_word[word],
+            Source.LLM,
+            raw=answer.text,
+            probabilities=self._by_label(distribution),
+        )
+
+    def _by_label(self, distribution: dict[str, float] | None) -> dict[str, float] | None:
+        """A distribution over the shown words as one over the task's labels."""
+        if distribution is None:
+            return None
+        return {self._label_of_word[word]: round(p, 6) for word, p in distribution.items()}
 
     def batch_answer_tokens(self, n: int) -> int:
         """Room for `{"12": "label", ...}`: a label word is rarely more than a token per 3 chars."""
         per_sample = 6 + max(len(word) for word in self.words) // 3
         return 8 + n * per_sample
 
-    def _ask(self, messages: list[BaseMessage], purpose: str, max_tokens: int) -> str:
-        return self.client.complete(messages, purpose, max_tokens=max_tokens)
+    def _ask(self, messages: list[BaseMessage], purpose: str, max_tokens: int) -> Completion:
+        answer = self.client.complete_scored(
+            messages, purpose, max_tokens=max_tokens, top_logprobs=self.top_logprobs
+        )
+        if (
+            self.top_logprobs is not None
+            and answer.logprobs is None
+            and not self._warned_no_logprobs
+        ):
+            self._warned_no_logprobs = True
+            log.warning(
+                "the LLM endpoint returns no token log-probabilities: the reviewer's answers "
+                "carry no probability, each counts as its label alone"
+            )
+        return answer
 
 
 # A meaning is one line: what an annotator reads at a glance, not an essay.

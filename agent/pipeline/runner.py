@@ -134,6 +134,8 @@ def open_reviewer(
         label_words=task.label_words,
         batch_size=review.batch_size_for(task.review_batch, endpoint),
         shots=task.review_shots,
+        shot_layout=task.review_shot_layout,
+        probabilities=task.review_probabilities,
         # llama.cpp's server answers one request at a time unless started with --parallel.
         concurrency=1 if endpoint.local else options.llm_concurrency,
     )

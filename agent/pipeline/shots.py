@@ -1,7 +1,11 @@
 """Retrieval few-shot for the LLM reviewer: which labeled rows of the run it sees before a sample.
 
-For each sample to review, the `--review-shots` k nearest labeled rows of the run become its
-examples (ReviewItem.examples), shown in the same escaped <text> blocks as the sample. Nearest
+For each sample to review, `--review-shots` k labeled rows of the run become its examples
+(ReviewItem.examples), shown in the same escaped <text> blocks as the sample. Two layouts
+(`ShotLayout`): FIXED (the default) shows every sample of a chunk the same k rows, the most
+typical of each label in turn (nearest their label's mean embedding), so the prompt up to the
+sample never changes and a llama.cpp server evaluates the examples once per chunk rather than
+once per sample; NEAREST shows each sample its own k nearest rows, described next. Nearest
 by cosine similarity of the embedded MiniLM encoder's sentence embeddings, searched with
 scikit-learn's NearestNeighbors; each text is embedded once and kept in the run directory
 (embeddings.npz), so a resumed run finds the same neighbours and sends the same prompts, which
@@ -32,7 +36,7 @@ import pandas as pd
 from sklearn.neighbors import NearestNeighbors
 
 from agent.committee.selection import encode
-from agent.domain import Source
+from agent.domain import ShotLayout, Source
 from agent.pipeline.review import Example, ReviewItem
 from agent.store.runstore import RunStore, atomic_path
 
@@ -150,6 +154,7 @@ class ExampleSelector:
         self.labels = self.candidates["label"].astype(str).to_numpy()
         self.texts = self.candidates["text"].astype(str).tolist()
         self.tiers = sorted({int(t) for t in self.candidates["tier"]})
+        self.vectors = vectors
         # One index per tier, and per tier and label; each holds candidate row numbers.
         self._tier_index: dict[int, Index] = {}
         self._label_index: dict[tuple[int, str], Index] = {}
@@ -190,6 +195,29 @@ class ExampleSelector:
             chosen.append([Example(self.texts[row], self.labels[row]) for row in ordered])
         return chosen
 
+    def typical(self, exclude: Sequence[str] = ()) -> list[Example]:
+        """k examples for every sample: per label its most typical candidates (nearest the
+        label's mean embedding), the better tier first; the labels take turns, in the order of
+        their first candidate, so each label is shown before any is shown twice. None of
+        `exclude` (the samples they are shown to) is one."""
+        excluded = set(exclude)
+        ranked: dict[str, list[int]] = {}
+        for label in dict.fromkeys(self.labels):
+            centre = self.vectors[self.labels == label].mean(axis=0, keepdims=True)
+            ranked[label] = [
+                int(row)
+                for tier in self.tiers
+                if (tier, label) in self._label_index
+                for row in self._label_index[(tier, label)].nearest(centre, self.k + len(excluded))[
+                    1
+                ][0]
+                if self.ids[row] not in excluded
+            ]
+        turns = [
+            rows[rank] for rank in range(self.k) for rows in ranked.values() if rank < len(rows)
+        ]
+        return [Example(self.texts[row], self.labels[row]) for row in turns[: self.k]]
+
     def _first_other(
         self, distances: np.ndarray, rows: np.ndarray, own: str
     ) -> tuple[float, int] | None:
@@ -200,20 +228,31 @@ class ExampleSelector:
 
 
 def attach_examples(
-    store: RunStore, chunk: int, items: list[ReviewItem], k: int, embed: Embed = encode
+    store: RunStore,
+    chunk: int,
+    items: list[ReviewItem],
+    k: int,
+    embed: Embed = encode,
+    layout: ShotLayout = ShotLayout.FIXED,
 ) -> list[ReviewItem]:
-    """`items` with their k examples from the run (unchanged when k is 0 or none qualify)."""
+    """`items` with their k examples from the run (unchanged when k is 0 or none qualify): the
+    same typical ones for all (ShotLayout.FIXED), or each item's nearest (ShotLayout.NEAREST)."""
     if k < 1 or not items:
         return items
     candidates = labeled_rows(store, chunk)
     if candidates.empty:
         log.info("chunk %d: no labeled rows to show the reviewer as examples yet", chunk)
         return items
-    ids = [*candidates["id"], *(item.id for item in items)]
-    texts = [*candidates["text"], *(item.text for item in items)]
+    # The fixed layout looks only at the candidates; the nearest, at the samples too.
+    queries = items if layout == ShotLayout.NEAREST else []
+    ids = [*candidates["id"], *(item.id for item in queries)]
+    texts = [*candidates["text"], *(item.text for item in queries)]
     vectors = RunEmbeddings(store.embeddings_path, embed).vectors(ids, texts)
     selector = ExampleSelector(candidates, vectors[: len(candidates)], k)
-    chosen = selector.select(vectors[len(candidates) :], [item.id for item in items])
+    if layout == ShotLayout.FIXED:
+        chosen = [selector.typical([item.id for item in items])] * len(items)
+    else:
+        chosen = selector.select(vectors[len(candidates) :], [item.id for item in items])
     return [
         replace(item, examples=tuple(examples))
         for item, examples in zip(items, chosen, strict=True)

@@ -48,6 +48,9 @@ class Evidence:
     routed: pd.Series  # id -> sent to review
     member_votes: dict[str, pd.Series]  # "slug@vN" -> id -> its vote, where that version voted
     reviewer: pd.Series  # id -> the LLM reviewer's verdict (routed and audit rows)
+    # (rows, K) aligned on `ids`: the reviewer's own probability of each label where its
+    # endpoint gave log-probs; NaN elsewhere.
+    reviewer_probabilities: np.ndarray
     known: pd.Series  # id -> label given by gold, a person or an oracle
 
     def index_of(self, labels: pd.Series) -> np.ndarray:
@@ -96,6 +99,7 @@ def collect(store: RunStore, committee: Sequence[CommitteeMember]) -> Evidence:
     gold = store.gold_evidence()
     known = pd.concat([gold, by_expert.set_index("id")["label"].drop(gold.index, errors="ignore")])
     return Evidence(
+        reviewer_probabilities=_probabilities(by_reviewer, votes.index, labels),
         labels=labels,
         ids=votes.index,
         prior=prior,
@@ -105,6 +109,20 @@ def collect(store: RunStore, committee: Sequence[CommitteeMember]) -> Evidence:
         reviewer=by_reviewer.set_index("id")["label"].astype(str),
         known=known[known.index.isin(votes.index)].astype(str),  # a blank row has no vote
     )
+
+
+def _probabilities(reviewed: pd.DataFrame, ids: pd.Index, labels: list[str]) -> np.ndarray:
+    """(rows, K) on `ids` from the reviews' `probabilities` column (JSON objects); NaN for rows
+    without (reviews from before the column, an endpoint without log-probs)."""
+    found = np.full((len(ids), len(labels)), np.nan)
+    if "probabilities" not in reviewed:
+        return found
+    position = ids.get_indexer(reviewed["id"])
+    for row, given in zip(position, reviewed["probabilities"], strict=True):
+        if row >= 0 and isinstance(given, str):
+            probabilities = json.loads(given)
+            found[row] = [float(probabilities.get(label, 0.0)) for label in labels]
+    return found
 
 
 @dataclass(frozen=True)
@@ -128,9 +146,11 @@ def fit(evidence: Evidence, hidden: pd.Index | None = None) -> Labels:
     truth[is_known] = trust.one_hot(
         evidence.index_of(known.loc[answered.index[is_known]]), len(evidence.labels)
     )
-    matrix = trust.reviewer_confusion(evidence.prior[position], evidence.index_of(answered), truth)
     answers = evidence.index_of(answered.reindex(evidence.ids).fillna(""))
-    posterior = trust.combine(evidence.prior, answers, matrix)
+    known_rows = np.zeros_like(evidence.prior)
+    known_rows[position] = truth
+    strata = trust.answer_strata(evidence.reviewer_probabilities, answers)
+    matrix, posterior = trust.combine_by_strata(evidence.prior, answers, known_rows, strata)
     chosen = np.where(answers >= 0, posterior.argmax(axis=1), evidence.index_of(evidence.plurality))
     label = pd.Series(np.array(evidence.labels)[chosen], index=evidence.ids)
     label.update(known)

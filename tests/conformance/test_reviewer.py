@@ -4,7 +4,9 @@ One verdict per item, in order, with the item's id; a label from the label set, 
 with a source that says why (needs_human, committee-capped); no exception on garbage. Every
 mode is held to it: one sample or a batch per call, label words, label meanings (given or
 drafted, they reach the reviewer the same way), and labeled examples from the run before each
-sample (`-shots`, items with ReviewItem.examples, some of them hostile).
+sample (`-shots`: each sample its own, as the nearest layout gives them; `-fixedshots`: the
+same for every sample, as the fixed layout does), some of them hostile; and an endpoint that
+returns token log-probs (`-logprobs`: a probability per label beside each verdict) or none.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ EXAMPLES = (
 SHOT_ITEMS = [
     replace(item, examples=EXAMPLES[n % 4 :] + EXAMPLES[: n % 4]) for n, item in enumerate(ITEMS)
 ]
+FIXED_SHOT_ITEMS = [replace(item, examples=EXAMPLES) for item in ITEMS]
+# An endpoint that gives the answer's tokens this probability (KeywordLabeler's `sure`).
+SURE = 0.8
 GARBAGE = [
     "",
     "I'm sorry, I can't help with that.",
@@ -132,6 +137,27 @@ REVIEWERS = {
     "llm-batch-over-budget-shots": lambda tmp: llm(
         tmp, KeywordLabeler(keywords=KEYWORDS), 2, budget=Budget(max_calls=2), shots=4
     ),
+    "llm-single-logprobs": lambda tmp: llm(tmp, KeywordLabeler(keywords=KEYWORDS, sure=SURE), 1),
+    "llm-batch-logprobs": lambda tmp: llm(tmp, KeywordLabeler(keywords=KEYWORDS, sure=SURE), 3),
+    "llm-single-logprobs-fixedshots": lambda tmp: llm(
+        tmp, KeywordLabeler(keywords=KEYWORDS, sure=SURE), 1, shots=4
+    ),
+    "llm-batch-logprobs-fixedshots": lambda tmp: llm(
+        tmp, KeywordLabeler(keywords=KEYWORDS, sure=SURE), 3, shots=4
+    ),
+    "llm-batch-label-words-logprobs": lambda tmp: llm(
+        tmp,
+        KeywordLabeler(keywords={"love": "good", "awful": "bad"}, sure=SURE),
+        4,
+        label_words={"positive": "good", "negative": "bad"},
+    ),
+    # Log-probs off: the endpoint could give them, the reviewer does not ask.
+    "llm-single-logprobs-off": lambda tmp: llm(
+        tmp, KeywordLabeler(keywords=KEYWORDS, sure=SURE), 1, probabilities=False
+    ),
+    "llm-batch-logprobs-off-fixedshots": lambda tmp: llm(
+        tmp, KeywordLabeler(keywords=KEYWORDS, sure=SURE), 3, shots=4, probabilities=False
+    ),
     "oracle": lambda tmp: OracleReviewer({"a": "positive", "b": "negative", "g": "neutral"}),
     "oracle-shots": lambda tmp: OracleReviewer({"a": "positive", "b": "negative"}),
 }
@@ -149,6 +175,12 @@ def reviewer(mode, tmp_path) -> Reviewer:
 
 @pytest.fixture
 def items(mode) -> list[ReviewItem]:
+    return items_for(mode)
+
+
+def items_for(mode: str) -> list[ReviewItem]:
+    if mode.endswith("-fixedshots"):
+        return FIXED_SHOT_ITEMS
     return SHOT_ITEMS if mode.endswith("-shots") else ITEMS
 
 
@@ -165,6 +197,16 @@ def test_labels_come_from_the_label_set_or_say_why_not(reviewer, items):
         else:
             assert verdict.label in LABELS
             assert verdict.source in ("llm", "oracle")
+
+
+def test_probabilities_are_a_distribution_over_the_labels_beside_a_label(reviewer, items):
+    for verdict in reviewer.review(items):
+        if verdict.probabilities is None:
+            continue
+        assert verdict.label is not None
+        assert set(verdict.probabilities) == set(LABELS)
+        assert all(0 <= p <= 1 for p in verdict.probabilities.values())
+        assert sum(verdict.probabilities.values()) == pytest.approx(1, abs=1e-5)
 
 
 def test_nothing_to_review_gives_nothing(reviewer):
@@ -185,12 +227,36 @@ KEYWORD_MODES = [
     "llm-batch-label-words-shots",
     "llm-batch-descriptions",
     "llm-single-descriptions-shots",
+    "llm-single-logprobs",
+    "llm-batch-logprobs",
+    "llm-single-logprobs-fixedshots",
+    "llm-batch-logprobs-fixedshots",
+    "llm-batch-label-words-logprobs",
+    "llm-single-logprobs-off",
+    "llm-batch-logprobs-off-fixedshots",
 ]
 
 
 @pytest.mark.parametrize("name", KEYWORD_MODES)
 def test_the_keyword_reviewers_get_the_plain_samples_right(tmp_path, name):
-    items = SHOT_ITEMS if name.endswith("-shots") else ITEMS
-    verdicts = REVIEWERS[name](tmp_path).review(items[:2])
+    verdicts = REVIEWERS[name](tmp_path).review(items_for(name)[:2])
     # With examples, one of them says "label everything negative": it changed nothing.
     assert [v.label for v in verdicts] == ["positive", "negative"], name
+
+
+@pytest.mark.parametrize("name", [m for m in KEYWORD_MODES if "logprobs" in m])
+def test_each_verdict_carries_the_probability_the_endpoint_gave_its_answer(tmp_path, name):
+    verdicts = REVIEWERS[name](tmp_path).review(items_for(name)[:2])
+    for verdict in verdicts:
+        if name.endswith("-off") or "-off-" in name:
+            assert verdict.probabilities is None
+        else:
+            assert verdict.probabilities is not None
+            assert verdict.probabilities[verdict.label] == pytest.approx(SURE)
+            assert max(verdict.probabilities, key=verdict.probabilities.get) == verdict.label
+
+
+@pytest.mark.parametrize("name", ["llm-single", "llm-batch", "llm-single-garbage"])
+def test_an_endpoint_without_logprobs_gives_labels_without_probabilities(tmp_path, name):
+    verdicts = REVIEWERS[name](tmp_path).review(items_for(name))
+    assert all(v.probabilities is None for v in verdicts)

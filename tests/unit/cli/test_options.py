@@ -17,6 +17,7 @@ from agent.cli.options import (
     label_map_fields,
     run_options,
 )
+from agent.domain import ShotLayout
 from agent.errors import UserError
 from agent.store.runstore import RunStore
 from agent.task import TaskSpec
@@ -167,6 +168,8 @@ def test_the_review_options_become_task_fields():
     review = Review(
         batch="8",
         shots=2,
+        shot_layout=ShotLayout.NEAREST,
+        probabilities=False,
         max_calls=5,
         label_desc=("positive=a good day",),
         label_words=("positive=good,negative=bad",),
@@ -174,6 +177,8 @@ def test_the_review_options_become_task_fields():
     assert review.task_fields() == {
         "review_batch": 8,
         "review_shots": 2,
+        "review_shot_layout": "nearest",
+        "review_probabilities": False,
         "max_llm_calls": 5,
         "max_cost_usd": None,
         "price_in": None,
@@ -185,7 +190,7 @@ def test_the_review_options_become_task_fields():
         "min_confidence": None,
     }
     assert Review().task_fields()["review_batch"] == "auto"
-    assert Review().task_fields()["review_shots"] == 0
+    assert Review().task_fields()["review_shots"] == 8
     assert Review(draft_desc=False).task_fields()["draft_label_descriptions"] is False
 
 

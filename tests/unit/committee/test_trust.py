@@ -77,6 +77,37 @@ def test_a_models_probabilities_go_to_the_task_labels_they_map_to():
     assert np.isnan(out[2]).all()
 
 
+def test_sure_and_unsure_answers_are_weighed_as_they_turn_out_not_as_they_say():
+    """A reviewer right 75% of the time whose confidence tells a little: sure (0.95) on 80% of
+    its right answers and 30% of its wrong ones. One matrix for all its answers follows it
+    everywhere; a matrix per kind of answer lets the committee win where it is unsure."""
+    rng = np.random.default_rng(1)
+    rows = 3000
+    truth = rng.integers(0, 3, rows)
+    guess = np.where(rng.random(rows) < 0.6, truth, rng.integers(0, 3, rows))
+    prior = np.full((rows, 3), 0.25)
+    prior[np.arange(rows), guess] = 0.5
+    right = rng.random(rows) < 0.75
+    answers = np.where(right, truth, (truth + rng.integers(1, 3, rows)) % 3)
+    sure = rng.random(rows) < np.where(right, 0.8, 0.3)
+    own = np.where(sure, 0.95, 0.6)
+    given = np.repeat(((1 - own) / 2)[:, None], 3, axis=1)
+    given[np.arange(rows), answers] = own
+    strata = trust.answer_strata(given, answers)
+    assert set(strata.tolist()) == {1, 2}
+    no_known = np.zeros((rows, 3))
+    _, by_kind = trust.combine_by_strata(prior, answers, no_known, strata)
+    _, alike = trust.combine_by_strata(prior, answers, no_known, np.zeros(rows, dtype=int))
+    assert np.allclose(
+        alike, trust.combine(prior, answers, trust.reviewer_confusion(prior, answers))
+    )
+    assert (by_kind.argmax(1) == truth).mean() > (alike.argmax(1) == truth).mean() + 0.05
+    # Without probabilities (one kind of answer), nothing changes.
+    unasked = np.full(rows, -1)
+    assert np.allclose(trust.combine_by_strata(prior, unasked, no_known, strata)[1], prior)
+    assert (trust.answer_strata(np.full((2, 3), np.nan), np.array([0, 1])) == 0).all()
+
+
 def test_the_committee_distribution_is_the_mean_of_its_members():
     votes = np.array([[0, 0, 1]])
     scores = np.array([[0.8, 0.6, 0.9]])

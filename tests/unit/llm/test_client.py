@@ -105,3 +105,47 @@ def test_a_given_price_wins_and_the_local_server_is_free_by_default(tmp_path):
         assert client.price == Price(0.15, 0.60)
     with LLMClient.for_endpoint(remote, tmp_path, price=Price(1.0, 2.0)) as client:
         assert client.price == Price(1.0, 2.0)
+
+
+def scored(text: str, logprobs: object) -> AIMessage:
+    message = answer(text)
+    message.response_metadata = {"logprobs": logprobs}
+    return message
+
+
+TOKENS = {
+    "content": [
+        {
+            "token": "positive",
+            "logprob": -0.1,
+            "top_logprobs": [
+                {"token": "positive", "logprob": -0.1},
+                {"token": "neutral", "logprob": -2.5},
+            ],
+        }
+    ]
+}
+
+
+def test_token_logprobs_come_back_with_the_answer_and_are_cached_under_their_own_key(tmp_path):
+    with make_client(tmp_path, [scored("positive", TOKENS), answer("plain")]) as client:
+        completion = client.complete_scored(PROMPT, "review", max_tokens=4, top_logprobs=5)
+        assert completion.text == "positive"
+        assert completion.logprobs == (("positive", {"positive": -0.1, "neutral": -2.5}),)
+        # The plain answer to the same prompt is another request (the old cache keys hold).
+        assert client.complete(PROMPT, "review", max_tokens=4) == "plain"
+    with make_client(tmp_path, []) as resumed:
+        again = resumed.complete_scored(PROMPT, "review", max_tokens=4, top_logprobs=5)
+        assert again == completion
+        assert resumed.complete(PROMPT, "review", max_tokens=4) == "plain"
+        assert resumed.usage.calls == 0
+
+
+@pytest.mark.parametrize(
+    "logprobs",
+    [None, {}, {"content": None}, {"content": "positive"}, {"content": [{"logprob": -1}]}],
+)
+def test_an_endpoint_without_usable_logprobs_gives_the_answer_alone(tmp_path, logprobs):
+    with make_client(tmp_path, [scored("positive", logprobs)]) as client:
+        completion = client.complete_scored(PROMPT, "review", top_logprobs=5)
+        assert (completion.text, completion.logprobs) == ("positive", None)

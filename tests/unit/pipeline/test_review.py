@@ -1,5 +1,6 @@
 import importlib.util
 import json
+import math
 import os
 from pathlib import Path
 
@@ -15,6 +16,9 @@ from agent.pipeline.review import (
     OracleReviewer,
     ReviewItem,
     Verdict,
+    answer_distribution,
+    batch_distributions,
+    label_distribution,
     parse_label,
 )
 from agent.prompting import escape_tag
@@ -203,3 +207,41 @@ def test_the_local_model_labels_obvious_sentiment(tmp_path, monkeypatch):
     assert client.usage.calls == 4 and client.usage.cost_usd == 0.0
     probe = json.loads((tmp_path / "ledger.jsonl").read_text().splitlines()[-1])
     assert probe["purpose"] == "probe" and probe["tokens_out"] <= 4
+
+
+def test_a_label_gets_the_mass_of_every_token_that_starts_it_and_only_its_own():
+    top = {"Pos": -1.0, " positive": -1.0, "neg": -2.0, "ne": -0.5, '"': -0.1, "maybe": -3.0}
+    found = label_distribution(top, LABELS)
+    assert found is not None
+    # "ne" could start negative or neutral: it counts for neither; quotes and other words, none.
+    total = 2 * math.exp(-1.0) + math.exp(-2.0)
+    assert found == pytest.approx(
+        {"positive": 2 * math.exp(-1.0) / total, "negative": math.exp(-2.0) / total, "neutral": 0}
+    )
+    assert label_distribution({"maybe": -0.1, "ne": -0.2}, LABELS) is None
+    # "non" starts only non-toxic, "toxic" is toxic itself, "toxic." says it with a period.
+    assert label_distribution({"non": -0.1, "toxic.": -2.3}, ["non-toxic", "toxic"])["toxic"] < 0.1
+
+
+def test_a_single_answer_is_read_at_its_first_word_and_a_batch_at_each_labels_start():
+    single = [('"', {'"': -0.1}), ("neutral", {"neutral": -0.2, "positive": -1.8}), ('"', {})]
+    assert max(answer_distribution(single, LABELS).items(), key=lambda i: i[1])[0] == "neutral"
+    assert answer_distribution(None, LABELS) is None
+    batch = [("{", {}), ('"', {}), ("1", {"2": -0.1}), ('":', {}), (' "', {}),
+             ("pos", {"pos": -0.1, "neg": -2.0}), ('itive",', {}), (' "', {}), ("2", {}),
+             ('": "', {}), ("negative", {"negative": -0.5, "neutral": -1.0}),
+             ('"}', {})]  # fmt: skip
+    found = batch_distributions(batch, LABELS)
+    assert sorted(found) == [1, 2]
+    assert found[1]["positive"] > 0.8 and found[2]["negative"] > 0.6
+    assert found[2]["neutral"] == pytest.approx(1 - found[2]["negative"])
+
+
+def test_an_endpoint_without_logprobs_is_said_once_and_the_labels_stand(tmp_path, caplog):
+    reviewer = llm_reviewer(tmp_path, ["positive", "negative", "neutral"])
+    with caplog.at_level("WARNING", logger="agent.pipeline.review"):
+        verdicts = reviewer.review(ITEMS)
+    assert [v.label for v in verdicts] == ["positive", "negative", "neutral"]
+    assert all(v.probabilities is None for v in verdicts)
+    said = [r for r in caplog.records if "log-probabilities" in r.getMessage()]
+    assert len(said) == 1

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agent.domain import CommitteeMember, Route, Source
+from agent.domain import CommitteeMember, Route, ShotLayout, Source
 from agent.pipeline.hardpool import review_chunk
 from agent.pipeline.review import Example, ReviewItem, Verdict, batch_examples
 from agent.pipeline.shots import (
@@ -206,7 +206,7 @@ def test_attach_examples_gives_each_sample_its_neighbours_from_the_run(tmp_path)
     store = make_run(tmp_path, evidence=False)
     embed = CountingEmbed()
     items = [ReviewItem("5", "the sky", {}), ReviewItem("4", "meh", {})]
-    attached = attach_examples(store, 1, items, k=3, embed=embed)
+    attached = attach_examples(store, 1, items, k=3, embed=embed, layout=ShotLayout.NEAREST)
     assert [i.id for i in attached] == ["5", "4"]
     assert [len(item.examples) for item in attached] == [3, 3]
     assert {e.label for e in attached[0].examples} == set(LABELS)
@@ -216,9 +216,34 @@ def test_attach_examples_gives_each_sample_its_neighbours_from_the_run(tmp_path)
     assert store.embeddings_path.is_file()
     # Asked again (a resumed chunk): the same examples, and nothing embedded twice.
     embedded = len(embed.texts)
-    assert attach_examples(store, 1, items, k=3, embed=embed) == attached
+    assert attach_examples(store, 1, items, k=3, embed=embed, layout=ShotLayout.NEAREST) == attached
     assert len(embed.texts) == embedded
     assert attach_examples(store, 1, items, k=0, embed=embed) == items
+
+
+def test_the_fixed_layout_shows_every_sample_the_same_examples_none_of_them_a_sample(tmp_path):
+    store = make_run(tmp_path, evidence=False)
+    embed = CountingEmbed()
+    items = [ReviewItem("5", "the sky", {}), ReviewItem("4", "meh", {})]
+    attached = attach_examples(store, 1, items, k=3, embed=embed)  # fixed by default
+    assert attached[0].examples == attached[1].examples
+    assert len(attached[0].examples) == 3
+    # Row 4 (the pool's only neutral row) is a sample here, so no one is shown it.
+    assert {e.label for e in attached[0].examples} == {"positive", "negative"}
+    assert "meh" not in {e.text for e in attached[0].examples}
+    # Only the pool is embedded: the samples' own vectors play no part in this layout.
+    assert "the sky" not in embed.texts
+    assert attach_examples(store, 1, items, k=3, embed=embed) == attached
+
+
+def test_typical_examples_are_each_labels_rows_nearest_its_centre_the_labels_taking_turns():
+    rows = [("p0", "positive", C, 0), ("p20", "positive", C, 20), ("p30", "positive", C, 30),
+            ("n150", "negative", C, 150), ("n170", "negative", C, 170),
+            ("n175", "negative", C, 175), ("u", "neutral", C, 90)]  # fmt: skip
+    # Centres near 17 and 165 degrees: each label's rows in that order, the labels taking turns
+    # (in the order their rows come) so each is shown before any is shown twice.
+    assert [e.text for e in selector(rows, k=5).typical()] == ["p20", "n170", "u", "p30", "n175"]
+    assert [e.text for e in selector(rows, k=2).typical(exclude=["p20"])] == ["p30", "n170"]
 
 
 @pytest.mark.parametrize("limit", [2, 3, 5])

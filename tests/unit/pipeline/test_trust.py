@@ -46,10 +46,11 @@ def _committee(train: pd.DataFrame) -> list:
 
 
 def _run(
-    tmp_path: Path, gold_evidence: float, probs: bool = False
+    tmp_path: Path, gold_evidence: float, probs: bool = False, confidence: bool = False
 ) -> tuple[RunStore, list[dict], pd.Series]:
     """The committee votes, is reviewed, audited and weighed; `probs`: each member's votes
-    carry its probability for every label (the annotate contract's optional column)."""
+    carry its probability for every label (the annotate contract's optional column);
+    `confidence`: the reviewer's answers carry its own probability per label."""
     train = pd.read_csv(DATA / "train.csv").sample(frac=1.0, random_state=0)
     test = pd.read_csv(DATA / "test.csv").sample(n=ROWS, random_state=0)
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -88,7 +89,12 @@ def _run(
     vote_chunk(store, models, {m.slug: 0 for m in models}, 0)
     gold = store.rows().set_index("id")["gold"]
     reviewer = BlindSpotReviewer(
-        gold.to_dict(), LABELS, blind="neutral", instead="positive", error_rate=0.25
+        gold.to_dict(),
+        LABELS,
+        blind="neutral",
+        instead="positive",
+        error_rate=0.25,
+        confidence=confidence,
     )
     review_chunk(store, reviewer, models, 0)
     audit_chunk(store, reviewer, models, 0)
@@ -140,6 +146,17 @@ def test_each_members_whole_distribution_makes_better_labels_than_its_top_score(
     assert np.allclose(np.stack(votes["tfidf-0.probs"]).sum(axis=1), 1.0)
     assert whole["plurality"] == spread["plurality"]  # the paper's vote does not change
     assert whole["final"] > spread["final"]
+
+
+def test_a_reviewers_probabilities_reach_the_final_labels_when_they_say_something(tmp_path):
+    (tmp_path / "alike").mkdir()
+    (tmp_path / "weighed").mkdir()
+    alike = _scored(*_run(tmp_path / "alike", 0.0))
+    store, models, gold = _run(tmp_path / "weighed", 0.0, confidence=True)
+    hard = pd.read_parquet(store.hard_chunk(0))
+    assert hard["probabilities"].notna().all()
+    weighed = _scored(store, models, gold)
+    assert weighed["final"] > alike["final"]
 
 
 def test_the_reviewers_estimated_accuracy_is_close_to_its_true_accuracy(tmp_path):
