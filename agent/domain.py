@@ -62,6 +62,13 @@ def output_name(column: str) -> str:
     return OUTPUT_PREFIX + column
 
 
+class Routing(StrEnum):
+    """Which voted rows go to review (`--routing`)."""
+
+    UNCERTAINTY = "uncertainty"  # the paper's rule: U(x) >= epsilon
+    GAIN = "gain"  # one reviewer answer is expected to change the label (trust.expected_gain)
+
+
 class ShotLayout(StrEnum):
     """Which labeled rows the reviewer sees before a sample (`--review-shot-layout`)."""
 

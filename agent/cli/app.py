@@ -56,6 +56,7 @@ from agent.cli.options import (
     ReviewProbabilitiesOption,
     ReviewShotLayoutOption,
     ReviewShotsOption,
+    RoutingOption,
     SandboxOption,
     StepTimeoutOption,
     TaskOption,
@@ -69,7 +70,7 @@ from agent.cli.review import review as review_command
 from agent.cli.sandbox import sandbox_app
 from agent.cli.scripts import scripts_app
 from agent.committee.selection import SelectionError
-from agent.domain import ShotLayout
+from agent.domain import Routing, ShotLayout
 from agent.errors import UserError
 from agent.hub.demo import TASK_LABELS, demo_input
 from agent.pipeline.evaluate import ablation
@@ -230,6 +231,7 @@ def run(
     draft_label_desc: DraftLabelDescOption = True,
     label_words: LabelWordsOption = None,
     audit_share: AuditShareOption = 0.05,
+    routing: RoutingOption = Routing.UNCERTAINTY,
     min_confidence: MinConfidenceOption = None,
 ) -> None:
     """Label a file end to end: select SLMs, write scripts, vote, review, fine-tune, report."""
@@ -260,6 +262,7 @@ def run(
         draft_desc=draft_label_desc,
         label_words=tuple(label_words or ()),
         audit_share=audit_share,
+        routing=routing,
         min_confidence=min_confidence,
     )
     spec = _task_or_fail(
@@ -532,6 +535,7 @@ def evaluate(
     draft_label_desc: DraftLabelDescOption = True,
     label_words: LabelWordsOption = None,
     audit_share: AuditShareOption = 0.05,
+    routing: RoutingOption = Routing.UNCERTAINTY,
     min_confidence: MinConfidenceOption = None,
 ) -> None:
     """Run the pipeline on a labeled file as if unlabeled; print the paper's table 3/4 columns.
@@ -566,6 +570,7 @@ def evaluate(
         draft_desc=draft_label_desc,
         label_words=tuple(label_words or ()),
         audit_share=audit_share,
+        routing=routing,
         min_confidence=min_confidence,
     )
     chosen = [r.strip() for r in reviewers.split(",") if r.strip()]

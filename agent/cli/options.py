@@ -16,7 +16,7 @@ import typer
 
 from agent.api import engine_options
 from agent.cli.common import console, fail
-from agent.domain import ShotLayout
+from agent.domain import Routing, ShotLayout
 from agent.pipeline.deploycache import machine_deploy_cache
 from agent.pipeline.engine import ENGINES
 from agent.pipeline.runner import DEFAULT_LLM_CONCURRENCY, RunOptions
@@ -422,6 +422,17 @@ AuditShareOption = Annotated[
         rich_help_panel=TRUST,
     ),
 ]
+RoutingOption = Annotated[
+    Routing,
+    typer.Option(
+        "--routing",
+        help="Which rows go to review: uncertainty (default, the paper's rule U(x) >= epsilon) "
+        "or gain: rows where one answer from the reviewer, weighed by its measured confusion "
+        "matrix, is expected to change the label (at least 0.05), once it has answered a "
+        "chunk. Within a budget, rows with the largest expected gain go first either way.",
+        rich_help_panel=TRUST,
+    ),
+]
 MinConfidenceOption = Annotated[
     float | None,
     typer.Option(
@@ -457,6 +468,7 @@ class Review:
     draft_desc: bool = True
     label_words: tuple[str, ...] = ()
     audit_share: float = 0.05
+    routing: Routing = Routing.UNCERTAINTY
     min_confidence: float | None = None
 
     def task_fields(self) -> dict:
@@ -476,5 +488,6 @@ class Review:
             "draft_label_descriptions": self.draft_desc,
             "label_words": label_words_field(self.label_words),
             "audit_share": self.audit_share,
+            "routing": self.routing.value,
             "min_confidence": self.min_confidence,
         }

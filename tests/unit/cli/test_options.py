@@ -187,6 +187,7 @@ def test_the_review_options_become_task_fields():
         "draft_label_descriptions": True,
         "label_words": {"positive": "good", "negative": "bad"},
         "audit_share": 0.05,
+        "routing": "uncertainty",
         "min_confidence": None,
     }
     assert Review().task_fields()["review_batch"] == "auto"
@@ -255,14 +256,19 @@ def test_gold_column_makes_the_users_labels_evidence_and_trust_options_reach_the
 ):
     args = command_line("run", csv, tmp_path)
     result = runner.invoke(
-        app, [*args, "--gold-column", "label", "--audit-share", "0.1", "--min-confidence", "0.8"]
-    )
+        app,
+        [*args, "--gold-column", "label", "--audit-share", "0.1", "--min-confidence", "0.8",
+         "--routing", "gain"],
+    )  # fmt: skip
     assert result.exit_code == 2, result.output
     (spec,) = specs
     assert (spec.gold_column, spec.gold_evidence) == ("label", 1.0)
-    assert (spec.audit_share, spec.min_confidence) == (0.1, 0.8)
+    assert (spec.audit_share, spec.min_confidence, spec.routing) == (0.1, 0.8, "gain")
     runner.invoke(app, command_line("run", csv, tmp_path / "plain"))
     assert (specs[1].gold_column, specs[1].gold_evidence, specs[1].audit_share) == (None, 0.0, 0.05)
+    assert specs[1].routing == "uncertainty"
+    wrong = runner.invoke(app, [*command_line("run", csv, tmp_path / "x"), "--routing", "vibes"])
+    assert wrong.exit_code == 2 and "vibes" in wrong.output
 
 
 def test_the_label_map_becomes_task_fields():
