@@ -12,7 +12,13 @@ votes are always in the task's space.
 
 A map that reads well can still be wrong (a card that swaps LABEL_0 and LABEL_2, an LLM
 guess), so `check_probes` compares the mapped predictions on texts whose label is obvious
-with that label and flags what disagrees.
+with that label and flags what disagrees. And where a map rests on more than names (a card, a
+guess, nothing at all) and someone can label a few of the user's rows (gold rows, the
+reviewer), `learn_map` replaces it with the map those rows support: the assignment of model
+labels to task labels that maximises agreement on the confusion matrix
+(scipy's linear_sum_assignment; a model label left over when the model has more labels than
+the task goes to the task label it agrees with most), kept only when that agreement beats
+the agreement expected by chance from the two label distributions (Cohen's kappa).
 """
 
 from __future__ import annotations
@@ -23,7 +29,10 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from langchain_core.messages import HumanMessage, SystemMessage
+from scipy.optimize import linear_sum_assignment
+from sklearn.metrics import cohen_kappa_score
 
 from agent.domain import Purpose
 from agent.prompting import escape_tag, load_prompt
@@ -66,8 +75,20 @@ LABEL_WORD = "label word"
 SYNONYM = "synonym"
 FROM_CARD = "card says"
 PROPOSED = "proposed"
+LEARNED = "learned"
 NO_MATCH = "no match"
-TRUST = {USER: 1.0, EXACT: 1.0, LABEL_WORD: 1.0, SYNONYM: 1.0, FROM_CARD: 0.9, PROPOSED: 0.75}
+TRUST = {
+    USER: 1.0,
+    EXACT: 1.0,
+    LABEL_WORD: 1.0,
+    SYNONYM: 1.0,
+    LEARNED: 0.95,
+    FROM_CARD: 0.9,
+    PROPOSED: 0.75,
+}
+# Evidence that needs no data: the user said it, or the names say it. Anything else (a card's
+# list, an LLM's guess, no match) is learned from the user's rows when someone can label some.
+BY_NAME = (USER, EXACT, LABEL_WORD, SYNONYM)
 
 # (unmapped model labels, task labels, model card) -> {model label: task label or None}
 Proposer = Callable[[list[str], list[str], str], dict]
@@ -137,6 +158,11 @@ class Alignment:
             if task_label is not None:
                 merged.setdefault(task_label, []).append(model_label)
         return {t: labels for t, labels in merged.items() if len(labels) > 1}
+
+    @property
+    def by_name(self) -> bool:
+        """Every label mapped by the user or by its name: nothing to learn from data."""
+        return all(e.startswith(BY_NAME) for e in self.evidence.values())
 
     @property
     def fit(self) -> float:
@@ -417,3 +443,87 @@ def check_probes(
         for expected, answers in wrong.items()
     ]
     return ProbeCheck(total=len(probes), correct=correct, flags=flags)
+
+
+@dataclass(frozen=True)
+class LearnedMap:
+    """A map chosen from rows both the model and a teacher (gold rows, the reviewer) labeled."""
+
+    alignment: Alignment
+    matrix: dict[str, dict[str, int]]  # model label -> task label -> rows labeled so by both
+    rows: int  # sample rows the teacher labeled
+    agreement: float  # share of those rows where the mapped model label is the teacher's
+    chance: float  # the agreement expected from the two label distributions alone
+    kappa: float  # (agreement - chance) / (1 - chance)
+    teacher: str  # "the gold labels", "the reviewer"
+
+    def to_json(self) -> dict:
+        return {
+            "teacher": self.teacher,
+            "rows": self.rows,
+            "agreement": round(self.agreement, 3),
+            "chance": round(self.chance, 3),
+            "kappa": round(self.kappa, 3),
+            "matrix": self.matrix,
+        }
+
+
+def learn_map(
+    prior: Alignment,
+    task_labels: Sequence[str],
+    predicted: Sequence[str],
+    taught: Sequence[str | None],
+    teacher: str,
+) -> LearnedMap | None:
+    """The model-label -> task-label map that agrees best with `taught` (a task label or None
+    per row) on the rows the model labeled `predicted` (its own labels); None when the teacher
+    labeled no row. `prior` (what names, the card or an LLM said) is kept in the evidence."""
+    model_labels = list(prior.mapping)
+    pairs = [(p, t) for p, t in zip(predicted, taught, strict=True) if t in task_labels]
+    if not pairs:
+        return None
+    counts = np.zeros((len(model_labels), len(task_labels)), dtype=int)
+    for model_label, task_label in pairs:
+        counts[model_labels.index(model_label), list(task_labels).index(task_label)] += 1
+    mapping: dict[str, str | None] = {}
+    for row, column in zip(*linear_sum_assignment(counts, maximize=True), strict=True):
+        mapping[model_labels[row]] = task_labels[column]
+    for row, model_label in enumerate(model_labels):
+        if model_label not in mapping:  # more model labels than task labels: many-to-one
+            seen = counts[row].sum() > 0
+            mapping[model_label] = task_labels[int(counts[row].argmax())] if seen else None
+    mapping = {label: mapping[label] for label in model_labels}  # the model's own order
+    evidence = {}
+    for row, model_label in enumerate(model_labels):
+        target, total = mapping[model_label], int(counts[row].sum())
+        if target is None:
+            evidence[model_label] = f"{NO_MATCH} (never answered on {len(pairs)} rows)"
+            continue
+        agree = int(counts[row, list(task_labels).index(target)])
+        before = prior.mapping.get(model_label)
+        said = (
+            "the prior agrees"
+            if before == target
+            else f"prior: {prior.evidence.get(model_label, NO_MATCH).split(';')[0]}"
+        )
+        evidence[model_label] = (
+            f"{LEARNED} on {len(pairs)} rows: {model_label} = {target} "
+            f"({agree}/{total} of its rows); {said}"
+        )
+    truth = [t for _, t in pairs]
+    mapped = [mapping[p] or "" for p, _ in pairs]
+    agreement = sum(m == t for m, t in zip(mapped, truth, strict=True)) / len(pairs)
+    ours, theirs = (
+        {label: values.count(label) / len(values) for label in task_labels}
+        for values in (mapped, truth)
+    )
+    chance = sum(ours[label] * theirs[label] for label in task_labels)
+    # Undefined (nan) when both sides use one label only: no evidence for a map either way.
+    kappa = float(cohen_kappa_score(truth, mapped)) if chance < 1 else 0.0
+    alignment = Alignment(mapping=mapping, evidence=evidence)
+    _note_many_to_one(alignment)
+    matrix = {
+        m: {t: int(counts[i, j]) for j, t in enumerate(task_labels) if counts[i, j]}
+        for i, m in enumerate(model_labels)
+    }
+    return LearnedMap(alignment, matrix, len(pairs), agreement, chance, kappa, teacher)

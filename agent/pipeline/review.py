@@ -13,6 +13,7 @@ from typing import Protocol
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
+from agent.committee.selection import Teacher
 from agent.domain import Purpose, Source
 from agent.llm.client import LLMClient
 from agent.llm.endpoint import Endpoint
@@ -428,3 +429,14 @@ class OracleReviewer:
             else:
                 verdicts.append(Verdict(item.id, label, Source.ORACLE, raw=label))
         return verdicts
+
+
+def teacher_of(reviewer: Reviewer) -> Teacher:
+    """Selection's teacher: the reviewer's label for each (row id, text), asked the way the
+    audit asks (no examples), so the run's LLM cache answers the audit's same request free."""
+
+    def teach(rows: list[tuple[str, str]]) -> list[str | None]:
+        verdicts = reviewer.review([ReviewItem(id=i, text=text, votes={}) for i, text in rows])
+        return [verdict.label for verdict in verdicts]
+
+    return teach
