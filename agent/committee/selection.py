@@ -691,9 +691,7 @@ def choose(
         labels = taught[0]
         asked = sum(label is not None for label in labels) - gold_rows
         sources = [
-            name
-            for name, n in (("the gold labels", gold_rows), ("the reviewer", asked))
-            if n > 0
+            name for name, n in (("the gold labels", gold_rows), ("the reviewer", asked)) if n > 0
         ]
         return labels, " and ".join(sources) or "the reviewer"
 

@@ -94,7 +94,11 @@ def test_maps_are_learned_from_the_reviewers_answers_and_a_chance_map_is_rejecte
     assert len(reviewer.asked) == Policy.learn_rows == selection.teacher_rows
 
     right = chosen["acme/tweet-right"].to_json()
-    assert right["label_map"] == {"negative": "bearish", "neutral": "neutral", "positive": "bullish"}
+    assert right["label_map"] == {
+        "negative": "bearish",
+        "neutral": "neutral",
+        "positive": "bullish",
+    }
     assert right["label_evidence"]["negative"].startswith("learned on 40 rows: negative = bearish")
     assert right["label_evidence"]["neutral"].endswith("the prior agrees")  # its exact match
     learned = right["learned_map"]
@@ -126,9 +130,7 @@ def test_gold_rows_teach_before_the_reviewer(market_hub):
     texts = sample_texts()
     gold = [truth(text) if i % 2 == 0 else None for i, text in enumerate(texts)]  # 25 of 50
     reviewer = ScriptedReviewer()
-    chosen, _ = select(
-        LocalHub(market_hub), market_task(k=2), texts, gold=gold, teacher=reviewer
-    )
+    chosen, _ = select(LocalHub(market_hub), market_task(k=2), texts, gold=gold, teacher=reviewer)
     # 25 sample rows have gold; the reviewer is asked only for the 15 more learn_rows wants.
     assert len(reviewer.asked) == Policy.learn_rows - 25
     learned = chosen[0].to_json()["learned_map"]
