@@ -86,6 +86,7 @@ def engine_options(
     step_timeout: float = 3600.0,
     llm_concurrency: int = DEFAULT_LLM_CONCURRENCY,
     deploy_cache: Path | None = None,
+    label_map_cache: Path | None = None,
     status: Callable[[str], None] | None = None,
 ) -> RunOptions:
     """How a run executes: the hub opened, the sandbox of run `run_id` made (its containers
@@ -103,6 +104,7 @@ def engine_options(
         timeout_s=step_timeout,
         llm_concurrency=llm_concurrency,
         deploy_cache=deploy_cache,
+        label_map_cache=label_map_cache,
     )
 
 

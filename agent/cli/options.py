@@ -16,6 +16,7 @@ import typer
 
 from agent.api import engine_options
 from agent.cli.common import console, fail
+from agent.committee.labels import machine_label_map_cache
 from agent.pipeline.deploycache import machine_deploy_cache
 from agent.pipeline.runner import DEFAULT_LLM_CONCURRENCY, RunOptions
 from agent.task import parse_label_map
@@ -333,6 +334,8 @@ def run_options(engine: Engine, *, run_id: str | None) -> RunOptions:
         llm_concurrency=engine.llm_concurrency,
         # Deploy each model once per machine: later runs copy the checked v0 from here.
         deploy_cache=machine_deploy_cache(),
+        # Ask the LLM what a model's labels mean once per machine, not once per run.
+        label_map_cache=machine_label_map_cache(),
         step_timeout=engine.step_timeout,
         status=None if engine.quiet else (lambda line: console.print(line)),
     )

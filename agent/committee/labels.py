@@ -28,8 +28,10 @@ import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import platformdirs
 from langchain_core.messages import HumanMessage, SystemMessage
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import cohen_kappa_score
@@ -258,8 +260,15 @@ def parse_proposal(answer: str) -> dict:
     return proposal if isinstance(proposal, dict) else {}
 
 
-def llm_proposer(client, task_description: str) -> Proposer:
-    """A Proposer that asks the run's LLM (an agent.llm.client.LLMClient), one call per model."""
+def machine_label_map_cache() -> Path:
+    """The per-user answer cache of label-map proposals the CLI's runs share: a model's labels
+    and card and the task asked about again (a second run on the same hub) cost no call."""
+    return Path(platformdirs.user_cache_dir("autoannotator")) / "label-maps.sqlite"
+
+
+def llm_proposer(client, task_description: str, cache=None) -> Proposer:
+    """A Proposer that asks the run's LLM (an agent.llm.client.LLMClient), one call per model;
+    `cache` (an agent.llm.client.AnswerCache) keeps the answers beyond the run."""
     templates = load_prompt("label_map")
 
     def propose(model_labels: list[str], task_labels: list[str], card: str) -> dict:
@@ -276,7 +285,7 @@ def llm_proposer(client, task_description: str) -> Proposer:
             SystemMessage(templates["system"].render(**variables)),
             HumanMessage(templates["user"].render(**variables)),
         ]
-        answer = client.complete(messages, purpose=Purpose.LABEL_MAP, max_tokens=200)
+        answer = client.complete(messages, purpose=Purpose.LABEL_MAP, max_tokens=200, cache=cache)
         proposal = parse_proposal(answer)
         if not proposal:
             log.info("label map: no JSON object in the LLM's answer %r", answer[:200])

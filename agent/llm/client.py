@@ -151,15 +151,21 @@ class LLMClient:
         return self.prices.get(self.model)
 
     def complete(
-        self, messages: Sequence[BaseMessage], purpose: str, max_tokens: int | None = None
+        self,
+        messages: Sequence[BaseMessage],
+        purpose: str,
+        max_tokens: int | None = None,
+        cache: AnswerCache | None = None,
     ) -> str:
+        """The answer to `messages`, from `cache` (default: the run's) when it holds one."""
+        cache = cache or self.cache
         key = cache_key(self.model, messages, max_tokens)
         # One request per distinct prompt even when reviewer threads ask for it at once: the
         # second waits for the first's answer and takes it from the cache.
         with self._lock:
             prompt_lock = self._prompt_locks.setdefault(key, threading.Lock())
         with prompt_lock:
-            cached = self.cache.get(key)
+            cached = cache.get(key)
             if cached is not None:
                 self._record(purpose, key, tokens=(0, 0), latency_s=0.0, cache_hit=True)
                 return cached
@@ -180,7 +186,7 @@ class LLMClient:
                     with self._lock:
                         budget.release(reserved)
                 raise
-            self.cache.put(key, self.model, answer)
+            cache.put(key, self.model, answer)
             self._record(
                 purpose, key, tokens=tokens, latency_s=latency_s, cache_hit=False, reserved=reserved
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from agent.domain import (
     Voted,
 )
 from agent.hub.protocol import ModelHub
-from agent.llm.client import LLMClient
+from agent.llm.client import AnswerCache, LLMClient
 from agent.pipeline import trust
 from agent.pipeline.annotate import annotate_chunk, run_step, scratch_dir, vote_chunk
 from agent.pipeline.chunking import estimated_chunks, plan_chunk, rows_until_finetune
@@ -70,6 +71,8 @@ class Services:
     llm: LLMClient | None = None
     vote_cache: Path | None = None  # v0 votes shared between runs (agent.pipeline.votecache)
     deploy_cache: Path | None = None  # v0 models shared between runs (agent.pipeline.deploycache)
+    # LLM label-map proposals shared between runs (labels.machine_label_map_cache)
+    label_map_cache: Path | None = None
 
 
 def _store(state: RunState) -> RunStore:
@@ -92,21 +95,25 @@ def select_models(state: RunState, runtime: Runtime[Services]) -> dict:
             if len(known):
                 gold = [None if pd.isna(g) else str(g) for g in first["id"].map(known)]
         task = store.task()
-        llm = runtime.context.llm
-        propose = llm_proposer(llm, task.description) if llm is not None else None
+        llm, shared = runtime.context.llm, runtime.context.label_map_cache
         # Label maps the names cannot settle are learned from the reviewer's answers on a few
         # of these rows (through the run's LLM cache: the audit asking again pays nothing). A
         # human reviewer is not asked before the run has started.
         reviewer = None if task.reviewer == "human" else runtime.context.reviewer
-        chosen, ranked = select(
-            runtime.context.hub,
-            task,
-            texts,
-            gold=gold,
-            propose=propose,
-            teacher=teacher_of(reviewer) if reviewer is not None else None,
-            ids=ids,
-        )
+        with ExitStack() as stack:
+            propose = None
+            if llm is not None:
+                proposals = stack.enter_context(closing(AnswerCache(shared))) if shared else None
+                propose = llm_proposer(llm, task.description, proposals)
+            chosen, ranked = select(
+                runtime.context.hub,
+                task,
+                texts,
+                gold=gold,
+                propose=propose,
+                teacher=teacher_of(reviewer) if reviewer is not None else None,
+                ids=ids,
+            )
         seconds = time.perf_counter() - started
         write_json(
             {

@@ -61,6 +61,7 @@ class RunOptions:
     timeout_s: float = 3600.0
     vote_cache: Path | None = None  # share v0 votes with other runs on the same rows
     deploy_cache: Path | None = None  # deploy each model once per machine (deploycache)
+    label_map_cache: Path | None = None  # LLM label-map proposals kept between runs
     # Review requests in flight at once on a remote endpoint (a local server takes one).
     llm_concurrency: int = DEFAULT_LLM_CONCURRENCY
     progress: Progress = field(default=lambda event: None)
@@ -254,6 +255,7 @@ def run_graph(store: RunStore, options: RunOptions, *, resume: bool) -> dict:
             llm=llm,
             vote_cache=options.vote_cache,
             deploy_cache=options.deploy_cache,
+            label_map_cache=options.label_map_cache,
         )
         conn = sqlite3.connect(store.checkpoints_path, check_same_thread=False)
         stack.callback(conn.close)

@@ -4,14 +4,16 @@ scripted reviewer) labeling a sample; tiny keyword BERTs make each model's behav
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
-from agent.committee.labels import Alignment, learn_map
-from agent.committee.selection import Policy, SelectionError, choose, select
+from agent.committee.labels import Alignment, learn_map, llm_proposer
+from agent.committee.selection import Policy, SelectionError, choose, rank_candidates, select
 from agent.hub.local import LocalHub
-from agent.llm.client import LLMClient
+from agent.llm.client import AnswerCache, LLMClient
 from agent.pipeline.review import LLMReviewer, teacher_of
 from agent.task import TaskSpec
 from tests.fixtures.models import make_keyword_classifier
@@ -200,3 +202,41 @@ def test_a_model_with_more_labels_than_the_task_merges_the_leftovers_by_agreemen
     }
     assert learned.rows == 5 and learned.agreement == 1.0
     assert "many-to-one: 1 star, 2 stars -> bearish" in learned.alignment.evidence["1 star"]
+
+
+def test_llm_proposals_only_for_models_that_could_make_the_top_k(tmp_path):
+    sentiment = {"negative": NEGATIVE_WORDS, "positive": POSITIVE_WORDS}
+    generic = {"LABEL_0": NEGATIVE_WORDS, "LABEL_2": POSITIVE_WORDS}
+    make_keyword_classifier(tmp_path / "a__named", SENTIMENT, sentiment, "neutral",
+                            front_matter={"downloads": 4000})  # fmt: skip
+    make_keyword_classifier(tmp_path / "b__generic", GENERIC, generic, "LABEL_1",
+                            front_matter={"downloads": 2000})  # fmt: skip
+    asked = []
+
+    def propose(model_labels, task_labels, card):
+        asked.append(model_labels)
+        return dict(zip(model_labels, task_labels, strict=True))
+
+    spec = TaskSpec(description="sentiment of tweets", labels=SENTIMENT, k=1, data_path="d.csv")
+    # Same card, fewer downloads: even mapped by a proposal, b scores under a.
+    ranked = rank_candidates(LocalHub(tmp_path), spec, propose=propose)
+    assert asked == [] and [c.rejected is None for c in ranked] == [True, False]
+    ranked = rank_candidates(LocalHub(tmp_path), spec.model_copy(update={"k": 2}), propose=propose)
+    assert asked == [GENERIC] and all(c.rejected is None for c in ranked)
+
+
+def test_label_map_proposals_are_kept_between_runs(tmp_path):
+    shared = AnswerCache(tmp_path / "label-maps.sqlite")
+    answer = '{"LABEL_0": "negative", "LABEL_1": "neutral", "LABEL_2": "positive"}'
+    usage = []
+    for run in ("run1", "run2"):
+        client = LLMClient(
+            FakeListChatModel(responses=[answer]),
+            model="fake",
+            cache_path=tmp_path / run / "llm_cache.sqlite",
+            ledger_path=tmp_path / run / "ledger.jsonl",
+        )
+        propose = llm_proposer(client, "sentiment of tweets", shared)
+        assert propose(GENERIC, SENTIMENT, "A card.") == json.loads(answer)
+        usage.append((client.usage.calls, client.usage.cache_hits))
+    assert usage == [(1, 0), (0, 1)]  # the second run's own cache is empty
