@@ -350,10 +350,22 @@ def static_rejection(model: ModelInfo, alignment: Alignment, task: TaskSpec, pol
     return "; ".join(r for r in reasons if r) or None
 
 
-def learnable(model: ModelInfo, alignment: Alignment) -> bool:
-    """Whether the map can be learned from sample rows: its evidence is more than names, and
-    the model runs in-process (a kind only an LLM-written script runs does not, here)."""
-    return model.kind == ModelKind.SEQUENCE_CLASSIFICATION and not alignment.by_name
+def could_cover(alignment: Alignment, task: TaskSpec) -> bool:
+    """Whether some map of the labels nothing maps yet could reach every task label still
+    missing: two labels (toxic, non-toxic) can never cover three (bearish, bullish, neutral)."""
+    open_labels = [m for m, t in alignment.mapping.items() if t is None]
+    return len(open_labels) >= len(alignment.missing(task.labels))
+
+
+def learnable(model: ModelInfo, alignment: Alignment, task: TaskSpec) -> bool:
+    """Whether the map can be learned from sample rows: its evidence is more than names, the
+    model has a label for every task label, and it runs in-process (a kind only an
+    LLM-written script runs does not, here)."""
+    return (
+        model.kind == ModelKind.SEQUENCE_CLASSIFICATION
+        and not alignment.by_name
+        and len(alignment.mapping) >= len(task.labels)
+    )
 
 
 def align_model(model: ModelInfo, task: TaskSpec, propose: Proposer | None = None) -> Alignment:
@@ -391,7 +403,11 @@ def _could_make_top_k(
     bar = sorted(free, reverse=True)[task.k - 1] if len(free) >= task.k else -math.inf
     hopeful = []
     for i, (model, alignment) in enumerate(zip(models, alignments, strict=True)):
-        if alignment.complete or policy_rejection(model, policy) is not None:
+        if (
+            alignment.complete
+            or not could_cover(alignment, task)
+            or policy_rejection(model, policy) is not None
+        ):
             continue
         trust = [TRUST[PROPOSED] if t is None else 0.0 for t in alignment.mapping.values()]
         best_fit = alignment.fit + sum(trust) / max(1, len(trust))
@@ -423,7 +439,7 @@ def rank_candidates(
         hopeful = [
             i
             for i in _could_make_top_k(models, sims, alignments, task, policy)
-            if not (learning and learnable(models[i], alignments[i]))
+            if not (learning and learnable(models[i], alignments[i], task))
         ]
         for i in sorted(hopeful, key=lambda i: -sims[i])[:MAX_PROPOSALS]:
             alignments[i] = align_model(models[i], task, propose)
@@ -434,7 +450,7 @@ def rank_candidates(
             "label_fit": alignment.fit,
             "popularity": popularity(model.downloads),
         }
-        learn = learning and learnable(model, alignment)
+        learn = learning and learnable(model, alignment, task)
         rejected = (
             policy_rejection(model, policy)
             if learn

@@ -211,6 +211,9 @@ def test_llm_proposals_only_for_models_that_could_make_the_top_k(tmp_path):
                             front_matter={"downloads": 4000})  # fmt: skip
     make_keyword_classifier(tmp_path / "b__generic", GENERIC, generic, "LABEL_1",
                             front_matter={"downloads": 2000})  # fmt: skip
+    # Two labels can never cover three, whatever an LLM says they mean.
+    make_keyword_classifier(tmp_path / "c__binary", ["yes", "no"], {"yes": POSITIVE_WORDS}, "no",
+                            front_matter={"downloads": 9_000_000})  # fmt: skip
     asked = []
 
     def propose(model_labels, task_labels, card):
@@ -220,9 +223,9 @@ def test_llm_proposals_only_for_models_that_could_make_the_top_k(tmp_path):
     spec = TaskSpec(description="sentiment of tweets", labels=SENTIMENT, k=1, data_path="d.csv")
     # Same card, fewer downloads: even mapped by a proposal, b scores under a.
     ranked = rank_candidates(LocalHub(tmp_path), spec, propose=propose)
-    assert asked == [] and [c.rejected is None for c in ranked] == [True, False]
+    assert asked == [] and [c.rejected is None for c in ranked] == [True, False, False]
     ranked = rank_candidates(LocalHub(tmp_path), spec.model_copy(update={"k": 2}), propose=propose)
-    assert asked == [GENERIC] and all(c.rejected is None for c in ranked)
+    assert asked == [GENERIC] and [c.rejected is None for c in ranked] == [True, True, False]
 
 
 def test_label_map_proposals_are_kept_between_runs(tmp_path):
