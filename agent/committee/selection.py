@@ -19,6 +19,16 @@ every row it disagrees on is escalated. So each hub model is
 4. picked for diversity: a model trained from the same base on the same data as one already
    chosen waits until no alternative is left.
 
+Label maps that names cannot settle (a card's list, an LLM's guess, no match at all) are
+learned on the smoke sample when someone can label it: the sample's gold rows, then the run's
+reviewer (the `Teacher`), asked once for up to `Policy.learn_rows` rows and only when a model
+needs it. A model whose labels only learning can map is therefore not rejected in step 2: its
+smoke run labels the sample, `labels.learn_map` picks the map those answers support, and the
+model is rejected when that map's agreement is not above chance (`Policy.min_kappa`). With a
+teacher, no LLM proposal is asked for such a model: measured agreement decides its map. LLM
+proposals (one call each) go only to models that could make the top k: those whose score,
+were every open label mapped, reaches the k-th best score of the models that already fit.
+
 Degenerate means: the model's label distribution on the sample is far from a reference
 distribution on the same rows, not that one label is frequent (on data that is 70% neutral a
 good model answers neutral 70% of the time). The reference is the gold labels of those rows
