@@ -18,7 +18,8 @@ reviewer), `learn_map` replaces it with the map those rows support: the assignme
 labels to task labels that maximises agreement on the confusion matrix
 (scipy's linear_sum_assignment; a model label left over when the model has more labels than
 the task goes to the task label it agrees with most), kept only when that agreement beats
-the agreement expected by chance from the two label distributions (Cohen's kappa).
+the agreement expected by chance from the two label distributions (Cohen's kappa) and what
+the best map of the teacher's answers shuffled reaches (a permutation p-value).
 """
 
 from __future__ import annotations
@@ -454,6 +455,10 @@ def check_probes(
     return ProbeCheck(total=len(probes), correct=correct, flags=flags)
 
 
+# Shuffles of the teacher's answers that say how well a best map fits by chance alone.
+SHUFFLES = 200
+
+
 @dataclass(frozen=True)
 class LearnedMap:
     """A map chosen from rows both the model and a teacher (gold rows, the reviewer) labeled."""
@@ -464,6 +469,10 @@ class LearnedMap:
     agreement: float  # share of those rows where the mapped model label is the teacher's
     chance: float  # the agreement expected from the two label distributions alone
     kappa: float  # (agreement - chance) / (1 - chance)
+    # Share of SHUFFLES shuffles of the teacher's answers whose own best map reaches this
+    # kappa: choosing the best of many maps finds some agreement even in noise, more so on
+    # few rows and balanced labels, and this says how much.
+    p_value: float
     teacher: str  # "the gold labels", "the reviewer"
 
     def to_json(self) -> dict:
@@ -473,8 +482,33 @@ class LearnedMap:
             "agreement": round(self.agreement, 3),
             "chance": round(self.chance, 3),
             "kappa": round(self.kappa, 3),
+            "p_value": round(self.p_value, 3),
             "matrix": self.matrix,
         }
+
+
+def _best_map(counts: np.ndarray) -> list[int | None]:
+    """Per model label (row), the task label (column) of the assignment that maximises the
+    agreeing rows; a row left over goes to its most agreeing column (None if it has no rows)."""
+    columns: list[int | None] = [None] * counts.shape[0]
+    for row, column in zip(*linear_sum_assignment(counts, maximize=True), strict=True):
+        columns[row] = int(column)
+    for row, column in enumerate(columns):
+        if column is None and counts[row].sum() > 0:
+            columns[row] = int(counts[row].argmax())
+    return columns
+
+
+def _fit(predicted: np.ndarray, truth: np.ndarray, shape: tuple[int, int]):
+    """(confusion counts, best map, kappa of the mapped labels against `truth`); labels are
+    indices into the model's and the task's label lists."""
+    counts = np.zeros(shape, dtype=int)
+    np.add.at(counts, (predicted, truth), 1)
+    columns = _best_map(counts)
+    mapped = np.array([-1 if columns[p] is None else columns[p] for p in predicted])
+    # Undefined (nan) when both sides use one label only: no evidence for a map either way.
+    kappa = float(cohen_kappa_score(truth, mapped))
+    return counts, columns, 0.0 if np.isnan(kappa) else kappa
 
 
 def learn_map(
@@ -487,28 +521,28 @@ def learn_map(
     """The model-label -> task-label map that agrees best with `taught` (a task label or None
     per row) on the rows the model labeled `predicted` (its own labels); None when the teacher
     labeled no row. `prior` (what names, the card or an LLM said) is kept in the evidence."""
-    model_labels = list(prior.mapping)
+    model_labels, task_labels = list(prior.mapping), list(task_labels)
     pairs = [(p, t) for p, t in zip(predicted, taught, strict=True) if t in task_labels]
     if not pairs:
         return None
-    counts = np.zeros((len(model_labels), len(task_labels)), dtype=int)
-    for model_label, task_label in pairs:
-        counts[model_labels.index(model_label), list(task_labels).index(task_label)] += 1
-    mapping: dict[str, str | None] = {}
-    for row, column in zip(*linear_sum_assignment(counts, maximize=True), strict=True):
-        mapping[model_labels[row]] = task_labels[column]
-    for row, model_label in enumerate(model_labels):
-        if model_label not in mapping:  # more model labels than task labels: many-to-one
-            seen = counts[row].sum() > 0
-            mapping[model_label] = task_labels[int(counts[row].argmax())] if seen else None
-    mapping = {label: mapping[label] for label in model_labels}  # the model's own order
+    ours = np.array([model_labels.index(p) for p, _ in pairs])
+    truth = np.array([task_labels.index(t) for _, t in pairs])
+    shape = (len(model_labels), len(task_labels))
+    counts, columns, kappa = _fit(ours, truth, shape)
+    rng = np.random.default_rng(0)  # the same rows give the same verdict
+    as_good = sum(
+        _fit(ours, rng.permutation(truth), shape)[2] >= kappa - 1e-9 for _ in range(SHUFFLES)
+    )
+    mapping = {
+        label: None if column is None else task_labels[column]
+        for label, column in zip(model_labels, columns, strict=True)
+    }
     evidence = {}
     for row, model_label in enumerate(model_labels):
-        target, total = mapping[model_label], int(counts[row].sum())
-        if target is None:
+        target, column, total = mapping[model_label], columns[row], int(counts[row].sum())
+        if target is None or column is None:
             evidence[model_label] = f"{NO_MATCH} (never answered on {len(pairs)} rows)"
             continue
-        agree = int(counts[row, list(task_labels).index(target)])
         before = prior.mapping.get(model_label)
         said = (
             "the prior agrees"
@@ -517,22 +551,19 @@ def learn_map(
         )
         evidence[model_label] = (
             f"{LEARNED} on {len(pairs)} rows: {model_label} = {target} "
-            f"({agree}/{total} of its rows); {said}"
+            f"({int(counts[row, column])}/{total} of its rows); {said}"
         )
-    truth = [t for _, t in pairs]
-    mapped = [mapping[p] or "" for p, _ in pairs]
-    agreement = sum(m == t for m, t in zip(mapped, truth, strict=True)) / len(pairs)
-    ours, theirs = (
-        {label: values.count(label) / len(values) for label in task_labels}
-        for values in (mapped, truth)
+    mapped = [mapping[p] for p, _ in pairs]
+    agreement = sum(m == t for m, (_, t) in zip(mapped, pairs, strict=True)) / len(pairs)
+    chance = (
+        sum(mapped.count(label) * int((truth == j).sum()) for j, label in enumerate(task_labels))
+        / len(pairs) ** 2
     )
-    chance = sum(ours[label] * theirs[label] for label in task_labels)
-    # Undefined (nan) when both sides use one label only: no evidence for a map either way.
-    kappa = float(cohen_kappa_score(truth, mapped)) if chance < 1 else 0.0
     alignment = Alignment(mapping=mapping, evidence=evidence)
     _note_many_to_one(alignment)
     matrix = {
         m: {t: int(counts[i, j]) for j, t in enumerate(task_labels) if counts[i, j]}
         for i, m in enumerate(model_labels)
     }
-    return LearnedMap(alignment, matrix, len(pairs), agreement, chance, kappa, teacher)
+    p_value = (1 + as_good) / (1 + SHUFFLES)
+    return LearnedMap(alignment, matrix, len(pairs), agreement, chance, kappa, p_value, teacher)

@@ -24,7 +24,8 @@ learned on the smoke sample when someone can label it: the sample's gold rows, t
 reviewer (the `Teacher`), asked once for up to `Policy.learn_rows` rows and only when a model
 needs it. A model whose labels only learning can map is therefore not rejected in step 2: its
 smoke run labels the sample, `labels.learn_map` picks the map those answers support, and the
-model is rejected when that map's agreement is not above chance (`Policy.min_kappa`). With a
+model is rejected when that map's agreement is not above chance (`Policy.min_kappa`,
+`Policy.max_p`). With a
 teacher, no LLM proposal is asked for such a model: measured agreement decides its map. LLM
 proposals (one call each) go only to models that could make the top k: those whose score,
 were every open label mapped, reaches the k-th best score of the models that already fit.
@@ -124,10 +125,14 @@ class Policy:
     # Sample rows the reviewer labels (gold rows first) to learn a map for a model whose labels
     # are not the task's: 40 answers give a 3x3 confusion matrix a few rows per cell.
     learn_rows: int = 40
-    # A learned map is kept when its agreement with the teacher beats chance by this much, as
-    # Cohen's kappa ((agreement - chance) / (1 - chance)); 0.2 is "fair" agreement. A model
-    # with no relation to the labels, its best map chosen on 40 rows, stays under ~0.15.
+    # A learned map is kept when its agreement with the teacher beats chance twice over: by
+    # Cohen's kappa ((agreement - chance) / (1 - chance)) of at least min_kappa ("fair"), and
+    # by more than the best map of the teacher's answers shuffled reaches in all but max_p of
+    # shuffles. The best of several maps finds agreement in noise: on 40 rows of a model with
+    # no relation to the labels, kappa reaches 0.2 in 8% (skewed labels) to 22% (balanced)
+    # of draws; the shuffles measure that for the rows and label shares at hand.
     min_kappa: float = 0.2
+    max_p: float = 0.05
     max_smoke_tests: int = 12  # each may download a model; stop looking after this many
     batch_size: int = 16
     max_length: int = 128
@@ -581,10 +586,13 @@ def learn(
         )
     candidate.learned = learned
     apply_map(candidate, learned.alignment, probes_for(task.labels, label_aliases(task)))
-    if learned.kappa < policy.min_kappa:
+    if learned.kappa < policy.min_kappa or learned.p_value > policy.max_p:
         return (
             f"learned map: agreement with {teacher} {learned.agreement:.0%} on {learned.rows} "
-            f"rows, chance {learned.chance:.0%} (kappa {learned.kappa:.2f} < {policy.min_kappa})"
+            f"rows is chance's {learned.chance:.0%} or not far above it (kappa "
+            f"{learned.kappa:.2f}, at least {policy.min_kappa} needed; the best map of "
+            f"shuffled answers does as well with p {learned.p_value:.2f}, at most "
+            f"{policy.max_p} allowed)"
         )
     reason = label_rejection(learned.alignment, task)
     return f"learned map: {reason}" if reason else None

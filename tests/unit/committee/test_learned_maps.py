@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
@@ -106,6 +107,7 @@ def test_maps_are_learned_from_the_reviewers_answers_and_a_chance_map_is_rejecte
     learned = right["learned_map"]
     assert learned["teacher"] == "the reviewer" and learned["rows"] == 40
     assert learned["agreement"] == 1.0 and learned["chance"] < 0.4 and learned["kappa"] == 1.0
+    assert learned["p_value"] == round(1 / 201, 3)  # no shuffle of the answers does as well
     assert sum(sum(row.values()) for row in learned["matrix"].values()) == 40
     assert learned["matrix"]["negative"] == {"bearish": 13}  # rows 1, 4, ... 37 of 0..39
 
@@ -125,6 +127,7 @@ def test_maps_are_learned_from_the_reviewers_answers_and_a_chance_map_is_rejecte
     subjects = next(c for c in selection.ranked if c.model.id == "acme/tweet-subjects")
     assert subjects.rejected.startswith("learned map: agreement with the reviewer ")
     assert subjects.learned.kappa < Policy.min_kappa
+    assert subjects.learned.p_value > Policy.max_p
     assert subjects.learned.agreement - subjects.learned.chance < 0.15
 
 
@@ -243,3 +246,13 @@ def test_label_map_proposals_are_kept_between_runs(tmp_path):
         assert propose(GENERIC, SENTIMENT, "A card.") == json.loads(answer)
         usage.append((client.usage.calls, client.usage.cache_hits))
     assert usage == [(1, 0), (0, 1)]  # the second run's own cache is empty
+
+
+def test_a_best_map_found_in_noise_is_not_above_chance():
+    """Kappa alone is not enough: the best of six maps between labels drawn independently
+    reaches kappa 0.2 on 20 rows here; the shuffled answers show that is what chance does."""
+    rng = np.random.default_rng(3)
+    taught, predicted = list(rng.choice(MARKET, 20)), list(rng.choice(GENERIC, 20))
+    prior = Alignment({label: None for label in GENERIC}, {})
+    learned = learn_map(prior, MARKET, predicted, taught, "the reviewer")
+    assert learned.kappa >= Policy.min_kappa and learned.p_value > 0.3
