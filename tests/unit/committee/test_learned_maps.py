@@ -8,9 +8,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from typer.testing import CliRunner
 
+from agent.cli.app import app
 from agent.committee.labels import Alignment, learn_map, llm_proposer
 from agent.committee.selection import Policy, SelectionError, choose, rank_candidates, select
 from agent.hub.local import LocalHub
@@ -256,3 +259,18 @@ def test_a_best_map_found_in_noise_is_not_above_chance():
     prior = Alignment({label: None for label in GENERIC}, {})
     learned = learn_map(prior, MARKET, predicted, taught, "the reviewer")
     assert learned.kappa >= Policy.min_kappa and learned.p_value > 0.3
+
+
+def test_models_search_learns_maps_from_the_gold_column(market_hub, tmp_path):
+    texts = sample_texts()
+    data = tmp_path / "tweets.csv"
+    pd.DataFrame({"text": texts, "label": [truth(t) for t in texts]}).to_csv(data, index=False)
+    args = ["models", "search", DESCRIPTION, "--labels", ",".join(MARKET), "--k", "2"]
+    args += ["--hub", str(market_hub), "--data", str(data), "--gold-column", "label", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["teacher_rows"] == 50  # every sample row has gold: all are used, none asked
+    chosen = [c for c in report["candidates"] if c["chosen"]]
+    assert len(chosen) == 2
+    assert all(c["learned_map"]["teacher"] == "the gold labels" for c in chosen)
