@@ -25,10 +25,10 @@ reviewer (the `Teacher`), asked once for up to `Policy.learn_rows` rows and only
 needs it. A model whose labels only learning can map is therefore not rejected in step 2: its
 smoke run labels the sample, `labels.learn_map` picks the map those answers support, and the
 model is rejected when that map's agreement is not above chance (`Policy.min_kappa`,
-`Policy.max_p`). With a
-teacher, no LLM proposal is asked for such a model: measured agreement decides its map. LLM
-proposals (one call each) go only to models that could make the top k: those whose score,
-were every open label mapped, reaches the k-th best score of the models that already fit.
+`Policy.max_p`). With a teacher, no LLM proposal is asked for such a model: measured agreement
+decides its map. LLM proposals (one call each) go only to models that could make the top k:
+those whose score, were every open label mapped, reaches the k-th best score of the models
+that already fit.
 
 Degenerate means: the model's label distribution on the sample is far from a reference
 distribution on the same rows, not that one label is frequent (on data that is 70% neutral a
