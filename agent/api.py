@@ -91,6 +91,7 @@ def engine_options(
     script_cache: Path | None = None,
     engine: str = "local",
     ray_address: str | None = None,
+    label_map_cache: Path | None = None,
     status: Callable[[str], None] | None = None,
 ) -> RunOptions:
     """How a run executes: the hub opened, the sandbox of run `run_id` made (its containers
@@ -111,6 +112,7 @@ def engine_options(
         llm_concurrency=llm_concurrency,
         deploy_cache=deploy_cache,
         script_cache=script_cache,
+        label_map_cache=label_map_cache,
     )
 
 

@@ -192,6 +192,8 @@ _TYPED = {f.name for f in fields(CommitteeMember)} - {"record"}
 class Selected:
     models: list[str]
     expected_escalation: float | None  # share of a smoke-test sample the committee routes
+    considered: int | None = None  # hub models selection looked at (None: a run before it said)
+    seconds: float | None = None  # selection's wall time, learning label maps included
 
 
 @dataclass(frozen=True)
@@ -213,6 +215,9 @@ class Aligned:
     maps: dict[str, dict[str, str]]  # model id -> its label map
     # model id -> model label -> how it was mapped ("user": the user's --label-map)
     evidence: dict[str, dict[str, str]] = field(default_factory=dict)
+    # model id -> what its map was learned from (models.json's learned_map: teacher, rows,
+    # agreement, chance, kappa, matrix), for the models whose map was learned
+    learned: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

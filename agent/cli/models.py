@@ -191,6 +191,7 @@ def search_models(
                 "k": spec.k,
                 "chosen": [c.model.id for c in selection.chosen],
                 "sample_rows": selection.sample_rows,
+                "teacher_rows": selection.teacher_rows,
                 "expected_escalation": selection.expected_escalation,
                 "seconds": round(selection.seconds, 2),
                 "candidates": [c.to_json() for c in selection.ranked],

@@ -71,6 +71,11 @@ class ProgressView:
 
     @show.register
     def _(self, event: Selected) -> None:
+        if event.considered is not None and event.seconds is not None:
+            self.bar.console.print(
+                f"selected {len(event.models)} of {event.considered} candidates "
+                f"in {event.seconds:.0f} s"
+            )
         self.bar.console.print(f"committee: {', '.join(event.models)}")
         if event.expected_escalation is not None:
             self.bar.console.print(
@@ -143,6 +148,12 @@ class ProgressView:
         # Only maps that rename something: a model whose labels are the task's says nothing.
         for model_id, mapping in event.maps.items():
             line = describe_label_map(mapping, event.evidence.get(model_id, {}))
+            learned = event.learned.get(model_id)
+            if line and learned:
+                line += (
+                    f" (learned from {learned['rows']} rows {learned['teacher']} labeled: "
+                    f"agreement {learned['agreement']:.0%}, chance {learned['chance']:.0%})"
+                )
             if line:
                 self.bar.console.print(f"labels of {model_id}: {line}", highlight=False)
 

@@ -12,7 +12,14 @@ votes are always in the task's space.
 
 A map that reads well can still be wrong (a card that swaps LABEL_0 and LABEL_2, an LLM
 guess), so `check_probes` compares the mapped predictions on texts whose label is obvious
-with that label and flags what disagrees.
+with that label and flags what disagrees. And where a map rests on more than names (a card, a
+guess, nothing at all) and someone can label a few of the user's rows (gold rows, the
+reviewer), `learn_map` replaces it with the map those rows support: the assignment of model
+labels to task labels that maximises agreement on the confusion matrix
+(scipy's linear_sum_assignment; a model label left over when the model has more labels than
+the task goes to the task label it agrees with most), kept only when that agreement beats
+the agreement expected by chance from the two label distributions (Cohen's kappa) and what
+the best map of the teacher's answers shuffled reaches (a permutation p-value).
 """
 
 from __future__ import annotations
@@ -22,8 +29,13 @@ import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
+import platformdirs
 from langchain_core.messages import HumanMessage, SystemMessage
+from scipy.optimize import linear_sum_assignment
+from sklearn.metrics import cohen_kappa_score
 
 from agent.domain import Purpose
 from agent.prompting import escape_tag, load_prompt
@@ -66,8 +78,20 @@ LABEL_WORD = "label word"
 SYNONYM = "synonym"
 FROM_CARD = "card says"
 PROPOSED = "proposed"
+LEARNED = "learned"
 NO_MATCH = "no match"
-TRUST = {USER: 1.0, EXACT: 1.0, LABEL_WORD: 1.0, SYNONYM: 1.0, FROM_CARD: 0.9, PROPOSED: 0.75}
+TRUST = {
+    USER: 1.0,
+    EXACT: 1.0,
+    LABEL_WORD: 1.0,
+    SYNONYM: 1.0,
+    LEARNED: 0.95,
+    FROM_CARD: 0.9,
+    PROPOSED: 0.75,
+}
+# Evidence that needs no data: the user said it, or the names say it. Anything else (a card's
+# list, an LLM's guess, no match) is learned from the user's rows when someone can label some.
+BY_NAME = (USER, EXACT, LABEL_WORD, SYNONYM)
 
 # (unmapped model labels, task labels, model card) -> {model label: task label or None}
 Proposer = Callable[[list[str], list[str], str], dict]
@@ -137,6 +161,11 @@ class Alignment:
             if task_label is not None:
                 merged.setdefault(task_label, []).append(model_label)
         return {t: labels for t, labels in merged.items() if len(labels) > 1}
+
+    @property
+    def by_name(self) -> bool:
+        """Every label mapped by the user or by its name: nothing to learn from data."""
+        return all(e.startswith(BY_NAME) for e in self.evidence.values())
 
     @property
     def fit(self) -> float:
@@ -232,8 +261,15 @@ def parse_proposal(answer: str) -> dict:
     return proposal if isinstance(proposal, dict) else {}
 
 
-def llm_proposer(client, task_description: str) -> Proposer:
-    """A Proposer that asks the run's LLM (an agent.llm.client.LLMClient), one call per model."""
+def machine_label_map_cache() -> Path:
+    """The per-user answer cache of label-map proposals the CLI's runs share: a model's labels
+    and card and the task asked about again (a second run on the same hub) cost no call."""
+    return Path(platformdirs.user_cache_dir("autoannotator")) / "label-maps.sqlite"
+
+
+def llm_proposer(client, task_description: str, cache=None) -> Proposer:
+    """A Proposer that asks the run's LLM (an agent.llm.client.LLMClient), one call per model;
+    `cache` (an agent.llm.client.AnswerCache) keeps the answers beyond the run."""
     templates = load_prompt("label_map")
 
     def propose(model_labels: list[str], task_labels: list[str], card: str) -> dict:
@@ -250,7 +286,7 @@ def llm_proposer(client, task_description: str) -> Proposer:
             SystemMessage(templates["system"].render(**variables)),
             HumanMessage(templates["user"].render(**variables)),
         ]
-        answer = client.complete(messages, purpose=Purpose.LABEL_MAP, max_tokens=200)
+        answer = client.complete(messages, purpose=Purpose.LABEL_MAP, max_tokens=200, cache=cache)
         proposal = parse_proposal(answer)
         if not proposal:
             log.info("label map: no JSON object in the LLM's answer %r", answer[:200])
@@ -417,3 +453,117 @@ def check_probes(
         for expected, answers in wrong.items()
     ]
     return ProbeCheck(total=len(probes), correct=correct, flags=flags)
+
+
+# Shuffles of the teacher's answers that say how well a best map fits by chance alone.
+SHUFFLES = 200
+
+
+@dataclass(frozen=True)
+class LearnedMap:
+    """A map chosen from rows both the model and a teacher (gold rows, the reviewer) labeled."""
+
+    alignment: Alignment
+    matrix: dict[str, dict[str, int]]  # model label -> task label -> rows labeled so by both
+    rows: int  # sample rows the teacher labeled
+    agreement: float  # share of those rows where the mapped model label is the teacher's
+    chance: float  # the agreement expected from the two label distributions alone
+    kappa: float  # (agreement - chance) / (1 - chance)
+    # Share of SHUFFLES shuffles of the teacher's answers whose own best map reaches this
+    # kappa: choosing the best of many maps finds some agreement even in noise, more so on
+    # few rows and balanced labels, and this says how much.
+    p_value: float
+    teacher: str  # "the gold labels", "the reviewer"
+
+    def to_json(self) -> dict:
+        return {
+            "teacher": self.teacher,
+            "rows": self.rows,
+            "agreement": round(self.agreement, 3),
+            "chance": round(self.chance, 3),
+            "kappa": round(self.kappa, 3),
+            "p_value": round(self.p_value, 3),
+            "matrix": self.matrix,
+        }
+
+
+def _best_map(counts: np.ndarray) -> list[int | None]:
+    """Per model label (row), the task label (column) of the assignment that maximises the
+    agreeing rows; a row left over goes to its most agreeing column (None if it has no rows)."""
+    columns: list[int | None] = [None] * counts.shape[0]
+    for row, column in zip(*linear_sum_assignment(counts, maximize=True), strict=True):
+        columns[row] = int(column)
+    for row, column in enumerate(columns):
+        if column is None and counts[row].sum() > 0:
+            columns[row] = int(counts[row].argmax())
+    return columns
+
+
+def _fit(predicted: np.ndarray, truth: np.ndarray, shape: tuple[int, int]):
+    """(confusion counts, best map, kappa of the mapped labels against `truth`); labels are
+    indices into the model's and the task's label lists."""
+    counts = np.zeros(shape, dtype=int)
+    np.add.at(counts, (predicted, truth), 1)
+    columns = _best_map(counts)
+    mapped = np.array([-1 if columns[p] is None else columns[p] for p in predicted])
+    # Undefined (nan) when both sides use one label only: no evidence for a map either way.
+    kappa = float(cohen_kappa_score(truth, mapped))
+    return counts, columns, 0.0 if np.isnan(kappa) else kappa
+
+
+def learn_map(
+    prior: Alignment,
+    task_labels: Sequence[str],
+    predicted: Sequence[str],
+    taught: Sequence[str | None],
+    teacher: str,
+) -> LearnedMap | None:
+    """The model-label -> task-label map that agrees best with `taught` (a task label or None
+    per row) on the rows the model labeled `predicted` (its own labels); None when the teacher
+    labeled no row. `prior` (what names, the card or an LLM said) is kept in the evidence."""
+    model_labels, task_labels = list(prior.mapping), list(task_labels)
+    pairs = [(p, t) for p, t in zip(predicted, taught, strict=True) if t in task_labels]
+    if not pairs:
+        return None
+    ours = np.array([model_labels.index(p) for p, _ in pairs])
+    truth = np.array([task_labels.index(t) for _, t in pairs])
+    shape = (len(model_labels), len(task_labels))
+    counts, columns, kappa = _fit(ours, truth, shape)
+    rng = np.random.default_rng(0)  # the same rows give the same verdict
+    as_good = sum(
+        _fit(ours, rng.permutation(truth), shape)[2] >= kappa - 1e-9 for _ in range(SHUFFLES)
+    )
+    mapping = {
+        label: None if column is None else task_labels[column]
+        for label, column in zip(model_labels, columns, strict=True)
+    }
+    evidence = {}
+    for row, model_label in enumerate(model_labels):
+        target, column, total = mapping[model_label], columns[row], int(counts[row].sum())
+        if target is None or column is None:
+            evidence[model_label] = f"{NO_MATCH} (never answered on {len(pairs)} rows)"
+            continue
+        before = prior.mapping.get(model_label)
+        said = (
+            "the prior agrees"
+            if before == target
+            else f"prior: {prior.evidence.get(model_label, NO_MATCH).split(';')[0]}"
+        )
+        evidence[model_label] = (
+            f"{LEARNED} on {len(pairs)} rows: {model_label} = {target} "
+            f"({int(counts[row, column])}/{total} of its rows); {said}"
+        )
+    mapped = [mapping[p] for p, _ in pairs]
+    agreement = sum(m == t for m, (_, t) in zip(mapped, pairs, strict=True)) / len(pairs)
+    chance = (
+        sum(mapped.count(label) * int((truth == j).sum()) for j, label in enumerate(task_labels))
+        / len(pairs) ** 2
+    )
+    alignment = Alignment(mapping=mapping, evidence=evidence)
+    _note_many_to_one(alignment)
+    matrix = {
+        m: {t: int(counts[i, j]) for j, t in enumerate(task_labels) if counts[i, j]}
+        for i, m in enumerate(model_labels)
+    }
+    p_value = (1 + as_good) / (1 + SHUFFLES)
+    return LearnedMap(alignment, matrix, len(pairs), agreement, chance, kappa, p_value, teacher)

@@ -19,6 +19,17 @@ every row it disagrees on is escalated. So each hub model is
 4. picked for diversity: a model trained from the same base on the same data as one already
    chosen waits until no alternative is left.
 
+Label maps that names cannot settle (a card's list, an LLM's guess, no match at all) are
+learned on the smoke sample when someone can label it: the sample's gold rows, then the run's
+reviewer (the `Teacher`), asked once for up to `Policy.learn_rows` rows and only when a model
+needs it. A model whose labels only learning can map is therefore not rejected in step 2: its
+smoke run labels the sample, `labels.learn_map` picks the map those answers support, and the
+model is rejected when that map's agreement is not above chance (`Policy.min_kappa`,
+`Policy.max_p`). With a teacher, no LLM proposal is asked for such a model: measured agreement
+decides its map. LLM proposals (one call each) go only to models that could make the top k:
+those whose score, were every open label mapped, reaches the k-th best score of the models
+that already fit.
+
 Degenerate means: the model's label distribution on the sample is far from a reference
 distribution on the same rows, not that one label is frequent (on data that is 70% neutral a
 good model answers neutral 70% of the time). The reference is the gold labels of those rows
@@ -42,7 +53,7 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -51,11 +62,15 @@ import numpy as np
 from agent.committee.consensus import route, uncertainty
 from agent.committee.labels import (
     GENERIC,
+    PROPOSED,
+    TRUST,
     Alignment,
+    LearnedMap,
     ProbeCheck,
     Proposer,
     align,
     check_probes,
+    learn_map,
     probes_for,
     suggest_label_map,
 )
@@ -73,6 +88,9 @@ HUB_LISTING_LIMIT = 200
 MAX_PROPOSALS = 10  # LLM label-map proposals per selection, for the most similar unmapped models
 MAX_PASSAGES = 8
 MIN_PASSAGE_CHARS = 20  # shorter paragraphs are headings and badges
+# (row id, text) pairs -> the task label of each (None: no answer), from someone who can
+# label the user's rows: the run's reviewer. Label maps are learned from its answers.
+Teacher = Callable[[list[tuple[str, str]]], list[str | None]]
 CLOSEST = 3  # candidates a failed selection names, best score first
 DETAILS_CHARS = 1200  # of every candidate's reason, on the failure's second line
 
@@ -104,6 +122,17 @@ class Policy:
     min_reference_rows: int = 10  # sample rows with a gold label, for gold to be the reference
     peers: int = 2  # other candidates whose votes make the committee's view
     min_probe_accuracy: float = 0.5  # below this on obvious probes: the model or its map is wrong
+    # Sample rows the reviewer labels (gold rows first) to learn a map for a model whose labels
+    # are not the task's: 40 answers give a 3x3 confusion matrix a few rows per cell.
+    learn_rows: int = 40
+    # A learned map is kept when its agreement with the teacher beats chance twice over: by
+    # Cohen's kappa ((agreement - chance) / (1 - chance)) of at least min_kappa ("fair"), and
+    # by more than the best map of the teacher's answers shuffled reaches in all but max_p of
+    # shuffles. The best of several maps finds agreement in noise: on 40 rows of a model with
+    # no relation to the labels, kappa reaches 0.2 in 8% (skewed labels) to 22% (balanced)
+    # of draws; the shuffles measure that for the rows and label shares at hand.
+    min_kappa: float = 0.2
+    max_p: float = 0.05
     max_smoke_tests: int = 12  # each may download a model; stop looking after this many
     batch_size: int = 16
     max_length: int = 128
@@ -137,6 +166,7 @@ class SmokeResult:
     seconds: float
     error: str | None = None  # why loading or running failed
     probe_answers: list[str] = field(default_factory=list)  # task labels, one per probe
+    model_answers: list[str] = field(default_factory=list)  # its own labels: sample, then probes
     reference: str | None = None  # what the label distribution was compared with
     distance: float | None = None  # total variation from it, on the rows it has labels for
 
@@ -170,6 +200,8 @@ class Candidate:
     chosen: bool = False
     note: str | None = None  # why an acceptable model was not chosen
     expected_escalation: float | None = None  # of the committee this model is chosen into
+    learn: bool = False  # its map is to be learned from the sample rows a teacher labels
+    learned: LearnedMap | None = None
 
     @property
     def slug(self) -> str:
@@ -205,6 +237,7 @@ class Candidate:
             "score": round(self.score, 4),
             "score_parts": {k: round(v, 4) for k, v in self.score_parts.items()},
             "many_to_one": self.alignment.many_to_one,
+            "learned_map": self.learned.to_json() if self.learned else None,
             "downloads": self.model.downloads,
             "chosen": self.chosen,
             "note": self.note,
@@ -223,6 +256,7 @@ class Selection:
     sample_rows: int  # smoke-test rows (0: no texts given, nothing smoke-tested)
     expected_escalation: float | None  # share of sample rows the chosen k would escalate
     seconds: float
+    teacher_rows: int = 0  # sample rows the teacher labeled to learn label maps
 
     @property
     def short(self) -> bool:
@@ -297,14 +331,20 @@ def popularity(downloads: int | None) -> float:
     return min(1.0, math.log10((downloads or 0) + 1) / POPULARITY_SCALE)
 
 
-def static_rejection(model: ModelInfo, alignment: Alignment, task: TaskSpec, policy: Policy):
-    """Every reason the model cannot serve without running it; None when there is none."""
+def label_rejection(alignment: Alignment, task: TaskSpec) -> str | None:
+    """Why the map cannot give the task's labels (and only them); None when it can."""
     reasons = []
     if not alignment.covers(task.labels):
         reasons.append(f"cannot predict {', '.join(alignment.missing(task.labels))}")
     if not alignment.complete:
         unmapped = [m for m, t in alignment.mapping.items() if t is None]
         reasons.append(f"labels with no task equivalent: {', '.join(unmapped)}")
+    return "; ".join(reasons) or None
+
+
+def policy_rejection(model: ModelInfo, policy: Policy) -> str | None:
+    """Why the policy keeps the model out whatever its labels (licence, size); None if nothing."""
+    reasons = []
     if policy.licenses is not None and (model.license or "unknown") not in policy.licenses:
         reasons.append(f"licence {model.license or 'unknown'} not in the allowlist")
     if (
@@ -319,6 +359,30 @@ def static_rejection(model: ModelInfo, alignment: Alignment, task: TaskSpec, pol
     return "; ".join(reasons) or None
 
 
+def static_rejection(model: ModelInfo, alignment: Alignment, task: TaskSpec, policy: Policy):
+    """Every reason the model cannot serve without running it; None when there is none."""
+    reasons = [label_rejection(alignment, task), policy_rejection(model, policy)]
+    return "; ".join(r for r in reasons if r) or None
+
+
+def could_cover(alignment: Alignment, task: TaskSpec) -> bool:
+    """Whether some map of the labels nothing maps yet could reach every task label still
+    missing: two labels (toxic, non-toxic) can never cover three (bearish, bullish, neutral)."""
+    open_labels = [m for m, t in alignment.mapping.items() if t is None]
+    return len(open_labels) >= len(alignment.missing(task.labels))
+
+
+def learnable(model: ModelInfo, alignment: Alignment, task: TaskSpec) -> bool:
+    """Whether the map can be learned from sample rows: its evidence is more than names, the
+    model has a label for every task label, and it runs in-process (a kind only an
+    LLM-written script runs does not, here)."""
+    return (
+        model.kind == ModelKind.SEQUENCE_CLASSIFICATION
+        and not alignment.by_name
+        and len(alignment.mapping) >= len(task.labels)
+    )
+
+
 def align_model(model: ModelInfo, task: TaskSpec, propose: Proposer | None = None) -> Alignment:
     """The model's label map for the task: the user's --label-map first, the label words too."""
     return align(
@@ -331,22 +395,68 @@ def align_model(model: ModelInfo, task: TaskSpec, propose: Proposer | None = Non
     )
 
 
+def _score(similarity: float, fit: float, downloads: int | None) -> float:
+    parts = {"similarity": similarity, "label_fit": fit, "popularity": popularity(downloads)}
+    return sum(WEIGHTS[part] * value for part, value in parts.items())
+
+
+def _could_make_top_k(
+    models: Sequence[ModelInfo],
+    sims: Sequence[float],
+    alignments: Sequence[Alignment],
+    task: TaskSpec,
+    policy: Policy,
+) -> list[int]:
+    """Positions of the unmapped models an LLM proposal could lift into the top k: their score
+    were the proposal to map every open label is at least the k-th best score among the
+    models already fit to serve (what is free to know: similarity, names, popularity)."""
+    free = [
+        _score(sims[i], a.fit, m.downloads)
+        for i, (m, a) in enumerate(zip(models, alignments, strict=True))
+        if static_rejection(m, a, task, policy) is None
+    ]
+    bar = sorted(free, reverse=True)[task.k - 1] if len(free) >= task.k else -math.inf
+    hopeful = []
+    for i, (model, alignment) in enumerate(zip(models, alignments, strict=True)):
+        if (
+            alignment.complete
+            or not could_cover(alignment, task)
+            or policy_rejection(model, policy) is not None
+        ):
+            continue
+        trust = [TRUST[PROPOSED] if t is None else 0.0 for t in alignment.mapping.values()]
+        best_fit = alignment.fit + sum(trust) / max(1, len(trust))
+        if _score(sims[i], best_fit, model.downloads) >= bar:
+            hopeful.append(i)
+    return hopeful
+
+
 def rank_candidates(
     hub: ModelHub,
     task: TaskSpec,
     *,
     policy: Policy | None = None,
     propose: Proposer | None = None,
+    learning: bool = False,
 ) -> list[Candidate]:
-    """Every text-classification model on the hub, scored, acceptable ones first."""
+    """Every text-classification model on the hub, scored, acceptable ones first.
+
+    `learning`: label maps will be learned from sample rows a teacher labels, so a model whose
+    labels only that can map (learnable) is kept for it rather than rejected, and asks no LLM
+    proposal: measured agreement decides its map, a guess from names would not."""
     policy = policy or Policy()
     models = hub.list_models(limit=HUB_LISTING_LIMIT)
     sims = card_similarities(task_query(task), models)
     alignments = [align_model(model, task) for model in models]
     if propose is not None:
-        # One LLM call per model is too many on a real hub: ask only for the closest ones.
-        unmapped = [i for i, alignment in enumerate(alignments) if not alignment.complete]
-        for i in sorted(unmapped, key=lambda i: -sims[i])[:MAX_PROPOSALS]:
+        # A proposal is an LLM call (15-25 s each on the local server): ask only for models
+        # that could make the top k, the closest first, at most MAX_PROPOSALS.
+        hopeful = [
+            i
+            for i in _could_make_top_k(models, sims, alignments, task, policy)
+            if not (learning and learnable(models[i], alignments[i], task))
+        ]
+        for i in sorted(hopeful, key=lambda i: -sims[i])[:MAX_PROPOSALS]:
             alignments[i] = align_model(models[i], task, propose)
     candidates = []
     for model, sim, alignment in zip(models, sims, alignments, strict=True):
@@ -355,8 +465,13 @@ def rank_candidates(
             "label_fit": alignment.fit,
             "popularity": popularity(model.downloads),
         }
-        rejected = static_rejection(model, alignment, task, policy)
-        candidates.append(Candidate(model, sim, alignment, rejected, parts))
+        learn = learning and learnable(model, alignment, task)
+        rejected = (
+            policy_rejection(model, policy)
+            if learn
+            else static_rejection(model, alignment, task, policy)
+        )
+        candidates.append(Candidate(model, sim, alignment, rejected, parts, learn=learn))
     return sorted(candidates, key=lambda c: (c.rejected is not None, -c.score))
 
 
@@ -424,19 +539,63 @@ def run_smoke(candidate: Candidate, texts: list[str], task: TaskSpec, policy: Po
     unknown = sorted(set(predicted) - set(candidate.alignment.mapping))
     if unknown:
         return f"smoke test: answers {', '.join(unknown)}, which the hub's label list lacks"
-    mapping = candidate.alignment.mapping
-    answers = [mapping[label] or "" for label in predicted]
-    check = check_probes(candidate.alignment, probes, predicted[len(texts) :])
     candidate.smoke = SmokeResult(
         rows=len(texts),
-        predictions=answers[: len(texts)],
-        probes=check,
+        predictions=[],
+        probes=ProbeCheck(0, 0, []),
         seconds=time.perf_counter() - started,
-        probe_answers=answers[len(texts) :],
+        model_answers=predicted,
     )
+    apply_map(candidate, candidate.alignment, probes)
     if multi_label:
         return "multi-label model (independent sigmoids): its top label is not a class decision"
     return None
+
+
+def apply_map(candidate: Candidate, alignment: Alignment, probes: list[tuple[str, str]]) -> None:
+    """Give the candidate `alignment` and its smoke answers in task labels by that map."""
+    smoke = candidate.smoke
+    assert smoke is not None, "run_smoke first"
+    candidate.alignment = alignment
+    candidate.score_parts["label_fit"] = alignment.fit
+    answers = [alignment.mapping.get(label) or "" for label in smoke.model_answers]
+    smoke.predictions = answers[: smoke.rows]
+    smoke.probe_answers = answers[smoke.rows :]
+    smoke.probes = check_probes(alignment, probes, smoke.model_answers[smoke.rows :])
+
+
+def learn(
+    candidate: Candidate,
+    taught: Sequence[str | None],
+    teacher: str,
+    task: TaskSpec,
+    policy: Policy,
+) -> str | None:
+    """Replace the candidate's map by the one `taught` (the teacher's label per sample row,
+    None where it gave none) supports; why that rejects the model, or None."""
+    smoke = candidate.smoke
+    assert smoke is not None, "run_smoke first"
+    learned = learn_map(
+        candidate.alignment, task.labels, smoke.model_answers[: smoke.rows], taught, teacher
+    )
+    if learned is None or learned.rows < policy.min_reference_rows:
+        labeled = learned.rows if learned else 0
+        return (
+            f"labels not the task's and only {labeled} sample rows labeled by {teacher} "
+            f"to learn a map from (at least {policy.min_reference_rows} needed)"
+        )
+    candidate.learned = learned
+    apply_map(candidate, learned.alignment, probes_for(task.labels, label_aliases(task)))
+    if learned.kappa < policy.min_kappa or learned.p_value > policy.max_p:
+        return (
+            f"learned map: agreement with {teacher} {learned.agreement:.0%} on {learned.rows} "
+            f"rows is chance's {learned.chance:.0%} or not far above it (kappa "
+            f"{learned.kappa:.2f}, at least {policy.min_kappa} needed; the best map of "
+            f"shuffled answers does as well with p {learned.p_value:.2f}, at most "
+            f"{policy.max_p} allowed)"
+        )
+    reason = label_rejection(learned.alignment, task)
+    return f"learned map: {reason}" if reason else None
 
 
 def _percent(distribution: dict[str, float]) -> str:
@@ -514,6 +673,10 @@ def expected_escalation(committee: Sequence[Candidate], task: TaskSpec) -> float
     return routed / len(rows)
 
 
+def _known(label: object, task: TaskSpec) -> str | None:
+    return label if isinstance(label, str) and label in task.labels else None
+
+
 def choose(
     hub: ModelHub,
     task: TaskSpec,
@@ -522,18 +685,49 @@ def choose(
     gold: Sequence[object] | None = None,
     policy: Policy | None = None,
     propose: Proposer | None = None,
+    teacher: Teacher | None = None,
+    ids: Sequence[str] | None = None,
 ) -> Selection:
     """Rank, smoke-test in score order and pick up to k diverse models; never raises for
     too few (the Selection says so), so callers can show every reason. `gold`: the known
-    label of each text (None where unknown), the smoke test's reference when given."""
+    label of each text (None where unknown), the smoke test's reference when given.
+
+    Label maps the names cannot settle are learned on the sample (`learn`) when its gold rows
+    or the `teacher` (asked for up to `Policy.learn_rows` sample rows, gold ones first, once,
+    only when a model needs it) can label enough of it; `ids` names the rows to the teacher."""
     started = time.perf_counter()
     policy = policy or Policy()
-    ranked = rank_candidates(hub, task, policy=policy, propose=propose)
     rows = smoke_sample(texts, policy.smoke_rows, task.seed) if texts is not None else []
     sample = [str(texts[i]) for i in rows] if texts is not None else []
-    by_gold = gold_reference([gold[i] for i in rows], policy) if gold is not None else None
+    sample_gold = [_known(gold[i], task) for i in rows] if gold is not None else [None] * len(rows)
+    by_gold = gold_reference(sample_gold, policy) if gold is not None else None
+    gold_rows = sum(g is not None for g in sample_gold)
+    can_learn = bool(sample) and (
+        teacher is not None or gold_rows >= min(policy.min_reference_rows, len(sample))
+    )
+    ranked = rank_candidates(hub, task, policy=policy, propose=propose, learning=can_learn)
     acceptable = [c for c in ranked if c.rejected is None]
     loaded: list[Candidate] = []  # in the order they ran on the sample
+    taught: list[list[str | None]] = []  # once asked: the teacher's label per sample row
+
+    def teaching() -> tuple[list[str | None], str]:
+        """The label per sample row to learn from: gold, then the teacher's, up to learn_rows."""
+        if not taught:
+            labels = list(sample_gold)
+            wanted = max(0, policy.learn_rows - gold_rows)
+            ask = [i for i, g in enumerate(labels) if g is None][:wanted]
+            if teacher is not None and ask:
+                names = [str(ids[rows[i]]) if ids is not None else str(rows[i]) for i in ask]
+                answers = teacher([(names[n], sample[i]) for n, i in enumerate(ask)])
+                for i, answer in zip(ask, answers, strict=True):
+                    labels[i] = _known(answer, task)
+            taught.append(labels)
+        labels = taught[0]
+        asked = sum(label is not None for label in labels) - gold_rows
+        sources = [
+            name for name, n in (("the gold labels", gold_rows), ("the reviewer", asked)) if n > 0
+        ]
+        return labels, " and ".join(sources) or "the reviewer"
 
     def may_test(candidate: Candidate) -> bool:
         return not sample or candidate.smoke is not None or len(loaded) < policy.max_smoke_tests
@@ -546,6 +740,8 @@ def choose(
         if candidate.smoke is None and candidate.rejected is None:
             loaded.append(candidate)
             candidate.rejected = run_smoke(candidate, sample, task, policy)
+            if candidate.rejected is None and candidate.learn:
+                candidate.rejected = learn(candidate, *teaching(), task, policy)
         return candidate.rejected is None
 
     def reference(candidate: Candidate) -> Reference | None:
@@ -607,6 +803,7 @@ def choose(
         sample_rows=len(sample),
         expected_escalation=escalation,
         seconds=time.perf_counter() - started,
+        teacher_rows=sum(label is not None for label in taught[0]) if taught else 0,
     )
 
 
@@ -730,6 +927,8 @@ def select(
     gold: Sequence[object] | None = None,
     policy: Policy | None = None,
     propose: Proposer | None = None,
+    teacher: Teacher | None = None,
+    ids: Sequence[str] | None = None,
 ) -> tuple[list[Candidate], list[Candidate]]:
     """(chosen Top-k, everything considered); raises when fewer than k models can do the task.
 
@@ -737,7 +936,9 @@ def select(
     test and carries the committee's expected escalation rate; `gold` (a label or None per
     text) is then the smoke test's reference.
     """
-    selection = choose(hub, task, texts, gold=gold, policy=policy, propose=propose)
+    selection = choose(
+        hub, task, texts, gold=gold, policy=policy, propose=propose, teacher=teacher, ids=ids
+    )
     if selection.short:
         raise selection_failure(selection, task, hub.name, policy)
     return selection.chosen, selection.ranked

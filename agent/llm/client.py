@@ -215,9 +215,14 @@ class LLMClient:
         return self.prices.get(self.model)
 
     def complete(
-        self, messages: Sequence[BaseMessage], purpose: str, max_tokens: int | None = None
+        self,
+        messages: Sequence[BaseMessage],
+        purpose: str,
+        max_tokens: int | None = None,
+        cache: AnswerCache | None = None,
     ) -> str:
-        return self.complete_scored(messages, purpose, max_tokens).text
+        """The answer to `messages`, from `cache` (default: the run's) when it holds one."""
+        return self.complete_scored(messages, purpose, max_tokens, cache=cache).text
 
     def complete_scored(
         self,
@@ -225,16 +230,19 @@ class LLMClient:
         purpose: str,
         max_tokens: int | None = None,
         top_logprobs: int | None = None,
+        cache: AnswerCache | None = None,
     ) -> Completion:
         """The answer, with each generated token's `top_logprobs` most likely tokens when that is
-        asked for and the endpoint returns them (cached together, under their own key)."""
+        asked for and the endpoint returns them (cached together, under their own key), from
+        `cache` (default: the run's) when it holds one."""
+        cache = cache or self.cache
         key = cache_key(self.model, messages, max_tokens, top_logprobs)
         # One request per distinct prompt even when reviewer threads ask for it at once: the
         # second waits for the first's answer and takes it from the cache.
         with self._lock:
             prompt_lock = self._prompt_locks.setdefault(key, threading.Lock())
         with prompt_lock:
-            cached = self.cache.get(key)
+            cached = cache.get(key)
             if cached is not None:
                 self._record(purpose, key, tokens=(0, 0), latency_s=0.0, cache_hit=True)
                 return _from_cache(cached, top_logprobs)
@@ -255,7 +263,7 @@ class LLMClient:
                     with self._lock:
                         budget.release(reserved)
                 raise
-            self.cache.put(key, self.model, _to_cache(completion, top_logprobs))
+            cache.put(key, self.model, _to_cache(completion, top_logprobs))
             self._record(
                 purpose, key, tokens=tokens, latency_s=latency_s, cache_hit=False, reserved=reserved
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from agent.domain import (
     Voted,
 )
 from agent.hub.protocol import ModelHub
-from agent.llm.client import LLMClient
+from agent.llm.client import AnswerCache, LLMClient
 from agent.pipeline import trust
 from agent.pipeline.annotate import (
     Engine,
@@ -50,12 +51,12 @@ from agent.pipeline.finetune import finetune_cycle
 from agent.pipeline.hardpool import audit_chunk, review_chunk
 from agent.pipeline.human import expert_count, hard_items
 from agent.pipeline.report import write_outputs
-from agent.pipeline.review import Reviewer
+from agent.pipeline.review import Reviewer, teacher_of
 from agent.pipeline.state import RunState
 from agent.pipeline.votecache import add_to_cache, fill_from_cache
 from agent.scripts.codegen import generate_scripts, local_source, write_scripts
 from agent.scripts.contract import MODEL_OUTPUT, deploy_args
-from agent.store.runstore import RunStore, write_json
+from agent.store.runstore import RunStore, read_json, write_json
 from sandbox.base import Limits, Sandbox
 
 
@@ -79,6 +80,8 @@ class Services:
     deploy_cache: Path | None = None  # v0 models shared between runs (agent.pipeline.deploycache)
     script_cache: Path | None = None  # passed LLM scripts per kind (agent.scripts.scriptcache)
     engine: Engine = field(default_factory=LocalEngine)  # who runs the annotate steps
+    # LLM label-map proposals shared between runs (labels.machine_label_map_cache)
+    label_map_cache: Path | None = None
 
 
 def _store(state: RunState) -> RunStore:
@@ -93,31 +96,52 @@ def select_models(state: RunState, runtime: Runtime[Services]) -> dict:
         # The smoke test runs every candidate on the user's own first rows, and compares its
         # labels with the gold labels the run may learn from (--gold-column; not the labels
         # an eval or the demo keeps only to score the run with).
-        texts = gold = None
+        texts = gold = ids = None
         if store.n_chunks():
             first = pd.read_parquet(store.input_chunk(0))
-            texts = first["text"].tolist()
+            texts, ids = first["text"].tolist(), first["id"].astype(str).tolist()
             known = store.gold_evidence()
             if len(known):
                 gold = [None if pd.isna(g) else str(g) for g in first["id"].map(known)]
         task = store.task()
-        llm = runtime.context.llm
-        propose = llm_proposer(llm, task.description) if llm is not None else None
-        chosen, ranked = select(runtime.context.hub, task, texts, gold=gold, propose=propose)
+        llm, shared = runtime.context.llm, runtime.context.label_map_cache
+        # Label maps the names cannot settle are learned from the reviewer's answers on a few
+        # of these rows (through the run's LLM cache: the audit asking again pays nothing). A
+        # human reviewer is not asked before the run has started.
+        reviewer = None if task.reviewer == "human" else runtime.context.reviewer
+        with ExitStack() as stack:
+            propose = None
+            if llm is not None:
+                proposals = stack.enter_context(closing(AnswerCache(shared))) if shared else None
+                propose = llm_proposer(llm, task.description, proposals)
+            chosen, ranked = select(
+                runtime.context.hub,
+                task,
+                texts,
+                gold=gold,
+                propose=propose,
+                teacher=teacher_of(reviewer) if reviewer is not None else None,
+                ids=ids,
+            )
+        seconds = time.perf_counter() - started
         write_json(
             {
                 "hub": runtime.context.hub.name,
+                "seconds": round(seconds, 2),
                 "models": [c.to_json() for c in chosen],
                 "considered": [c.to_json() for c in ranked],
             },
             store.models_path,
         )
-        store.log_timing("select", time.perf_counter() - started)
+        store.log_timing("select", seconds)
     committee = store.committee()
+    record = read_json(store.models_path)
     runtime.context.progress(
         Selected(
             models=[m.id for m in committee],
             expected_escalation=committee[0].expected_escalation,
+            considered=len(record["considered"]) if "considered" in record else None,
+            seconds=record.get("seconds"),
         )
     )
     return {"versions": state.get("versions") or {m.slug: 0 for m in committee}}
@@ -136,6 +160,9 @@ def align_labels(state: RunState, runtime: Runtime[Services]) -> dict:
         Aligned(
             maps={m.id: m.label_map for m in committee},
             evidence={m.id: m.label_evidence for m in committee},
+            learned={
+                m.id: m.record["learned_map"] for m in committee if m.record.get("learned_map")
+            },
         )
     )
     return {}

@@ -188,6 +188,7 @@ def compute_metrics(
                 "slug": m.slug,
                 "label_map": m.label_map,
                 "label_evidence": m.label_evidence,
+                "learned_map": m.record.get("learned_map"),
             }
             for m in committee
         ],
@@ -261,6 +262,12 @@ def render_report(metrics: dict) -> str:
             f"{a} → {b}" + (" (user)" if str(evidence.get(a, "")).startswith(USER) else "")
             for a, b in m["label_map"].items()
         )
+        learned = m.get("learned_map")
+        if learned:
+            mapping += (
+                f"; learned from {learned['rows']} rows {learned['teacher']} labeled "
+                f"(agreement {learned['agreement']:.0%}, chance {learned['chance']:.0%})"
+            )
         lines.append(f"| {m['id']} | {mapping} |")
     if any(
         str(e).startswith(USER)

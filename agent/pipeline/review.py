@@ -13,6 +13,7 @@ from typing import Protocol
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
+from agent.committee.selection import Teacher
 from agent.domain import Purpose, ShotLayout, Source
 from agent.llm.client import Completion, LLMClient, TokenLogprobs
 from agent.llm.endpoint import Endpoint
@@ -526,3 +527,15 @@ class OracleReviewer:
             else:
                 verdicts.append(Verdict(item.id, label, Source.ORACLE, raw=label))
         return verdicts
+
+
+def teacher_of(reviewer: Reviewer) -> Teacher:
+    """Selection's teacher: the reviewer's label for each (row id, text). Asked before any row
+    is labeled, so without examples: the run's LLM cache answers the same request again free,
+    but review and audit, which show the run's examples, ask their own."""
+
+    def teach(rows: list[tuple[str, str]]) -> list[str | None]:
+        verdicts = reviewer.review([ReviewItem(id=i, text=text, votes={}) for i, text in rows])
+        return [verdict.label for verdict in verdicts]
+
+    return teach

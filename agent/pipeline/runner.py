@@ -65,6 +65,7 @@ class RunOptions:
     deploy_cache: Path | None = None  # deploy each model once per machine (deploycache)
     # LLM-written scripts that passed, reused per model kind (agent.scripts.scriptcache)
     script_cache: Path | None = None
+    label_map_cache: Path | None = None  # LLM label-map proposals kept between runs
     # Review requests in flight at once on a remote endpoint (a local server takes one).
     llm_concurrency: int = DEFAULT_LLM_CONCURRENCY
     # Who runs the annotate steps: this process, or a Ray cluster (pipeline.engine).
@@ -264,6 +265,7 @@ def run_graph(store: RunStore, options: RunOptions, *, resume: bool) -> dict:
             deploy_cache=options.deploy_cache,
             script_cache=options.script_cache,
             engine=options.engine,
+            label_map_cache=options.label_map_cache,
         )
         record_engine(store, options.engine)
         conn = sqlite3.connect(store.checkpoints_path, check_same_thread=False)

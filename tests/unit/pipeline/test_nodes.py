@@ -7,8 +7,9 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from agent.domain import Aligned, CommitteeMember, Selected
+from agent.domain import Aligned, CommitteeMember, Selected, Source
 from agent.pipeline import nodes
+from agent.pipeline.review import Verdict
 from agent.store.runstore import RunStore, prepare_input, write_json, write_parquet
 from agent.task import TaskSpec
 from tests.fixtures.runs import make_store
@@ -57,7 +58,10 @@ def test_an_old_runs_committee_is_read_aligned_and_voted_with(tmp_path):
     assert nodes.select_models(state, runtime(events)) == {"versions": state["versions"]}
     assert nodes.align_labels(state, runtime(events)) == {}
     selected, aligned = events
-    assert selected == Selected(models=["org/a", "org/b"], expected_escalation=0.25)
+    # An old run did not record selection's time; what it considered it did.
+    assert selected == Selected(
+        models=["org/a", "org/b"], expected_escalation=0.25, considered=3, seconds=None
+    )
     assert aligned == Aligned(
         maps={m["id"]: m["label_map"] for m in old},
         evidence={m["id"]: m["label_evidence"] for m in old},
@@ -101,12 +105,28 @@ def test_selection_gets_the_gold_labels_of_the_first_chunks_rows(
     store = RunStore.create(tmp_path / "run", task, prepare_input(task))
     seen = {}
 
-    def fake_select(hub, task, texts, *, gold, propose):
-        seen.update(texts=texts, gold=gold)
+    def fake_select(hub, task, texts, *, gold, propose, teacher, ids):
+        seen.update(texts=texts, gold=gold, ids=ids)
+        # The run's reviewer teaches label maps: asked about these rows, it answers as it would.
+        seen["taught"] = teacher([(ids[0], texts[0])]) if teacher else None
         raise RuntimeError("stop here")
 
+    class Reviewer:
+        name = "oracle"
+
+        def review(self, items):
+            return [Verdict(item.id, f"{item.id}:{item.text}", Source.ORACLE) for item in items]
+
     monkeypatch.setattr(nodes, "select", fake_select)
+    services = runtime([])
+    services.context.reviewer = Reviewer()
     with pytest.raises(RuntimeError, match="stop here"):
-        nodes.select_models({"run_dir": str(store.root)}, runtime([]))
+        nodes.select_models({"run_dir": str(store.root)}, services)
     # The blank row is not in the chunk; a row without gold has None.
-    assert seen == {"texts": ["good", "bad", "fine"], "gold": expected}
+    ids = pd.read_parquet(store.input_chunk(0))["id"].tolist()
+    assert seen == {
+        "texts": ["good", "bad", "fine"],
+        "gold": expected,
+        "ids": ids,
+        "taught": [f"{ids[0]}:good"],
+    }

@@ -1,7 +1,13 @@
 """The report: the committee table marks the label maps the user gave."""
 
-from agent.cli.progress import describe_label_map
+import io
+
+from rich.console import Console
+
+import agent.cli.progress
+from agent.cli.progress import ProgressView, describe_label_map
 from agent.committee.scores import classification_scores
+from agent.domain import Aligned, Selected
 from agent.pipeline.report import render_report, write_plots
 from tests.fixtures.runs import make_store
 
@@ -43,6 +49,20 @@ def test_the_committee_table_marks_the_users_label_map():
     assert "(user)" not in old
 
 
+def test_the_committee_table_says_what_a_learned_map_was_learned_from():
+    mapping = {"LABEL_0": "bearish", "LABEL_1": "neutral", "LABEL_2": "bullish"}
+    learned = {"teacher": "the reviewer", "rows": 40, "agreement": 0.85, "chance": 0.41}
+    report = render_report(
+        metrics(
+            [{"id": "org/m", "label_map": mapping, "label_evidence": {}, "learned_map": learned}]
+        )
+    )
+    assert (
+        "| org/m | LABEL_0 → bearish, LABEL_1 → neutral, LABEL_2 → bullish; learned from 40 rows "
+        "the reviewer labeled (agreement 85%, chance 41%) |" in report
+    )
+
+
 def test_the_run_shows_the_renamed_labels_and_which_the_user_gave():
     line = describe_label_map(
         {"negative": "bearish", "neutral": "neutral", "POS": "bullish"},
@@ -74,3 +94,24 @@ def test_a_run_whose_cycles_all_stood_down_draws_no_gate_plot(tmp_path):
                "gate_after": 0.6, "kept": True}}}  # fmt: skip
     plots = write_plots(store, {**data, "finetune_cycles": [stood_down, trained]})
     assert (store.root / plots["gate"]).is_file()
+
+
+def test_the_run_prints_selection_time_and_learned_maps(monkeypatch):
+    screen = Console(file=io.StringIO(), width=250)
+    monkeypatch.setattr(agent.cli.progress, "console", screen)
+    learned = {"teacher": "the reviewer", "rows": 40, "agreement": 0.85, "chance": 0.41}
+    with ProgressView(quiet=False) as view:
+        view(Selected(["a/x", "b/y"], 0.2, considered=8, seconds=41.2))
+        view(
+            Aligned(
+                maps={"a/x": {"negative": "bearish", "neutral": "neutral"}},
+                evidence={"a/x": {"negative": "learned on 40 rows: …"}},
+                learned={"a/x": learned},
+            )
+        )
+    out = screen.file.getvalue()
+    assert "selected 2 of 8 candidates in 41 s" in out
+    assert (
+        "labels of a/x: negative → bearish (learned from 40 rows the reviewer labeled: "
+        "agreement 85%, chance 41%)" in out
+    )
