@@ -92,6 +92,7 @@ def engine_options(
     engine: str = "local",
     ray_address: str | None = None,
     label_map_cache: Path | None = None,
+    smoke_cache: Path | None = None,
     status: Callable[[str], None] | None = None,
 ) -> RunOptions:
     """How a run executes: the hub opened, the sandbox of run `run_id` made (its containers
@@ -113,6 +114,7 @@ def engine_options(
         deploy_cache=deploy_cache,
         script_cache=script_cache,
         label_map_cache=label_map_cache,
+        smoke_cache=smoke_cache,
     )
 
 

@@ -17,6 +17,7 @@ import typer
 from agent.api import engine_options
 from agent.cli.common import console, fail
 from agent.committee.labels import machine_label_map_cache
+from agent.committee.selection import machine_smoke_cache
 from agent.domain import Routing, ShotLayout
 from agent.pipeline.deploycache import machine_deploy_cache
 from agent.pipeline.engine import ENGINES
@@ -385,6 +386,8 @@ def run_options(engine: Engine, *, run_id: str | None) -> RunOptions:
         script_cache=machine_script_cache(),
         # Ask the LLM what a model's labels mean once per machine, not once per run.
         label_map_cache=machine_label_map_cache(),
+        # A second run on the same rows smoke-tests no candidate again.
+        smoke_cache=machine_smoke_cache(),
         step_timeout=engine.step_timeout,
         engine=engine.engine or "local",
         ray_address=engine.ray_address,

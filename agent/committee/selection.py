@@ -56,8 +56,11 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
+import joblib
 import numpy as np
+import platformdirs
 
 from agent.committee.consensus import route, uncertainty
 from agent.committee.labels import (
@@ -136,6 +139,9 @@ class Policy:
     max_smoke_tests: int = 12  # each may download a model; stop looking after this many
     batch_size: int = 16
     max_length: int = 128
+    # Smoke-test answers kept between runs (joblib.Memory), keyed by the model's files and the
+    # texts: a second run on the same rows loads no candidate. None: always run them.
+    smoke_cache: Path | None = None
 
 
 def shares(labels: Sequence[str]) -> dict[str, float]:
@@ -483,8 +489,41 @@ def smoke_sample(texts: Sequence[object], rows: int, seed: int) -> list[int]:
     return random.Random(seed).sample(usable, rows)
 
 
+def machine_smoke_cache() -> Path:
+    """The per-user cache of smoke-test answers the CLI's runs share."""
+    return Path(platformdirs.user_cache_dir("autoannotator")) / "smoke"
+
+
+def model_fingerprint(source: str) -> list:
+    """What a model's answers depend on: its folder's listing (names, sizes, modification
+    times: a changed model is another fingerprint), or the hub id a download resolves."""
+    folder = Path(source)
+    if not folder.is_dir():
+        return [source]
+    files = (p for p in sorted(folder.rglob("*")) if p.is_file())
+    return [(str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+
+
 def _predict(model_source: str, texts: list[str], policy: Policy) -> tuple[list[str], bool]:
-    """(model label per text, whether the model is multi-label), in-process on CPU."""
+    """(model label per text, whether the model is multi-label), in-process on CPU; with
+    `policy.smoke_cache`, answered from there when the same model saw the same texts before."""
+    if policy.smoke_cache is None:
+        return _forward(model_source, texts, policy.batch_size, policy.max_length)
+    keyed = joblib.Memory(policy.smoke_cache, verbose=0).cache(_forward_keyed, ignore=["source"])
+    return keyed(model_fingerprint(model_source), model_source, texts, policy.batch_size,
+                 policy.max_length)  # fmt: skip
+
+
+def _forward_keyed(
+    fingerprint: list, source: str, texts: list[str], batch_size: int, max_length: int
+) -> tuple[list[str], bool]:
+    """_forward, cached under the model's fingerprint rather than where it lies."""
+    return _forward(source, texts, batch_size, max_length)
+
+
+def _forward(
+    model_source: str, texts: list[str], batch_size: int, max_length: int
+) -> tuple[list[str], bool]:
     import torch  # noqa: PLC0415 - torch: seconds to import, only here
     from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: PLC0415 - torch: seconds to import, only here
 
@@ -495,12 +534,12 @@ def _predict(model_source: str, texts: list[str], policy: Policy) -> tuple[list[
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # less padding per batch
     labels: list[str] = [""] * len(texts)
     with torch.inference_mode():
-        for start in range(0, len(order), policy.batch_size):
-            rows = order[start : start + policy.batch_size]
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
             inputs = tokenizer(
                 [texts[i] for i in rows],
                 truncation=True,
-                max_length=policy.max_length,
+                max_length=max_length,
                 padding=True,
                 return_tensors="pt",
             )

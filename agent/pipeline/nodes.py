@@ -18,7 +18,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from agent.committee.labels import Alignment, llm_proposer
-from agent.committee.selection import select
+from agent.committee.selection import Policy, select
 from agent.domain import (
     Aligned,
     Annotating,
@@ -82,6 +82,7 @@ class Services:
     engine: Engine = field(default_factory=LocalEngine)  # who runs the annotate steps
     # LLM label-map proposals shared between runs (labels.machine_label_map_cache)
     label_map_cache: Path | None = None
+    smoke_cache: Path | None = None  # smoke-test answers shared between runs (selection)
 
 
 def _store(state: RunState) -> RunStore:
@@ -106,8 +107,8 @@ def select_models(state: RunState, runtime: Runtime[Services]) -> dict:
         task = store.task()
         llm, shared = runtime.context.llm, runtime.context.label_map_cache
         # Label maps the names cannot settle are learned from the reviewer's answers on a few
-        # of these rows (through the run's LLM cache: the audit asking again pays nothing). A
-        # human reviewer is not asked before the run has started.
+        # of these rows (through the run's LLM cache). A human reviewer is not asked before the
+        # run has started.
         reviewer = None if task.reviewer == "human" else runtime.context.reviewer
         with ExitStack() as stack:
             propose = None
@@ -122,6 +123,7 @@ def select_models(state: RunState, runtime: Runtime[Services]) -> dict:
                 propose=propose,
                 teacher=teacher_of(reviewer) if reviewer is not None else None,
                 ids=ids,
+                policy=Policy(smoke_cache=runtime.context.smoke_cache),
             )
         seconds = time.perf_counter() - started
         write_json(

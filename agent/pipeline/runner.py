@@ -66,6 +66,7 @@ class RunOptions:
     # LLM-written scripts that passed, reused per model kind (agent.scripts.scriptcache)
     script_cache: Path | None = None
     label_map_cache: Path | None = None  # LLM label-map proposals kept between runs
+    smoke_cache: Path | None = None  # smoke-test answers kept between runs (selection)
     # Review requests in flight at once on a remote endpoint (a local server takes one).
     llm_concurrency: int = DEFAULT_LLM_CONCURRENCY
     # Who runs the annotate steps: this process, or a Ray cluster (pipeline.engine).
@@ -266,6 +267,7 @@ def run_graph(store: RunStore, options: RunOptions, *, resume: bool) -> dict:
             script_cache=options.script_cache,
             engine=options.engine,
             label_map_cache=options.label_map_cache,
+            smoke_cache=options.smoke_cache,
         )
         record_engine(store, options.engine)
         conn = sqlite3.connect(store.checkpoints_path, check_same_thread=False)

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from agent.cli.app import app
+from agent.committee import selection as selection_module
 from agent.committee.labels import align
 from agent.committee.selection import (
     Policy,
@@ -267,6 +268,41 @@ def test_smoke_test_rejects_each_failure_with_its_reason(smoke_hub):
     assert reasons[ID["multi-label"]].startswith("multi-label model")
     assert reasons[ID["broken"]].startswith("smoke test crashed (")
     assert len(reasons) == 5
+
+
+def test_smoke_answers_are_kept_between_runs_until_the_model_changes(
+    smoke_hub, tmp_path, monkeypatch
+):
+    """A second selection on the same rows loads no candidate; a changed model is run again."""
+    hub_copy = tmp_path / "hub"
+    shutil.copytree(smoke_hub, hub_copy)
+    loaded = []
+    forward = selection_module._forward
+    monkeypatch.setattr(
+        selection_module,
+        "_forward",
+        lambda source, *a: loaded.append(source) or forward(source, *a),
+    )
+    spec, texts = task("sentiment of tweets", SENTIMENT, k=2), sample_texts()
+    policy = Policy(smoke_cache=tmp_path / "smoke")
+    first = choose(LocalHub(hub_copy), spec, texts, policy=policy)
+    assert loaded  # every smoke-tested candidate ran once
+    ran = len(loaded)
+    again = choose(LocalHub(hub_copy), spec, texts, policy=policy)
+    # The second selection ran no model but the one that crashed (a crash is not an answer).
+    broken = str(hub_copy / ID["broken"].replace("/", "__"))
+    assert loaded[ran:] == [broken]
+    ran = len(loaded)
+    assert [c.rejected for c in again.ranked] == [c.rejected for c in first.ranked]
+    assert [c.model.id for c in again.chosen] == [c.model.id for c in first.chosen]
+    # Other texts, or the same model with other files, are new questions.
+    choose(LocalHub(hub_copy), spec, texts[:-1], policy=policy)
+    assert len(loaded) > ran
+    ran = len(loaded)
+    chosen_dir = hub_copy / first.chosen[0].model.id.replace("/", "__")
+    (chosen_dir / "extra.txt").write_text("changed")
+    choose(LocalHub(hub_copy), spec, texts[:-1], policy=policy)
+    assert sorted(loaded[ran:]) == sorted([str(chosen_dir), broken])
 
 
 def skewed_sample() -> tuple[list[str], list[str]]:
