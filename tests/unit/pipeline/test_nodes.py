@@ -105,8 +105,8 @@ def test_selection_gets_the_gold_labels_of_the_first_chunks_rows(
     store = RunStore.create(tmp_path / "run", task, prepare_input(task))
     seen = {}
 
-    def fake_select(hub, task, texts, *, gold, propose, teacher, ids):
-        seen.update(texts=texts, gold=gold, ids=ids)
+    def fake_select(hub, task, texts, *, gold, propose, teacher, ids, policy):
+        seen.update(texts=texts, gold=gold, ids=ids, smoke_cache=policy.smoke_cache)
         # The run's reviewer teaches label maps: asked about these rows, it answers as it would.
         seen["taught"] = teacher([(ids[0], texts[0])]) if teacher else None
         raise RuntimeError("stop here")
@@ -120,6 +120,7 @@ def test_selection_gets_the_gold_labels_of_the_first_chunks_rows(
     monkeypatch.setattr(nodes, "select", fake_select)
     services = runtime([])
     services.context.reviewer = Reviewer()
+    services.context.smoke_cache = tmp_path / "smoke"
     with pytest.raises(RuntimeError, match="stop here"):
         nodes.select_models({"run_dir": str(store.root)}, services)
     # The blank row is not in the chunk; a row without gold has None.
@@ -129,4 +130,5 @@ def test_selection_gets_the_gold_labels_of_the_first_chunks_rows(
         "gold": expected,
         "ids": ids,
         "taught": [f"{ids[0]}:good"],
+        "smoke_cache": tmp_path / "smoke",  # the run's smoke-test cache reaches selection
     }
