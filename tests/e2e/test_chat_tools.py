@@ -64,7 +64,10 @@ def test_scripts_selection_and_examples(llm_run):
     models = models_of(llm_run)
     second = chat_tools.show_script(llm_run, "annotate", "2")
     assert second["slug"] == models[1]["slug"]
-    assert second["source"] == (llm_run.root / second["path"]).read_text()
+    # What the local model is shown: the script, cut to what its context leaves room for.
+    text = (llm_run.root / second["path"]).read_text()
+    assert second["source"] == text[: chat_tools.MAX_SCRIPT_CHARS]
+    assert second["truncated"] == (len(text) > chat_tools.MAX_SCRIPT_CHARS)
     assert "error" in chat_tools.show_script(llm_run, "train")
     selection = chat_tools.model_selection(llm_run)
     assert [m["id"] for m in selection["committee"]] == [m["id"] for m in models]
