@@ -2,7 +2,8 @@
 
 The runs of an ablation grid differ in k and β, not in what an untouched model says about a
 text: a v0 vote depends only on the model, its annotate script, the tokenizer settings, the
-device and the text. Such votes are kept in `<cache>/<key>.parquet` (id, text, label, score),
+device and the text. Such votes are kept in `<cache>/<key>.parquet` (id, text, label, score,
+and probs where the script reports them),
 the key hashing everything the vote depends on; a run finds a chunk's votes there only when
 every row of the chunk is present with the same id and text. Fine-tuned versions (v1+) are
 never cached: their weights depend on the run's own history.
@@ -18,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from agent.domain import CommitteeMember
+from agent.scripts.contract import VOTE_COLUMNS
 from agent.store.runstore import RunStore, write_parquet
 
 
@@ -62,7 +64,9 @@ def fill_from_cache(
         hits = rows.merge(cached, on=["id", "text"], how="left")
         if hits["label"].isna().any():
             continue
-        write_parquet(hits[["id", "label", "score"]], target)
+        # The probabilities only when every row has them (older entries may lack them).
+        whole = "probs" in hits and hits["probs"].map(lambda p: isinstance(p, dict)).all()
+        write_parquet(hits[["id", "label", "score", *(["probs"] if whole else [])]], target)
         served.append(model.slug)
     return served
 
@@ -80,10 +84,8 @@ def add_to_cache(
         if versions[model.slug] != 0:
             continue
         key = cache_key(store, model, device)
-        votes = rows.merge(
-            pd.read_parquet(store.model_votes(model.slug, chunk))[["id", "label", "score"]],
-            on="id",
-        )
+        voted = pd.read_parquet(store.model_votes(model.slug, chunk))
+        votes = rows.merge(voted[[c for c in VOTE_COLUMNS if c in voted]], on="id")
         known = _cached(cache, key)
         merged = votes if known is None else pd.concat([known, votes], ignore_index=True)
         merged = merged.drop_duplicates(["id", "text"], keep="last")
