@@ -15,7 +15,12 @@ The examples come from the dataset's train split, standing in for the run's labe
 embedded with the same MiniLM encoder and picked by the same ExampleSelector. Each
 configuration prints one JSON line: accuracy, macro-F1 (scikit-learn), the recall of every
 label, what it answered, seconds per sample, and where the answers carry probabilities, their
-calibration (mean confidence, ECE, accuracy above and below 0.9). Answers come from a fresh
+calibration (mean confidence, ECE, accuracy above and below 0.9) and the same answers with the
+reviewer's label bias divided out (`debiased`, no extra call for `mean`; three for `content_free`):
+each sample's label is argmax p(label | text) / prior(label), the prior either the mean of its
+distributions over all the samples (label-free; pulls its answers towards balanced labels) or
+its distribution for texts that say nothing ("N/A", "", "[MASK]") shown the same examples
+(contextual calibration, Zhao et al. 2021). Answers come from a fresh
 cache unless --cache is given (then cached answers take no time: `calls` says how many were
 asked). The LLM is the run's default: OPENAI_BASE_URL, or the local llama.cpp server on the
 bundled model.
@@ -126,6 +131,30 @@ def calibration(verdicts: list[Verdict], gold: list[str]) -> dict | None:
     }
 
 
+def prior_corrected(verdicts: list[Verdict], prior: dict[str, float], labels: list[str]) -> list:
+    """Each verdict's label with the prior divided out of its probabilities (its own label where
+    it has none)."""
+    weights = np.array([max(prior.get(label, 0.0), 1e-6) for label in labels])
+    decided = []
+    for verdict in verdicts:
+        if not verdict.probabilities:
+            decided.append(verdict.label)
+            continue
+        p = np.array([verdict.probabilities.get(label, 0.0) for label in labels])
+        decided.append(labels[int(np.argmax(p / weights))])
+    return decided
+
+
+def mean_distribution(verdicts: list[Verdict], labels: list[str]) -> dict[str, float]:
+    given = [v.probabilities for v in verdicts if v.probabilities]
+    if not given:
+        return {}
+    return {label: float(np.mean([p.get(label, 0.0) for p in given])) for label in labels}
+
+
+CONTENT_FREE = ("N/A", "", "[MASK]")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)
@@ -177,6 +206,24 @@ def main() -> None:
                     shown = examples_for(items, train, config["shots"], vectors, config["layout"])
                 verdicts = reviewer.review(shown)
                 seconds = time.perf_counter() - started
+                debiased = None
+                if config["logprobs"] and config["batch"] == 1:
+                    free = [
+                        replace(shown[0], id=f"content-free-{n}", text=text)
+                        for n, text in enumerate(CONTENT_FREE)
+                    ]
+                    priors = {
+                        "mean": mean_distribution(verdicts, labels),
+                        "content_free": mean_distribution(reviewer.review(free), labels),
+                    }
+                    debiased = {
+                        name: {
+                            "prior": {k: round(v, 3) for k, v in prior.items()},
+                            **score(prior_corrected(verdicts, prior, labels), gold, labels),
+                        }
+                        for name, prior in priors.items()
+                        if prior
+                    }
                 print(
                     json.dumps(
                         {
@@ -186,6 +233,7 @@ def main() -> None:
                             "rows": len(items),
                             **score([v.label for v in verdicts], gold, labels),
                             "calibration": calibration(verdicts, gold),
+                            "debiased": debiased,
                             "seconds_per_sample": round(seconds / len(items), 2),
                             "calls": client.usage.calls - calls_before,
                             "descriptions": descriptions if config["descriptions"] else None,

@@ -278,6 +278,17 @@ ReviewProbabilitiesOption = Annotated[
         rich_help_panel=REVIEW,
     ),
 ]
+ReviewDebiasOption = Annotated[
+    bool,
+    typer.Option(
+        "--review-debias/--no-review-debias",
+        help="Divide the reviewer's lean to some labels (its mean probability per label over "
+        "the samples it answered, no gold needed) out of each answer before taking its label: "
+        "a small LLM that says neutral for nearly everything then names the other labels "
+        "where its probabilities point to them. Needs --review-probabilities.",
+        rich_help_panel=REVIEW,
+    ),
+]
 MaxCallsOption = Annotated[
     int | None,
     typer.Option(
@@ -466,6 +477,7 @@ class Review:
     shots: int = 8
     shot_layout: ShotLayout = ShotLayout.FIXED
     probabilities: bool = True
+    debias: bool = True
     max_calls: int | None = None
     max_cost: float | None = None
     price_in: float | None = None
@@ -486,6 +498,7 @@ class Review:
             "review_shots": self.shots,
             "review_shot_layout": self.shot_layout.value,
             "review_probabilities": self.probabilities,
+            "review_debias": self.debias,
             "max_llm_calls": self.max_calls,
             "max_cost_usd": self.max_cost,
             "price_in": self.price_in,

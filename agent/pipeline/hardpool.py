@@ -2,7 +2,12 @@
 
 hard/<chunk>.parquet holds one row per routed sample of that chunk with the reviewer's
 verdict and, where the endpoint gave log-probs, its probability per label (`probabilities`, a
-JSON object; null without). A reviewer that is off (unreviewed), over budget (committee-capped)
+JSON object; null without). With `review_debias` the verdict is the label its probabilities
+name once the reviewer's lean is divided out (agent.committee.bias; the prior is the mean of
+its answers' distributions in this chunk's routed rows and every earlier chunk's): `answer` and
+`answer_probabilities` keep what it said, `label` and `probabilities` what the run takes. The
+audit of a chunk uses the same prior, so the reviewer measured there is the one that labels
+the routed rows. A reviewer that is off (unreviewed), over budget (committee-capped)
 or unsure (needs_human) leaves the committee's label in place and says so in `source`; only
 samples with an expert label (llm, oracle, human) train SLMs.
 """
@@ -13,8 +18,10 @@ import json
 import time
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
+from agent.committee import bias
 from agent.committee.selection import encode
 from agent.domain import EXPERT_SOURCES, CommitteeMember, Route, ShotLayout, Source
 from agent.pipeline.review import ReviewItem
@@ -62,7 +69,10 @@ def review_chunk(
     items = _items(store, committee, chunk, routed)
     if reviewer is not None:
         items = _with_examples(store, reviewer, chunk, items, embed)
-    verdict_labels, sources, probabilities = _ask(reviewer, items, progress)
+    answers, sources, answer_probabilities = _ask(reviewer, items, progress)
+    debias = store.task().review_debias
+    prior = _prior(store, chunk, answer_probabilities) if debias else None
+    verdict_labels, probabilities = _corrected(answers, answer_probabilities, prior)
     hard = pd.DataFrame(
         {
             "id": routed["id"].to_numpy(),
@@ -75,6 +85,8 @@ def review_chunk(
             ],
             "source": sources,
             "probabilities": probabilities,
+            "answer": answers,
+            "answer_probabilities": answer_probabilities,
         }
     )
     write_parquet(hard, target)
@@ -117,7 +129,9 @@ def audit_chunk(
         ]
     )
     items = _with_examples(store, reviewer, chunk, _items(store, committee, chunk, picked), embed)
-    labels, sources, probabilities = _ask(reviewer, items, lambda d, t: None)
+    answers, sources, answer_probabilities = _ask(reviewer, items, lambda d, t: None)
+    prior = _prior(store, chunk, []) if task.review_debias else None
+    labels, probabilities = _corrected(answers, answer_probabilities, prior)
     audit = pd.DataFrame(
         {
             "id": picked["id"].to_numpy(),
@@ -125,10 +139,53 @@ def audit_chunk(
             "label": labels,
             "source": sources,
             "probabilities": probabilities,
+            "answer": answers,
+            "answer_probabilities": answer_probabilities,
         }
     )
     write_parquet(audit, target)
     return len(audit)
+
+
+def _prior(store: RunStore, chunk: int, given: list[str | None]) -> dict[str, float] | None:
+    """The reviewer's mean distribution over labels: its answers' own probabilities in the
+    routed rows of every chunk up to `chunk` (the files written so far, plus `given`, this
+    chunk's before its file is); None with fewer than bias.MIN_ANSWERS of them."""
+    said = list(given)
+    for path in store.hard_chunks():
+        if int(path.stem) <= chunk:
+            hard = pd.read_parquet(path)
+            if "answer_probabilities" in hard:
+                said += hard["answer_probabilities"].tolist()
+    labels = store.task().labels
+    found = [json.loads(p) for p in said if isinstance(p, str)]
+    prior = bias.answer_prior(np.array([[p.get(label, 0.0) for label in labels] for p in found]))
+    return None if prior is None else dict(zip(labels, prior.tolist(), strict=True))
+
+
+def _corrected(
+    answers: list, probabilities: list[str | None], prior: dict[str, float] | None
+) -> tuple[list, list[str | None]]:
+    """Each verdict as the run takes it: with a prior, the label its probabilities name once
+    the prior is divided out (and those probabilities); else the answer as given."""
+    if prior is None:
+        return answers, probabilities
+    labels = list(prior)
+    given = {i: json.loads(p) for i, p in enumerate(probabilities) if isinstance(p, str)}
+    if not given:
+        return answers, probabilities
+    has = list(given)
+    corrected = bias.prior_corrected(
+        np.array([[given[i].get(label, 0.0) for label in labels] for i in has]),
+        np.array([prior[label] for label in labels]),
+    )
+    decided, decided_probabilities = list(answers), list(probabilities)
+    for row, i in enumerate(has):
+        decided[i] = labels[int(corrected[row].argmax())]
+        decided_probabilities[i] = json.dumps(
+            {label: round(float(p), 6) for label, p in zip(labels, corrected[row], strict=True)}
+        )
+    return decided, decided_probabilities
 
 
 def _with_examples(

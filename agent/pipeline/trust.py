@@ -14,7 +14,11 @@ The label of a row nobody reviewed stays the committee's plurality (the paper's 
 reviewed row gets the label its posterior favours. Never worse than the plurality: when known
 rows exist, the whole estimate is cross-fitted on them (each fold's labels hidden in turn) and
 compared with the plurality on the same rows; if it loses, every row keeps the plurality label
-and the report says so.
+and the report says so. The same check decides whether the reviewer's verdicts count with its
+lean divided out (`review_debias`, agent.committee.bias) or as it answered them: where the
+correction was applied and known rows exist, both are cross-fitted and the more accurate on
+the known rows is kept (`reviewer_debias` in reliability.json); without known rows, the
+corrected verdicts count.
 """
 
 from __future__ import annotations
@@ -76,7 +80,11 @@ def committee_prior(frame: pd.DataFrame, slugs: Sequence[str], labels: list[str]
     )
 
 
-def collect(store: RunStore, committee: Sequence[CommitteeMember]) -> Evidence:
+def collect(
+    store: RunStore, committee: Sequence[CommitteeMember], as_answered: bool = False
+) -> Evidence:
+    """The run's evidence; `as_answered`: the reviewer's verdicts as it gave them, before its
+    lean was divided out (hard/ and audit/ `answer`, `answer_probabilities`)."""
     labels = list(store.task().labels)
     slugs = [m.slug for m in committee]
     chunks = [pd.read_parquet(p) for p in store.voted_chunks()]
@@ -95,6 +103,14 @@ def collect(store: RunStore, committee: Sequence[CommitteeMember]) -> Evidence:
         else pd.DataFrame({"id": [], "label": [], "source": []})
     )
     by_reviewer = reviewed[reviewed["source"] == Source.LLM].drop_duplicates("id")
+    if as_answered and "answer" in by_reviewer:
+        given = by_reviewer["answer"].notna()
+        by_reviewer = by_reviewer.assign(
+            label=by_reviewer["label"].where(~given, by_reviewer["answer"]),
+            probabilities=by_reviewer["probabilities"].where(
+                ~given, by_reviewer["answer_probabilities"]
+            ),
+        )
     by_expert = reviewed[reviewed["source"].isin(KNOWN_SOURCES)].drop_duplicates("id")
     gold = store.gold_evidence()
     known = pd.concat([gold, by_expert.set_index("id")["label"].drop(gold.index, errors="ignore")])
@@ -162,6 +178,36 @@ def fit(evidence: Evidence, hidden: pd.Index | None = None) -> Labels:
     )
 
 
+def _reviewer_verdicts(
+    store: RunStore, committee: Sequence[CommitteeMember]
+) -> tuple[Evidence, dict | None]:
+    """The evidence with the reviewer's verdicts as corrected for its lean, or as it answered
+    them where, cross-fitted on the known rows, those give the more accurate labels; and the
+    two accuracies (None when there was nothing to compare)."""
+    corrected = collect(store, committee)
+    if len(corrected.known) < MIN_KNOWN:
+        return corrected, None
+    as_answered = collect(store, committee, as_answered=True)
+    if _same_verdicts(corrected, as_answered):
+        return corrected, None
+    candidates = {"corrected": corrected, "as answered": as_answered}
+    held = {name: _cross_fitted(e, store.task().seed)[0] for name, e in candidates.items()}
+    truth = corrected.known.loc[held["corrected"].index]
+    measured = {name: trust.measured_accuracy(label, truth) for name, label in held.items()}
+    better = measured["as answered"].value > measured["corrected"].value
+    kept = "as answered" if better else "corrected"
+    return candidates[kept], {
+        "kept": kept,
+        **{name: accuracy.to_json() for name, accuracy in measured.items()},
+    }
+
+
+def _same_verdicts(one: Evidence, other: Evidence) -> bool:
+    return one.reviewer.equals(other.reviewer) and np.array_equal(
+        one.reviewer_probabilities, other.reviewer_probabilities, equal_nan=True
+    )
+
+
 def _cross_fitted(evidence: Evidence, seed: int) -> tuple[pd.Series, pd.Series]:
     """Each known row's label and confidence with its own label hidden (k-fold)."""
     ids = evidence.known.index.to_numpy()
@@ -181,10 +227,12 @@ def update(store: RunStore, committee: Sequence[CommitteeMember]) -> dict:
     """Re-estimate every source and every row's label; write trust/; return the reliability."""
     if not store.voted_chunks():
         return {}
-    evidence = collect(store, committee)
+    evidence, debias = _reviewer_verdicts(store, committee)
+    reliability: dict = {"labels": evidence.labels, "known_rows": len(evidence.known)}
+    if debias:
+        reliability["reviewer_debias"] = debias
     fitted = fit(evidence)
     known = evidence.known
-    reliability: dict = {"labels": evidence.labels, "known_rows": len(known)}
     standing, calibration = "posterior", trust.Calibration(isotonic=None, rows=0)
     if len(known) >= MIN_KNOWN:
         held_label, held_confidence = _cross_fitted(evidence, store.task().seed)

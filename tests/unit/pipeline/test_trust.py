@@ -27,7 +27,7 @@ from agent.pipeline.hardpool import audit_chunk, review_chunk
 from agent.pipeline.report import assemble_labels
 from agent.store.runstore import RunStore, prepare_input, read_json, write_parquet
 from agent.task import TaskSpec
-from tests.fixtures.reviewers import BlindSpotReviewer
+from tests.fixtures.reviewers import BlindSpotReviewer, LeaningReviewer
 
 DATA = Path(__file__).resolve().parents[4] / "shared" / "data" / "tweeteval_sentiment"
 LABELS = ["negative", "neutral", "positive"]
@@ -46,11 +46,17 @@ def _committee(train: pd.DataFrame) -> list:
 
 
 def _run(
-    tmp_path: Path, gold_evidence: float, probs: bool = False, confidence: bool = False
+    tmp_path: Path,
+    gold_evidence: float,
+    probs: bool = False,
+    confidence: bool = False,
+    debias: bool = True,
+    reviewer_of=None,
 ) -> tuple[RunStore, list[dict], pd.Series]:
     """The committee votes, is reviewed, audited and weighed; `probs`: each member's votes
     carry its probability for every label (the annotate contract's optional column);
-    `confidence`: the reviewer's answers carry its own probability per label."""
+    `confidence`: the reviewer's answers carry its own probability per label; `debias`: the
+    task's review_debias; `reviewer_of(gold)`: another reviewer than the blind-spot one."""
     train = pd.read_csv(DATA / "train.csv").sample(frac=1.0, random_state=0)
     test = pd.read_csv(DATA / "test.csv").sample(n=ROWS, random_state=0)
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -62,6 +68,7 @@ def _run(
         data_path=str(data),
         gold_column="gold",
         gold_evidence=gold_evidence,
+        review_debias=debias,
     )
     store = RunStore.create(tmp_path / "run", task, prepare_input(task))
     store.cut_chunk(0, ROWS)
@@ -88,18 +95,17 @@ def _run(
         )  # fmt: skip
     vote_chunk(store, models, {m.slug: 0 for m in models}, 0)
     gold = store.rows().set_index("id")["gold"]
-    reviewer = BlindSpotReviewer(
-        gold.to_dict(),
-        LABELS,
-        blind="neutral",
-        instead="positive",
-        error_rate=0.25,
-        confidence=confidence,
-    )
+    reviewer = (reviewer_of or _blind_spot(confidence))(gold.to_dict())
     review_chunk(store, reviewer, models, 0)
     audit_chunk(store, reviewer, models, 0)
     trust.update(store, models)
     return store, models, gold
+
+
+def _blind_spot(confidence: bool):
+    return lambda gold: BlindSpotReviewer(
+        gold, LABELS, blind="neutral", instead="positive", error_rate=0.25, confidence=confidence
+    )
 
 
 def _scored(store: RunStore, models: list[CommitteeMember], gold: pd.Series) -> dict:
@@ -149,10 +155,12 @@ def test_each_members_whole_distribution_makes_better_labels_than_its_top_score(
 
 
 def test_a_reviewers_probabilities_reach_the_final_labels_when_they_say_something(tmp_path):
+    # Without its lean divided out: this reviewer's probabilities say nothing about the labels
+    # it did not answer (the rest spread evenly), where the correction misleads (next tests).
     (tmp_path / "alike").mkdir()
     (tmp_path / "weighed").mkdir()
-    alike = _scored(*_run(tmp_path / "alike", 0.0))
-    store, models, gold = _run(tmp_path / "weighed", 0.0, confidence=True)
+    alike = _scored(*_run(tmp_path / "alike", 0.0, debias=False))
+    store, models, gold = _run(tmp_path / "weighed", 0.0, confidence=True, debias=False)
     hard = pd.read_parquet(store.hard_chunk(0))
     assert hard["probabilities"].notna().all()
     weighed = _scored(store, models, gold)
@@ -197,3 +205,33 @@ def test_with_gold_every_sources_recall_per_label_is_close_to_the_truth(tmp_path
             assert abs(sources[name]["recall"][label] - true[label]) <= 0.15, (name, label)
         matrix = sources[name]["confusion"]
         assert all(abs(sum(matrix[y].values()) - 1) < 1e-3 for y in LABELS)
+
+
+def _leaning(gold: dict[str, str]) -> LeaningReviewer:
+    return LeaningReviewer(gold, LABELS, lean={"neutral": 0.15})
+
+
+def test_a_leaning_reviewers_verdicts_with_its_lean_divided_out_make_better_labels(tmp_path):
+    """A reviewer that rarely says neutral though its probabilities know when it is: with the
+    lean divided out, it names neutral where they point to it, and the final labels gain."""
+    runs = {
+        debias: _run(tmp_path / str(debias), 0.0, debias=debias, reviewer_of=_leaning)
+        for debias in (False, True)
+    }
+    scored = {debias: _scored(*run) for debias, run in runs.items()}
+    hard = pd.read_parquet(runs[True][0].hard_chunk(0))
+    reviewed = hard[hard["source"] == Source.LLM]
+    assert (reviewed["label"] == "neutral").sum() > 2 * (reviewed["answer"] == "neutral").sum()
+    assert scored[True]["reviewer_true"] > scored[False]["reviewer_true"] + 0.05
+    assert scored[True]["final"] > scored[False]["final"]
+
+
+def test_with_gold_rows_the_run_stands_down_from_a_correction_that_makes_labels_worse(tmp_path):
+    """The blind-spot reviewer with probabilities is where the correction misleads; with 200
+    gold rows, the cross-fitted check sees it and the run keeps the verdicts as answered."""
+    off = _scored(*_run(tmp_path / "off", 0.2, confidence=True, debias=False))
+    store, models, gold = _run(tmp_path / "on", 0.2, confidence=True, debias=True)
+    check = read_json(store.reliability_path)["reviewer_debias"]
+    assert check["kept"] == "as answered"
+    assert check["as answered"]["accuracy"] > check["corrected"]["accuracy"]
+    assert _scored(store, models, gold)["final"] == off["final"]
