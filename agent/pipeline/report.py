@@ -330,6 +330,13 @@ def _trust_lines(metrics: dict) -> list[str]:
             "**The weighed labels measured worse than the committee's plurality on the known "
             "rows, so the plurality stands.**"
         )
+    debias = trust_metrics.get("reviewer_debias")
+    if debias:
+        lines.append(
+            f"The reviewer's verdicts with its lean divided out, on the known rows: "
+            f"{_interval(debias['corrected'])}; as it answered them: "
+            f"{_interval(debias['as answered'])}; kept: {debias['kept']}."
+        )
     versus = trust_metrics.get("reviewer_vs_committee") or {}
     if versus:
         lines.append(

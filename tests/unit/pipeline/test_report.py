@@ -115,3 +115,28 @@ def test_the_run_prints_selection_time_and_learned_maps(monkeypatch):
         "labels of a/x: negative → bearish (learned from 40 rows the reviewer labeled: "
         "agreement 85%, chance 41%)" in out
     )
+
+
+def test_the_report_says_whether_the_reviewers_corrected_verdicts_were_kept():
+    def accuracy(value: float) -> dict:
+        return {"accuracy": value, "low": value - 0.05, "high": value + 0.05, "rows": 200}
+
+    trust = {
+        "labels": ["bearish", "bullish", "neutral"],
+        "known_rows": 200,
+        "final_labels": {"standing": "posterior", "estimated_accuracy": accuracy(0.7)},
+        "reviewer_debias": {
+            "kept": "as answered",
+            "corrected": accuracy(0.61),
+            "as answered": accuracy(0.66),
+        },
+        "sources": {},
+    }
+    report = render_report({**metrics([]), "trust": trust})
+    assert (
+        "The reviewer's verdicts with its lean divided out, on the known rows: 61.0% [56.0%, "
+        "66.0%] on 200; as it answered them: 66.0% [61.0%, 71.0%] on 200; kept: as answered."
+    ) in report
+    assert "lean divided out" not in render_report(
+        {**metrics([]), "trust": {k: v for k, v in trust.items() if k != "reviewer_debias"}}
+    )
