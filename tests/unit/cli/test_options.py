@@ -170,6 +170,7 @@ def test_the_review_options_become_task_fields():
         shots=2,
         shot_layout=ShotLayout.NEAREST,
         probabilities=False,
+        debias=False,
         max_calls=5,
         label_desc=("positive=a good day",),
         label_words=("positive=good,negative=bad",),
@@ -179,6 +180,7 @@ def test_the_review_options_become_task_fields():
         "review_shots": 2,
         "review_shot_layout": "nearest",
         "review_probabilities": False,
+        "review_debias": False,
         "max_llm_calls": 5,
         "max_cost_usd": None,
         "price_in": None,
@@ -193,6 +195,7 @@ def test_the_review_options_become_task_fields():
     assert Review().task_fields()["review_batch"] == "auto"
     assert Review().task_fields()["review_shots"] == 8
     assert Review(draft_desc=False).task_fields()["draft_label_descriptions"] is False
+    assert Review().task_fields()["review_debias"] is True
 
 
 def test_the_run_id_is_known_before_the_run_and_differs_between_folders(tmp_path):
