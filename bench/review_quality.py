@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score, recall_score
 
+from agent.committee import bias
 from agent.committee.selection import encode
 from agent.committee.trust import expected_calibration_error
 from agent.domain import ShotLayout
@@ -131,25 +132,17 @@ def calibration(verdicts: list[Verdict], gold: list[str]) -> dict | None:
     }
 
 
-def prior_corrected(verdicts: list[Verdict], prior: dict[str, float], labels: list[str]) -> list:
-    """Each verdict's label with the prior divided out of its probabilities (its own label where
-    it has none)."""
-    weights = np.array([max(prior.get(label, 0.0), 1e-6) for label in labels])
-    decided = []
-    for verdict in verdicts:
-        if not verdict.probabilities:
-            decided.append(verdict.label)
-            continue
-        p = np.array([verdict.probabilities.get(label, 0.0) for label in labels])
-        decided.append(labels[int(np.argmax(p / weights))])
-    return decided
-
-
-def mean_distribution(verdicts: list[Verdict], labels: list[str]) -> dict[str, float]:
+def distributions(verdicts: list[Verdict], labels: list[str]) -> np.ndarray:
+    """The verdicts' probabilities as rows in label order (those without none)."""
     given = [v.probabilities for v in verdicts if v.probabilities]
-    if not given:
-        return {}
-    return {label: float(np.mean([p.get(label, 0.0) for p in given])) for label in labels}
+    return np.array([[p.get(y, 0.0) for y in labels] for p in given]).reshape(-1, len(labels))
+
+
+def prior_corrected(verdicts: list[Verdict], prior: np.ndarray, labels: list[str]) -> list:
+    """Each verdict's label with the prior divided out of its probabilities as the run does it
+    (agent.committee.bias), its own label where it has none."""
+    corrected = iter(bias.prior_corrected(distributions(verdicts, labels), prior).argmax(axis=1))
+    return [labels[next(corrected)] if v.probabilities else v.label for v in verdicts]
 
 
 CONTENT_FREE = ("N/A", "", "[MASK]")
@@ -212,17 +205,20 @@ def main() -> None:
                         replace(shown[0], id=f"content-free-{n}", text=text)
                         for n, text in enumerate(CONTENT_FREE)
                     ]
+                    # The run's prior (bias.answer_prior: None under its minimum of answers);
+                    # the content-free one is the mean over the three texts.
+                    blank = distributions(reviewer.review(free), labels)
                     priors = {
-                        "mean": mean_distribution(verdicts, labels),
-                        "content_free": mean_distribution(reviewer.review(free), labels),
+                        "mean": bias.answer_prior(distributions(verdicts, labels)),
+                        "content_free": blank.mean(axis=0) if len(blank) else None,
                     }
                     debiased = {
                         name: {
-                            "prior": {k: round(v, 3) for k, v in prior.items()},
+                            "prior": dict(zip(labels, prior.round(3).tolist(), strict=True)),
                             **score(prior_corrected(verdicts, prior, labels), gold, labels),
                         }
                         for name, prior in priors.items()
-                        if prior
+                        if prior is not None
                     }
                 print(
                     json.dumps(

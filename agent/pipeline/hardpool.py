@@ -70,9 +70,7 @@ def review_chunk(
     if reviewer is not None:
         items = _with_examples(store, reviewer, chunk, items, embed)
     answers, sources, answer_probabilities = _ask(reviewer, items, progress)
-    debias = store.task().review_debias
-    prior = _prior(store, chunk, answer_probabilities) if debias else None
-    verdict_labels, probabilities = _corrected(answers, answer_probabilities, prior)
+    verdict_labels, probabilities = _debiased(store, chunk, answers, answer_probabilities)
     hard = pd.DataFrame(
         {
             "id": routed["id"].to_numpy(),
@@ -130,8 +128,7 @@ def audit_chunk(
     )
     items = _with_examples(store, reviewer, chunk, _items(store, committee, chunk, picked), embed)
     answers, sources, answer_probabilities = _ask(reviewer, items, lambda d, t: None)
-    prior = _prior(store, chunk, []) if task.review_debias else None
-    labels, probabilities = _corrected(answers, answer_probabilities, prior)
+    labels, probabilities = _debiased(store, chunk, answers, answer_probabilities)
     audit = pd.DataFrame(
         {
             "id": picked["id"].to_numpy(),
@@ -147,45 +144,44 @@ def audit_chunk(
     return len(audit)
 
 
-def _prior(store: RunStore, chunk: int, given: list[str | None]) -> dict[str, float] | None:
-    """The reviewer's mean distribution over labels: its answers' own probabilities in the
-    routed rows of every chunk up to `chunk` (the files written so far, plus `given`, this
-    chunk's before its file is); None with fewer than bias.MIN_ANSWERS of them."""
-    said = list(given)
+def _debiased(
+    store: RunStore, chunk: int, answers: list, probabilities: list[str | None]
+) -> tuple[list, list[str | None]]:
+    """Each verdict as the run takes it: with `review_debias` and a prior (the reviewer's mean
+    distribution over its answers in the routed rows of every chunk up to `chunk`: the hard/
+    files written so far, plus these answers while this chunk's is not), the label its
+    probabilities name once the prior is divided out, and those probabilities; else the answer
+    as given."""
+    task = store.task()
+    if not task.review_debias:
+        return answers, probabilities
+    earlier = []
     for path in store.hard_chunks():
         if int(path.stem) <= chunk:
             hard = pd.read_parquet(path)
             if "answer_probabilities" in hard:
-                said += hard["answer_probabilities"].tolist()
-    labels = store.task().labels
-    found = [json.loads(p) for p in said if isinstance(p, str)]
-    prior = bias.answer_prior(np.array([[p.get(label, 0.0) for label in labels] for p in found]))
-    return None if prior is None else dict(zip(labels, prior.tolist(), strict=True))
-
-
-def _corrected(
-    answers: list, probabilities: list[str | None], prior: dict[str, float] | None
-) -> tuple[list, list[str | None]]:
-    """Each verdict as the run takes it: with a prior, the label its probabilities name once
-    the prior is divided out (and those probabilities); else the answer as given."""
-    if prior is None:
+                earlier += hard["answer_probabilities"].tolist()
+    with_these = earlier if store.hard_chunk(chunk).is_file() else earlier + probabilities
+    _, said = _distributions(with_these, task.labels)
+    prior = bias.answer_prior(said)
+    rows, given = _distributions(probabilities, task.labels)
+    if prior is None or not rows:
         return answers, probabilities
-    labels = list(prior)
-    given = {i: json.loads(p) for i, p in enumerate(probabilities) if isinstance(p, str)}
-    if not given:
-        return answers, probabilities
-    has = list(given)
-    corrected = bias.prior_corrected(
-        np.array([[given[i].get(label, 0.0) for label in labels] for i in has]),
-        np.array([prior[label] for label in labels]),
-    )
+    corrected = bias.prior_corrected(given, prior)
     decided, decided_probabilities = list(answers), list(probabilities)
-    for row, i in enumerate(has):
-        decided[i] = labels[int(corrected[row].argmax())]
+    for i, distribution in zip(rows, corrected, strict=True):
+        decided[i] = task.labels[int(distribution.argmax())]
         decided_probabilities[i] = json.dumps(
-            {label: round(float(p), 6) for label, p in zip(labels, corrected[row], strict=True)}
+            {y: round(float(p), 6) for y, p in zip(task.labels, distribution, strict=True)}
         )
     return decided, decided_probabilities
+
+
+def _distributions(probabilities: list[str | None], labels: list[str]) -> tuple[list, np.ndarray]:
+    """The positions that carry probabilities (JSON objects) and those as rows in label order."""
+    given = {i: json.loads(p) for i, p in enumerate(probabilities) if isinstance(p, str)}
+    found = [[p.get(y, 0.0) for y in labels] for p in given.values()]
+    return list(given), np.array(found, dtype=float).reshape(-1, len(labels))
 
 
 def _with_examples(

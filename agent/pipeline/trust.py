@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -56,6 +56,16 @@ class Evidence:
     # endpoint gave log-probs; NaN elsewhere.
     reviewer_probabilities: np.ndarray
     known: pd.Series  # id -> label given by gold, a person or an oracle
+    # The reviewer's verdicts and probabilities as it gave them, before its lean was divided
+    # out (hard/ and audit/ `answer`, `answer_probabilities`); the same where none was.
+    answered: pd.Series
+    answered_probabilities: np.ndarray
+
+    def as_answered(self) -> Evidence:
+        """The same evidence with the reviewer's verdicts as it gave them."""
+        return replace(
+            self, reviewer=self.answered, reviewer_probabilities=self.answered_probabilities
+        )
 
     def index_of(self, labels: pd.Series) -> np.ndarray:
         return pd.Index(self.labels).get_indexer(labels)
@@ -80,11 +90,7 @@ def committee_prior(frame: pd.DataFrame, slugs: Sequence[str], labels: list[str]
     )
 
 
-def collect(
-    store: RunStore, committee: Sequence[CommitteeMember], as_answered: bool = False
-) -> Evidence:
-    """The run's evidence; `as_answered`: the reviewer's verdicts as it gave them, before its
-    lean was divided out (hard/ and audit/ `answer`, `answer_probabilities`)."""
+def collect(store: RunStore, committee: Sequence[CommitteeMember]) -> Evidence:
     labels = list(store.task().labels)
     slugs = [m.slug for m in committee]
     chunks = [pd.read_parquet(p) for p in store.voted_chunks()]
@@ -103,9 +109,10 @@ def collect(
         else pd.DataFrame({"id": [], "label": [], "source": []})
     )
     by_reviewer = reviewed[reviewed["source"] == Source.LLM].drop_duplicates("id")
-    if as_answered and "answer" in by_reviewer:
+    as_given = by_reviewer
+    if "answer" in by_reviewer:
         given = by_reviewer["answer"].notna()
-        by_reviewer = by_reviewer.assign(
+        as_given = by_reviewer.assign(
             label=by_reviewer["label"].where(~given, by_reviewer["answer"]),
             probabilities=by_reviewer["probabilities"].where(
                 ~given, by_reviewer["answer_probabilities"]
@@ -124,6 +131,8 @@ def collect(
         member_votes={name: pd.concat(parts) for name, parts in member_votes.items()},
         reviewer=by_reviewer.set_index("id")["label"].astype(str),
         known=known[known.index.isin(votes.index)].astype(str),  # a blank row has no vote
+        answered=as_given.set_index("id")["label"].astype(str),
+        answered_probabilities=_probabilities(as_given, votes.index, labels),
     )
 
 
@@ -179,27 +188,24 @@ def fit(evidence: Evidence, hidden: pd.Index | None = None) -> Labels:
 
 
 def _reviewer_verdicts(
-    store: RunStore, committee: Sequence[CommitteeMember]
-) -> tuple[Evidence, dict | None]:
+    evidence: Evidence, seed: int
+) -> tuple[Evidence, dict | None, tuple[pd.Series, pd.Series] | None]:
     """The evidence with the reviewer's verdicts as corrected for its lean, or as it answered
-    them where, cross-fitted on the known rows, those give the more accurate labels; and the
-    two accuracies (None when there was nothing to compare)."""
-    corrected = collect(store, committee)
-    if len(corrected.known) < MIN_KNOWN:
-        return corrected, None
-    as_answered = collect(store, committee, as_answered=True)
-    if _same_verdicts(corrected, as_answered):
-        return corrected, None
-    candidates = {"corrected": corrected, "as answered": as_answered}
-    held = {name: _cross_fitted(e, store.task().seed)[0] for name, e in candidates.items()}
-    truth = corrected.known.loc[held["corrected"].index]
-    measured = {name: trust.measured_accuracy(label, truth) for name, label in held.items()}
+    them where, cross-fitted on the known rows, those give the more accurate labels; the two
+    accuracies and the kept evidence's cross-fit (both None when there was nothing to compare)."""
+    if len(evidence.known) < MIN_KNOWN:
+        return evidence, None, None
+    as_answered = evidence.as_answered()
+    if _same_verdicts(evidence, as_answered):
+        return evidence, None, None
+    candidates = {"corrected": evidence, "as answered": as_answered}
+    held = {name: _cross_fitted(e, seed) for name, e in candidates.items()}
+    truth = evidence.known.loc[held["corrected"][0].index]
+    measured = {name: trust.measured_accuracy(h[0], truth) for name, h in held.items()}
     better = measured["as answered"].value > measured["corrected"].value
     kept = "as answered" if better else "corrected"
-    return candidates[kept], {
-        "kept": kept,
-        **{name: accuracy.to_json() for name, accuracy in measured.items()},
-    }
+    accuracies = {name: accuracy.to_json() for name, accuracy in measured.items()}
+    return candidates[kept], {"kept": kept, **accuracies}, held[kept]
 
 
 def _same_verdicts(one: Evidence, other: Evidence) -> bool:
@@ -227,7 +233,8 @@ def update(store: RunStore, committee: Sequence[CommitteeMember]) -> dict:
     """Re-estimate every source and every row's label; write trust/; return the reliability."""
     if not store.voted_chunks():
         return {}
-    evidence, debias = _reviewer_verdicts(store, committee)
+    seed = store.task().seed
+    evidence, debias, held = _reviewer_verdicts(collect(store, committee), seed)
     reliability: dict = {"labels": evidence.labels, "known_rows": len(evidence.known)}
     if debias:
         reliability["reviewer_debias"] = debias
@@ -235,7 +242,7 @@ def update(store: RunStore, committee: Sequence[CommitteeMember]) -> dict:
     known = evidence.known
     standing, calibration = "posterior", trust.Calibration(isotonic=None, rows=0)
     if len(known) >= MIN_KNOWN:
-        held_label, held_confidence = _cross_fitted(evidence, store.task().seed)
+        held_label, held_confidence = held or _cross_fitted(evidence, seed)
         truth = known.loc[held_label.index]
         correct = (held_label == truth).to_numpy()
         calibration = trust.fit_calibration(held_confidence.to_numpy(), correct)
@@ -246,9 +253,7 @@ def update(store: RunStore, committee: Sequence[CommitteeMember]) -> dict:
         reliability["known_rows_check"] = {k: v.to_json() for k, v in check.items()}
         if check["posterior"].value < check["plurality"].value:
             standing = "plurality"
-        calibrated = trust.held_out_calibrated(
-            held_confidence.to_numpy(), correct, store.task().seed
-        )
+        calibrated = trust.held_out_calibrated(held_confidence.to_numpy(), correct, seed)
         reliability["calibration"] = {
             "rows": len(truth),
             "method": "isotonic" if calibration.isotonic is not None else "none",
