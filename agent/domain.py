@@ -100,6 +100,7 @@ class Purpose(StrEnum):
     REVIEW = "review"
     REVIEW_BATCH = "review-batch"
     REVIEW_RETRY = "review-retry"
+    REVIEW_SELF_CHECK = "review-self-check"  # an unsure answer asked again with the votes shown
     LABEL_MAP = "label-map"
     LABEL_DESCRIPTIONS = "label-descriptions"  # drafting what each label means, once per run
     CODEGEN_DEPLOY = "codegen-deploy"

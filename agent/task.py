@@ -112,6 +112,10 @@ class TaskSpec(BaseModel):
     # answers, no gold) out of each answer's probabilities (agent.committee.bias): financial
     # news macro-F1 55 -> 73, tweets 64 -> 67 on the same answers. Needs the probabilities.
     review_debias: bool = True
+    # Ask an answer whose own probability is below this once more, with the committee's votes
+    # shown as a hint (agent.pipeline.review.LLMReviewer.self_check); None or 0: never. Off by
+    # default: measured in bench/review_self_check.py (README, "Self-check").
+    review_self_check: float | None = Field(default=None, ge=0, le=1)
     max_llm_calls: int | None = Field(default=None, ge=0)
     max_cost_usd: float | None = Field(default=None, ge=0)
     # USD per 1M tokens; None: free on the local server, else agent.llm.pricing.DEFAULT_PRICES

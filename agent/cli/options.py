@@ -289,6 +289,19 @@ ReviewDebiasOption = Annotated[
         rich_help_panel=REVIEW,
     ),
 ]
+ReviewSelfCheckOption = Annotated[
+    float | None,
+    typer.Option(
+        "--review-self-check",
+        min=0.0,
+        max=1.0,
+        metavar="P",
+        help="Ask the LLM once more, with the committee's votes per label shown, when its "
+        "answer's own probability is below P (needs --review-probabilities); off by default: "
+        "on the demo's hard rows it anchored the reviewer on the committee (README, Self-check).",
+        rich_help_panel=REVIEW,
+    ),
+]
 MaxCallsOption = Annotated[
     int | None,
     typer.Option(
@@ -478,6 +491,7 @@ class Review:
     shot_layout: ShotLayout = ShotLayout.FIXED
     probabilities: bool = True
     debias: bool = True
+    self_check: float | None = None
     max_calls: int | None = None
     max_cost: float | None = None
     price_in: float | None = None
@@ -499,6 +513,7 @@ class Review:
             "review_shot_layout": self.shot_layout.value,
             "review_probabilities": self.probabilities,
             "review_debias": self.debias,
+            "review_self_check": self.self_check,
             "max_llm_calls": self.max_calls,
             "max_cost_usd": self.max_cost,
             "price_in": self.price_in,

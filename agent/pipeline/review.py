@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import re
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -222,6 +223,7 @@ class LLMReviewer:
         concurrency: int = 1,
         probabilities: bool = True,
         shot_layout: ShotLayout = ShotLayout.FIXED,
+        self_check: float | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
@@ -239,6 +241,11 @@ class LLMReviewer:
         self.shots = shots
         self.shot_layout = ShotLayout(shot_layout)
         self.max_answer_tokens = max_answer_tokens
+        # An answer whose own probability is below this is asked once more with the
+        # committee's votes shown (`--review-self-check`); None or 0: never.
+        if self_check is not None and not 0 <= self_check <= 1:
+            raise ValueError(f"self_check must be in [0, 1], not {self_check}")
+        self.self_check = self_check
         # Ask for the answer tokens' log-probs, so each verdict carries a probability per label.
         self.top_logprobs = TOP_LOGPROBS if probabilities else None
         self._warned_no_logprobs = False
@@ -305,8 +312,53 @@ class LLMReviewer:
         """Verdicts in the items' order; up to `concurrency` calls in flight at once."""
         groups = [items[i : i + self.batch_size] for i in range(0, len(items), self.batch_size)]
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            answered = list(pool.map(self._review_group, groups))
-        return [verdict for group in answered for verdict in group]
+            answered = [v for group in pool.map(self._review_group, groups) for v in group]
+            if self.self_check is None:
+                return answered
+            return list(pool.map(self._checked, items, answered))
+
+    def unsure(self, item: ReviewItem, verdict: Verdict) -> bool:
+        """An LLM answer with a probability below `self_check`, on a sample with votes."""
+        return (
+            self.self_check is not None
+            and verdict.source == Source.LLM
+            and verdict.label is not None
+            and verdict.probabilities is not None
+            and verdict.label in verdict.probabilities
+            and verdict.probabilities[verdict.label] < self.self_check
+            and bool(item.votes)
+        )
+
+    def _checked(self, item: ReviewItem, verdict: Verdict) -> Verdict:
+        """The verdict, or for an unsure one the answer to one more call: the sample's own
+        conversation, its first answer, then the committee's votes per label as a hint. An
+        answer that names no label, or a call past the budget, leaves the first verdict."""
+        if verdict.label is None or not self.unsure(item, verdict):
+            return verdict
+        counts = Counter(self._word_of_label.get(label) for label in item.votes.values())
+        hint = self._templates["self_check"].render(
+            votes={word: counts[word] for word in self.words if counts[word]}, labels=self.words
+        )
+        messages = [
+            *self.messages_for(item.text, item.examples),
+            AIMessage(self._word_of_label[verdict.label]),
+            HumanMessage(hint),
+        ]
+        try:
+            answer = self._ask(messages, Purpose.REVIEW_SELF_CHECK, self.max_answer_tokens)
+        except BudgetExhausted:
+            return verdict
+        word = parse_label(answer.text, self.words)
+        if word is None:
+            return verdict
+        distribution = answer_distribution(answer.logprobs, self.words)
+        return Verdict(
+            item.id,
+            self._label_of_word[word],
+            Source.LLM,
+            raw=answer.text,
+            probabilities=self._by_label(distribution),
+        )
 
     def _review_group(self, group: list[ReviewItem]) -> list[Verdict]:
         return [self._review_one(group[0])] if len(group) == 1 else self._review_batch(group)

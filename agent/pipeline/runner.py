@@ -138,6 +138,7 @@ def open_reviewer(
         shots=task.review_shots,
         shot_layout=task.review_shot_layout,
         probabilities=task.review_probabilities,
+        self_check=task.review_self_check,
         # llama.cpp's server answers one request at a time unless started with --parallel.
         concurrency=1 if endpoint.local else options.llm_concurrency,
     )

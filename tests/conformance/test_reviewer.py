@@ -5,8 +5,9 @@ with a source that says why (needs_human, committee-capped); no exception on gar
 mode is held to it: one sample or a batch per call, label words, label meanings (given or
 drafted, they reach the reviewer the same way), and labeled examples from the run before each
 sample (`-shots`: each sample its own, as the nearest layout gives them; `-fixedshots`: the
-same for every sample, as the fixed layout does), some of them hostile; and an endpoint that
-returns token log-probs (`-logprobs`: a probability per label beside each verdict) or none.
+same for every sample, as the fixed layout does), some of them hostile; an endpoint that
+returns token log-probs (`-logprobs`: a probability per label beside each verdict) or none;
+and the self-check (`-selfcheck`: an unsure answer asked again with the committee's votes).
 """
 
 from __future__ import annotations
@@ -151,6 +152,16 @@ REVIEWERS = {
         4,
         label_words={"positive": "good", "negative": "bad"},
     ),
+    # Unsure answers (SURE is below 0.9) asked once more with the committee's votes shown.
+    "llm-single-selfcheck-logprobs": lambda tmp: llm(
+        tmp, KeywordLabeler(keywords=KEYWORDS, sure=SURE), 1, self_check=0.9
+    ),
+    "llm-batch-selfcheck-logprobs-fixedshots": lambda tmp: llm(
+        tmp, KeywordLabeler(keywords=KEYWORDS, sure=SURE), 3, shots=4, self_check=0.9
+    ),
+    "llm-single-selfcheck-garbage": lambda tmp: llm(
+        tmp, GenericFakeChatModel(messages=itertools.cycle(GARBAGE)), 1, self_check=0.9
+    ),
     # Log-probs off: the endpoint could give them, the reviewer does not ask.
     "llm-single-logprobs-off": lambda tmp: llm(
         tmp, KeywordLabeler(keywords=KEYWORDS, sure=SURE), 1, probabilities=False
@@ -232,6 +243,8 @@ KEYWORD_MODES = [
     "llm-single-logprobs-fixedshots",
     "llm-batch-logprobs-fixedshots",
     "llm-batch-label-words-logprobs",
+    "llm-single-selfcheck-logprobs",
+    "llm-batch-selfcheck-logprobs-fixedshots",
     "llm-single-logprobs-off",
     "llm-batch-logprobs-off-fixedshots",
 ]

@@ -171,6 +171,7 @@ def test_the_review_options_become_task_fields():
         shot_layout=ShotLayout.NEAREST,
         probabilities=False,
         debias=False,
+        self_check=0.6,
         max_calls=5,
         label_desc=("positive=a good day",),
         label_words=("positive=good,negative=bad",),
@@ -181,6 +182,7 @@ def test_the_review_options_become_task_fields():
         "review_shot_layout": "nearest",
         "review_probabilities": False,
         "review_debias": False,
+        "review_self_check": 0.6,
         "max_llm_calls": 5,
         "max_cost_usd": None,
         "price_in": None,
@@ -196,6 +198,7 @@ def test_the_review_options_become_task_fields():
     assert Review().task_fields()["review_shots"] == 8
     assert Review(draft_desc=False).task_fields()["draft_label_descriptions"] is False
     assert Review().task_fields()["review_debias"] is True
+    assert Review().task_fields()["review_self_check"] is None
 
 
 def test_the_run_id_is_known_before_the_run_and_differs_between_folders(tmp_path):
