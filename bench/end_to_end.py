@@ -15,6 +15,7 @@ the review of `--fake-rows` samples one per call and 20 per call, sequential
 (--llm-concurrency 1) against concurrent (--llm-concurrency N).
 
     python -m bench.end_to_end [--rows 1000] [--beta 100] [--chunk-size 200] [--skip-local]
+        [--routing uncertainty,gain] [--alone-rows N]
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from agent.hub.local import LocalHub
 from agent.llm.client import LLMClient
 from agent.llm.endpoint import Endpoint
 from agent.llm.local_server import open_endpoint
+from agent.pipeline.report import read_labels
 from agent.pipeline.review import LLMReviewer, ReviewItem
 from agent.pipeline.runner import RunOptions, create_run, open_reviewer, run_graph
 from agent.store.ledger import ledger_totals
@@ -78,7 +80,7 @@ def llm_alone(rows: Path, work: Path, options: RunOptions) -> dict:
     with ExitStack() as stack:
         endpoint = stack.enter_context(open_endpoint(n_threads=os.cpu_count()))
         options = RunOptions(hub=options.hub, sandbox=options.sandbox, endpoint=endpoint)
-        reviewer, _ = open_reviewer(store.task(), store, options, stack, endpoint)
+        reviewer = open_reviewer(store.task(), store, options, stack, endpoint)
         items = [ReviewItem(id=r["id"], text=r["text"], votes={}) for _, r in frame.iterrows()]
         verdicts = reviewer.review(items)
     seconds = time.perf_counter() - started
@@ -92,15 +94,18 @@ def llm_alone(rows: Path, work: Path, options: RunOptions) -> dict:
     }
 
 
-def autoannotator(rows: Path, work: Path, options: RunOptions, beta: int, chunk: int) -> dict:
+def autoannotator(
+    rows: Path, work: Path, options: RunOptions, beta: int, chunk: int, routing: str
+) -> dict:
     started = time.perf_counter()
-    store = create_run(make_task(rows, beta=beta, chunk_size=chunk), work / "autoannotator")
+    task = make_task(rows, beta=beta, chunk_size=chunk, routing=routing)
+    store = create_run(task, work / f"autoannotator-{routing}")
     state = run_graph(store, options, resume=False)
     seconds = time.perf_counter() - started
-    labels = pd.read_parquet(store.labels_path)
+    labels = read_labels(store)
     gold = store.rows().set_index("id").loc[labels["id"], "gold"].reset_index(drop=True)
     return {
-        "method": "autoannotator",
+        "method": f"autoannotator, --routing {routing}",
         "seconds": round(seconds, 1),
         "rows_per_s": round(len(labels) / seconds, 3),
         "llm_calls": paid_calls(store.ledger_path),
@@ -142,6 +147,10 @@ def main() -> None:
     parser.add_argument("--fake-rows", type=int, default=200)
     parser.add_argument("--latency", type=float, default=0.3)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--routing", default="uncertainty", help="comma-separated: one run each")
+    parser.add_argument(
+        "--alone-rows", type=int, default=0, help="the LLM alone on the first N rows (0: all)"
+    )
     parser.add_argument("--skip-local", action="store_true", help="part 2 only")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-end-to-end"))
     args = parser.parse_args()
@@ -161,15 +170,25 @@ def main() -> None:
     rows = work / "rows.csv"
     test.rename(columns={"label": "gold"}).to_csv(rows, index=False)
     options = RunOptions(hub=LocalHub(build_demo_hub()), sandbox=LocalSandbox(), device="cpu")
-    ours = autoannotator(rows, work, options, args.beta, args.chunk_size)
-    print(json.dumps({"part": "local LLM", "rows": args.rows, **ours}), flush=True)
-    alone = llm_alone(rows, work, options)
-    print(json.dumps({"part": "local LLM", "rows": args.rows, **alone}), flush=True)
-    print(
-        f"autoannotator: {ours['rows_per_s'] / alone['rows_per_s']:.2f}x the LLM alone's rows/s, "
-        f"accuracy {ours['accuracy']:.1%} vs {alone['accuracy']:.1%}, "
-        f"macro-F1 {ours['macro_f1']:.3f} vs {alone['macro_f1']:.3f}"
+    runs = []
+    for routing in args.routing.split(","):
+        ours = autoannotator(rows, work, options, args.beta, args.chunk_size, routing)
+        print(json.dumps({"part": "local LLM", "rows": args.rows, **ours}), flush=True)
+        runs.append(ours)
+    # The LLM alone's rows/s is a rate: --alone-rows measures it on the first rows only.
+    alone_rows = work / "alone-rows.csv"
+    test.rename(columns={"label": "gold"}).head(args.alone_rows or None).to_csv(
+        alone_rows, index=False
     )
+    alone = llm_alone(alone_rows, work, options)
+    print(json.dumps({"part": "local LLM", "rows": args.alone_rows or args.rows, **alone}))
+    for ours in runs:
+        print(
+            f"{ours['method']}: {ours['rows_per_s'] / alone['rows_per_s']:.2f}x the LLM alone's "
+            f"rows/s, accuracy {ours['accuracy']:.1%} vs {alone['accuracy']:.1%}, "
+            f"macro-F1 {ours['macro_f1']:.3f} vs {alone['macro_f1']:.3f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -107,7 +107,7 @@ def main() -> None:
         options = RunOptions(hub=LocalHub(build_demo_hub()), sandbox=LocalSandbox())
         first: list[Verdict] = []
         for threshold in [None, *(float(t) for t in args.thresholds.split(","))]:
-            reviewer, _ = open_reviewer(
+            reviewer = open_reviewer(
                 task.model_copy(update={"review_self_check": threshold}),
                 store,
                 options,

@@ -173,7 +173,7 @@ def main() -> None:
             )
             store = RunStore.create(Path(tmp) / "llm", task, pd.DataFrame({"id": [], "text": []}))
             options = RunOptions(hub=LocalHub(Path(tmp)), sandbox=LocalSandbox())
-            llm, _ = open_reviewer(task, store, options, stack)
+            llm = open_reviewer(task, store, options, stack)
             reviewer = Remembered(lambda item: llm.review([item])[0].label)
         else:
             gold = dict(zip(rows.index.astype(str), rows["gold"], strict=True))

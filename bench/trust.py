@@ -175,7 +175,7 @@ def _llm_alone(run: RunStore, options: RunOptions, n: int, seed: int) -> dict[st
     rows = run.rows()
     rows = rows[rows["text"].notna()].sample(n=min(n, len(rows)), random_state=seed)
     with ExitStack() as stack:
-        reviewer, _ = open_reviewer(run.task(), run, options, stack)
+        reviewer = open_reviewer(run.task(), run, options, stack)
         verdicts = reviewer.review(
             [ReviewItem(id=r["id"], text=r["text"], votes={}) for r in rows.to_dict("records")]
         )

@@ -503,7 +503,7 @@ def open_chat_model(stack: ExitStack, base_url, api_key, model, gguf, status):
         remote = resolve_endpoint(base_url, api_key, model)
         if remote is None:
             status("starting the local LLM (a minute on a small machine)")
-        endpoint = stack.enter_context(open_endpoint(base_url, api_key, model, gguf, n_threads=1))
+        endpoint = stack.enter_context(open_endpoint(base_url, api_key, model, gguf))
     except LLMUnavailable as err:
         status(f"no LLM ({err}); the form still works by hand")
         return None, None, None

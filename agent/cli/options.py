@@ -298,7 +298,8 @@ ReviewSelfCheckOption = Annotated[
         metavar="P",
         help="Ask the LLM once more, with the committee's votes per label shown, when its "
         "answer's own probability is below P (needs --review-probabilities); off by default: "
-        "on the demo's hard rows it anchored the reviewer on the committee (README, Self-check).",
+        "on the demo's hard rows the 1.5B model changed most unsure answers and got worse "
+        "(README, Self-check).",
         rich_help_panel=REVIEW,
     ),
 ]

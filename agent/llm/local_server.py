@@ -43,10 +43,12 @@ log = logging.getLogger(__name__)
 ENV_GGUF = "AUTOANNOTATOR_GGUF"
 ENV_THREADS = "AUTOANNOTATOR_LLM_THREADS"
 
-# llama.cpp's threads spin while they wait for each other, so on a busy machine (torch encoding
-# beside it on 2 cores) two threads answered in 22 s what one thread answered in 3 s. One is the
-# safe default; an idle many-core machine can raise it with AUTOANNOTATOR_LLM_THREADS.
-DEFAULT_THREADS = 1
+# The server gets every core: a run's graph runs one node at a time, so the server computes
+# only while torch does not. Measured on 2 cores (`python -m bench.thread_split`): a review call
+# takes 1.43 s on 2 threads against 2.82 s on 1, and torch labels as fast beside an idle server
+# as alone. Only work at the same moment crawls (11.2 s a call and a third of torch's speed on
+# 2 + 2 threads), so a machine busy with other work can lower it with AUTOANNOTATOR_LLM_THREADS.
+DEFAULT_THREADS = os.cpu_count() or 1
 DEFAULT_CONTEXT = 4096
 INSTALL_HINT = "pip install 'autoannotator[llm]' (or scripts/install-llm.sh)"
 

@@ -108,7 +108,7 @@ def llm_alone_row(store: RunStore, task: TaskSpec, options: RunOptions, sample: 
     picked = rows.sample(n=min(sample, len(rows)), random_state=task.seed)
     started = time.perf_counter()
     with ExitStack() as stack:
-        reviewer, _ = open_reviewer(task, store, options, stack)
+        reviewer = open_reviewer(task, store, options, stack)
         verdicts = reviewer.review(
             [ReviewItem(id=r["id"], text=r["text"], votes={}) for r in picked.to_dict("records")]
         )

@@ -39,8 +39,6 @@ from sandbox.base import Limits, Sandbox
 
 log = logging.getLogger(__name__)
 
-# The local LLM server's share of the CPU; torch in the sandbox gets the rest.
-LOCAL_SERVER_THREADS = 1
 CODEGEN_TIMEOUT_S = 1200.0
 # Well inside the request-per-minute limits of a hosted API's lowest paid tier; a 429 past
 # them is retried with backoff by the openai client (make_chat_model's max_retries).
@@ -108,7 +106,6 @@ def open_llm(options: RunOptions, stack: ExitStack) -> Endpoint:
             api_key=options.llm_api_key,
             model=options.llm_model,
             gguf=options.gguf,
-            n_threads=LOCAL_SERVER_THREADS,
         )
     )
 
@@ -116,11 +113,12 @@ def open_llm(options: RunOptions, stack: ExitStack) -> Endpoint:
 def open_reviewer(
     task: TaskSpec, store: RunStore, options: RunOptions, stack: ExitStack, endpoint=None
 ):
-    """(reviewer, CPU threads its LLM server uses); the server lives as long as `stack`."""
-    if task.reviewer in ("none", "human"):  # a human answers through the graph's interrupt
-        return None, 0
+    """The run's reviewer (None: none, or a human through the graph's interrupt); a local LLM
+    server lives as long as `stack`."""
+    if task.reviewer in ("none", "human"):
+        return None
     if task.oracle_column:
-        return review.OracleReviewer(_gold(store)), 0
+        return review.OracleReviewer(_gold(store))
     endpoint = endpoint or open_llm(options, stack)
     check_price(task, endpoint)
     # Counted from the ledger, so a resumed run has only what its first part left.
@@ -142,7 +140,7 @@ def open_reviewer(
         # llama.cpp's server answers one request at a time unless started with --parallel.
         concurrency=1 if endpoint.local else options.llm_concurrency,
     )
-    return reviewer, LOCAL_SERVER_THREADS if endpoint.local else 0
+    return reviewer
 
 
 def task_price(task: TaskSpec) -> Price | None:
@@ -251,10 +249,10 @@ def run_graph(store: RunStore, options: RunOptions, *, resume: bool) -> dict:
         endpoint = open_llm(options, stack) if wants_llm else None
         llm = open_controller_llm(endpoint, store, stack) if endpoint is not None else None
         task = with_label_descriptions(task, store, llm, options.progress)
-        reviewer, server_threads = open_reviewer(task, store, options, stack, endpoint)
-        # The local LLM server and the SLMs share the CPU: give torch what the server leaves.
-        cpus = os.cpu_count() or 1
-        threads = max(1, cpus - server_threads) if server_threads else cpus
+        reviewer = open_reviewer(task, store, options, stack, endpoint)
+        # Every core for torch as for the local LLM server: the graph runs one node at a time,
+        # so they take turns (agent.llm.local_server.DEFAULT_THREADS says what was measured).
+        threads = os.cpu_count() or 1
         services = Services(
             hub=options.hub,
             sandbox=options.sandbox,
