@@ -23,7 +23,6 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score
 
@@ -37,6 +36,7 @@ from agent.pipeline.runner import RunOptions, open_reviewer
 from agent.pipeline.shots import attach_examples
 from agent.store.ledger import ledger_totals
 from agent.store.runstore import RunStore
+from bench.review_quality import distributions, prior_corrected
 from sandbox.local import LocalSandbox
 
 
@@ -62,15 +62,10 @@ def routed_items(store: RunStore, chunks: list[int]) -> tuple[list[ReviewItem], 
 def taken(verdicts: list[Verdict], labels: list[str], debias: bool) -> list[str | None]:
     """The labels as the run takes them: as answered, or with the mean distribution of all
     these answers divided out (the run's prior, over every routed answer it has)."""
-    answered = [v.label for v in verdicts]
-    given = [i for i, v in enumerate(verdicts) if v.probabilities is not None]
-    rows = np.array([[verdicts[i].probabilities[y] for y in labels] for i in given])  # type: ignore[index]
-    prior = bias.answer_prior(rows) if debias else None
+    prior = bias.answer_prior(distributions(verdicts, labels)) if debias else None
     if prior is None:
-        return answered
-    for i, distribution in zip(given, bias.prior_corrected(rows, prior), strict=True):
-        answered[i] = labels[int(distribution.argmax())]
-    return answered
+        return [v.label for v in verdicts]
+    return prior_corrected(verdicts, prior, labels)
 
 
 def scores(predicted: list, gold: pd.Series, labels: list[str]) -> dict:

@@ -351,14 +351,7 @@ class LLMReviewer:
         word = parse_label(answer.text, self.words)
         if word is None:
             return verdict
-        distribution = answer_distribution(answer.logprobs, self.words)
-        return Verdict(
-            item.id,
-            self._label_of_word[word],
-            Source.LLM,
-            raw=answer.text,
-            probabilities=self._by_label(distribution),
-        )
+        return self._answered(item, answer, word)
 
     def _review_group(self, group: list[ReviewItem]) -> list[Verdict]:
         return [self._review_one(group[0])] if len(group) == 1 else self._review_batch(group)
@@ -405,6 +398,11 @@ class LLMReviewer:
         if word is None:
             log.info("sample %s: no single label in %r; needs a human", item.id, answer.text)
             return Verdict(item.id, None, Source.NEEDS_HUMAN, raw=answer.text)
+        return self._answered(item, answer, word)
+
+    def _answered(self, item: ReviewItem, answer: Completion, word: str) -> Verdict:
+        """The LLM's verdict on one sample from a single-sample answer naming `word`, with the
+        probabilities its first label token gave."""
         distribution = answer_distribution(answer.logprobs, self.words)
         return Verdict(
             item.id,
