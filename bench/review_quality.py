@@ -10,6 +10,7 @@ every row by itself, one sample per call unless said, in these configurations:
                  --review-shot-layout fixed): one prompt prefix the server evaluates once
   nearest4/8     + each sample's own 4/8 nearest labeled rows (--review-shot-layout nearest)
   both           descriptions + fixed8
+  both16         descriptions + the same 16 typical labeled rows before every sample
   batch8         fixed8, 8 samples per call (--review-batch 8)
 The examples come from the dataset's train split, standing in for the run's labeled rows:
 embedded with the same MiniLM encoder and picked by the same ExampleSelector. Each
@@ -70,6 +71,7 @@ CONFIGS = {
     "nearest4": {**BARE, "shots": 4, "layout": ShotLayout.NEAREST},
     "nearest8": {**BARE, "shots": 8, "layout": ShotLayout.NEAREST},
     "both": {**BARE, "descriptions": True, "shots": 8},
+    "both16": {**BARE, "descriptions": True, "shots": 16},
     "batch8": {**BARE, "shots": 8, "batch": 8},
 }
 NO_LABEL = "(none)"

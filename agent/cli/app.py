@@ -82,7 +82,7 @@ from agent.pipeline.runner import (
     RunOptions,
 )
 from agent.store.runstore import RunStore
-from agent.task import TaskSpec
+from agent.task import DEFAULT_REVIEW_SHOTS, TaskSpec
 
 app = typer.Typer(
     help=__doc__
@@ -222,7 +222,7 @@ def run(
     quiet: QuietOption = False,
     codegen: CodegenOption = None,
     review_batch: ReviewBatchOption = "auto",
-    review_shots: ReviewShotsOption = 8,
+    review_shots: ReviewShotsOption = DEFAULT_REVIEW_SHOTS,
     review_shot_layout: ReviewShotLayoutOption = ShotLayout.FIXED,
     review_probabilities: ReviewProbabilitiesOption = True,
     review_debias: ReviewDebiasOption = True,
@@ -530,7 +530,7 @@ def evaluate(
     quiet: QuietOption = False,
     codegen: CodegenOption = None,
     review_batch: ReviewBatchOption = "auto",
-    review_shots: ReviewShotsOption = 8,
+    review_shots: ReviewShotsOption = DEFAULT_REVIEW_SHOTS,
     review_shot_layout: ReviewShotLayoutOption = ShotLayout.FIXED,
     review_probabilities: ReviewProbabilitiesOption = True,
     review_debias: ReviewDebiasOption = True,

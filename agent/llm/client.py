@@ -22,7 +22,15 @@ import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 
-from agent.llm.endpoint import ENV_BASE_URL, Endpoint, LLMUnavailable, first_line, make_chat_model
+from agent.llm.endpoint import (
+    ENV_BASE_URL,
+    Endpoint,
+    LLMUnavailable,
+    PromptTooLong,
+    first_line,
+    is_context_exceeded,
+    make_chat_model,
+)
 from agent.llm.pricing import (
     DEFAULT_EXPECTED_ANSWER_TOKENS,
     DEFAULT_PRICES,
@@ -287,6 +295,10 @@ class LLMClient:
                 f"lost the LLM endpoint {url} ({first_line(err)}); is it still up?"
             ) from err
         except openai.APIError as err:  # an error status after the client's retries
+            if is_context_exceeded(err):
+                raise PromptTooLong(
+                    f"the LLM endpoint {url} refused a prompt as too long ({first_line(err)})"
+                ) from err
             raise LLMUnavailable(
                 f"the LLM endpoint {url} answered with an error ({first_line(err)}); "
                 f"check that server, or point --llm-base-url / {ENV_BASE_URL} at a working one"

@@ -8,13 +8,14 @@ OPENAI_BASE_URL / OPENAI_API_KEY / AUTOANNOTATOR_LLM_MODEL. With neither a URL n
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import openai
 from langchain_openai import ChatOpenAI
 from langchain_openai.chat_models.base import BaseChatOpenAI
 
-from agent.errors import UserError
+from agent.errors import RunError, UserError
 
 ENV_BASE_URL = "OPENAI_BASE_URL"
 ENV_API_KEY = "OPENAI_API_KEY"
@@ -27,6 +28,23 @@ PLACEHOLDER_API_KEY = "not-needed"
 
 class LLMUnavailable(UserError, RuntimeError):
     """No LLM can be reached; the message is one line naming what failed and how to fix it."""
+
+
+class PromptTooLong(RunError, ValueError):
+    """The endpoint refused one prompt as longer than its context window: that prompt needs
+    less in it, the endpoint itself is fine."""
+
+
+# How OpenAI and the servers that copy it (llama-cpp-python, vLLM) word a 400 for a prompt past
+# the context window; OpenAI and llama-cpp-python also set the code `context_length_exceeded`.
+_CONTEXT_EXCEEDED = re.compile(r"context[ _](length|window)|maximum context", re.IGNORECASE)
+
+
+def is_context_exceeded(err: openai.APIError) -> bool:
+    """Whether an error reply says the prompt did not fit the model's context."""
+    return isinstance(err, openai.BadRequestError) and (
+        err.code == "context_length_exceeded" or bool(_CONTEXT_EXCEEDED.search(str(err)))
+    )
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from agent.committee.selection import Teacher
 from agent.domain import Purpose, ShotLayout, Source
 from agent.llm.client import Completion, LLMClient, TokenLogprobs
-from agent.llm.endpoint import Endpoint
+from agent.llm.endpoint import Endpoint, PromptTooLong
 from agent.llm.pricing import BudgetExhausted, Price, approx_tokens
 from agent.prompting import escape_tag, load_prompt
 
@@ -31,6 +31,8 @@ _BATCH_LABEL_START = re.compile(r'"\s*(\d+)\s*"\s*:\s*"?\s*$')
 # Alternatives asked for at each answer token: the labels' first tokens are among the top few
 # whenever the model weighs them at all (the rest of the mass goes to spellings like " Positive").
 TOP_LOGPROBS = 10
+# The raw answer kept for a sample whose prompt does not fit the endpoint's context even alone.
+TOO_LONG = "(the text does not fit the LLM's context window)"
 
 # A metered API charges the instructions once per call, so many samples per call pay; a local
 # llama.cpp server keeps the unchanged system prompt evaluated, so single calls are cheap there
@@ -346,7 +348,7 @@ class LLMReviewer:
         ]
         try:
             answer = self._ask(messages, Purpose.REVIEW_SELF_CHECK, self.max_answer_tokens)
-        except BudgetExhausted:
+        except (BudgetExhausted, PromptTooLong):
             return verdict
         word = parse_label(answer.text, self.words)
         if word is None:
@@ -366,6 +368,9 @@ class LLMReviewer:
             )
         except BudgetExhausted:
             return [Verdict(item.id, None, Source.CAPPED) for item in items]
+        except PromptTooLong as err:
+            log.warning("a batch of %d samples: %s; asking each alone", len(items), err)
+            return [self._review_one(item) for item in items]
         found = parse_batch(answer.text, len(items), self.words)
         if len(found) < len(items):
             log.info("batch answer labeled %d of %d samples: %r", len(found), len(items), answer)
@@ -384,7 +389,18 @@ class LLMReviewer:
         ]
 
     def _review_one(self, item: ReviewItem) -> Verdict:
-        messages = self.messages_for(item.text, item.examples)
+        """The verdict on one sample; a prompt past the endpoint's context is asked again
+        without the examples, and a sample too long even alone goes to a person."""
+        for examples in [item.examples, ()] if item.examples else [()]:
+            try:
+                return self._review_with(item, examples)
+            except PromptTooLong as err:
+                retry = "; asking without the examples" if examples else ""
+                log.warning("sample %s: %s%s", item.id, err, retry)
+        return Verdict(item.id, None, Source.NEEDS_HUMAN, raw=TOO_LONG)
+
+    def _review_with(self, item: ReviewItem, examples: Sequence[Example]) -> Verdict:
+        messages = self.messages_for(item.text, examples)
         try:
             answer = self._ask(messages, Purpose.REVIEW, self.max_answer_tokens)
             word = parse_label(answer.text, self.words)

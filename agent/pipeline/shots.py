@@ -142,13 +142,28 @@ class Index:
         return distances, self.rows[found]
 
 
-class ExampleSelector:
-    """The k nearest candidates of each query, label-balanced, the better tier first."""
+# The longest text shown as an example: k of them (16 at most by default) must fit beside the
+# instructions and the sample in a 4,096-token context (about 4 characters a token), and a long
+# example teaches no more than a short one of the same label. Longer candidates are skipped.
+MAX_EXAMPLE_CHARS = 600
 
-    def __init__(self, candidates: pd.DataFrame, vectors: np.ndarray, k: int) -> None:
+
+class ExampleSelector:
+    """The k nearest candidates of each query, label-balanced, the better tier first; only
+    candidates of at most `max_chars` characters are shown."""
+
+    def __init__(
+        self,
+        candidates: pd.DataFrame,
+        vectors: np.ndarray,
+        k: int,
+        max_chars: int = MAX_EXAMPLE_CHARS,
+    ) -> None:
         if k < 1:
             raise ValueError(f"k must be at least 1, not {k}")
         self.k = k
+        short = (candidates["text"].astype(str).str.len() <= max_chars).to_numpy()
+        candidates, vectors = candidates[short], vectors[short]
         self.candidates = candidates.reset_index(drop=True)
         self.ids = self.candidates["id"].astype(str).to_numpy()
         self.labels = self.candidates["label"].astype(str).to_numpy()

@@ -34,7 +34,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from agent.domain import CodegenAttempt, CodegenPlanned, CommitteeMember, ModelKind, Progress
 from agent.errors import StepFailed
 from agent.llm.client import LLMClient
-from agent.llm.endpoint import LLMUnavailable
+from agent.llm.endpoint import LLMUnavailable, PromptTooLong
 from agent.llm.pricing import approx_tokens
 from agent.prompting import load_prompt, render_template
 from agent.scripts import contract, reference, scriptcache, verify
@@ -513,6 +513,9 @@ def generate_role(
             answer = llm.complete(messages, purpose=f"codegen-{role}", max_tokens=MAX_TOKENS)
         except LLMUnavailable as err:
             why = f"LLM unavailable: {err}"
+            break
+        except PromptTooLong as err:
+            why = f"prompt past the LLM's context window: {err}"
             break
         llm_s += time.perf_counter() - started
         write_text(answer, workdir / f"{name}.response.md")

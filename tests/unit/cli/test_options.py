@@ -195,7 +195,7 @@ def test_the_review_options_become_task_fields():
         "min_confidence": None,
     }
     assert Review().task_fields()["review_batch"] == "auto"
-    assert Review().task_fields()["review_shots"] == 8
+    assert Review().task_fields()["review_shots"] == 16
     assert Review(draft_desc=False).task_fields()["draft_label_descriptions"] is False
     assert Review().task_fields()["review_debias"] is True
     assert Review().task_fields()["review_self_check"] is None

@@ -14,6 +14,7 @@ from agent.domain import CommitteeMember, Route, ShotLayout, Source
 from agent.pipeline.hardpool import review_chunk
 from agent.pipeline.review import Example, ReviewItem, Verdict, batch_examples
 from agent.pipeline.shots import (
+    MAX_EXAMPLE_CHARS,
     ExampleSelector,
     RunEmbeddings,
     Tier,
@@ -244,6 +245,26 @@ def test_typical_examples_are_each_labels_rows_nearest_its_centre_the_labels_tak
     # (in the order their rows come) so each is shown before any is shown twice.
     assert [e.text for e in selector(rows, k=5).typical()] == ["p20", "n170", "u", "p30", "n175"]
     assert [e.text for e in selector(rows, k=2).typical(exclude=["p20"])] == ["p30", "n170"]
+
+
+def test_a_text_longer_than_the_limit_is_never_an_example():
+    long_text = "x" * (MAX_EXAMPLE_CHARS + 1)
+    candidates = pd.DataFrame(
+        {
+            "id": ["long", "p20", "n170"],
+            "text": [long_text, "p20", "n170"],
+            "label": ["positive", "positive", "negative"],
+            "tier": [Tier.GOLD, C, C],
+        }
+    )
+    vectors = np.array([at(0), at(20), at(170)])
+    select = ExampleSelector(candidates, vectors, k=3)
+    # The long gold row is the nearest and the best tier, yet neither layout shows it.
+    assert [e.text for e in select.select(np.array([at(0)]), ["sample"])[0]] == ["n170", "p20"]
+    assert [e.text for e in select.typical()] == ["p20", "n170"]
+    at_the_limit = candidates.assign(text=["x" * MAX_EXAMPLE_CHARS, "p20", "n170"])
+    shown = ExampleSelector(at_the_limit, vectors, k=3).select(np.array([at(0)]), ["sample"])[0]
+    assert shown[-1].text == "x" * MAX_EXAMPLE_CHARS
 
 
 @pytest.mark.parametrize("limit", [2, 3, 5])

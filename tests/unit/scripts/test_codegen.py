@@ -34,6 +34,7 @@ from tests.fixtures.models import (
     make_keyword_embedding_model,
     make_tiny_classifier,
 )
+from tests.fixtures.reviewers import KeywordLabeler
 from tests.fixtures.runs import KEYWORD_LABELS, KEYWORDS, keyword_run
 from tests.fixtures.runs import keyword_model as make_keyword_model
 
@@ -339,6 +340,22 @@ def test_garbage_forever_falls_back_to_the_template_without_running_anything(run
     )
     assert sandbox.scripts == []
     assert len(llm.ledger.path.read_text().splitlines()) == 3
+
+
+def test_a_prompt_past_the_llms_context_falls_back_to_the_template(run, tmp_path):
+    store, task, models = run
+    sandbox = SpySandbox()
+    # Every codegen prompt is far longer than this context window.
+    refusing = KeywordLabeler(keywords={}, context_chars=500)
+    llm = LLMClient(refusing, "fake", tmp_path / "cache.sqlite", tmp_path / "ledger.jsonl")
+    manifest = generate(store, task, models, ["annotate"], llm, sandbox)
+
+    origin, status = statuses(manifest)["annotate"]
+    assert origin == "template" and "context window" in status
+    assert (store.scripts_dir / "annotate" / "org__kw.py").read_text() == render(
+        "annotate", "org/kw", task
+    )
+    assert sandbox.scripts == []
 
 
 def test_a_repair_that_repeats_the_rejected_script_stops_the_loop_without_rerunning(run, tmp_path):
