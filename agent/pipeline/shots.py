@@ -150,19 +150,13 @@ MAX_EXAMPLE_CHARS = 600
 
 class ExampleSelector:
     """The k nearest candidates of each query, label-balanced, the better tier first; only
-    candidates of at most `max_chars` characters are shown."""
+    candidates of at most MAX_EXAMPLE_CHARS characters are shown."""
 
-    def __init__(
-        self,
-        candidates: pd.DataFrame,
-        vectors: np.ndarray,
-        k: int,
-        max_chars: int = MAX_EXAMPLE_CHARS,
-    ) -> None:
+    def __init__(self, candidates: pd.DataFrame, vectors: np.ndarray, k: int) -> None:
         if k < 1:
             raise ValueError(f"k must be at least 1, not {k}")
         self.k = k
-        short = (candidates["text"].astype(str).str.len() <= max_chars).to_numpy()
+        short = (candidates["text"].astype(str).str.len() <= MAX_EXAMPLE_CHARS).to_numpy()
         candidates, vectors = candidates[short], vectors[short]
         self.candidates = candidates.reset_index(drop=True)
         self.ids = self.candidates["id"].astype(str).to_numpy()
