@@ -61,7 +61,14 @@ TASKS = {
 }
 # The financial set under the names an investor would give its labels (the setting).
 RENAME = {"financial_phrasebank_50agree": {"negative": "bearish", "positive": "bullish"}}
-BARE = {"descriptions": False, "shots": 0, "layout": ShotLayout.FIXED, "batch": 1, "logprobs": True}
+BARE = {
+    "descriptions": False,
+    "shots": 0,
+    "layout": ShotLayout.FIXED,
+    "batch": 1,
+    "logprobs": True,
+    "first_token": False,
+}
 CONFIGS = {
     "plain": {**BARE, "logprobs": False},
     "bare": BARE,
@@ -72,6 +79,8 @@ CONFIGS = {
     "nearest8": {**BARE, "shots": 8, "layout": ShotLayout.NEAREST},
     "both": {**BARE, "descriptions": True, "shots": 8},
     "both16": {**BARE, "descriptions": True, "shots": 16},
+    # What a run on the local server asks: one answer token first (LLMReviewer.first_token).
+    "first16": {**BARE, "descriptions": True, "shots": 16, "first_token": True},
     "batch8": {**BARE, "shots": 8, "batch": 8},
 }
 NO_LABEL = "(none)"
@@ -195,6 +204,7 @@ def main() -> None:
                     shots=config["shots"],
                     batch_size=config["batch"],
                     probabilities=config["logprobs"],
+                    first_token=config["first_token"],
                 )
                 shown = items
                 if config["shots"]:

@@ -137,6 +137,7 @@ def open_reviewer(
         shot_layout=task.review_shot_layout,
         probabilities=task.review_probabilities,
         self_check=task.review_self_check,
+        first_token=endpoint.local,
         # llama.cpp's server answers one request at a time unless started with --parallel.
         concurrency=1 if endpoint.local else options.llm_concurrency,
     )

@@ -169,6 +169,24 @@ REVIEWERS = {
     "llm-batch-logprobs-off-fixedshots": lambda tmp: llm(
         tmp, KeywordLabeler(keywords=KEYWORDS, sure=SURE), 3, shots=4, probabilities=False
     ),
+    # One answer token first, the whole answer where it names no single label (the local server).
+    "llm-single-first-token-logprobs": lambda tmp: llm(
+        tmp, KeywordLabeler(keywords=KEYWORDS, sure=SURE), 1, first_token=True
+    ),
+    "llm-single-first-token-garbage": lambda tmp: llm(
+        tmp, GenericFakeChatModel(messages=itertools.cycle(GARBAGE)), 1, first_token=True
+    ),
+    "llm-single-first-token-over-budget-fixedshots": lambda tmp: llm(
+        tmp,
+        KeywordLabeler(keywords=KEYWORDS, sure=SURE),
+        1,
+        budget=Budget(max_calls=2),
+        shots=4,
+        first_token=True,
+    ),
+    "llm-single-first-token-selfcheck-logprobs": lambda tmp: llm(
+        tmp, KeywordLabeler(keywords=KEYWORDS, sure=SURE), 1, self_check=0.9, first_token=True
+    ),
     "oracle": lambda tmp: OracleReviewer({"a": "positive", "b": "negative", "g": "neutral"}),
     "oracle-shots": lambda tmp: OracleReviewer({"a": "positive", "b": "negative"}),
 }
