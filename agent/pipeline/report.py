@@ -323,11 +323,14 @@ def _trust_lines(metrics: dict) -> list[str]:
     if check:
         lines.append(
             f"On the known rows, each hidden in turn: these labels {_interval(check['posterior'])}"
-            f", the committee's plurality {_interval(check['plurality'])}."
+            f", the committee's plurality {_interval(check['plurality'])}; where the two differ "
+            f"({check['rows_differing']} rows) these are right on {check['posterior_right']}, "
+            f"the plurality on {check['plurality_right']} (chance these are the better: "
+            f"{check['posterior_better_probability']:.0%})."
         )
     if final["standing"] == "plurality":
         lines.append(
-            "**The weighed labels measured worse than the committee's plurality on the known "
+            "**The weighed labels are likely worse than the committee's plurality on the known "
             "rows, so the plurality stands.**"
         )
     debias = trust_metrics.get("reviewer_debias")

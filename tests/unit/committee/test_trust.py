@@ -130,8 +130,48 @@ def test_calibration_error_is_zero_when_confidence_matches_accuracy_and_isotonic
     assert trust.expected_calibration_error(confidence, correct) < 0.03
     overconfident = np.clip(confidence + 0.2, 0, 1)
     assert trust.expected_calibration_error(overconfident, correct) > 0.1
-    held_out = trust.held_out_calibrated(overconfident, correct, seed=0)
-    assert trust.expected_calibration_error(held_out, correct) < 0.03
+    calibration = trust.fit_calibration(overconfident, correct, seed=0)
+    assert calibration.method == "isotonic"
+    assert calibration.ece_before > 0.1 and calibration.ece < 0.03  # held out
+    assert trust.expected_calibration_error(calibration(overconfident), correct) < 0.03
+
+
+def test_on_a_few_hundred_known_rows_a_sigmoid_fixes_a_shift_and_is_dropped_where_it_cannot():
+    rng = np.random.default_rng(2)
+    confidence = rng.uniform(0.4, 0.75, 300)
+    correct = rng.random(300) < confidence
+    overconfident = confidence + 0.2
+    calibration = trust.fit_calibration(overconfident, correct, seed=0)
+    assert calibration.method == "sigmoid"
+    assert calibration.ece < calibration.ece_before - 0.1
+    # All right: nothing to fit a calibration to, and the confidence stays as it is.
+    kept = trust.fit_calibration(overconfident, np.ones(300, dtype=bool), seed=0)
+    assert kept.method == "none"
+    assert np.array_equal(kept(overconfident), overconfident)
+
+
+def _brier(confidence: np.ndarray, correct: np.ndarray) -> float:
+    return float(np.mean((confidence - correct) ** 2))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_calibration_is_kept_only_where_it_scores_better_held_out(seed):
+    rng = np.random.default_rng(seed)
+    confidence = rng.uniform(0.4, 0.75, 300)
+    correct = rng.random(300) < confidence  # calibrated already: a fit can only chase noise
+    calibration = trust.fit_calibration(confidence, correct, seed=0)
+    if calibration.method == "none":
+        assert np.array_equal(calibration.held_out, confidence)
+    else:
+        assert _brier(calibration.held_out, correct) < _brier(confidence, correct)
+    assert abs(calibration(confidence).mean() - confidence.mean()) < 0.05
+
+
+def test_better_probability_weighs_only_the_rows_where_two_labelings_differ():
+    assert trust.better_probability(0, 0) == pytest.approx(0.5)
+    assert trust.better_probability(9, 11) == pytest.approx(1 - trust.better_probability(11, 9))
+    assert 0.2 < trust.better_probability(9, 11) < 0.5  # two rows apart: hardly evidence
+    assert trust.better_probability(5, 25) < 0.01
 
 
 def test_expected_gain_is_zero_for_an_answer_that_cannot_change_the_label():
