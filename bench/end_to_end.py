@@ -14,8 +14,8 @@ Part 2, a remote endpoint simulated by the loopback fake with `--latency` second
 the review of `--fake-rows` samples one per call and 20 per call, sequential
 (--llm-concurrency 1) against concurrent (--llm-concurrency N).
 
-    python -m bench.end_to_end [--rows 1000] [--beta 100] [--chunk-size 200] [--skip-local]
-        [--routing uncertainty,gain] [--alone-rows N]
+    python -m bench.end_to_end [--rows 1000] [--beta 100[,1000000000]] [--chunk-size 200]
+        [--skip-local] [--routing uncertainty,gain] [--alone-rows N]
 """
 
 from __future__ import annotations
@@ -99,13 +99,13 @@ def autoannotator(
 ) -> dict:
     started = time.perf_counter()
     task = make_task(rows, beta=beta, chunk_size=chunk, routing=routing)
-    store = create_run(task, work / f"autoannotator-{routing}")
+    store = create_run(task, work / f"autoannotator-{routing}-beta{beta}")
     state = run_graph(store, options, resume=False)
     seconds = time.perf_counter() - started
     labels = read_labels(store)
     gold = store.rows().set_index("id").loc[labels["id"], "gold"].reset_index(drop=True)
     return {
-        "method": f"autoannotator, --routing {routing}",
+        "method": f"autoannotator, --routing {routing}, --beta {beta}",
         "seconds": round(seconds, 1),
         "rows_per_s": round(len(labels) / seconds, 3),
         "llm_calls": paid_calls(store.ledger_path),
@@ -141,7 +141,9 @@ def fake_review(texts: list[str], latency: float, batch: int, concurrency: int) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1000)
-    parser.add_argument("--beta", type=int, default=100)
+    parser.add_argument(
+        "--beta", default="100", help="comma-separated: one run each (1000000000: no fine-tuning)"
+    )
     parser.add_argument("--chunk-size", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fake-rows", type=int, default=200)
@@ -172,9 +174,10 @@ def main() -> None:
     options = RunOptions(hub=LocalHub(build_demo_hub()), sandbox=LocalSandbox(), device="cpu")
     runs = []
     for routing in args.routing.split(","):
-        ours = autoannotator(rows, work, options, args.beta, args.chunk_size, routing)
-        print(json.dumps({"part": "local LLM", "rows": args.rows, **ours}), flush=True)
-        runs.append(ours)
+        for beta in args.beta.split(","):
+            ours = autoannotator(rows, work, options, int(beta), args.chunk_size, routing)
+            print(json.dumps({"part": "local LLM", "rows": args.rows, **ours}), flush=True)
+            runs.append(ours)
     # The LLM alone's rows/s is a rate: --alone-rows measures it on the first rows only.
     alone_rows = work / "alone-rows.csv"
     test.rename(columns={"label": "gold"}).head(args.alone_rows or None).to_csv(

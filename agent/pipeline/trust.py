@@ -43,7 +43,7 @@ CROSS_FOLDS = 5
 # reviewer is judged on known routed rows rather than by the model.
 MIN_KNOWN = 30
 # How likely, on the known rows, the plurality must be the more accurate before it stands
-# instead of the weighed labels (see _standing).
+# instead of the weighed labels (see choose_standing).
 STAND_DOWN = 0.8
 
 
@@ -248,7 +248,7 @@ def _cross_fitted(evidence: Evidence, seed: int) -> CrossFit:
     return CrossFit(pd.concat(labels), pd.concat(posteriors))
 
 
-def _standing(held: CrossFit, evidence: Evidence) -> tuple[str, dict]:
+def choose_standing(held: CrossFit, evidence: Evidence) -> tuple[str, dict]:
     """ "posterior", or "plurality" where the known rows make it likely (STAND_DOWN) that the
     plurality is the more accurate: judged on the known rows where the two labels differ (the
     rest say nothing about which is better), each label cross-fitted."""
@@ -286,7 +286,7 @@ def update(store: RunStore, committee: Sequence[CommitteeMember]) -> dict:
             "posterior": trust.measured_accuracy(held.label, truth),
             "plurality": trust.measured_accuracy(evidence.plurality, truth),
         }
-        standing, paired = _standing(held, evidence)
+        standing, paired = choose_standing(held, evidence)
         reliability["known_rows_check"] = {
             **{k: v.to_json() for k, v in check.items()},
             **paired,
