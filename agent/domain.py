@@ -247,6 +247,15 @@ class Deployed:
 
 
 @dataclass(frozen=True)
+class Dropped:
+    """A committee member left out of the run: no script for it passed its checks."""
+
+    model: str
+    reason: str
+    remaining: int  # members that go on
+
+
+@dataclass(frozen=True)
 class Annotating:
     chunk: int
     rows: int
@@ -299,7 +308,7 @@ class Reported:
 
 Event = (
     Selected | LabelsDescribed | ReviewEstimated | Aligned | CodegenPlanned | CodegenAttempt
-    | Deployed | Annotating | Voted | Reviewing | ReviewProgress | Reviewed | FinetuneStarted
-    | Finetuned | Reported
+    | Deployed | Dropped | Annotating | Voted | Reviewing | ReviewProgress | Reviewed
+    | FinetuneStarted | Finetuned | Reported
 )  # fmt: skip
 Progress = Callable[[Event], None]

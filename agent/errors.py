@@ -22,6 +22,15 @@ class StepFailed(RunError, RuntimeError):
     """A sandboxed script failed; the message names the step and where its log is."""
 
 
+class ScriptUnavailable(StepFailed):
+    """No script for one committee member passed its checks (its kind has no template that
+    runs it, and no written or cached script did); the run can go on without that member."""
+
+    def __init__(self, message: str, model_id: str) -> None:
+        super().__init__(message)
+        self.model_id = model_id
+
+
 class Rejected(RunError):
     """A generated script failed a check; `stage` says which, `stderr` is its error output if
     it ran. Codegen repairs on it; it never leaves the verifier as a run's failure."""

@@ -15,6 +15,7 @@ from agent.domain import (
     CodegenAttempt,
     CodegenPlanned,
     Deployed,
+    Dropped,
     Event,
     Finetuned,
     FinetuneStarted,
@@ -100,6 +101,14 @@ class ProgressView:
     @show.register
     def _(self, event: Deployed) -> None:
         self.bar.console.print(f"deployed {event.model}")
+
+    @show.register
+    def _(self, event: Dropped) -> None:
+        self.bar.console.print(
+            f"dropped {event.model} from the committee ({event.remaining} go on): {event.reason}",
+            highlight=False,
+            markup=False,
+        )
 
     @show.register
     def _(self, event: Annotating) -> None:

@@ -22,7 +22,9 @@ from agent.committee.selection import Policy, select
 from agent.domain import (
     Aligned,
     Annotating,
+    CommitteeMember,
     Deployed,
+    Dropped,
     Event,
     Finetuned,
     FinetuneStarted,
@@ -34,6 +36,7 @@ from agent.domain import (
     Selected,
     Voted,
 )
+from agent.errors import ScriptUnavailable
 from agent.hub.protocol import ModelHub
 from agent.llm.client import AnswerCache, LLMClient
 from agent.pipeline import trust
@@ -179,23 +182,31 @@ def write_pipeline_scripts(state: RunState, runtime: Runtime[Services]) -> dict:
     services = runtime.context
 
     def scripts(roles: tuple[str, ...]) -> None:
+        nonlocal committee
         # Generated scripts are tried on the run's first rows; with none there is nothing to try.
-        if task.codegen != "template" and store.n_chunks():
-            generate_scripts(
-                store,
-                task,
-                committee,
-                roles,
-                services.llm,
-                services.sandbox,
-                device=services.device,
-                limits=services.limits,
-                progress=services.progress,
-                mode=task.codegen,
-                script_cache=services.script_cache,
-            )
-        else:
+        if task.codegen == "template" or not store.n_chunks():
             write_scripts(store, task, committee, roles)
+            return
+        while True:
+            try:
+                generate_scripts(
+                    store,
+                    task,
+                    committee,
+                    roles,
+                    services.llm,
+                    services.sandbox,
+                    device=services.device,
+                    limits=services.limits,
+                    progress=services.progress,
+                    mode=task.codegen,
+                    script_cache=services.script_cache,
+                )
+                return
+            except ScriptUnavailable as err:
+                # The members' scripts already made are kept: only the rest are made again.
+                committee = drop_member(store, committee, err)
+                services.progress(Dropped(err.model_id, str(err), len(committee)))
 
     scripts(("deploy",))
     started = time.perf_counter()
@@ -234,7 +245,29 @@ def write_pipeline_scripts(state: RunState, runtime: Runtime[Services]) -> dict:
         services.progress(Deployed(model=model.id))
     store.log_timing("deploy", time.perf_counter() - started)
     scripts(("annotate", "finetune"))
-    return {"next_chunk": state.get("next_chunk", 0)}
+    versions = state.get("versions") or {}
+    return {
+        "next_chunk": state.get("next_chunk", 0),
+        "versions": {m.slug: versions.get(m.slug, 0) for m in committee},
+    }
+
+
+def drop_member(
+    store: RunStore, committee: list[CommitteeMember], err: ScriptUnavailable
+) -> list[CommitteeMember]:
+    """The committee without the member no script could be made for, recorded in models.json
+    (`dropped`, with the reason); a committee that would be left with fewer than two members
+    has no disagreement to route, and the run stops with the reason instead. (A
+    multi-label toxicity model the templates cannot run and the bundled 1.5B LLM could not
+    write for stopped a whole run on jigsaw toxicity; its two sentiment partners could vote.)"""
+    remaining = [m for m in committee if m.id != err.model_id]
+    if len(remaining) == len(committee) or len(remaining) < 2:
+        raise err
+    data = read_json(store.models_path)
+    data.setdefault("dropped", []).append({"id": err.model_id, "reason": str(err)})
+    write_json(data, store.models_path)
+    store.write_committee(remaining)
+    return remaining
 
 
 def annotate(state: RunState, runtime: Runtime[Services]) -> dict:

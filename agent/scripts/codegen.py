@@ -32,7 +32,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from agent.domain import CodegenAttempt, CodegenPlanned, CommitteeMember, ModelKind, Progress
-from agent.errors import StepFailed
+from agent.errors import ScriptUnavailable, StepFailed
 from agent.llm.client import LLMClient
 from agent.llm.endpoint import LLMUnavailable, PromptTooLong
 from agent.llm.pricing import approx_tokens
@@ -771,9 +771,10 @@ def _template_or_written(
             **spent(0.0, 0.0),
         )
     if llm is None:
-        raise StepFailed(
+        raise ScriptUnavailable(
             f"{role} for {model.id}: {why}; no cached script of its kind passed, only an LLM "
-            "can write one and this run has none (review with an LLM, or pass --codegen llm)"
+            "can write one and this run has none (review with an LLM, or pass --codegen llm)",
+            model.id,
         )
     request, retry = model_request(store, task, role, model, manifest, workdir)
     example = (workdir / REFERENCE_NAME).read_text(encoding="utf-8")
@@ -792,9 +793,10 @@ def _template_or_written(
         retry=retry,
     )
     if code is None:
-        raise StepFailed(
+        raise ScriptUnavailable(
             f"{role} for {model.id}: {why}; the LLM's scripts failed too: "
-            f"{record['status'].removeprefix('template-fallback: ')}"
+            f"{record['status'].removeprefix('template-fallback: ')}",
+            model.id,
         )
     if script_cache is not None:
         scriptcache.keep_script(

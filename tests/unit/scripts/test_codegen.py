@@ -9,7 +9,7 @@ import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
 from agent.domain import CodegenPlanned, CommitteeMember
-from agent.errors import StepFailed
+from agent.errors import ScriptUnavailable, StepFailed
 from agent.llm.client import LLMClient
 from agent.prompting import load_prompt
 from agent.scripts import scriptcache, verify
@@ -599,8 +599,11 @@ def test_auto_without_an_llm_stops_on_a_model_only_an_llm_can_run(run, embedding
         "org/emb", "org__emb", str(embedding_model), KEYWORD_LABELS,
         record={"kind": "embedding-head"},
     )  # fmt: skip
-    with pytest.raises(StepFailed, match=r"deploy for org/emb: the template failed its probe"):
+    with pytest.raises(
+        ScriptUnavailable, match=r"deploy for org/emb: the template failed its probe"
+    ) as raised:
         auto(store, task, [*models, emb], ["deploy"], None)
+    assert raised.value.model_id == "org/emb"  # the run can go on without it
     with pytest.raises(StepFailed, match="the templates cannot run org/emb"):
         write_scripts(store, task, [*models, emb])
 
