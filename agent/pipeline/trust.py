@@ -234,6 +234,7 @@ class CrossFit:
 
 
 def _cross_fitted(evidence: Evidence, seed: int) -> CrossFit:
+    """Every known row fitted with its own label hidden, CROSS_FOLDS folds in turn."""
     ids = evidence.known.index.to_numpy()
     order = np.random.default_rng(seed).permutation(len(ids))
     position = pd.Series(np.arange(len(evidence.ids)), index=evidence.ids)
@@ -249,9 +250,10 @@ def _cross_fitted(evidence: Evidence, seed: int) -> CrossFit:
 
 
 def choose_standing(held: CrossFit, evidence: Evidence) -> tuple[str, dict]:
-    """ "posterior", or "plurality" where the known rows make it likely (STAND_DOWN) that the
-    plurality is the more accurate: judged on the known rows where the two labels differ (the
-    rest say nothing about which is better), each label cross-fitted."""
+    """Which labels stand: the weighed ones ("posterior"), or the committee's ("plurality") where
+    the known rows make it likely (STAND_DOWN) that the plurality is the more accurate, judged
+    on the known rows where the two differ (the rest say nothing about which is better), each
+    weighed label cross-fitted; with the counts behind the choice."""
     truth = evidence.known.loc[held.label.index]
     plurality = evidence.plurality.loc[held.label.index]
     differ = held.label != plurality

@@ -103,3 +103,42 @@ def test_a_model_only_an_llm_written_script_can_run_labels_every_row(tmp_path):
     assert len(labels) == len(rows)
     agree = votes.set_index("id")["label"] == texts.set_index(texts.index.astype(str))["gold"]
     assert agree.mean() > 0.5  # it misses some words (as neutral), like each member
+
+
+class FailingScriptLLM(FakeOpenAI):
+    """Labels like FakeOpenAI; asked for the annotate script of the model only a script can
+    run, writes one that passes the static check and fails in the sandbox, every attempt."""
+
+    def answer(self, prompt: str) -> str:
+        if DEPLOY_REQUEST in prompt:
+            return f"```python\n{KEYWORD_EMBEDDING_DEPLOY}```"
+        if ANNOTATE_REQUEST in prompt:
+            return "```python\nimport sys\n\nsys.exit('no idea how this model works')\n```"
+        return super().answer(prompt)
+
+
+def test_a_model_no_script_passes_for_is_dropped_and_the_others_label_every_row(tmp_path):
+    hub = keyword_hub(tmp_path / "hub")
+    data = write_data(tmp_path / "data.csv", 32)
+    task = TaskSpec(
+        description="sentiment of short texts",
+        labels=LABELS,
+        data_path=str(data),
+        gold_column="gold",
+        beta=1000,
+        chunk_size=16,
+        max_length=32,
+        k=3,
+    )
+    store = create_run(task, tmp_path / "run")
+    with FailingScriptLLM(LABELS, WORDS) as llm:
+        run_graph(store, fake_llm_options(llm, hub), resume=False)
+
+    assert {m.id for m in store.committee()} == {"tiny/sentiment-0", "tiny/sentiment-1"}
+    (dropped,) = read_json(store.models_path)["dropped"]
+    assert dropped["id"] == "tiny/encoder-head"
+    assert "annotate for tiny/encoder-head" in dropped["reason"]
+    labels = pd.read_parquet(store.labels_path)
+    assert len(labels) == len(pd.read_csv(data, keep_default_na=False))
+    chunk = pd.read_parquet(store.chunk_votes(0))
+    assert not any(c.startswith("tiny__encoder-head") for c in chunk.columns)
