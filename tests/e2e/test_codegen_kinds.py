@@ -59,7 +59,8 @@ def keyword_hub(root):
     return root
 
 
-def test_a_model_only_an_llm_written_script_can_run_labels_every_row(tmp_path):
+def keyword_run(tmp_path):
+    """(hub, data, run): the three-member keyword hub, 32 rows, a run of k = 3 over them."""
     hub = keyword_hub(tmp_path / "hub")
     data = write_data(tmp_path / "data.csv", 32)
     task = TaskSpec(
@@ -67,12 +68,16 @@ def test_a_model_only_an_llm_written_script_can_run_labels_every_row(tmp_path):
         labels=LABELS,
         data_path=str(data),
         gold_column="gold",
-        beta=1000,  # no fine-tuning: this run is about the scripts
+        beta=1000,  # no fine-tuning: these runs are about the scripts
         chunk_size=16,
         max_length=32,
         k=3,
     )
-    store = create_run(task, tmp_path / "run")
+    return hub, data, create_run(task, tmp_path / "run")
+
+
+def test_a_model_only_an_llm_written_script_can_run_labels_every_row(tmp_path):
+    hub, data, store = keyword_run(tmp_path)
     with ScriptWritingLLM(LABELS, WORDS) as llm:
         run_graph(store, fake_llm_options(llm, hub), resume=False)
         asked = [p for p in llm.requests if DEPLOY_REQUEST in p or ANNOTATE_REQUEST in p]
@@ -118,19 +123,7 @@ class FailingScriptLLM(FakeOpenAI):
 
 
 def test_a_model_no_script_passes_for_is_dropped_and_the_others_label_every_row(tmp_path):
-    hub = keyword_hub(tmp_path / "hub")
-    data = write_data(tmp_path / "data.csv", 32)
-    task = TaskSpec(
-        description="sentiment of short texts",
-        labels=LABELS,
-        data_path=str(data),
-        gold_column="gold",
-        beta=1000,
-        chunk_size=16,
-        max_length=32,
-        k=3,
-    )
-    store = create_run(task, tmp_path / "run")
+    hub, data, store = keyword_run(tmp_path)
     with FailingScriptLLM(LABELS, WORDS) as llm:
         run_graph(store, fake_llm_options(llm, hub), resume=False)
 
