@@ -67,6 +67,9 @@ class Routing(StrEnum):
 
     UNCERTAINTY = "uncertainty"  # the paper's rule: U(x) >= epsilon
     GAIN = "gain"  # one reviewer answer is expected to change the label (trust.expected_gain)
+    # The paper's rows whose committee distribution has the narrowest lead of its top label
+    # over the next (trust.top_two_margin), a share of them: a wide lead is rarely overturned.
+    MARGIN = "margin"
 
 
 class ShotLayout(StrEnum):

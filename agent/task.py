@@ -85,9 +85,15 @@ class TaskSpec(BaseModel):
     # Which rows go to the reviewer: `uncertainty`, the paper's U(x) >= ε; `gain`, rows whose
     # expected gain in accuracy from one reviewer answer (its measured confusion matrix against
     # the committee's distribution) is at least min_gain — the paper's rule until the reviewer
-    # has answered a chunk. Either way the rows with the largest gain go first.
-    routing: Literal["uncertainty", "gain"] = "uncertainty"
+    # has answered a chunk; `margin`, of each chunk's rows the paper's rule routes, the
+    # margin_share whose committee distribution has the narrowest lead of its top label over
+    # the next. Within a budget the rows with the largest gain (margin routing: the narrowest
+    # margin) go first. Measured (README, "Routing by margin"): 60% of the paper's calls at
+    # the same tweets accuracy; 1.8 points less on financial news, where reviews are worth more.
+    # A share, not a margin: how wide a margin is depends on the committee's models.
+    routing: Literal["uncertainty", "gain", "margin"] = "uncertainty"
     min_gain: float = Field(default=0.05, ge=0, le=1)
+    margin_share: float = Field(default=0.6, gt=0, le=1)
     beta: int = Field(default=PAPER_BETA, ge=1)
     # The first chunk's size; later chunks are sized so the hard pool reaches β at their end.
     chunk_size: int = Field(default=1000, ge=1)

@@ -458,10 +458,13 @@ RoutingOption = Annotated[
     Routing,
     typer.Option(
         "--routing",
-        help="Which rows go to review: uncertainty (default, the paper's rule U(x) >= epsilon) "
-        "or gain: rows where one answer from the reviewer, weighed by its measured confusion "
+        help="Which rows go to review: uncertainty (default, the paper's rule U(x) >= epsilon); "
+        "gain: rows where one answer from the reviewer, weighed by its measured confusion "
         "matrix, is expected to change the label (at least 0.05), once it has answered a "
-        "chunk. Within a budget, rows with the largest expected gain go first either way.",
+        "chunk; margin: the 60% of the paper's rows where the committee's top label leads the "
+        "next by least (same accuracy on tweets, 1.8 points less on financial news). Within "
+        "a budget, rows with the largest expected "
+        "gain (margin: the narrowest margin) go first.",
         rich_help_panel=TRUST,
     ),
 ]

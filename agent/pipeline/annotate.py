@@ -21,7 +21,7 @@ import pandas as pd
 
 from agent.committee import trust
 from agent.committee.consensus import decide
-from agent.domain import CommitteeMember, Route
+from agent.domain import CommitteeMember, Route, Routing
 from agent.errors import Rejected, StepFailed
 from agent.pipeline import trust as pipeline_trust
 from agent.scripts.codegen import fresh_dir
@@ -355,9 +355,17 @@ def vote_chunk(
     frame["uncertainty"] = [d.uncertainty for d in decisions]
     frame["confidence"] = [d.agreement * d.confidence for d in decisions]
     frame["route"] = [d.route for d in decisions]
-    frame["gain"] = _expected_gain(store, frame, slugs, task.labels)
-    if task.routing == "gain" and frame["gain"].notna().all():
+    prior = (
+        pipeline_trust.committee_prior(frame, slugs, task.labels)
+        if len(frame)
+        else np.zeros((0, len(task.labels)))
+    )
+    frame["gain"] = _expected_gain(store, prior)
+    frame["margin"] = trust.top_two_margin(prior)
+    if task.routing == Routing.GAIN and frame["gain"].notna().all():
         frame["route"] = np.where(frame["gain"] >= task.min_gain, Route.REVIEW, Route.DIRECT)
+    elif task.routing == Routing.MARGIN:
+        frame["route"] = narrowest_margins(frame["route"], frame["margin"], task.margin_share)
     frame["chunk"] = chunk
     frame["versions"] = json.dumps({s: versions[s] for s in slugs})
     write_parquet(frame.drop(columns=["text"]), target)
@@ -365,15 +373,21 @@ def vote_chunk(
     return {"rows": len(frame), "hard": int((frame["route"] == "review").sum())}
 
 
-def _expected_gain(
-    store: RunStore, frame: pd.DataFrame, slugs: list[str], labels: list[str]
-) -> np.ndarray:
+def narrowest_margins(route: pd.Series, margin: pd.Series, share: float) -> pd.Series:
+    """`route` with only the `share` of its review rows (rounded up) that have the narrowest
+    margins still routed to review; the rest go direct (ties broken by row order)."""
+    routed = margin[route == Route.REVIEW].sort_values(kind="stable")
+    kept = routed.index[: int(np.ceil(share * len(routed)))]
+    return route.where(~(route == Route.REVIEW) | route.index.isin(kept), Route.DIRECT)
+
+
+def _expected_gain(store: RunStore, prior: np.ndarray) -> np.ndarray:
     """Each row's expected gain from one reviewer answer (committee.trust.expected_gain), NaN
     before the reviewer has answered anything."""
     matrix = pipeline_trust.reviewer_matrix(store)
-    if matrix is None or not len(frame):
-        return np.full(len(frame), np.nan)
-    return trust.expected_gain(pipeline_trust.committee_prior(frame, slugs, labels), matrix)
+    if matrix is None or not len(prior):
+        return np.full(len(prior), np.nan)
+    return trust.expected_gain(prior, matrix)
 
 
 def votes_json(row: dict, slugs: list[str]) -> str:

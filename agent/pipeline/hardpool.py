@@ -23,7 +23,7 @@ import pandas as pd
 
 from agent.committee import bias
 from agent.committee.selection import encode
-from agent.domain import EXPERT_SOURCES, CommitteeMember, Route, ShotLayout, Source
+from agent.domain import EXPERT_SOURCES, CommitteeMember, Route, Routing, ShotLayout, Source
 from agent.pipeline.review import ReviewItem
 from agent.pipeline.shots import Embed, attach_examples
 from agent.store.runstore import RunStore, write_parquet
@@ -63,7 +63,10 @@ def review_chunk(
     votes = pd.read_parquet(store.chunk_votes(chunk))
     known = set(store.gold_evidence().index)
     routed = votes[(votes["route"] == Route.REVIEW) & ~votes["id"].isin(known)]
-    if "gain" in routed and routed["gain"].notna().all():
+    if store.task().routing == Routing.MARGIN and "margin" in routed:
+        # Narrowest margin first: measured, the rows a review most often changes for the better.
+        routed = routed.sort_values("margin", kind="stable")
+    elif "gain" in routed and routed["gain"].notna().all():
         # Largest expected gain first, so a budget that runs out leaves the least to lose.
         routed = routed.sort_values("gain", ascending=False, kind="stable")
     items = _items(store, committee, chunk, routed)
