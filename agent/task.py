@@ -127,6 +127,9 @@ class TaskSpec(BaseModel):
     # default: on the demo's reviewed rows it took the 1.5B model from 53.6% to 52.3% (P 0.6)
     # and 48.1% (P 0.8) accurate (bench/review_self_check.py; README, "Self-check").
     review_self_check: float | None = Field(default=None, ge=0, le=1)
+    # Send each chunk's review requests as one job through the endpoint's Batch API (half the
+    # price on OpenAI, answered within 24 h) instead of call by call (agent.llm.batch).
+    review_batch_api: bool = False
     max_llm_calls: int | None = Field(default=None, ge=0)
     max_cost_usd: float | None = Field(default=None, ge=0)
     # USD per 1M tokens; None: free on the local server, else agent.llm.pricing.DEFAULT_PRICES

@@ -290,6 +290,16 @@ ReviewDebiasOption = Annotated[
         rich_help_panel=REVIEW,
     ),
 ]
+ReviewBatchApiOption = Annotated[
+    bool,
+    typer.Option(
+        "--review-batch-api",
+        help="Send each chunk's review requests as one job through the endpoint's Batch API "
+        "(OpenAI's and compatible providers': half the price, answered within 24 h) instead of "
+        "call by call; a killed run picks the job up again on resume. Remote endpoints only.",
+        rich_help_panel=REVIEW,
+    ),
+]
 ReviewSelfCheckOption = Annotated[
     float | None,
     typer.Option(
@@ -497,6 +507,7 @@ class Review:
     probabilities: bool = True
     debias: bool = True
     self_check: float | None = None
+    batch_api: bool = False
     max_calls: int | None = None
     max_cost: float | None = None
     price_in: float | None = None
@@ -519,6 +530,7 @@ class Review:
             "review_probabilities": self.probabilities,
             "review_debias": self.debias,
             "review_self_check": self.self_check,
+            "review_batch_api": self.batch_api,
             "max_llm_calls": self.max_calls,
             "max_cost_usd": self.max_cost,
             "price_in": self.price_in,

@@ -22,6 +22,7 @@ import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 
+from agent.llm.batch import BATCH_PRICE_SHARE, Polling, Request, request_body, run_batch
 from agent.llm.endpoint import (
     ENV_BASE_URL,
     Endpoint,
@@ -277,6 +278,76 @@ class LLMClient:
             )
             return completion
 
+    def prefetch(self, requests: Sequence[Request], jobs_dir: Path, polling: Polling) -> int:
+        """Answer those of `requests` the cache does not hold through the endpoint's Batch API
+        (agent.llm.batch), into the cache, each counted as a call at the batch price; returns
+        how many were sent. Within the budget only: the rest are left for ordinary calls,
+        which the budget then refuses as it would have."""
+        pending: dict[str, Request] = {}
+        for request in requests:
+            key = cache_key(self.model, request.messages, request.max_tokens, request.top_logprobs)
+            if key not in pending and self.cache.get(key) is None:
+                pending[key] = request
+        reserved: dict[str, float | None] = {}
+        for key, request in pending.items():
+            if self.budget is None or not self.budget.covers(request.purpose):
+                reserved[key] = None
+                continue
+            prompt = approx_tokens("".join(str(m.content) for m in request.messages))
+            answer = request.max_tokens or DEFAULT_EXPECTED_ANSWER_TOKENS
+            expected = (self._cost(prompt, answer) or 0.0) * BATCH_PRICE_SHARE
+            with self._lock:
+                if not self.budget.reserve(expected):
+                    break
+            reserved[key] = expected
+        if not reserved:
+            return 0
+        lines = [
+            {
+                "custom_id": key,
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": request_body(self.model, pending[key]),
+            }
+            for key in reserved
+        ]
+        job = hashlib.sha256("".join(reserved).encode()).hexdigest()[:16]
+        started = time.perf_counter()
+        try:
+            openai_client = getattr(self.chat_model, "root_client", None)
+            if not isinstance(openai_client, openai.OpenAI):
+                raise LLMUnavailable(
+                    f"{self.model} is not served by an OpenAI client: no Batch API"
+                )
+            answered = run_batch(openai_client, lines, jobs_dir / f"{job}.json", polling)
+        except BaseException:
+            self._release(reserved.values())
+            raise
+        latency_s = (time.perf_counter() - started) / max(1, len(answered))
+        for key, expected in reserved.items():
+            body = answered.get(key)
+            request = pending[key]
+            if body is None:  # asked again as an ordinary call
+                self._release([expected])
+                continue
+            choice = body["choices"][0]
+            logprobs = None if request.top_logprobs is None else _token_logprobs(choice)
+            completion = Completion(choice["message"].get("content") or "", logprobs)
+            self.cache.put(key, self.model, _to_cache(completion, request.top_logprobs))
+            usage = body.get("usage") or {}
+            tokens = (usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
+            self._record(
+                request.purpose, key, tokens, latency_s, cache_hit=False, reserved=expected,
+                price_share=BATCH_PRICE_SHARE, batch=job,
+            )  # fmt: skip
+        return len(reserved)
+
+    def _release(self, reservations) -> None:
+        with self._lock:
+            for expected in reservations:
+                if expected is not None and self.budget is not None:
+                    self.budget.release(expected)
+
     def _call(
         self, messages: Sequence[BaseMessage], max_tokens: int | None, top_logprobs: int | None
     ) -> tuple[Completion, tuple[int, int], float]:
@@ -328,9 +399,13 @@ class LLMClient:
         latency_s: float,
         cache_hit: bool,
         reserved: float | None = None,
+        price_share: float = 1.0,
+        batch: str | None = None,
     ) -> None:
         tokens_in, tokens_out = tokens
         cost = 0.0 if cache_hit else self._cost(tokens_in, tokens_out)
+        if cost is not None:
+            cost *= price_share
         line = {
             "ts": time.time(),
             "purpose": purpose,
@@ -342,6 +417,8 @@ class LLMClient:
             "latency_s": round(latency_s, 4),
             "cache_hit": cache_hit,
         }
+        if batch is not None:
+            line["batch"] = batch  # the Batch API job that answered it
         with self._lock:
             if cache_hit:
                 self.usage.cache_hits += 1

@@ -10,12 +10,14 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from agent.committee.selection import Teacher
 from agent.domain import Purpose, ShotLayout, Source
+from agent.llm.batch import Polling, Request
 from agent.llm.client import Completion, LLMClient, TokenLogprobs
 from agent.llm.endpoint import Endpoint, PromptTooLong
 from agent.llm.pricing import BudgetExhausted, Price, approx_tokens
@@ -238,6 +240,8 @@ class LLMReviewer:
         shot_layout: ShotLayout = ShotLayout.FIXED,
         self_check: float | None = None,
         first_token: bool = False,
+        batch_jobs: Path | None = None,
+        polling: Polling = Polling(),
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
@@ -260,6 +264,11 @@ class LLMReviewer:
         # vocabulary for every answer token it returns log-probs of, so on the bundled model a
         # one-token answer takes 0.81 s where "negative" and its end token take 1.07 s.
         self.first_token = first_token
+        # Where the endpoint's Batch API jobs are kept (`--review-batch-api`): the opening
+        # request of every group goes in one job before the review (LLMClient.prefetch);
+        # None: call by call.
+        self.batch_jobs = batch_jobs
+        self.polling = polling
         # An answer whose own probability is below this is asked once more with the
         # committee's votes shown (`--review-self-check`); None or 0: never.
         if self_check is not None and not 0 <= self_check <= 1:
@@ -330,6 +339,9 @@ class LLMReviewer:
     def review(self, items: list[ReviewItem]) -> list[Verdict]:
         """Verdicts in the items' order; up to `concurrency` calls in flight at once."""
         groups = [items[i : i + self.batch_size] for i in range(0, len(items), self.batch_size)]
+        if self.batch_jobs is not None:
+            opening = [self._opening_request(group) for group in groups]
+            self.client.prefetch(opening, self.batch_jobs, self.polling)
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             answered = [v for group in pool.map(self._review_group, groups) for v in group]
             if self.self_check is None:
@@ -375,14 +387,30 @@ class LLMReviewer:
     def _review_group(self, group: list[ReviewItem]) -> list[Verdict]:
         return [self._review_one(group[0])] if len(group) == 1 else self._review_batch(group)
 
+    def _opening_request(self, group: list[ReviewItem]) -> Request:
+        """The first request a group of samples is asked with (one sample: with its examples)."""
+        if len(group) == 1:
+            return self._single_request(group[0].text, group[0].examples)
+        examples = batch_examples(group, self.batch_example_limit(len(group)))
+        return Request(
+            self.batch_messages_for([item.text for item in group], examples),
+            Purpose.REVIEW_BATCH,
+            self.batch_answer_tokens(len(group)),
+            self.top_logprobs,
+        )
+
+    def _single_request(self, text: str, examples: Sequence[Example]) -> Request:
+        """One sample's first request: one answer token where the first token decides."""
+        return Request(
+            self.messages_for(text, examples),
+            Purpose.REVIEW,
+            1 if self.first_token else self.max_answer_tokens,
+            self.top_logprobs,
+        )
+
     def _review_batch(self, items: list[ReviewItem]) -> list[Verdict]:
         try:
-            examples = batch_examples(items, self.batch_example_limit(len(items)))
-            answer = self._ask(
-                self.batch_messages_for([item.text for item in items], examples),
-                Purpose.REVIEW_BATCH,
-                self.batch_answer_tokens(len(items)),
-            )
+            answer = self._send(self._opening_request(items))
         except BudgetExhausted:
             return [Verdict(item.id, None, Source.CAPPED) for item in items]
         except PromptTooLong as err:
@@ -417,14 +445,15 @@ class LLMReviewer:
         return Verdict(item.id, None, Source.NEEDS_HUMAN, raw=TOO_LONG)
 
     def _review_with(self, item: ReviewItem, examples: Sequence[Example]) -> Verdict:
-        messages = self.messages_for(item.text, examples)
+        opening = self._single_request(item.text, examples)
+        messages = list(opening.messages)
         try:
+            answer = self._send(opening)
             if self.first_token:
-                first = self._ask(messages, Purpose.REVIEW, 1)
-                started = first_token_word(first.text, self.words)
+                started = first_token_word(answer.text, self.words)
                 if started is not None:
-                    return self._answered(item, first, started)
-            answer = self._ask(messages, Purpose.REVIEW, self.max_answer_tokens)
+                    return self._answered(item, answer, started)
+                answer = self._ask(messages, Purpose.REVIEW, self.max_answer_tokens)
             word = parse_label(answer.text, self.words)
             if word is None:
                 reminder = self._templates["reminder"].render(answer=answer.text, labels=self.words)
@@ -461,7 +490,10 @@ class LLMReviewer:
         per_sample = 6 + max(len(word) for word in self.words) // 3
         return 8 + n * per_sample
 
-    def _ask(self, messages: list[BaseMessage], purpose: str, max_tokens: int) -> Completion:
+    def _send(self, request: Request) -> Completion:
+        return self._ask(list(request.messages), request.purpose, request.max_tokens)
+
+    def _ask(self, messages: list[BaseMessage], purpose: str, max_tokens: int | None) -> Completion:
         answer = self.client.complete_scored(
             messages, purpose, max_tokens=max_tokens, top_logprobs=self.top_logprobs
         )

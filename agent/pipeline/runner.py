@@ -121,6 +121,11 @@ def open_reviewer(
         return review.OracleReviewer(_gold(store))
     endpoint = endpoint or open_llm(options, stack)
     check_price(task, endpoint)
+    if task.review_batch_api and endpoint.local:
+        raise InputError(
+            "--review-batch-api needs a remote endpoint that offers OpenAI's Batch API "
+            "(--llm-base-url); the local server answers call by call"
+        )
     # Counted from the ledger, so a resumed run has only what its first part left.
     budget = Budget.from_ledger(store.ledger_path, task.max_llm_calls, task.max_cost_usd)
     client = stack.enter_context(
@@ -138,6 +143,7 @@ def open_reviewer(
         probabilities=task.review_probabilities,
         self_check=task.review_self_check,
         first_token=endpoint.local,
+        batch_jobs=store.batch_jobs_dir if task.review_batch_api else None,
         # llama.cpp's server answers one request at a time unless started with --parallel.
         concurrency=1 if endpoint.local else options.llm_concurrency,
     )

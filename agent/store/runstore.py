@@ -243,6 +243,7 @@ class RunStore:
     needs_review_path = property(lambda self: self.root / "needs_review.csv")
     ledger_path = property(lambda self: self.root / "ledger.jsonl")
     llm_cache_path = property(lambda self: self.root / "llm_cache.sqlite")
+    batch_jobs_dir = property(lambda self: self.root / "batches")  # Batch API jobs in flight
     checkpoints_path = property(lambda self: self.root / "checkpoints.sqlite")
     report_path = property(lambda self: self.root / "report.md")
     metrics_path = property(lambda self: self.root / "metrics.json")
