@@ -5,6 +5,7 @@ batch price, and a job in flight survives the run being stopped."""
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,9 @@ from agent.llm.client import LLMClient
 from agent.llm.endpoint import Endpoint, LLMUnavailable
 from agent.llm.pricing import Budget, Price
 from agent.pipeline.review import LLMReviewer
+from agent.pipeline.runner import RunOptions, open_reviewer
+from agent.store.runstore import InputError, RunStore, prepare_input
+from agent.task import TaskSpec
 from tests.fixtures.keywords import LABELS, WORDS
 from tests.fixtures.llm import FakeOpenAI
 from tests.unit.pipeline.test_review_concurrency import items
@@ -103,3 +107,24 @@ def test_requests_the_job_failed_are_asked_one_by_one(tmp_path):
         verdicts = reviewer(fake, tmp_path, True).review(samples)
         assert fake.rejected == 2 and fake.direct_calls == 2
     assert [v.label for v in verdicts] == [WORDS[i.text.split()[-1]] for i in samples]
+
+
+def _task(tmp_path: Path) -> tuple[TaskSpec, RunStore]:
+    data = tmp_path / "rows.csv"
+    data.write_text("text\ngood\nbad\n")
+    task = TaskSpec(
+        description="sentiment", labels=LABELS, data_path=str(data), review_batch_api=True
+    )
+    return task, RunStore.create(tmp_path / "run", task, prepare_input(task))
+
+
+def test_the_run_sends_its_jobs_to_the_run_directory_and_refuses_the_local_server(tmp_path):
+    task, store = _task(tmp_path)
+    options = RunOptions(hub=None, sandbox=None)  # the reviewer needs neither
+    with ExitStack() as stack:
+        remote = Endpoint(base_url="http://127.0.0.1:9/v1", api_key="test", model="fake")
+        opened = open_reviewer(task, store, options, stack, endpoint=remote)
+        assert opened.batch_jobs == store.batch_jobs_dir
+        local = Endpoint(base_url=remote.base_url, api_key="-", model="fake", local=True)
+        with pytest.raises(InputError, match="--review-batch-api needs a remote endpoint"):
+            open_reviewer(task, store, options, stack, endpoint=local)
