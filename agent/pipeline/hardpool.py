@@ -218,6 +218,8 @@ def _ask(reviewer, items: list[ReviewItem], progress) -> tuple[list, list[Source
         return [None] * len(items), [Source.UNREVIEWED] * len(items), [None] * len(items)
     verdicts = []
     step = progress_step(reviewer)
+    if getattr(reviewer, "batch_jobs", None) is not None:
+        step = max(1, len(items))  # one Batch API job for the chunk, not one per progress step
     for start in range(0, len(items), step):
         verdicts += reviewer.review(items[start : start + step])
         progress(len(verdicts), len(items))
