@@ -8,16 +8,19 @@ import json
 from contextlib import ExitStack
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from agent.domain import Source
+from agent.domain import CommitteeMember, Source
 from agent.llm.batch import BATCH_PRICE_SHARE, Polling
 from agent.llm.client import LLMClient
 from agent.llm.endpoint import Endpoint, LLMUnavailable
 from agent.llm.pricing import Budget, Price
+from agent.pipeline.annotate import vote_chunk
+from agent.pipeline.hardpool import PROGRESS_STEP, review_chunk
 from agent.pipeline.review import LLMReviewer
 from agent.pipeline.runner import RunOptions, open_reviewer
-from agent.store.runstore import InputError, RunStore, prepare_input
+from agent.store.runstore import InputError, RunStore, prepare_input, write_parquet
 from agent.task import TaskSpec
 from tests.fixtures.keywords import LABELS, WORDS
 from tests.fixtures.llm import FakeOpenAI
@@ -128,3 +131,29 @@ def test_the_run_sends_its_jobs_to_the_run_directory_and_refuses_the_local_serve
         local = Endpoint(base_url=remote.base_url, api_key="-", model="fake", local=True)
         with pytest.raises(InputError, match="--review-batch-api needs a remote endpoint"):
             open_reviewer(task, store, options, stack, endpoint=local)
+
+
+def test_a_chunk_is_one_job_however_many_progress_steps_it_takes(tmp_path):
+    samples = items(3 * PROGRESS_STEP)
+    data = tmp_path / "rows.csv"
+    pd.DataFrame({"text": [s.text for s in samples]}).to_csv(data, index=False)
+    task = TaskSpec(description="sentiment", labels=LABELS, data_path=str(data))
+    store = RunStore.create(tmp_path / "run", task, prepare_input(task))
+    store.cut_chunk(0, len(samples))
+    rows = pd.read_parquet(store.input_chunk(0))
+    members = [
+        CommitteeMember(id=f"test/m{i}", slug=f"m{i}", source="", labels=LABELS,
+                        label_map={y: y for y in LABELS})
+        for i in range(len(LABELS))
+    ]  # fmt: skip
+    for member, label in zip(members, LABELS, strict=True):  # three votes, three labels
+        votes = pd.DataFrame({"id": rows["id"], "label": label, "score": 0.9})
+        write_parquet(votes, store.model_votes(member.slug, 0))
+    vote_chunk(store, members, {m.slug: 0 for m in members}, 0)
+    with FakeOpenAI(LABELS, WORDS) as fake:
+        review_chunk(store, reviewer(fake, store.root, True), members, 0)
+        assert len(fake.batches) == 1 and fake.direct_calls == 0
+    hard = pd.read_parquet(store.hard_chunk(0)).set_index("id")
+    texts = rows.set_index("id")["text"]
+    assert len(hard) == len(samples)
+    assert (hard["label"] == [WORDS[texts[i].split()[-1]] for i in hard.index]).all()
