@@ -89,7 +89,7 @@ class TaskSpec(BaseModel):
     # margin_share whose committee distribution has the narrowest lead of its top label over
     # the next. Within a budget the rows with the largest gain (margin routing: the narrowest
     # margin) go first. Measured (README, "Routing by margin"): 60% of the paper's calls at
-    # the same tweets accuracy; 1.8 points less on financial news, where reviews are worth more.
+    # the same tweets accuracy; 2 points less on financial news, where reviews are worth more.
     # A share, not a margin: how wide a margin is depends on the committee's models.
     routing: Literal["uncertainty", "gain", "margin"] = "uncertainty"
     min_gain: float = Field(default=0.05, ge=0, le=1)

@@ -472,7 +472,7 @@ RoutingOption = Annotated[
         "gain: rows where one answer from the reviewer, weighed by its measured confusion "
         "matrix, is expected to change the label (at least 0.05), once it has answered a "
         "chunk; margin: the 60% of the paper's rows where the committee's top label leads the "
-        "next by least (same accuracy on tweets, 1.8 points less on financial news). Within "
+        "next by least (same accuracy on tweets, 2 points less on financial news). Within "
         "a budget, rows with the largest expected "
         "gain (margin: the narrowest margin) go first.",
         rich_help_panel=TRUST,
