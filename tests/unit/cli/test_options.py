@@ -172,6 +172,7 @@ def test_the_review_options_become_task_fields():
         probabilities=False,
         debias=False,
         self_check=0.6,
+        batch_api=True,
         max_calls=5,
         label_desc=("positive=a good day",),
         label_words=("positive=good,negative=bad",),
@@ -183,6 +184,7 @@ def test_the_review_options_become_task_fields():
         "review_probabilities": False,
         "review_debias": False,
         "review_self_check": 0.6,
+        "review_batch_api": True,
         "max_llm_calls": 5,
         "max_cost_usd": None,
         "price_in": None,
@@ -199,6 +201,7 @@ def test_the_review_options_become_task_fields():
     assert Review(draft_desc=False).task_fields()["draft_label_descriptions"] is False
     assert Review().task_fields()["review_debias"] is True
     assert Review().task_fields()["review_self_check"] is None
+    assert Review().task_fields()["review_batch_api"] is False
 
 
 def test_the_run_id_is_known_before_the_run_and_differs_between_folders(tmp_path):
