@@ -15,7 +15,7 @@ the review of `--fake-rows` samples one per call and 20 per call, sequential
 (--llm-concurrency 1) against concurrent (--llm-concurrency N).
 
     python -m bench.end_to_end [--rows 1000] [--beta 100[,1000000000]] [--chunk-size 200]
-        [--skip-local] [--routing uncertainty,gain] [--alone-rows N]
+        [--skip-local] [--routing uncertainty,gain,margin] [--alone-rows N]
 """
 
 from __future__ import annotations
