@@ -257,14 +257,11 @@ class LLMClient:
                 return _from_cache(cached, top_logprobs)
             budget, reserved = self.budget, None
             if budget is not None and budget.covers(purpose):
-                prompt = approx_tokens("".join(str(m.content) for m in messages))
-                expected = self._cost(prompt, max_tokens or DEFAULT_EXPECTED_ANSWER_TOKENS) or 0.0
-                with self._lock:
-                    if not budget.reserve(expected):
-                        raise BudgetExhausted(
-                            f"LLM budget spent: {budget.calls} calls, ${budget.cost_usd:.4f}"
-                        )
-                reserved = expected
+                reserved = self._reserve(budget, messages, max_tokens, price_share=1.0)
+                if reserved is None:
+                    raise BudgetExhausted(
+                        f"LLM budget spent: {budget.calls} calls, ${budget.cost_usd:.4f}"
+                    )
             try:
                 completion, tokens, latency_s = self._call(messages, max_tokens, top_logprobs)
             except BaseException:
@@ -293,12 +290,11 @@ class LLMClient:
             if self.budget is None or not self.budget.covers(request.purpose):
                 reserved[key] = None
                 continue
-            prompt = approx_tokens("".join(str(m.content) for m in request.messages))
-            answer = request.max_tokens or DEFAULT_EXPECTED_ANSWER_TOKENS
-            expected = (self._cost(prompt, answer) or 0.0) * BATCH_PRICE_SHARE
-            with self._lock:
-                if not self.budget.reserve(expected):
-                    break
+            expected = self._reserve(
+                self.budget, request.messages, request.max_tokens, BATCH_PRICE_SHARE
+            )
+            if expected is None:
+                break
             reserved[key] = expected
         if not reserved:
             return 0
@@ -341,6 +337,21 @@ class LLMClient:
                 price_share=BATCH_PRICE_SHARE, batch=job,
             )  # fmt: skip
         return len(reserved)
+
+    def _reserve(
+        self,
+        budget: Budget,
+        messages: Sequence[BaseMessage],
+        max_tokens: int | None,
+        price_share: float,
+    ) -> float | None:
+        """Count a call about to be sent against `budget` at its estimated cost (returned), or
+        None where the caps leave no room for it."""
+        prompt = approx_tokens("".join(str(m.content) for m in messages))
+        answer = max_tokens or DEFAULT_EXPECTED_ANSWER_TOKENS
+        expected = (self._cost(prompt, answer) or 0.0) * price_share
+        with self._lock:
+            return expected if budget.reserve(expected) else None
 
     def _release(self, reservations) -> None:
         with self._lock:
