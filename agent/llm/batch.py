@@ -74,13 +74,18 @@ def request_body(model: str, request: Request) -> dict:
 
 
 def run_batch(
-    client: openai.OpenAI, lines: list[dict], state_path: Path, polling: Polling
+    client: openai.OpenAI, bodies: dict[str, dict], state_path: Path, polling: Polling
 ) -> dict[str, dict]:
-    """custom_id -> the chat completion of each line the provider answered (status 200), after
-    submitting the lines as one job, or picking up the job `state_path` names, and waiting for
-    it. A line that failed is left out: the caller asks it as an ordinary call."""
+    """custom_id -> the chat completion of each request the provider answered (status 200),
+    after submitting `bodies` (custom_id -> chat completions body) as one job, or picking up the
+    job `state_path` names, and waiting for it. A request that failed is left out: the caller
+    asks it as an ordinary call."""
     state = read_json(state_path) if state_path.is_file() else None
     if state is None:
+        lines = [
+            {"custom_id": key, "method": "POST", "url": CHAT_COMPLETIONS, "body": body}
+            for key, body in bodies.items()
+        ]
         data = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
         try:
             upload = client.files.create(
@@ -97,7 +102,7 @@ def run_batch(
                 f"the LLM endpoint refused a batch job ({first_line(err)}); does it offer "
                 "OpenAI's Batch API? Without --review-batch-api the review asks call by call"
             ) from err
-        state = {"batch_id": job.id, "requests": len(lines)}
+        state = {"batch_id": job.id, "requests": len(bodies)}
         write_json(state, state_path)
     job = _wait(client, str(state["batch_id"]), polling)
     if job.status != "completed" or job.output_file_id is None:

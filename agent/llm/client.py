@@ -265,9 +265,7 @@ class LLMClient:
             try:
                 completion, tokens, latency_s = self._call(messages, max_tokens, top_logprobs)
             except BaseException:
-                if budget is not None and reserved is not None:
-                    with self._lock:
-                        budget.release(reserved)
+                self._release([reserved])
                 raise
             cache.put(key, self.model, _to_cache(completion, top_logprobs))
             self._record(
@@ -298,15 +296,7 @@ class LLMClient:
             reserved[key] = expected
         if not reserved:
             return 0
-        lines = [
-            {
-                "custom_id": key,
-                "method": "POST",
-                "url": "/v1/chat/completions",
-                "body": request_body(self.model, pending[key]),
-            }
-            for key in reserved
-        ]
+        bodies = {key: request_body(self.model, pending[key]) for key in reserved}
         job = hashlib.sha256("".join(reserved).encode()).hexdigest()[:16]
         started = time.perf_counter()
         try:
@@ -315,7 +305,7 @@ class LLMClient:
                 raise LLMUnavailable(
                     f"{self.model} is not served by an OpenAI client: no Batch API"
                 )
-            answered = run_batch(openai_client, lines, jobs_dir / f"{job}.json", polling)
+            answered = run_batch(openai_client, bodies, jobs_dir / f"{job}.json", polling)
         except BaseException:
             self._release(reserved.values())
             raise

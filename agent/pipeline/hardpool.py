@@ -35,8 +35,11 @@ PROGRESS_STEP = 16
 AUDIT_MAX_PER_CHUNK = 50
 
 
-def progress_step(reviewer) -> int:
-    """Samples handed to the reviewer at once: whole batches, enough for every concurrent call."""
+def progress_step(reviewer, items: int) -> int:
+    """Samples handed to the reviewer at once, of `items`: whole batches, enough for every
+    concurrent call; all of them where the reviewer sends a Batch API job (one per chunk)."""
+    if getattr(reviewer, "batch_jobs", None) is not None:
+        return max(1, items)
     batch = getattr(reviewer, "batch_size", 1)
     return batch * max(1, PROGRESS_STEP // batch, getattr(reviewer, "concurrency", 1))
 
@@ -217,9 +220,7 @@ def _ask(reviewer, items: list[ReviewItem], progress) -> tuple[list, list[Source
     if reviewer is None:
         return [None] * len(items), [Source.UNREVIEWED] * len(items), [None] * len(items)
     verdicts = []
-    step = progress_step(reviewer)
-    if getattr(reviewer, "batch_jobs", None) is not None:
-        step = max(1, len(items))  # one Batch API job for the chunk, not one per progress step
+    step = progress_step(reviewer, len(items))
     for start in range(0, len(items), step):
         verdicts += reviewer.review(items[start : start + step])
         progress(len(verdicts), len(items))
