@@ -238,8 +238,8 @@ def finetune_cycle(
     """Fine-tune every SLM on the pool plus replay; returns the versions to use next and the
     cycle record (also saved as finetune/cycle-NNN/cycle.json).
 
-    `engine` runs the SLMs' fine-tune steps (default LocalEngine: one after another, each with
-    every thread; RayEngine: each its own Ray task with its CPU or GPU share)."""
+    `engine` runs the SLMs' fine-tune steps (default LocalEngine: side by side, each with its
+    share of the threads; RayEngine: each its own Ray task with its CPU or GPU share)."""
     engine = engine or LocalEngine()
     task = store.task()
     cycle_dir = store.finetune_dir(cycle)
@@ -294,6 +294,9 @@ def finetune_cycle(
         if m.kind not in TEMPLATE_KINDS
     }
     tuned = [m for m in committee if m.slug not in not_finetuned]
+    # Cycle N's candidate is always vN, kept or not: a resumed cycle finds its own output.
+    pending = sum(not store.model_dir(m.slug, cycle).is_dir() for m in tuned)
+    threads = engine.step_threads(limits, pending)
     steps, outputs = [], {}
     for model in tuned:
         slug = model.slug
@@ -305,13 +308,11 @@ def finetune_cycle(
         write_parquet(train.assign(label=train["label"].map(to_model)), train_path)
         write_parquet(gate.assign(label=gate["label"].map(to_model)), gate_path)
         current = store.model_dir(slug, versions[slug])
-        # Cycle N's candidate is always vN, kept or not: a resumed cycle finds its own output.
         out = store.model_dir(slug, cycle)
         step = f"finetune-{slug}-{cycle:03d}"
         outputs[step] = out
         if not out.is_dir():
             scratch = scratch_dir(store, step)
-            threads = engine.step_threads(limits)
             steps.append(
                 Step(
                     run_dir=store.root,

@@ -145,7 +145,7 @@ class RayEngine:
             keep(job, votes, read_json(targets[0].with_suffix(".json")))
         shutil.rmtree(directory.parent, ignore_errors=True)
 
-    def step_threads(self, limits: Limits) -> int:
+    def step_threads(self, limits: Limits, steps: int) -> int:
         return self.cpus_per_shard
 
     def lookahead_rows(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 
 import pandas as pd
 import pytest
@@ -216,3 +217,29 @@ def test_a_step_labels_only_the_rows_before_the_next_fine_tune(run):
         store, LocalSandbox(), [model], {model.slug: 1}, 2, "cpu", Limits(threads=1), window=1
     )
     assert step_rows(store, "annotate-org__kw-v1-000002") == [f"r{i}" for i in range(10, 15)]
+
+
+class WaitingStep:
+    """A step whose run waits until `parties` steps are running at once (a step-shaped double:
+    run_steps only calls run)."""
+
+    def __init__(self, name: str, barrier: threading.Barrier) -> None:
+        self.name = name
+        self.barrier = barrier
+
+    def run(self, sandbox: object) -> None:
+        self.barrier.wait()
+
+
+def test_the_local_engine_runs_fine_tune_steps_side_by_side_with_a_share_of_the_threads():
+    engine = annotate.LocalEngine()
+    # Run one after another, the first step would wait alone and the barrier would break.
+    barrier = threading.Barrier(3, timeout=10)
+    steps = [WaitingStep(f"finetune-{n}", barrier) for n in range(3)]
+    finished: list[str] = []
+    engine.run_steps(LocalSandbox(), steps, lambda step: finished.append(step.name))  # type: ignore[arg-type]
+    assert finished == ["finetune-0", "finetune-1", "finetune-2"]
+    assert engine.step_threads(Limits(threads=2), 3) == 1
+    assert engine.step_threads(Limits(threads=8), 3) == 2
+    assert engine.step_threads(Limits(threads=4), 1) == 4
+    assert engine.step_threads(Limits(threads=0), 3) == 0  # the library's default stays
