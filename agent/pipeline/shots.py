@@ -4,8 +4,10 @@ For each sample to review, `--review-shots` k labeled rows of the run become its
 (ReviewItem.examples), shown in the same escaped <text> blocks as the sample. Two layouts
 (`ShotLayout`): FIXED (the default) shows every sample of a chunk the same k rows, the most
 typical of each label in turn (nearest their label's mean embedding), so the prompt up to the
-sample never changes and a llama.cpp server evaluates the examples once per chunk rather than
-once per sample; NEAREST shows each sample its own k nearest rows, described next. Nearest
+sample never changes and a llama.cpp server evaluates the examples once rather than once per
+sample. The next chunk keeps those rows while they are still as good a choice (`kept_examples`),
+since every change of examples costs that evaluation again (about 15 s for 16 on 2 cores).
+NEAREST shows each sample its own k nearest rows, described next. Nearest
 by cosine similarity of the embedded MiniLM encoder's sentence embeddings, searched with
 scikit-learn's NearestNeighbors; each text is embedded once and kept in the run directory
 (embeddings.npz), so a resumed run finds the same neighbours and sends the same prompts, which
@@ -26,6 +28,7 @@ chunks, committee rows of chunks up to c — so a resumed chunk sees the pool it
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from enum import IntEnum
@@ -38,7 +41,7 @@ from sklearn.neighbors import NearestNeighbors
 from agent.committee.selection import encode
 from agent.domain import ShotLayout, Source
 from agent.pipeline.review import Example, ReviewItem
-from agent.store.runstore import RunStore, atomic_path
+from agent.store.runstore import RunStore, atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +212,31 @@ class ExampleSelector:
         label's mean embedding), the better tier first; the labels take turns, in the order of
         their first candidate, so each label is shown before any is shown twice. None of
         `exclude` (the samples they are shown to) is one."""
+        return self.examples(self.typical_rows(exclude))
+
+    def examples(self, rows: Sequence[int]) -> list[Example]:
+        return [Example(self.texts[row], self.labels[row]) for row in rows]
+
+    def rows_of(
+        self, ids: Sequence[str], labels: Sequence[str], exclude: Sequence[str]
+    ) -> list[int] | None:
+        """The candidate rows of `ids`, in order; None when one is no longer a candidate with
+        its label in `labels`, or is one of `exclude`."""
+        position = {str(row_id): row for row, row_id in enumerate(self.ids)}
+        if any(row_id not in position for row_id in ids) or set(ids) & set(exclude):
+            return None
+        rows = [position[row_id] for row_id in ids]
+        if [str(self.labels[row]) for row in rows] != list(labels):
+            return None
+        return rows
+
+    def composition(self, rows: Sequence[int]) -> Counter[tuple[str, int]]:
+        """How many of `rows` show each (label, tier)."""
+        tiers = self.candidates["tier"].to_numpy()
+        return Counter((str(self.labels[row]), int(tiers[row])) for row in rows)
+
+    def typical_rows(self, exclude: Sequence[str] = ()) -> list[int]:
+        """The candidate rows `typical` shows, in order."""
         excluded = set(exclude)
         ranked: dict[str, list[int]] = {}
         for label in dict.fromkeys(self.labels):
@@ -225,7 +253,7 @@ class ExampleSelector:
         turns = [
             rows[rank] for rank in range(self.k) for rows in ranked.values() if rank < len(rows)
         ]
-        return [Example(self.texts[row], self.labels[row]) for row in turns[: self.k]]
+        return turns[: self.k]
 
     def _first_other(
         self, distances: np.ndarray, rows: np.ndarray, own: str
@@ -259,10 +287,41 @@ def attach_examples(
     vectors = RunEmbeddings(store.embeddings_path, embed).vectors(ids, texts)
     selector = ExampleSelector(candidates, vectors[: len(candidates)], k)
     if layout == ShotLayout.FIXED:
-        chosen = [selector.typical([item.id for item in items])] * len(items)
+        chosen = [kept_examples(store, chunk, selector, [item.id for item in items])] * len(items)
     else:
         chosen = selector.select(vectors[len(candidates) :], [item.id for item in items])
     return [
         replace(item, examples=tuple(examples))
         for item, examples in zip(items, chosen, strict=True)
     ]
+
+
+def kept_examples(
+    store: RunStore, chunk: int, selector: ExampleSelector, exclude: Sequence[str]
+) -> list[Example]:
+    """The fixed layout's examples for chunk `chunk`: the rows an earlier review of this chunk
+    showed, else those of the chunk before, while each is still a candidate with its label, none
+    is one of `exclude`, and they show as many rows of each label and tier as the most typical
+    rows would (so gold or a person's answers that arrive later still replace committee rows);
+    otherwise the most typical rows. The first choice for a chunk is kept in the run directory,
+    so a resumed chunk shows the same examples."""
+    fresh = selector.typical_rows(exclude)
+    wanted = selector.composition(fresh)
+    chosen = fresh
+    for earlier in [chunk, chunk - 1] if chunk else [chunk]:
+        path = store.shots_chunk(earlier)
+        if not path.is_file():
+            continue
+        shown = read_json(path)
+        rows = selector.rows_of(shown["ids"], shown["labels"], exclude)
+        if rows is not None and selector.composition(rows) == wanted:
+            chosen = rows
+            break
+    path = store.shots_chunk(chunk)
+    if not path.is_file():
+        shown = {
+            "ids": [str(selector.ids[row]) for row in chosen],
+            "labels": [str(selector.labels[row]) for row in chosen],
+        }
+        write_json(shown, path)
+    return selector.examples(chosen)

@@ -329,6 +329,10 @@ class RunStore:
     def hard_chunk(self, chunk: int) -> Path:
         return self.root / "hard" / f"{chunk:06d}.parquet"
 
+    def shots_chunk(self, chunk: int) -> Path:
+        """The ids of the examples chunk `chunk`'s reviews showed (the fixed shot layout)."""
+        return self.root / "shots" / f"{chunk:06d}.json"
+
     def model_dir(self, slug: str, version: int) -> Path:
         return self.root / "models" / slug / f"v{version}"
 

@@ -19,6 +19,7 @@ from agent.pipeline.shots import (
     RunEmbeddings,
     Tier,
     attach_examples,
+    kept_examples,
     labeled_rows,
 )
 from agent.store.runstore import RunStore, write_parquet
@@ -245,6 +246,34 @@ def test_typical_examples_are_each_labels_rows_nearest_its_centre_the_labels_tak
     # (in the order their rows come) so each is shown before any is shown twice.
     assert [e.text for e in selector(rows, k=5).typical()] == ["p20", "n170", "u", "p30", "n175"]
     assert [e.text for e in selector(rows, k=2).typical(exclude=["p20"])] == ["p30", "n170"]
+
+
+def test_a_chunk_keeps_the_examples_before_it_until_better_ones_arrive(tmp_path):
+    store = make_run(tmp_path, evidence=False)  # only for where the choices are kept
+    G = Tier.GOLD
+    first = [("p0", "positive", C, 0), ("p30", "positive", C, 30), ("p40", "positive", C, 40),
+             ("n150", "negative", C, 150), ("n170", "negative", C, 170),
+             ("n175", "negative", C, 175)]  # fmt: skip
+    shown = [e.text for e in kept_examples(store, 0, selector(first, k=2), [])]
+    assert shown == ["p30", "n170"]  # the most typical: nothing was shown before
+    # Chunk 1's pool moves the positive centre to p12, but the same labels and tiers are shown
+    # as before, so chunk 0's examples stay and the server keeps the prompt's start.
+    grown = [*first, ("p10", "positive", C, 10), ("p12", "positive", C, 12)]
+    assert [e.text for e in selector(grown, k=2).typical()] == ["p12", "n170"]
+    assert [e.text for e in kept_examples(store, 1, selector(grown, k=2), [])] == shown
+    # Asked again, by the audit or a resumed chunk: chunk 1's own choice.
+    assert [e.text for e in kept_examples(store, 1, selector(grown, k=2), [])] == shown
+    # One of them is a sample being asked about: it is not shown, the chunk's typical rows are.
+    assert [e.text for e in kept_examples(store, 1, selector(grown, k=2), ["p30"])] == [
+        "p12",
+        "n170",
+    ]
+    # A gold negative arrives: a better tier than the committee's, so it replaces n170.
+    gold = [*grown, ("g160", "negative", G, 160)]
+    assert [e.text for e in kept_examples(store, 2, selector(gold, k=2), [])] == ["p12", "g160"]
+    # A row shown before that is no longer a candidate is not shown again.
+    gone = [row for row in grown if row[0] != "p30"]
+    assert [e.text for e in kept_examples(store, 3, selector(gone, k=2), [])] == ["p12", "n170"]
 
 
 def test_a_text_longer_than_the_limit_is_never_an_example():
