@@ -77,7 +77,7 @@ from agent.committee.labels import (
     probes_for,
     suggest_label_map,
 )
-from agent.domain import ModelKind
+from agent.domain import ModelKind, Routing
 from agent.errors import UserError
 from agent.hub.protocol import ModelHub, ModelInfo
 from agent.task import TaskSpec
@@ -703,13 +703,15 @@ def committee_reference(peers: Sequence[Candidate]) -> Reference | None:
 
 
 def expected_escalation(committee: Sequence[Candidate], task: TaskSpec) -> float | None:
-    """Share of smoke-sample rows where the committee's votes give U(x) >= ε."""
+    """Share of smoke-sample rows where the committee's votes give U(x) >= ε, times the share
+    of those routing by margin asks about (`--routing margin`)."""
     votes = [c.smoke.predictions for c in committee if c.smoke is not None]
     if len(votes) != len(committee) or not votes or not votes[0]:
         return None
     rows = list(zip(*votes, strict=True))
     routed = sum(route(uncertainty(row), task.routing_threshold) == "review" for row in rows)
-    return routed / len(rows)
+    asked = task.margin_share if task.routing == Routing.MARGIN else 1.0
+    return asked * routed / len(rows)
 
 
 def _known(label: object, task: TaskSpec) -> str | None:

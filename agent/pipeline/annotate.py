@@ -8,6 +8,7 @@ can later be fanned out to workers without changing this contract.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -71,6 +72,10 @@ def scratch_dir(store: RunStore, name: str) -> Path:
 # model load: ~5 s on 2 cores) is then ~2% of a step that labels this many rows with a small
 # classifier, while a version replaced by a fine-tune soon after wastes at most this many rows.
 LOOKAHEAD_ROWS = 5000
+# How far past the rows a fine-tune is expected after a step looks: an estimate short by a few
+# rows costs another round of steps for the chunk it left out (12-20 s on 2 cores for three
+# MiniLMs), a row labeled by a version replaced sooner than expected ~0.02 s.
+LOOKAHEAD_SLACK = 1.25
 
 
 @dataclass(frozen=True)
@@ -266,9 +271,9 @@ def annotate_chunk(
     checked, so a resumed run neither relabels a finished row nor loses a step's votes.
 
     `window` (pipeline.chunking.rows_until_finetune): the rows the versions in use are expected
-    to label before a fine-tune replaces them; a step labels that many (at least this chunk,
-    at most the engine's lookahead_rows), so a version about to be replaced does not label rows its
-    successor will label again.
+    to label before a fine-tune replaces them; a step labels that many and a quarter more
+    (LOOKAHEAD_SLACK; at least this chunk, at most the engine's lookahead_rows), so a version
+    about to be replaced labels few rows its successor will label again.
 
     `engine` runs the steps (default LocalEngine: side by side in this process, each with its
     share of the CPU threads; pipeline.ray_engine.RayEngine: in shards across a Ray cluster).
@@ -286,7 +291,7 @@ def annotate_chunk(
         inputs = store.ahead_input(chunk)
         if not inputs.is_file():  # fixed once written: the same rows for every model and resume
             cap = engine.lookahead_rows()
-            ahead = cap if window is None else min(window, cap)
+            ahead = cap if window is None else min(math.ceil(window * LOOKAHEAD_SLACK), cap)
             write_parquet(store.rows_from(chunk, max(len(ids), ahead)), inputs)
         jobs = [
             AnnotateJob(

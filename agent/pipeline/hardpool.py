@@ -25,7 +25,7 @@ from agent.committee import bias
 from agent.committee.selection import encode
 from agent.domain import EXPERT_SOURCES, CommitteeMember, Route, Routing, ShotLayout, Source
 from agent.pipeline.review import ReviewItem
-from agent.pipeline.shots import Embed, attach_examples
+from agent.pipeline.shots import Embed, attach_examples, shown_ids
 from agent.store.runstore import RunStore, write_parquet
 
 # Items handed to the reviewer at a time, so progress shows during review: a whole number of
@@ -114,7 +114,9 @@ def audit_chunk(
       where the truth is likely, which anchors the estimate when no gold exists.
 
     Gold rows keep their label whatever the reviewer says. The reviewer is asked as it is on
-    routed rows, examples included, so what is measured is the reviewer that labels them.
+    routed rows, examples included, so what is measured is the reviewer that labels them. An
+    agreed row shown as an example is not audited: its label is in the prompt, and asked with
+    other examples it would make a llama.cpp server evaluate a second prompt (~10 s a chunk).
     Returns how many rows were audited."""
     target = store.audit_chunk(chunk)
     if target.is_file():
@@ -126,6 +128,7 @@ def audit_chunk(
     gold = votes["id"].isin(store.gold_evidence().index)
     routed_gold = votes[gold & (votes["route"] == Route.REVIEW)]
     agreed = votes[~gold & (votes["route"] == Route.DIRECT)]
+    agreed = agreed[~agreed["id"].isin(shown_ids(store, chunk))]
     picked = pd.concat(
         [
             routed_gold,

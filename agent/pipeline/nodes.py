@@ -43,8 +43,8 @@ from agent.pipeline import trust
 from agent.pipeline.annotate import (
     Engine,
     LocalEngine,
+    Step,
     annotate_chunk,
-    run_step,
     scratch_dir,
     vote_chunk,
 )
@@ -210,6 +210,7 @@ def write_pipeline_scripts(state: RunState, runtime: Runtime[Services]) -> dict:
 
     scripts(("deploy",))
     started = time.perf_counter()
+    steps, targets = [], {}
     for model in committee:
         out = store.model_dir(model.slug, 0)
         if (out / "config.json").is_file():
@@ -225,24 +226,33 @@ def write_pipeline_scripts(state: RunState, runtime: Runtime[Services]) -> dict:
                 continue
         name = f"deploy-{model.slug}"
         scratch = scratch_dir(store, name)
-        run_step(
-            services.sandbox,
-            store,
-            name,
-            script,
-            deploy_args(str(source), scratch),
-            inputs=[source],
-            output_dir=scratch,
-            limits=services.limits,
-            output=MODEL_OUTPUT,
+        steps.append(
+            Step(
+                run_dir=store.root,
+                name=name,
+                script=script,
+                args=tuple(deploy_args(str(source), scratch)),
+                inputs=(source,),
+                output_dir=scratch,
+                limits=services.limits,
+                output=MODEL_OUTPUT,
+            )
         )
+        targets[name] = (model, out, key)
+
+    def deployed(step: Step) -> None:
+        model, out, key = targets[step.name]
         # Inspected, so from here on the host's: v0 appears only whole and checked.
         shutil.rmtree(out, ignore_errors=True)  # what a deploy killed midway left
         out.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(scratch, out)
-        if cache is not None and key is not None:
-            keep_deployed(cache, key, out)
+        os.replace(step.output_dir, out)
+        if services.deploy_cache is not None and key is not None:
+            keep_deployed(services.deploy_cache, key, out)
         services.progress(Deployed(model=model.id))
+
+    # Side by side, each mostly a process start and a model copy; on this machine whatever the
+    # engine, since the hub's files are here.
+    LocalEngine().run_steps(services.sandbox, steps, deployed)
     store.log_timing("deploy", time.perf_counter() - started)
     scripts(("annotate", "finetune"))
     versions = state.get("versions") or {}

@@ -308,10 +308,7 @@ def kept_examples(
     fresh = selector.typical_rows(exclude)
     wanted = selector.composition(fresh)
     chosen = fresh
-    for earlier in [chunk, chunk - 1] if chunk else [chunk]:
-        path = store.shots_chunk(earlier)
-        if not path.is_file():
-            continue
+    for path in _shown_files(store, chunk):
         shown = read_json(path)
         rows = selector.rows_of(shown["ids"], shown["labels"], exclude)
         if rows is not None and selector.composition(rows) == wanted:
@@ -325,3 +322,16 @@ def kept_examples(
         }
         write_json(shown, path)
     return selector.examples(chosen)
+
+
+def shown_ids(store: RunStore, chunk: int) -> set[str]:
+    """The ids of the examples chunk `chunk`'s reviews showed, or before any review of it,
+    those of the chunk before (which it keeps while they are as good: kept_examples)."""
+    files = _shown_files(store, chunk)
+    return set(read_json(files[0])["ids"]) if files else set()
+
+
+def _shown_files(store: RunStore, chunk: int) -> list[Path]:
+    """The examples kept for chunk `chunk`, then for the chunk before: those kept so far."""
+    chunks = [chunk, chunk - 1] if chunk else [chunk]
+    return [path for c in chunks if (path := store.shots_chunk(c)).is_file()]

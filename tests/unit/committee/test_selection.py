@@ -18,11 +18,12 @@ from agent.committee.selection import (
     Policy,
     SelectionError,
     choose,
+    expected_escalation,
     rank_candidates,
     select,
     static_rejection,
 )
-from agent.domain import CommitteeMember
+from agent.domain import CommitteeMember, Routing
 from agent.hub.local import LocalHub
 from agent.hub.protocol import ModelInfo
 from agent.task import TaskSpec, parse_label_map
@@ -398,6 +399,12 @@ def test_expected_escalation_is_the_share_of_sample_rows_the_committee_disagrees
     member = CommitteeMember.from_dict(saved)  # what the pipeline reads models.json into
     assert member.expected_escalation == saved["expected_escalation"]
     assert member.to_dict() == saved
+
+    # Routing by margin asks about its share of those rows: the run expects that many.
+    margin = task("sentiment of tweets", SENTIMENT, k=2).model_copy(
+        update={"routing": Routing.MARGIN, "margin_share": 0.6}
+    )
+    assert expected_escalation(chosen, margin) == pytest.approx(0.6 * disagree / 50)
 
 
 def test_models_search_cli_shows_choices_rejections_and_escalation(smoke_hub, tmp_path):

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from agent.domain import CommitteeMember, Route, ShotLayout, Source
-from agent.pipeline.hardpool import review_chunk
+from agent.pipeline.hardpool import audit_chunk, review_chunk
 from agent.pipeline.review import Example, ReviewItem, Verdict, batch_examples
 from agent.pipeline.shots import (
     MAX_EXAMPLE_CHARS,
@@ -22,7 +22,7 @@ from agent.pipeline.shots import (
     kept_examples,
     labeled_rows,
 )
-from agent.store.runstore import RunStore, write_parquet
+from agent.store.runstore import RunStore, read_json, write_json, write_parquet
 from agent.task import TaskSpec
 
 LABELS = ["positive", "negative", "neutral"]
@@ -344,3 +344,28 @@ def test_the_hard_pool_hands_the_reviewer_its_samples_with_examples(tmp_path, sh
     expected = [] if shots == 0 else ["great stuff", "I love it"]
     assert sorted(e.text for e in item.examples) == sorted(expected)
     assert store.embeddings_path.is_file() == bool(shots)
+
+
+def test_an_agreed_row_shown_as_an_example_is_never_audited(tmp_path):
+    store = make_run(tmp_path, evidence=False)
+    store.hard_chunk(1).unlink()
+    store.cut_chunk(0, 3)
+    store.cut_chunk(1, 3)
+    audit_all = store.task().model_copy(update={"audit_share": 1.0})
+    write_json(audit_all.model_dump(mode="json"), store.task_path)
+    votes = pd.read_parquet(store.chunk_votes(1))  # rows 3, 4 agreed; row 5 routed
+    votes["route"] = [Route.DIRECT, Route.DIRECT, Route.REVIEW]
+    votes["m.label"] = votes["label"]
+    write_parquet(votes, store.chunk_votes(1))
+    member = CommitteeMember(id="org/m", slug="m", source="x", labels=LABELS)
+    reviewer = RecordingReviewer(shots=3)
+
+    review_chunk(store, reviewer, [member], 1, embed=CountingEmbed())
+    shown = set(read_json(store.shots_chunk(1))["ids"])
+    assert "4" in shown  # the pool's only neutral row, agreed on in chunk 1
+    audit_chunk(store, reviewer, [member], 1, embed=CountingEmbed())
+
+    audited = set(pd.read_parquet(store.audit_chunk(1))["id"])
+    assert audited == {"3"}
+    # The audit was asked with the examples the routed row was: one prompt start for the chunk.
+    assert {item.examples for item in reviewer.items[1:]} == {reviewer.items[0].examples}
