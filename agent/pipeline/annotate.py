@@ -205,7 +205,7 @@ class LocalEngine:
         self, sandbox: Sandbox, jobs: list[AnnotateJob], inputs: Path, keep: KeepVotes
     ) -> None:
         def one(job: AnnotateJob) -> None:
-            threads = max(1, job.limits.threads // len(jobs)) if job.limits.threads else 0
+            threads = self.step_threads(job.limits, len(jobs))
             job = replace(job, limits=replace(job.limits, threads=threads))
             keep(job, *label_file(sandbox, job, inputs))
 
