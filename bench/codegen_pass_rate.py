@@ -6,7 +6,9 @@ For each role and each model kind (`standard`: a sequence classifier the templat
 seed) go through the loop `--codegen auto` uses for a model whose template fails: one model's
 request (its folder's facts and a worked example, scripts.codegen.model_request), the static
 check, the sandbox probe on the task's demo rows, the contract (and, where the template runs
-the model, its canary and speed), and up to `--attempts` fresh retries. The template's own
+the model, its canary and speed; where it does not, its labels' agreement with those of its
+task's models the template runs, deployed beside it as in a run), and up to `--attempts`
+fresh retries. The template's own
 verdict on the model is recorded first. A kind the templates cannot run is not fine-tuned, so
 finetune is measured on `standard` only.
 
@@ -37,7 +39,7 @@ import platformdirs
 
 from agent.domain import CommitteeMember, ModelKind
 from agent.errors import Rejected
-from agent.hub.demo import DEMO_MODELS, build_demo_hub, demo_input
+from agent.hub.demo import DEMO_MODELS, DemoModel, build_demo_hub, default_demo_hub_dir, demo_input
 from agent.hub.local import LocalHub
 from agent.llm.client import LLMClient
 from agent.llm.endpoint import make_chat_model
@@ -57,32 +59,55 @@ KINDS = {
 DESCRIPTIONS = {"sentiment": "sentiment of tweets", "toxicity": "toxic comments"}
 
 
-def demo_models(kinds: list[str], rows: int | None) -> dict[str, CommitteeMember]:
-    """One demo-catalog model per kind (the first of its kind), built on first use."""
+def demo_models(kinds: list[str], rows: int | None) -> dict[str, list[CommitteeMember]]:
+    """Per kind: one demo-catalog model of it (the first) and, after it, its task's models of
+    the templates' kind, its peers, whose accepted probe votes a script for a model no
+    template runs is checked against. Built on first use (the quick start's catalog, unless
+    `rows` caps the training)."""
     specs = {name: next(s for s in DEMO_MODELS if s.kind == KINDS[name]) for name in kinds}
-    cache = Path(platformdirs.user_cache_dir("autoannotator")) / "bench-codegen-hub"
-    hub = LocalHub(
-        build_demo_hub(cache, models=[s.id for s in specs.values()], rows=rows, progress=print)
+    peers = {
+        name: [
+            s
+            for s in DEMO_MODELS
+            if s.task == spec.task and s.kind == ModelKind.SEQUENCE_CLASSIFICATION and s != spec
+        ]
+        for name, spec in specs.items()
+    }
+    wanted = sorted({s.id for name, spec in specs.items() for s in [spec, *peers[name]]})
+    dest = (
+        default_demo_hub_dir()
+        if rows is None
+        else Path(platformdirs.user_cache_dir("autoannotator")) / "bench-codegen-hub"
     )
-    members = {}
-    for name, spec in specs.items():
+    hub = LocalHub(build_demo_hub(dest, models=None if rows is None else wanted, rows=rows))
+
+    def member(spec: DemoModel) -> CommitteeMember:
         info = hub.model_info(spec.id)
-        slug = spec.id.replace("/", "__")
         record = {"kind": info.kind, "task": spec.task}
-        members[name] = CommitteeMember(spec.id, slug, info.source, info.labels, record=record)
-    return members
+        return CommitteeMember(spec.id, spec.id.replace("/", "__"), info.source, info.labels,
+                               record=record)  # fmt: skip
+
+    return {name: [member(s) for s in [spec, *peers[name]]] for name, spec in specs.items()}
 
 
-def prepare_run(root: Path, model: CommitteeMember, rows: int) -> tuple[RunStore, TaskSpec]:
-    """A run of the model's task on its demo file's first rows, the model deployed whole."""
-    task_name = model.record["task"]
+def prepare_run(root: Path, models: list[CommitteeMember], rows: int) -> tuple[RunStore, TaskSpec]:
+    """A run of the first model's task on its demo file's first rows, every model deployed
+    whole, and the peers' (all but the first) template probes accepted."""
+    task_name = models[0].record["task"]
     data = demo_input(task_name)
-    task = TaskSpec(description=DESCRIPTIONS[task_name], labels=model.labels, data_path=str(data))
+    task = TaskSpec(
+        description=DESCRIPTIONS[task_name], labels=models[0].labels, data_path=str(data)
+    )
     texts = pd.read_csv(data, keep_default_na=False)["text"].head(rows)
     frame = pd.DataFrame({"row": range(len(texts)), "id": texts.index.astype(str), "text": texts})
     store = RunStore.create(root, task, frame)
-    write_json({"models": [model.to_dict()]}, store.models_path)
-    shutil.copytree(model.source, store.model_dir(model.slug, 0))
+    write_json({"models": [m.to_dict() for m in models]}, store.models_path)
+    for model in models:
+        shutil.copytree(model.source, store.model_dir(model.slug, 0))
+    for peer in models[1:]:
+        codegen.VERIFIERS["annotate"](
+            store, task, [peer], LocalSandbox(), "cpu", Limits(timeout_s=600, threads=1)
+        ).template(peer)
     return store, task
 
 
@@ -117,10 +142,10 @@ def main() -> None:
         )
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="codegen-bench-")))
         for role, kind in pairs:
-            model = models[kind]
+            model = models[kind][0]
             for sample in range(args.n):
                 store, task = prepare_run(
-                    work / f"{role}-{kind}-{sample}", model, codegen.PROBE_ROWS
+                    work / f"{role}-{kind}-{sample}", models[kind], codegen.PROBE_ROWS
                 )
                 chat_model = make_chat_model(
                     endpoint, timeout_s=CODEGEN_TIMEOUT_S, max_retries=0
@@ -140,13 +165,11 @@ def main() -> None:
                 except Rejected as rejected:
                     template = f"{rejected.stage}: {rejected.reason}"[:300]
                 workdir = store.scripts_dir / role / model.slug
-                request, retry = codegen.model_request(
-                    store, task, role, model, {"scripts": []}, workdir
-                )
+                request = codegen.model_request(store, task, role, model, {"scripts": []}, workdir)
                 started = time.perf_counter()
                 _, record = codegen.generate_role(
                     store, task, role, [model], llm, probe, args.attempts,
-                    workdir=workdir, request=request, retry=retry,
+                    workdir=workdir, request=request,
                 )  # fmt: skip
                 record.update(
                     role=role,

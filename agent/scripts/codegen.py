@@ -17,6 +17,7 @@ runs and scripts/manifest.json says who wrote each and why.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import shutil
@@ -46,7 +47,9 @@ from sandbox.base import Limits, Result, Sandbox
 
 ROLES = ("deploy", "annotate", "finetune")
 MAX_ATTEMPTS = 3
-PROBE_ROWS = 32
+# Rows every candidate is probed on; 64 so the peer check (verify.check_peers) tells a right
+# reading of a model from a wrong one.
+PROBE_ROWS = 64
 # Beside a model's attempts: the worked example its request showed.
 REFERENCE_NAME = "reference.py"
 # Cached scripts of a model's kind tried before the LLM is asked: each try is a probe run.
@@ -212,6 +215,39 @@ def repair_messages(
     return [*first, AIMessage(answer), HumanMessage(repair)]
 
 
+@dataclass(frozen=True)
+class ModelRequest:
+    """One model's request (`messages`), its `retry(answer, rejected)` and `assemble`, which
+    turns the code in an answer into the script that runs; `example` is the code it shows,
+    about the size of the answer it asks for."""
+
+    messages: list[BaseMessage]
+    example: str
+    retry: Callable[[str, verify.Rejected], list[BaseMessage]]
+    assemble: Callable[[str], str]
+
+
+def _whole(code: str) -> str:
+    return code
+
+
+def _in_harness(model: CommitteeMember, task: TaskSpec) -> Callable[[str], str]:
+    """The annotate script for `model`: templates/annotate_harness.py.j2 around a section."""
+
+    def assemble(section: str) -> str:
+        return render_template(
+            "annotate_harness",
+            model_id=model.id,
+            task_description=task.description.replace('"""', "'''"),
+            labels=list(model.labels),
+            batch_size=task.batch_size,
+            max_length=task.max_length,
+            section=section.strip("\n"),
+        )
+
+    return assemble
+
+
 def model_request(
     store: RunStore,
     task: TaskSpec,
@@ -219,28 +255,40 @@ def model_request(
     model: CommitteeMember,
     manifest: dict,
     workdir: Path,
-) -> tuple[list[BaseMessage], Callable[[str, verify.Rejected], list[BaseMessage]]]:
+) -> ModelRequest:
     """The request for one model's script (prompts/<role>.yaml `model`): the folder's facts and
-    a worked example, kept as `workdir`/reference.py (what `scripts show --diff` compares the
-    answer with); and its retry, a fresh request that names the failing stage, the error
+    a worked example; and its retry, a fresh request that names the failing stage, the error
     and the broken requirement instead of continuing the conversation (a small model answers
-    "fix this" with the script it was just told is broken)."""
+    "fix this" with the script it was just told is broken).
+
+    For annotate the LLM writes only the model section (load_model, predict_proba) and the
+    verified harness (templates/annotate_harness.py.j2) is the rest: what differs between
+    models is how one is loaded and read, and a 1.5B model that rewrites a whole script breaks
+    the parts that were right. The worked example is then a section, and the reference kept as
+    `workdir`/reference.py (what `scripts show --diff` compares with) the harness around it."""
     templates = load_prompt(role)
     folder = local_source(model.source) if role == "deploy" else store.model_dir(model.slug, 0)
     facts = reference.model_facts(folder, model)
+    if role == "annotate":
+        assemble = _in_harness(model, task)
+        template, part = render_template("annotate_section"), reference.model_section
+    else:
+        assemble, template, part = _whole, render(role, model.id, task), _whole
     example_source, example, example_kind = reference.worked_example(
         manifest,
         role,
         model,
-        render(role, model.id, task),
+        template,
         lambda path: store.path(path).read_text(encoding="utf-8"),
+        part,
     )
-    write_text(example, workdir / REFERENCE_NAME)
+    example = example.strip()
+    write_text(assemble(example), workdir / REFERENCE_NAME)
     request = templates["model"].render(
         model_id=model.id,
         task_description=task.description,
         example_source=example_source,
-        example=example.strip(),
+        example=example,
         example_kind=example_kind,
         **facts.as_prompt(),
     )
@@ -249,6 +297,7 @@ def model_request(
     def retry(answer: str, rejected: verify.Rejected) -> list[BaseMessage]:
         again = templates["retry"].render(
             request=request,
+            answer=extract_code(answer).strip(),
             model_id=model.id,
             stage=rejected.stage,
             reason=rejected.reason[:600],
@@ -257,7 +306,7 @@ def model_request(
         )
         return [system, HumanMessage(again)]
 
-    return [system, HumanMessage(request)], retry
+    return ModelRequest([system, HumanMessage(request)], example, retry, assemble)
 
 
 # --- probes: what a candidate runs on, per role -----------------------------------------------
@@ -343,11 +392,18 @@ def _annotate_verifier(
     device: str,
     limits: Limits,
 ) -> Probe:
-    """Every deployed model on the probe rows: contract, the template's labels, its speed.
+    """Every deployed model on the probe rows: all its weights loaded, contract, the
+    template's labels, its speed.
 
     probe/ holds what the host owns (rows, logs, the votes it accepted); every run, the
     template's included, writes into its own fresh out/<run>/ and nothing else. The template's
     answers (the canary) stay in memory, where no candidate can copy them.
+
+    A model the template cannot run has no canary: its candidate's labels, in task labels,
+    must agree with the plurality of the members already accepted in this run (their votes
+    in probe/accepted-<slug>.parquet, written by the host once a member's script passes)
+    beyond chance (verify.check_peers). generate_scripts therefore does the template kinds
+    first.
     """
     workdir = store.scripts_dir / "annotate" / "probe"
     outdir = store.scripts_dir / "annotate" / "out"
@@ -380,6 +436,7 @@ def _annotate_verifier(
                 log=workdir / f"{run}.result.json",
                 output=contract.VOTES_OUTPUT,
             )
+            verify.check_weights_loaded(result)
             return result, verify.check_votes(out / "votes.parquet", rows, model.labels, expected)
         finally:
             shutil.rmtree(out, ignore_errors=True)
@@ -399,12 +456,30 @@ def _annotate_verifier(
                 references[slug] = verify.for_kind(rejected, "annotate", model.kind)
         return references[slug]
 
+    def accepted_path(model: CommitteeMember) -> Path:
+        return workdir / f"accepted-{model.slug}.parquet"
+
+    def accept(model: CommitteeMember, labels: pd.Series) -> None:
+        """Keep a member's accepted probe labels, as task labels, for the peer check."""
+        task_labels = labels.map(lambda label: model.label_map.get(label) or label)
+        write_parquet(task_labels.rename("label").reset_index(), accepted_path(model))
+
+    def peers(model: CommitteeMember) -> list[pd.Series]:
+        found = sorted(workdir.glob("accepted-*.parquet"))
+        return [
+            pd.read_parquet(path).set_index("id")["label"]
+            for path in found
+            if path != accepted_path(model)
+        ]
+
     def template(model: CommitteeMember) -> None:
         outcome = reference(model)
         if isinstance(outcome, verify.Rejected):
             raise outcome
+        accept(model, outcome[1])
 
     def check(script: Path, name: str) -> None:
+        passed = []
         for model in committee:
             slug = model.slug
             outcome = reference(model)
@@ -417,8 +492,15 @@ def _annotate_verifier(
             model_dir = store.model_dir(slug, 0)
             result, votes = probe(script, model, model_dir, f"{name}.{slug}", capped, expected)
             write_parquet(votes, workdir / f"{name}.{slug}.parquet")
+            labels = votes.set_index("id")["label"]
             if bar is not None:
                 verify.check_speed(result, bar)
+            else:
+                mapped = labels.map(lambda label, m=model: m.label_map.get(label) or label)
+                verify.check_peers(mapped, peers(model))
+            passed.append((model, labels))
+        for model, labels in passed:
+            accept(model, labels)
 
     return Probe(check, template)
 
@@ -490,16 +572,15 @@ def generate_role(
     max_attempts: int = MAX_ATTEMPTS,
     progress: Progress = lambda event: None,
     workdir: Path | None = None,
-    request: list[BaseMessage] | None = None,
-    retry: Callable[[str, verify.Rejected], list[BaseMessage]] | None = None,
+    request: ModelRequest | None = None,
 ) -> tuple[str | None, dict]:
     """Ask for the role's script until one passes; (its code or None, the outcome record).
 
-    The attempts are kept in `workdir` (default scripts/<role>/). `request` replaces the Table A
-    prompt and `retry(answer, rejected)` the repair that continues the conversation."""
+    The attempts are kept in `workdir` (default scripts/<role>/). `request` (one model's)
+    replaces the Table A prompt, and its retry the repair that continues the conversation."""
     workdir = workdir or store.scripts_dir / role
     workdir.mkdir(parents=True, exist_ok=True)
-    first = request or prompt_messages(role, task, committee)
+    first = request.messages if request else prompt_messages(role, task, committee)
     messages = first
     why = "no attempt made"
     llm_s = verify_s = 0.0
@@ -519,7 +600,7 @@ def generate_role(
             break
         llm_s += time.perf_counter() - started
         write_text(answer, workdir / f"{name}.response.md")
-        code = extract_code(answer)
+        code = request.assemble(extract_code(answer)) if request else extract_code(answer)
         script = workdir / f"{name}.py"
         write_text(code, script)
         started = time.perf_counter()
@@ -541,7 +622,9 @@ def generate_role(
             if rejected.stderr:
                 write_text(rejected.stderr, workdir / f"{name}.stderr.txt")
             messages = (
-                retry(answer, rejected) if retry else repair_messages(role, first, answer, rejected)
+                request.retry(answer, rejected)
+                if request
+                else repair_messages(role, first, answer, rejected)
             )
             why = f"{attempt} attempt(s) rejected, last at {rejected.stage}: {rejected.reason}"
         verify_s += time.perf_counter() - started
@@ -604,10 +687,14 @@ def generate_scripts(
                     max_attempts,
                     progress,
                     script_cache,
+                    peers_needed=len(shared) < len(members),
                 )
                 write_json(manifest, store.scripts_manifest_path)
             members = [m for m in members if m.kind not in TEMPLATE_KINDS]
-        for model in _missing(manifest, role, members):
+        # The template kinds first: their accepted probe votes are what a script for a model
+        # no template runs is checked against (the annotate verifier's peer check).
+        todo = sorted(_missing(manifest, role, members), key=lambda m: m.kind not in TEMPLATE_KINDS)
+        for model in todo:
             started = time.perf_counter()
             entry = _template_or_written(
                 store,
@@ -642,9 +729,14 @@ def _written_for_all(
     max_attempts: int,
     progress: Progress,
     script_cache: Path | None,
+    *,
+    peers_needed: bool,
 ) -> list[dict]:
-    """One LLM-written script for the whole committee (--codegen llm), else the templates."""
+    """One LLM-written script for the whole committee (--codegen llm), else the templates.
+    `peers_needed`: a member of another kind follows, whose annotate script is checked
+    against these members' accepted probe votes."""
     started = time.perf_counter()
+    verifier = None
     if llm is None:
         code, record = None, {"status": "template-fallback: no LLM configured", "attempts": 0}
     else:
@@ -662,6 +754,12 @@ def _written_for_all(
                 )
     seconds = round(time.perf_counter() - started, 2)
     if code is None:
+        if role == "annotate" and peers_needed:
+            # The templates' probe votes are what a model no template runs is checked against.
+            verifier = verifier or VERIFIERS[role](store, task, committee, sandbox, device, limits)
+            for model in committee:
+                with contextlib.suppress(verify.Rejected):
+                    verifier.template(model)
         record.pop("origin", None)
         entries = _install_templates(store, task, role, committee, record.pop("status"))
         for entry in entries:
@@ -776,9 +874,8 @@ def _template_or_written(
             "can write one and this run has none (review with an LLM, or pass --codegen llm)",
             model.id,
         )
-    request, retry = model_request(store, task, role, model, manifest, workdir)
-    example = (workdir / REFERENCE_NAME).read_text(encoding="utf-8")
-    progress(_plan(store, role, [model], why, example, max_attempts))
+    request = model_request(store, task, role, model, manifest, workdir)
+    progress(_plan(store, role, [model], why, request.example, max_attempts))
     code, record = generate_role(
         store,
         task,
@@ -790,7 +887,6 @@ def _template_or_written(
         progress,
         workdir=workdir,
         request=request,
-        retry=retry,
     )
     if code is None:
         raise ScriptUnavailable(

@@ -44,6 +44,8 @@ class ModelFacts:
     usage: str  # the card's usage section, or its opening when it has none
     kind: str
     labels: list[str]
+    # config.json's id2label names, where they are not `labels`: outputs to be mapped to them.
+    outputs: list[str]
 
     def as_prompt(self) -> dict[str, object]:
         """Template variables, every text from the folder fenced against tag forgery."""
@@ -56,6 +58,7 @@ class ModelFacts:
             "usage": escape_tag(self.usage, "card"),
             "kind": self.kind,
             "labels": self.labels,
+            "outputs": [escape_tag(name, "config") for name in self.outputs],
         }
 
 
@@ -95,6 +98,8 @@ def model_facts(model_dir: Path, model: CommitteeMember) -> ModelFacts:
         for name in SIDE_CONFIGS
         if (data := _read_json(model_dir / name)) is not None
     }
+    id2label = config.get("id2label") if isinstance(config, dict) else None
+    outputs = [str(name) for name in id2label.values()] if isinstance(id2label, dict) else []
     card = model_dir / "README.md"
     usage = card_usage(card.read_text(encoding="utf-8", errors="replace")) if card.is_file() else ""
     return ModelFacts(
@@ -105,23 +110,43 @@ def model_facts(model_dir: Path, model: CommitteeMember) -> ModelFacts:
         usage=usage or "(the card says nothing about use)",
         kind=str(model.kind),
         labels=list(model.labels),
+        outputs=[] if sorted(outputs) == sorted(model.labels) else outputs,
     )
 
 
+SECTION_START = "# ---- model section:"
+SECTION_END = "# ---- end of model section ----"
+
+
+def model_section(script: str) -> str | None:
+    """The model section of a script built on templates/annotate_harness.py.j2, or None."""
+    start = script.find(SECTION_START)
+    end = script.find(SECTION_END)
+    if start < 0 or end < start:
+        return None
+    return script[script.index("\n", start) + 1 : end].strip("\n")
+
+
 def worked_example(
-    manifest: dict, role: str, model: CommitteeMember, template: str, read: Callable[[str], str]
+    manifest: dict,
+    role: str,
+    model: CommitteeMember,
+    template: str,
+    read: Callable[[str], str],
+    part: Callable[[str], str | None] = lambda script: script,
 ) -> tuple[str, str, str]:
-    """(where it comes from, its code, the kind it runs): the script that already passed for
-    another model of the same kind in this run (written or taken from the cache), else
-    `template`, the role's verified template."""
+    """(where it comes from, its code, the kind it runs): `part` of the script that already
+    passed for another model of the same kind in this run (written or taken from the cache),
+    else `template`, the role's verified template (or its part)."""
     for entry in manifest["scripts"]:
         if (
             entry["role"] == role
             and entry["origin"] in ("llm", "cache")
             and entry.get("kind") == model.kind
             and entry["slug"] != model.slug
+            and (passed := part(read(entry["path"]))) is not None
         ):
-            return f"the script that passed for {entry['model']}", read(entry["path"]), model.kind
+            return f"the code that passed for {entry['model']}", passed, model.kind
     source = f"the verified template (templates/{role}.py.j2)"
     return source, without_docstring(template), ModelKind.SEQUENCE_CLASSIFICATION
 

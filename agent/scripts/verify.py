@@ -14,10 +14,12 @@ import json
 import math
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
+from sklearn.metrics import cohen_kappa_score
 
 from agent.domain import ModelKind
 from agent.errors import Rejected, StepFailed
@@ -121,6 +123,16 @@ TOKENIZER_FILES = (
 )  # fmt: skip
 # A probe run of a generated annotate script may take this many times the template's.
 SPEED_FACTOR = 5.0
+# A script for a model no template runs has no canary; its labels on the probe rows must agree
+# with those of the members whose scripts passed beyond chance, by Cohen's kappa against their
+# plurality. Measured on the toxicity demo's rows (64 a probe): the multi-label model read as
+# its card says 0.57-0.84, its heads read in the wrong order 0.05-0.28, random labels -0.07-0.07.
+MIN_PEER_KAPPA = 0.4
+# Below this many probe rows kappa cannot tell: at 16 rows the wrong order reached 0.60 and the
+# card's reading 0.62; at 32 they were still apart (0.36 against 0.50 and more).
+MIN_PEER_ROWS = 32
+# What transformers prints when a model class builds a layer the checkpoint lacks.
+NEWLY_INITIALIZED = "newly initialized"
 # What the jinja2 templates were written for; any other kind needs an LLM-written script.
 TEMPLATE_KINDS = frozenset({ModelKind.SEQUENCE_CLASSIFICATION})
 # Why the templates (AutoModelForSequenceClassification, id2label, softmax) fail a model of
@@ -350,6 +362,42 @@ def run_candidate(
         raise Rejected("run", result.reason(), result.stderr_tail)
     inspect_step(output_dir, output)
     return result
+
+
+def check_weights_loaded(result: Result) -> None:
+    """Reject a run whose model has layers its folder has no weights for: transformers says
+    so ("newly initialized", in v5's load report too), and such a model answers at random
+    while keeping every other check (a classifier head on a bare encoder). A check on what
+    an honest but wrong script prints, not a wall: a script can silence the warning."""
+    if NEWLY_INITIALIZED in result.stderr_tail or NEWLY_INITIALIZED in result.stdout_tail:
+        raise Rejected(
+            "weights",
+            "its model has layers the folder has no weights for (transformers: newly "
+            "initialized), so it would answer at random: load the classes and files the card "
+            "names",
+            result.stderr_tail,
+        )
+
+
+def check_peers(votes: pd.Series, peers: Sequence[pd.Series]) -> float | None:
+    """Cohen's kappa of `votes` (task labels by row id) against the plurality of `peers` (the
+    same, from the members whose scripts passed); Rejected below MIN_PEER_KAPPA. None where it
+    cannot tell: no peers, fewer than MIN_PEER_ROWS rows, or a plurality of one label."""
+    if not peers or len(votes) < MIN_PEER_ROWS:
+        return None
+    # The plurality per row; a tie goes to the first label in sorted order.
+    plurality = pd.concat(peers, axis=1).reindex(votes.index).mode(axis=1)[0]
+    if plurality.nunique() < 2:
+        return None
+    kappa = float(cohen_kappa_score(votes.astype(str), plurality.astype(str)))
+    if not kappa >= MIN_PEER_KAPPA:
+        raise Rejected(
+            "peers",
+            f"its labels agree with the plurality of the members whose scripts passed at "
+            f"Cohen's kappa {kappa:.2f} on {len(votes)} probe rows, below {MIN_PEER_KAPPA}: it "
+            "does not read the model the way its card says",
+        )
+    return kappa
 
 
 def save_result(result: Result, path: Path) -> None:

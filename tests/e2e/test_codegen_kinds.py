@@ -17,25 +17,26 @@ from agent.task import TaskSpec
 from tests.fixtures.keywords import LABELS, MISSED_WORDS, PROBE_WORDS, WORDS, write_data
 from tests.fixtures.llm import FakeOpenAI
 from tests.fixtures.models import (
-    KEYWORD_EMBEDDING_ANNOTATE,
     KEYWORD_EMBEDDING_DEPLOY,
+    KEYWORD_EMBEDDING_SECTION,
     make_keyword_classifier,
     make_keyword_embedding_model,
 )
 from tests.fixtures.runs import fake_llm_options
 
 DEPLOY_REQUEST = "Write the deploy script for ONE model"
-ANNOTATE_REQUEST = "Write the annotate script that labels texts with ONE model"
+ANNOTATE_REQUEST = "Write the model section of an annotate script for ONE model"
 
 
 class ScriptWritingLLM(FakeOpenAI):
-    """Labels like FakeOpenAI; asked for one model's deploy or annotate script, writes it."""
+    """Labels like FakeOpenAI; asked for one model's deploy script or annotate section,
+    writes it."""
 
     def answer(self, prompt: str) -> str:
         if DEPLOY_REQUEST in prompt:
             return f"```python\n{KEYWORD_EMBEDDING_DEPLOY}```"
         if ANNOTATE_REQUEST in prompt:
-            return f"```python\n{KEYWORD_EMBEDDING_ANNOTATE}```"
+            return f"```python\n{KEYWORD_EMBEDDING_SECTION}```"
         return super().answer(prompt)
 
 

@@ -11,19 +11,22 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from agent.domain import CodegenPlanned, CommitteeMember
 from agent.errors import ScriptUnavailable, StepFailed
 from agent.llm.client import LLMClient
-from agent.prompting import load_prompt
+from agent.llm.pricing import approx_tokens
+from agent.prompting import load_prompt, render_template
 from agent.scripts import scriptcache, verify
 from agent.scripts.codegen import (
     ROLES,
+    VERIFIERS,
     extract_code,
     generate_scripts,
     model_request,
+    probe_rows,
     prompt_messages,
     render,
     write_scripts,
 )
 from agent.scripts.contract import validate_votes
-from agent.scripts.reference import without_docstring
+from agent.scripts.reference import model_section
 from agent.store.runstore import RunStore, read_json
 from agent.task import TaskSpec
 from sandbox.base import Limits, Result
@@ -31,11 +34,12 @@ from sandbox.local import LocalSandbox
 from tests.fixtures.models import (
     KEYWORD_EMBEDDING_ANNOTATE,
     KEYWORD_EMBEDDING_DEPLOY,
+    KEYWORD_EMBEDDING_SECTION,
     make_keyword_embedding_model,
     make_tiny_classifier,
 )
 from tests.fixtures.reviewers import KeywordLabeler
-from tests.fixtures.runs import KEYWORD_LABELS, KEYWORDS, keyword_run
+from tests.fixtures.runs import KEYWORD_LABELS, KEYWORD_TEXTS, KEYWORDS, keyword_run
 from tests.fixtures.runs import keyword_model as make_keyword_model
 
 TASK = TaskSpec(
@@ -476,7 +480,7 @@ def test_auto_asks_the_llm_for_exactly_the_model_whose_template_fails(
     deploy_llm = fake_llm(tmp_path / "d", [fenced(KEYWORD_EMBEDDING_DEPLOY)])
     manifest = auto(store, task, committee, ["deploy"], deploy_llm)
     shutil.copytree(embedding_model, store.model_dir("org__emb", 0))  # what the deploy does
-    annotate_llm = fake_llm(tmp_path / "a", [fenced(KEYWORD_EMBEDDING_ANNOTATE)])
+    annotate_llm = fake_llm(tmp_path / "a", [fenced(KEYWORD_EMBEDDING_SECTION)])
     manifest = auto(store, task, committee, ["annotate", "finetune"], annotate_llm)
 
     assert ledger_purposes(deploy_llm) == ["codegen-deploy"]
@@ -493,13 +497,15 @@ def test_auto_asks_the_llm_for_exactly_the_model_whose_template_fails(
     deploy_why = by_model[("deploy", "org__emb")]["why"]
     assert "lacks" in deploy_why and "model_head.safetensors" in deploy_why
     annotate_why = by_model[("annotate", "org__emb")]["why"]
-    assert "labels outside the model's" in annotate_why and "embedding-head" in annotate_why
+    # The template puts a fresh classifier head on its bare encoder.
+    assert "newly initialized" in annotate_why and "embedding-head" in annotate_why
     # The request named only the model the template failed on.
     prompt = (store.scripts_dir / "annotate" / "org__emb" / "attempt-1.prompt.md").read_text()
     assert "org/emb" in prompt and "org/kw" not in prompt
-    assert (store.scripts_dir / "annotate" / "org__emb.py").read_text() == (
-        KEYWORD_EMBEDDING_ANNOTATE
-    )
+    # The answer was the model section; the verified harness is the rest of the script.
+    script = (store.scripts_dir / "annotate" / "org__emb.py").read_text()
+    assert model_section(script) == KEYWORD_EMBEDDING_SECTION.strip("\n")
+    assert script.startswith('"""Annotate a chunk of texts with org/emb')
     votes = pd.read_parquet(store.scripts_dir / "annotate" / "probe" / "attempt-1.org__emb.parquet")
     assert votes.set_index("id").loc[["0", "1", "2"], "label"].tolist() == [
         "positive",
@@ -527,7 +533,7 @@ def test_a_script_the_llm_wrote_serves_the_next_run_on_a_model_of_its_kind(
     deploy_llm = fake_llm(tmp_path / "d", [fenced(KEYWORD_EMBEDDING_DEPLOY)])
     auto(store, task, first, ["deploy"], deploy_llm, script_cache=cache, progress=events.append)
     shutil.copytree(embedding_model, store.model_dir("org__emb", 0))
-    annotate_llm = fake_llm(tmp_path / "a", [fenced(KEYWORD_EMBEDDING_ANNOTATE)])
+    annotate_llm = fake_llm(tmp_path / "a", [fenced(KEYWORD_EMBEDDING_SECTION)])
     auto(store, task, first, ["annotate"], annotate_llm, script_cache=cache, progress=events.append)
     # Before writing, the run said what and why (the template's failure) and how big.
     plans = [e for e in events if isinstance(e, CodegenPlanned)]
@@ -535,7 +541,9 @@ def test_a_script_the_llm_wrote_serves_the_next_run_on_a_model_of_its_kind(
         ("deploy", ["org/emb"]),
         ("annotate", ["org/emb"]),
     ]
-    assert "the template failed its probe" in plans[1].why and plans[1].expected_tokens > 100
+    # The annotate answer is a model section: its size is the example section's.
+    assert "the template failed its probe" in plans[1].why
+    assert plans[1].expected_tokens == approx_tokens(render_template("annotate_section"))
     # The fake ledger measured the first answer's speed, so the second plan has one.
     assert plans[0].tokens_per_s is None or plans[0].tokens_per_s > 0
     for role in ("deploy", "annotate"):
@@ -552,7 +560,7 @@ def test_a_script_the_llm_wrote_serves_the_next_run_on_a_model_of_its_kind(
     by_model = {(e["role"], e["slug"]): e for e in manifest["scripts"]}
     for role, code in (
         ("deploy", KEYWORD_EMBEDDING_DEPLOY),
-        ("annotate", KEYWORD_EMBEDDING_ANNOTATE),
+        ("annotate", store.script_path("annotate", "org__emb").read_text()),
     ):
         entry = by_model[(role, "org__other")]
         assert (entry["origin"], entry["status"]) == ("cache", "cache-verified")
@@ -616,8 +624,8 @@ def test_a_models_request_gives_its_folders_facts_and_a_worked_example(run, embe
     )  # fmt: skip
     shutil.copytree(embedding_model, store.model_dir("org__emb", 0))
     workdir = store.scripts_dir / "annotate" / "org__emb"
-    request, retry = model_request(store, task, "annotate", emb, {"scripts": []}, workdir)
-    text = request[-1].content
+    request = model_request(store, task, "annotate", emb, {"scripts": []}, workdir)
+    text = request.messages[-1].content
     assert "org/emb" in text and "org/kw" not in text
     for fact in (
         "model_head.safetensors",
@@ -629,30 +637,62 @@ def test_a_models_request_gives_its_folders_facts_and_a_worked_example(run, embe
     ):
         assert fact in text, fact  # fmt: skip
     assert "<card>\n## How to use" in text
-    # The worked example is the verified template, flagged as written for another kind.
-    assert without_docstring(render("annotate", "org/emb", task)).strip() in text
-    assert "written for a sequence-classification model" in text
-    # Kept beside the attempts: what `scripts show --diff` compares the answer with.
-    assert (workdir / "reference.py").read_text() in text
+    # No section of its kind has passed: the request shows the section's shape with the
+    # task's labels, not the plain classifier's section (a small model copies that).
+    section = render_template("annotate_section").strip()
+    assert "No section has passed for a embedding-head model yet" in text
+    assert '{ "negative": ..., "neutral": ..., "positive": ... }' in text
+    assert section not in text and request.example == section
+    # Kept beside the attempts, the harness around it: what `scripts show --diff` compares
+    # the answer with; an answer is assembled into the same harness.
+    kept = (workdir / "reference.py").read_text()
+    assert model_section(kept) == section and kept == request.assemble(section)
+    assert model_section(request.assemble("SECTION_TEXT")) == "SECTION_TEXT"
 
     rejected = verify.Rejected("contract", "labels outside the model's: ['LABEL_0']", "Trace")
-    again = retry("```python\nBROKEN_SCRIPT_TEXT\n```", rejected)
+    again = request.retry("Here it is:\n```python\nBROKEN_SECTION_TEXT\n```\nDone.", rejected)
     assert [m.type for m in again] == ["system", "human"]  # a fresh request, not a dialogue
     body = again[-1].content
-    assert "BROKEN_SCRIPT_TEXT" not in body and body.startswith(text)
-    assert "rejected at the contract stage: labels outside the model's" in body
-    assert "The requirement it broke: reads --input" in body and "Trace" in body
+    assert body.startswith(text)
+    # The rejected section is quoted (its code, not the prose around it), with why.
+    assert "```python\nBROKEN_SECTION_TEXT\n```" in body and "Here it is" not in body
+    assert "rejected at the contract stage" in body
+    assert "Why: labels outside the model's" in body
+    assert "The requirement it broke: predict_proba(loaded, texts, args) returns" in body
+    assert "Trace" in body
 
-    # A script that passed for another model of the same kind is the better example.
+    # The section of a script that passed for another model of the same kind is the better
+    # example; a passed script with no section (a whole one, from the cache) is not.
     passed = store.scripts_dir / "annotate" / "org__other.py"
     passed.parent.mkdir(parents=True, exist_ok=True)
-    passed.write_text("# PASSED FOR OTHER\n")
-    manifest = {"scripts": [{"role": "annotate", "origin": "llm", "kind": "embedding-head",
-                             "slug": "org__other", "model": "org/other",
-                             "path": store.relative(passed)}]}  # fmt: skip
-    request, _ = model_request(store, task, "annotate", emb, manifest, workdir)
-    assert "# PASSED FOR OTHER" in request[-1].content
-    assert "the script that passed for org/other" in request[-1].content
+    passed.write_text(request.assemble("# PASSED FOR OTHER"))
+    whole = store.scripts_dir / "annotate" / "org__whole.py"
+    whole.write_text("# A WHOLE SCRIPT\n")
+    entry = {"role": "annotate", "origin": "llm", "kind": "embedding-head"}
+    manifest = {"scripts": [
+        {**entry, "slug": "org__whole", "model": "org/whole", "path": store.relative(whole)},
+        {**entry, "slug": "org__other", "model": "org/other", "path": store.relative(passed)},
+    ]}  # fmt: skip
+    text = model_request(store, task, "annotate", emb, manifest, workdir).messages[-1].content
+    assert "# PASSED FOR OTHER" in text and "# A WHOLE SCRIPT" not in text
+    assert "the code that passed for org/other: a section that already passed" in text
+
+
+def test_the_harness_runs_the_template_section_like_the_template(run):
+    """The plain classifier's section in the harness labels the probe as the template does."""
+    store, task, models = run
+    (model,) = [m for m in models if m.slug == "org__kw"]
+    workdir = store.scripts_dir / "annotate" / "org__kw"
+    request = model_request(store, task, "annotate", model, {"scripts": []}, workdir)
+    limits = Limits(timeout_s=300, threads=1)
+    probe = VERIFIERS["annotate"](store, task, [model], LocalSandbox(), "cpu", limits)
+    script = workdir / "harness.py"
+    script.write_text(request.assemble(request.example))
+    verify.static_check(script.read_text(), "annotate")
+    probe(script, "harness")  # raises Rejected unless its labels are the template's (canary)
+    votes = pd.read_parquet(store.scripts_dir / "annotate" / "probe" / "harness.org__kw.parquet")
+    assert len(votes) == len(probe_rows(store))
+    assert votes["probs"].map(lambda p: abs(sum(p.values()) - 1) < 1e-4).all()
 
 
 @pytest.mark.parametrize("trusted", ["true", "flipped"])
@@ -692,3 +732,75 @@ def test_the_finetune_template_learns_from_each_row_by_its_weight(tmp_path, trus
         assert metrics["after"]["accuracy"] == 1.0, result.stderr_tail[-3000:]
     else:
         assert metrics["after"]["accuracy"] == 0.0
+
+
+RANDOM_HEAD_SECTION = """\
+def load_model(args):
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=len(LABELS))
+    return tokenizer, model.eval()
+
+
+def predict_proba(loaded, texts, args):
+    tokenizer, model = loaded
+    batch = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+    probs = torch.softmax(model(**batch).logits, dim=-1).tolist()
+    return [dict(zip(LABELS, row)) for row in probs]
+"""
+
+
+def test_a_script_whose_model_answers_with_freshly_initialized_weights_is_rejected(
+    run, embedding_model
+):
+    """A classifier head put on the encoder-with-head model's bare encoder keeps the contract
+    (a dict over the labels per text) and answers at random: transformers' word on the
+    weights it had to make up rejects it, and the model's own section passes."""
+    store, task, _ = run
+    emb = emb_member(embedding_model)
+    shutil.copytree(embedding_model, store.model_dir("org__emb", 0))
+    workdir = store.scripts_dir / "annotate" / "org__emb"
+    request = model_request(store, task, "annotate", emb, {"scripts": []}, workdir)
+    limits = Limits(timeout_s=300, threads=1)
+    probe = VERIFIERS["annotate"](store, task, [emb], LocalSandbox(), "cpu", limits)
+    # (Not random.py: the script's folder is first on its sys.path.)
+    for name, section in (("fresh-head", RANDOM_HEAD_SECTION), ("own", KEYWORD_EMBEDDING_SECTION)):
+        (workdir / f"{name}.py").write_text(request.assemble(section))
+    with pytest.raises(verify.Rejected, match="newly initialized") as rejected:
+        probe(workdir / "fresh-head.py", "fresh-head")
+    assert rejected.value.stage == "weights"
+    probe(workdir / "own.py", "own")
+
+
+def test_a_section_whose_labels_disagree_with_the_accepted_members_is_rejected(
+    run, embedding_model, tmp_path
+):
+    """No template runs the encoder-with-head model, so no canary: the keyword member's
+    accepted probe votes are its peers', and a section that reads its head in the wrong label
+    order keeps the contract but not their agreement."""
+    _, _, models = run
+    # A probe of enough rows for kappa to tell (verify.MIN_PEER_ROWS).
+    texts = KEYWORD_TEXTS * 6
+    task = TaskSpec(description="sentiment of short texts", labels=KEYWORD_LABELS, data_path="x")
+    rows = pd.DataFrame({"row": range(len(texts)), "id": [str(i) for i in range(len(texts))],
+                         "text": texts})  # fmt: skip
+    store = RunStore.create(tmp_path / "big", task, rows)
+    shutil.copytree(models[0].source, store.model_dir("org__kw", 0))
+    auto(store, task, models, ["annotate"], None)  # the keyword member's template is accepted
+    assert (store.scripts_dir / "annotate" / "probe" / "accepted-org__kw.parquet").is_file()
+    emb = emb_member(embedding_model)
+    shutil.copytree(embedding_model, store.model_dir("org__emb", 0))
+    workdir = store.scripts_dir / "annotate" / "org__emb"
+    request = model_request(store, task, "annotate", emb, {"scripts": []}, workdir)
+    limits = Limits(timeout_s=300, threads=1)
+    probe = VERIFIERS["annotate"](store, task, [emb], LocalSandbox(), "cpu", limits)
+    rotated = KEYWORD_EMBEDDING_SECTION.replace(
+        "dict(zip(labels, row))", "dict(zip(labels[1:] + labels[:1], row))"
+    )
+    assert rotated != KEYWORD_EMBEDDING_SECTION
+    for name, section in (("rotated", rotated), ("own", KEYWORD_EMBEDDING_SECTION)):
+        (workdir / f"{name}.py").write_text(request.assemble(section))
+    with pytest.raises(verify.Rejected, match="Cohen's kappa") as rejected:
+        probe(workdir / "rotated.py", "rotated")
+    assert rejected.value.stage == "peers"
+    probe(workdir / "own.py", "own")
+    assert (store.scripts_dir / "annotate" / "probe" / "accepted-org__emb.parquet").is_file()
