@@ -145,7 +145,7 @@ def main() -> None:
             model = models[kind][0]
             for sample in range(args.n):
                 store, task = prepare_run(
-                    work / f"{role}-{kind}-{sample}", models[kind], codegen.PROBE_ROWS
+                    work / f"{role}-{kind}-{sample}", models[kind], codegen.ANNOTATE_PROBE_ROWS
                 )
                 chat_model = make_chat_model(
                     endpoint, timeout_s=CODEGEN_TIMEOUT_S, max_retries=0

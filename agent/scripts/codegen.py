@@ -47,9 +47,10 @@ from sandbox.base import Limits, Result, Sandbox
 
 ROLES = ("deploy", "annotate", "finetune")
 MAX_ATTEMPTS = 3
-# Rows every candidate is probed on; 64 so the peer check (verify.check_peers) tells a right
-# reading of a model from a wrong one.
-PROBE_ROWS = 64
+# Rows every candidate is probed on; an annotate candidate on more, so the peer check
+# (verify.check_peers) tells a right reading of a model from a wrong one.
+PROBE_ROWS = 32
+ANNOTATE_PROBE_ROWS = 64
 # Beside a model's attempts: the worked example its request showed.
 REFERENCE_NAME = "reference.py"
 # Cached scripts of a model's kind tried before the LLM is asked: each try is a probe run.
@@ -408,7 +409,7 @@ def _annotate_verifier(
     workdir = store.scripts_dir / "annotate" / "probe"
     outdir = store.scripts_dir / "annotate" / "out"
     workdir.mkdir(parents=True, exist_ok=True)
-    rows = probe_rows(store)
+    rows = probe_rows(store, ANNOTATE_PROBE_ROWS)
     rows_path = workdir / "rows.parquet"
     write_parquet(rows, rows_path)
     references: dict[str, tuple[Result, pd.Series] | verify.Rejected] = {}

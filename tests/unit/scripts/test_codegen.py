@@ -15,6 +15,7 @@ from agent.llm.pricing import approx_tokens
 from agent.prompting import load_prompt, render_template
 from agent.scripts import scriptcache, verify
 from agent.scripts.codegen import (
+    ANNOTATE_PROBE_ROWS,
     ROLES,
     VERIFIERS,
     extract_code,
@@ -691,7 +692,7 @@ def test_the_harness_runs_the_template_section_like_the_template(run):
     verify.static_check(script.read_text(), "annotate")
     probe(script, "harness")  # raises Rejected unless its labels are the template's (canary)
     votes = pd.read_parquet(store.scripts_dir / "annotate" / "probe" / "harness.org__kw.parquet")
-    assert len(votes) == len(probe_rows(store))
+    assert len(votes) == len(probe_rows(store, ANNOTATE_PROBE_ROWS))
     assert votes["probs"].map(lambda p: abs(sum(p.values()) - 1) < 1e-4).all()
 
 
