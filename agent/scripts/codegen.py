@@ -460,9 +460,11 @@ def _annotate_verifier(
     def accepted_path(model: CommitteeMember) -> Path:
         return workdir / f"accepted-{model.slug}.parquet"
 
-    def accept(model: CommitteeMember, labels: pd.Series) -> None:
-        """Keep a member's accepted probe labels, as task labels, for the peer check."""
-        task_labels = labels.map(lambda label: model.label_map.get(label) or label)
+    def in_task_labels(model: CommitteeMember, labels: pd.Series) -> pd.Series:
+        return labels.map(lambda label: model.label_map.get(label) or label)
+
+    def accept(model: CommitteeMember, task_labels: pd.Series) -> None:
+        """Keep a member's accepted probe labels (task labels) for the peer check."""
         write_parquet(task_labels.rename("label").reset_index(), accepted_path(model))
 
     def peers(model: CommitteeMember) -> list[pd.Series]:
@@ -477,7 +479,7 @@ def _annotate_verifier(
         outcome = reference(model)
         if isinstance(outcome, verify.Rejected):
             raise outcome
-        accept(model, outcome[1])
+        accept(model, in_task_labels(model, outcome[1]))
 
     def check(script: Path, name: str) -> None:
         passed = []
@@ -493,15 +495,14 @@ def _annotate_verifier(
             model_dir = store.model_dir(slug, 0)
             result, votes = probe(script, model, model_dir, f"{name}.{slug}", capped, expected)
             write_parquet(votes, workdir / f"{name}.{slug}.parquet")
-            labels = votes.set_index("id")["label"]
+            task_labels = in_task_labels(model, votes.set_index("id")["label"])
             if bar is not None:
                 verify.check_speed(result, bar)
             else:
-                mapped = labels.map(lambda label, m=model: m.label_map.get(label) or label)
-                verify.check_peers(mapped, peers(model))
-            passed.append((model, labels))
-        for model, labels in passed:
-            accept(model, labels)
+                verify.check_peers(task_labels, peers(model))
+            passed.append((model, task_labels))
+        for model, task_labels in passed:
+            accept(model, task_labels)
 
     return Probe(check, template)
 

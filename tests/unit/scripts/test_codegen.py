@@ -679,16 +679,25 @@ def test_a_models_request_gives_its_folders_facts_and_a_worked_example(run, embe
     assert "the code that passed for org/other: a section that already passed" in text
 
 
+def probe_sections(store, task, model, sections):
+    """`model`'s annotate verifier, and each of `sections` (name -> model section) in the
+    harness as <workdir>/<name>.py; (the verifier, workdir). A name is never a stdlib module's
+    (random.py would shadow it: the script's folder is first on its sys.path)."""
+    workdir = store.scripts_dir / "annotate" / model.slug
+    request = model_request(store, task, "annotate", model, {"scripts": []}, workdir)
+    for name, section in sections.items():
+        (workdir / f"{name}.py").write_text(request.assemble(section))
+    limits = Limits(timeout_s=300, threads=1)
+    return VERIFIERS["annotate"](store, task, [model], LocalSandbox(), "cpu", limits), workdir
+
+
 def test_the_harness_runs_the_template_section_like_the_template(run):
     """The plain classifier's section in the harness labels the probe as the template does."""
     store, task, models = run
     (model,) = [m for m in models if m.slug == "org__kw"]
-    workdir = store.scripts_dir / "annotate" / "org__kw"
-    request = model_request(store, task, "annotate", model, {"scripts": []}, workdir)
-    limits = Limits(timeout_s=300, threads=1)
-    probe = VERIFIERS["annotate"](store, task, [model], LocalSandbox(), "cpu", limits)
+    sections = {"harness": render_template("annotate_section")}
+    probe, workdir = probe_sections(store, task, model, sections)
     script = workdir / "harness.py"
-    script.write_text(request.assemble(request.example))
     verify.static_check(script.read_text(), "annotate")
     probe(script, "harness")  # raises Rejected unless its labels are the template's (canary)
     votes = pd.read_parquet(store.scripts_dir / "annotate" / "probe" / "harness.org__kw.parquet")
@@ -759,13 +768,8 @@ def test_a_script_whose_model_answers_with_freshly_initialized_weights_is_reject
     store, task, _ = run
     emb = emb_member(embedding_model)
     shutil.copytree(embedding_model, store.model_dir("org__emb", 0))
-    workdir = store.scripts_dir / "annotate" / "org__emb"
-    request = model_request(store, task, "annotate", emb, {"scripts": []}, workdir)
-    limits = Limits(timeout_s=300, threads=1)
-    probe = VERIFIERS["annotate"](store, task, [emb], LocalSandbox(), "cpu", limits)
-    # (Not random.py: the script's folder is first on its sys.path.)
-    for name, section in (("fresh-head", RANDOM_HEAD_SECTION), ("own", KEYWORD_EMBEDDING_SECTION)):
-        (workdir / f"{name}.py").write_text(request.assemble(section))
+    sections = {"fresh-head": RANDOM_HEAD_SECTION, "own": KEYWORD_EMBEDDING_SECTION}
+    probe, workdir = probe_sections(store, task, emb, sections)
     with pytest.raises(verify.Rejected, match="newly initialized") as rejected:
         probe(workdir / "fresh-head.py", "fresh-head")
     assert rejected.value.stage == "weights"
@@ -790,16 +794,12 @@ def test_a_section_whose_labels_disagree_with_the_accepted_members_is_rejected(
     assert (store.scripts_dir / "annotate" / "probe" / "accepted-org__kw.parquet").is_file()
     emb = emb_member(embedding_model)
     shutil.copytree(embedding_model, store.model_dir("org__emb", 0))
-    workdir = store.scripts_dir / "annotate" / "org__emb"
-    request = model_request(store, task, "annotate", emb, {"scripts": []}, workdir)
-    limits = Limits(timeout_s=300, threads=1)
-    probe = VERIFIERS["annotate"](store, task, [emb], LocalSandbox(), "cpu", limits)
     rotated = KEYWORD_EMBEDDING_SECTION.replace(
         "dict(zip(labels, row))", "dict(zip(labels[1:] + labels[:1], row))"
     )
     assert rotated != KEYWORD_EMBEDDING_SECTION
-    for name, section in (("rotated", rotated), ("own", KEYWORD_EMBEDDING_SECTION)):
-        (workdir / f"{name}.py").write_text(request.assemble(section))
+    sections = {"rotated": rotated, "own": KEYWORD_EMBEDDING_SECTION}
+    probe, workdir = probe_sections(store, task, emb, sections)
     with pytest.raises(verify.Rejected, match="Cohen's kappa") as rejected:
         probe(workdir / "rotated.py", "rotated")
     assert rejected.value.stage == "peers"
