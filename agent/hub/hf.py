@@ -8,14 +8,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from agent.domain import ModelKind
 from agent.hub.protocol import (
+    HEAD_CONFIG,
     TEXT_CLASSIFICATION,
     WEIGHT_SUFFIXES,
     HubError,
     ModelInfo,
     as_list,
     first,
-    labels_from_config,
+    model_kind,
+    model_labels,
     split_front_matter,
 )
 
@@ -68,15 +71,23 @@ class HfHub:
             self._download_text(hf_info.id, "README.md", hf_info.sha) or ""
         )
         card_data = hf_info.card_data.to_dict() if hf_info.card_data is not None else meta
+        siblings = hf_info.siblings or []
         sizes = [
-            s.size
-            for s in hf_info.siblings or []
-            if s.rfilename.endswith(WEIGHT_SUFFIXES) and s.size is not None
+            s.size for s in siblings if s.rfilename.endswith(WEIGHT_SUFFIXES) and s.size is not None
         ]
+        config = _json_object(hf_info.id, "config.json", config_text)
+        # The same reading of the repository's files as a local folder's (LocalHub), so a
+        # SetFit-style encoder with a head or a multi-label model is found as its kind.
+        kind = model_kind(config, card_data, {s.rfilename for s in siblings})
+        head = {}
+        if kind == ModelKind.EMBEDDING_HEAD:
+            head_text = self._download_text(hf_info.id, HEAD_CONFIG, hf_info.sha)
+            head = _json_object(hf_info.id, HEAD_CONFIG, head_text) if head_text else {}
         return ModelInfo(
             id=hf_info.id,
             source=hf_info.id,
-            labels=labels_from_config(json.loads(config_text)),
+            labels=model_labels(kind, config, card_data, head),
+            kind=kind,
             card=card,
             pipeline_tag=hf_info.pipeline_tag,
             tags=list(hf_info.tags or []),
@@ -114,3 +125,13 @@ class HfHub:
         except HfHubHTTPError as err:
             raise HubError(f"{model_id}: {err}") from err
         return self._to_model_info(hf_info)
+
+
+def _json_object(model_id: str, filename: str, text: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise HubError(f"{model_id}/{filename}: not JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise HubError(f"{model_id}/{filename}: not a JSON object")
+    return data

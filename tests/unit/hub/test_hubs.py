@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
@@ -28,8 +30,12 @@ def hub_api_entry(model_id: str, model_dir: Path, with_sizes: bool) -> dict:
     """One model as the Hub's /api/models returns it (the fields huggingface_hub reads)."""
     meta, _ = split_front_matter((model_dir / "README.md").read_text(encoding="utf-8"))
     siblings = [
-        {"rfilename": p.name, **({"size": p.stat().st_size} if with_sizes else {})}
-        for p in sorted(model_dir.iterdir())
+        {
+            "rfilename": p.relative_to(model_dir).as_posix(),
+            **({"size": p.stat().st_size} if with_sizes else {}),
+        }
+        for p in sorted(model_dir.rglob("*"))
+        if p.is_file()
     ]
     return {
         "_id": hashlib.sha1(model_id.encode()).hexdigest()[:24],
@@ -110,16 +116,25 @@ class FakeHubHandler(BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
 
-@pytest.fixture
-def fake_hf_endpoint(tiny_hub):
+@contextmanager
+def serve_as_hub(folder: Path) -> Iterator[tuple[str, type[FakeHubHandler]]]:
+    """The models of a LocalHub folder behind a stand-in Hub API: (endpoint, handler)."""
     handler = type("Handler", (FakeHubHandler,), {"requests_seen": []})
-    handler.models = {m.id: Path(m.source) for m in LocalHub(tiny_hub).list_models()}
+    handler.models = {m.id: Path(m.source) for m in LocalHub(folder).list_models()}
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_port}", handler
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def fake_hf_endpoint(tiny_hub):
+    with serve_as_hub(tiny_hub) as served:
+        yield served
 
 
 @pytest.fixture(params=["local", "huggingface"])
@@ -213,31 +228,42 @@ def test_front_matter_split():
     assert split_front_matter("# no front matter") == ({}, "# no front matter")
 
 
-def test_local_hub_reads_each_model_kind_from_its_folder_and_card(tmp_path):
+def make_kinds_folder(root: Path) -> None:
+    """One model of each kind a folder can hold, and a multi-label one whose card is silent."""
     from tests.fixtures.models import make_keyword_classifier, make_keyword_embedding_model
 
     keywords = {"negative": ["bad"], "positive": ["good"]}
     labels = ["negative", "neutral", "positive"]
-    make_keyword_embedding_model(tmp_path / "org__emb", labels, keywords, "neutral")
+    make_keyword_embedding_model(root / "org__emb", labels, keywords, "neutral")
     heads = ["toxic", "insult", "obscene"]
     decided = {"decision_labels": ["non-toxic", "toxic"]}
     make_keyword_classifier(
-        tmp_path / "org__multi", heads, {"toxic": ["bad"]}, "insult",
+        root / "org__multi", heads, {"toxic": ["bad"]}, "insult",
         problem_type="multi_label_classification", front_matter=decided,
     )  # fmt: skip
     make_keyword_classifier(
-        tmp_path / "org__multi-silent", heads, {"toxic": ["bad"]}, "insult",
+        root / "org__multi-silent", heads, {"toxic": ["bad"]}, "insult",
         problem_type="multi_label_classification",
     )  # fmt: skip
-    make_keyword_classifier(tmp_path / "org__plain", labels, keywords, "neutral")
-    hub = LocalHub(tmp_path)
-    found = {m.id: (m.kind, m.labels) for m in hub.list_models()}
-    assert found == {
-        # No id2label in its config: the head's labels, from config_setfit.json.
-        "org/emb": ("embedding-head", labels),
-        # Sigmoid heads whose card names its decisions: those are its labels.
-        "org/multi": ("multi-label", ["non-toxic", "toxic"]),
-        # A multi-label card that says nothing stays as it was (selection rejects it).
-        "org/multi-silent": ("sequence-classification", heads),
-        "org/plain": ("sequence-classification", labels),
-    }
+    make_keyword_classifier(root / "org__plain", labels, keywords, "neutral")
+
+
+KINDS_FOUND = {
+    # No id2label in its config: the head's labels, from config_setfit.json.
+    "org/emb": ("embedding-head", ["negative", "neutral", "positive"]),
+    # Sigmoid heads whose card names its decisions: those are its labels.
+    "org/multi": ("multi-label", ["non-toxic", "toxic"]),
+    # A multi-label card that says nothing stays as it was (selection rejects it).
+    "org/multi-silent": ("sequence-classification", ["toxic", "insult", "obscene"]),
+    "org/plain": ("sequence-classification", ["negative", "neutral", "positive"]),
+}
+
+
+def test_each_hub_reads_each_model_kind_from_its_files_and_card(tmp_path):
+    make_kinds_folder(tmp_path / "kinds")
+    local = LocalHub(tmp_path / "kinds")
+    assert {m.id: (m.kind, m.labels) for m in local.list_models()} == KINDS_FOUND
+    with serve_as_hub(tmp_path / "kinds") as (endpoint, _):
+        remote = HfHub(endpoint=endpoint, token=False, cache_dir=tmp_path / "hf-cache")
+        assert {m.id: (m.kind, m.labels) for m in remote.list_models()} == KINDS_FOUND
+        assert remote.model_info("org/emb").kind == "embedding-head"
