@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
 ENV_DEST = "AUTOANNOTATOR_DEMO_HUB"
 # Bump when specs, data or recipe change, so a cached catalog is rebuilt instead of reused.
-CATALOG_VERSION = 4
+CATALOG_VERSION = 5
 
 TASK_LABELS = {
     "sentiment": ["negative", "neutral", "positive"],
@@ -499,33 +499,9 @@ def _fit_embedding_head(spec: DemoModel, encoder_dir: Path, train: pd.DataFrame)
         save_file(arrays, str(model_dir / "model_head.safetensors"))
         config = {"labels": [str(c) for c in head.classes_], "normalize_embeddings": True}
         (model_dir / "config_setfit.json").write_text(json.dumps(config, indent=2), "utf-8")
-        _verify_embedding_head(model_dir, check, predict(check))
+        _verify_saved(model_dir, check, predict(check), spec.kind)
 
     return Fitted(predict, save)
-
-
-def _verify_embedding_head(model_dir: Path, texts: list[str], expected: list[str]) -> None:
-    """Reloaded from its files as its card says (mean pooling, unit length, p = sigmoid(e ·
-    coef + intercept)), the model must vote what it was scored with."""
-    import torch  # noqa: PLC0415 - torch: seconds to import, only here
-    from safetensors.torch import load_file  # noqa: PLC0415 - only the demo build needs it
-    from transformers import AutoModel, AutoTokenizer  # noqa: PLC0415 - torch: seconds to import, only here
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    encoder = AutoModel.from_pretrained(model_dir).eval()
-    head = load_file(str(model_dir / "model_head.safetensors"))
-    labels = json.loads((model_dir / "config_setfit.json").read_text("utf-8"))["labels"]
-    with torch.inference_mode():
-        inputs = tokenizer(
-            texts, truncation=True, max_length=256, padding=True, return_tensors="pt"
-        )
-        states = encoder(**inputs).last_hidden_state
-        keep = inputs["attention_mask"].unsqueeze(-1).float()
-        pooled = torch.nn.functional.normalize((states * keep).sum(1) / keep.sum(1), dim=-1)
-        positive = torch.sigmoid(pooled @ head["coef"][0] + head["intercept"][0]) >= 0.5
-    got = [labels[int(flag)] for flag in positive.tolist()]
-    if got != expected:
-        raise RuntimeError(f"{model_dir.name}: reloaded model disagrees with training-time scores")
 
 
 def _accuracy(predicted: Sequence[str], gold: Sequence[str]) -> float:
@@ -552,12 +528,32 @@ def committee_metrics(votes: Sequence[Sequence[str]], gold: Sequence[str]) -> di
     }
 
 
-def _verify_saved(model_dir: Path, texts: list[str], expected: list[str], kind: ModelKind) -> None:
-    """The saved model, loaded the ordinary way, must vote what the fast path scored."""
+def reload_votes(model_dir: Path, texts: list[str], kind: ModelKind) -> list[str]:
+    """A built demo model's task labels for texts, read from its saved files the way its card
+    says: the build checks them against the training-time votes, the tests against the card's
+    own usage snippet."""
     import torch  # noqa: PLC0415 - torch: seconds to import, only here
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: PLC0415 - torch: seconds to import, only here
+    from safetensors.torch import load_file  # noqa: PLC0415 - only the demo build needs it
+    from transformers import (  # noqa: PLC0415 - torch: seconds to import, only here
+        AutoModel,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if kind == ModelKind.EMBEDDING_HEAD:
+        encoder = AutoModel.from_pretrained(model_dir).eval()
+        head = load_file(str(model_dir / "model_head.safetensors"))
+        labels = json.loads((model_dir / "config_setfit.json").read_text("utf-8"))["labels"]
+        with torch.inference_mode():
+            inputs = tokenizer(
+                texts, truncation=True, max_length=256, padding=True, return_tensors="pt"
+            )
+            states = encoder(**inputs).last_hidden_state
+            keep = inputs["attention_mask"].unsqueeze(-1).float()
+            pooled = torch.nn.functional.normalize((states * keep).sum(1) / keep.sum(1), dim=-1)
+            positive = torch.sigmoid(pooled @ head["coef"][0] + head["intercept"][0]) >= 0.5
+        return [labels[int(flag)] for flag in positive.tolist()]
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
     with torch.inference_mode():
         inputs = tokenizer(
@@ -565,10 +561,13 @@ def _verify_saved(model_dir: Path, texts: list[str], expected: list[str], kind: 
         )
         logits = model(**inputs).logits
     if kind == ModelKind.MULTI_LABEL:
-        got = decide(torch.sigmoid(logits))
-    else:
-        got = [model.config.id2label[i] for i in logits.argmax(-1).tolist()]
-    if got != expected:
+        return decide(torch.sigmoid(logits))
+    return [model.config.id2label[i] for i in logits.argmax(-1).tolist()]
+
+
+def _verify_saved(model_dir: Path, texts: list[str], expected: list[str], kind: ModelKind) -> None:
+    """The saved model, loaded from its files alone, must vote what the fast path scored."""
+    if reload_votes(model_dir, texts, kind) != expected:
         raise RuntimeError(f"{model_dir.name}: reloaded model disagrees with training-time scores")
 
 
@@ -602,6 +601,22 @@ Load it with `AutoModelForSequenceClassification` and its tokenizer (max length
 `non-toxic`; as its score take the largest head probability for `toxic` and one minus it for
 `non-toxic`. The heads' names are not the decision labels: argmax over the heads is never a
 decision.
+
+```python
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{spec.id}")
+model = AutoModelForSequenceClassification.from_pretrained("{spec.id}").eval()
+texts = ["you are a stupid idiot", "thanks, have a nice day"]
+batch = tokenizer(texts, padding=True, truncation=True, max_length={MAX_LENGTH}, return_tensors="pt")
+with torch.inference_mode():
+    heads = torch.sigmoid(model(**batch).logits)  # one probability per text and head
+worst = heads.max(dim=-1).values  # the largest head probability of each text
+for text, p in zip(texts, worst.tolist()):
+    label, score = ("toxic", p) if p >= {DECISION_THRESHOLD} else ("non-toxic", 1 - p)
+    print(f"{{label}}\\t{{score:.3f}}\\t{{text}}")
+```
 """,
         )
     if spec.kind == ModelKind.EMBEDDING_HEAD:
@@ -625,6 +640,33 @@ decision.
 
 Files: the encoder (`config.json`, `model.safetensors`, tokenizer files, `modules.json`,
 `1_Pooling/`), `model_head.safetensors`, `config_setfit.json`.
+
+```python
+import json
+import os
+
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModel, AutoTokenizer
+
+folder = "{spec.id}"  # a local copy of this repository
+tokenizer = AutoTokenizer.from_pretrained(folder)
+encoder = AutoModel.from_pretrained(folder).eval()
+head = load_file(os.path.join(folder, "model_head.safetensors"))
+with open(os.path.join(folder, "config_setfit.json")) as f:
+    labels = json.load(f)["labels"]
+texts = ["you are a stupid idiot", "thanks, have a nice day"]
+batch = tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+with torch.inference_mode():
+    states = encoder(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    pooled = (states * mask).sum(1) / mask.sum(1)  # mean pooling
+    embeddings = torch.nn.functional.normalize(pooled, dim=-1)
+    p = torch.sigmoid(embeddings @ head["coef"][0] + head["intercept"][0])  # of labels[1]
+for text, p1 in zip(texts, p.tolist()):
+    label, score = (labels[1], p1) if p1 >= 0.5 else (labels[0], 1 - p1)
+    print(f"{{label}}\\t{{score:.3f}}\\t{{text}}")
+```
 """,
         )
     return (

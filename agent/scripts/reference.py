@@ -27,7 +27,7 @@ CONFIG_KEYS = (
     "num_hidden_layers", "max_position_embeddings",
 )  # fmt: skip
 MAX_FILES = 40
-CARD_CHARS = 1200
+CARD_CHARS = 2400
 JSON_CHARS = 600
 # The card's section on use: "## How to use", "## Usage", "## Intended use" ...
 USAGE_HEADING = re.compile(r"^#{1,4}\s*(how to use|usage|intended use|use)\b.*$", re.I | re.M)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
 
+from agent.domain import ModelKind
 from agent.hub import demo as demo_hub
 from agent.hub.demo import (
     DEMO_MODELS,
@@ -16,6 +20,7 @@ from agent.hub.demo import (
     committee_metrics,
     default_demo_hub_dir,
     demo_input,
+    reload_votes,
 )
 from agent.hub.local import LocalHub
 from agent.hub.protocol import split_front_matter
@@ -202,3 +207,23 @@ def test_the_annotate_template_fails_the_new_kinds_probe_saying_why(new_kinds_ca
         assert caught.value.stage == stage and reason in caught.value.reason
         assert f"cannot run a model of kind {kind}: " in caught.value.reason
         assert expected[kind] in caught.value.reason
+
+
+@pytest.mark.parametrize("model_id", list(NEW_KINDS))
+def test_the_new_kinds_cards_show_code_that_labels_as_the_model_does(new_kinds_catalog, model_id):
+    """The card's usage snippet is what an LLM adapts into a script for the model, so it must
+    be right: run on the folder, it gives the labels the build checked against training."""
+    folder = new_kinds_catalog / model_id.replace("/", "__")
+    _, body = split_front_matter((folder / "README.md").read_text())
+    (snippet,) = re.findall(r"```python\n(.*?)```", body, re.S)
+    assert f'"{model_id}"' in snippet  # named as on a hub; run here on the local folder
+    ran = subprocess.run(
+        [sys.executable, "-c", snippet.replace(f'"{model_id}"', repr(str(folder)))],
+        capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    lines = [line.split("\t") for line in ran.stdout.splitlines()]
+    texts = [text for _, _, text in lines]
+    assert len(texts) == 2
+    assert all(0.5 <= float(score) <= 1 for _, score, _ in lines)
+    kind = ModelKind(NEW_KINDS[model_id])
+    assert [label for label, _, _ in lines] == reload_votes(folder, texts, kind)

@@ -705,6 +705,33 @@ def test_the_harness_runs_the_template_section_like_the_template(run):
     assert votes["probs"].map(lambda p: abs(sum(p.values()) - 1) < 1e-4).all()
 
 
+@pytest.mark.parametrize(
+    ("ending", "said"),
+    [
+        # Seen from the bundled 1.5B model: the card's example code printed its answers.
+        (
+            "    for row in probs.tolist():\n        print(row)\n",
+            ("returned NoneType, not a list", "one dict per text", "do not print it"),
+        ),
+        (
+            "    return [max(row) for row in probs.tolist()]\n",
+            ("answer for a text is float", "not a dict", "must map every one of LABELS"),
+        ),
+    ],
+)
+def test_a_section_that_answers_in_another_shape_is_told_what_shape_is_due(run, ending, said):
+    """The harness names what predict_proba gave and what it must give, so a retry can act."""
+    store, task, models = run
+    (model,) = [m for m in models if m.slug == "org__kw"]
+    plain = render_template("annotate_section")
+    section = plain[: plain.index("    id2label = ")] + ending
+    probe, workdir = probe_sections(store, task, model, {"shaped": section})
+    with pytest.raises(verify.Rejected) as rejected:
+        probe(workdir / "shaped.py", "shaped")
+    assert rejected.value.stage == "run"
+    assert all(part in rejected.value.reason for part in said), rejected.value.reason
+
+
 @pytest.mark.parametrize("trusted", ["true", "flipped"])
 def test_the_finetune_template_learns_from_each_row_by_its_weight(tmp_path, trusted):
     """The same texts labelled both ways, one side weighted 1 and the other 0: the fine-tuned
