@@ -72,14 +72,18 @@ def cache_key(
     messages: Sequence[BaseMessage],
     max_tokens: int | None,
     top_logprobs: int | None = None,
+    temperature: float | None = None,
 ) -> str:
     payload: dict = {
         "model": model,
         "max_tokens": max_tokens,
         "messages": [[message.type, message.content] for message in messages],
     }
-    if top_logprobs is not None:  # absent otherwise, so the keys of plain answers stay as they were
+    # Each absent unless asked for, so the keys of plain answers stay as they were.
+    if top_logprobs is not None:
         payload["top_logprobs"] = top_logprobs
+    if temperature is not None:
+        payload["temperature"] = temperature
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
 
 
@@ -229,9 +233,14 @@ class LLMClient:
         purpose: str,
         max_tokens: int | None = None,
         cache: AnswerCache | None = None,
+        temperature: float | None = None,
     ) -> str:
-        """The answer to `messages`, from `cache` (default: the run's) when it holds one."""
-        return self.complete_scored(messages, purpose, max_tokens, cache=cache).text
+        """The answer to `messages`, from `cache` (default: the run's) when it holds one;
+        `temperature` replaces the endpoint's own for this request (a cached answer is kept
+        per temperature)."""
+        return self.complete_scored(
+            messages, purpose, max_tokens, cache=cache, temperature=temperature
+        ).text
 
     def complete_scored(
         self,
@@ -240,12 +249,13 @@ class LLMClient:
         max_tokens: int | None = None,
         top_logprobs: int | None = None,
         cache: AnswerCache | None = None,
+        temperature: float | None = None,
     ) -> Completion:
         """The answer, with each generated token's `top_logprobs` most likely tokens when that is
         asked for and the endpoint returns them (cached together, under their own key), from
         `cache` (default: the run's) when it holds one."""
         cache = cache or self.cache
-        key = cache_key(self.model, messages, max_tokens, top_logprobs)
+        key = cache_key(self.model, messages, max_tokens, top_logprobs, temperature)
         # One request per distinct prompt even when reviewer threads ask for it at once: the
         # second waits for the first's answer and takes it from the cache.
         with self._lock:
@@ -263,7 +273,9 @@ class LLMClient:
                         f"LLM budget spent: {budget.calls} calls, ${budget.cost_usd:.4f}"
                     )
             try:
-                completion, tokens, latency_s = self._call(messages, max_tokens, top_logprobs)
+                completion, tokens, latency_s = self._call(
+                    messages, max_tokens, top_logprobs, temperature
+                )
             except BaseException:
                 self._release([reserved])
                 raise
@@ -350,10 +362,16 @@ class LLMClient:
                     self.budget.release(expected)
 
     def _call(
-        self, messages: Sequence[BaseMessage], max_tokens: int | None, top_logprobs: int | None
+        self,
+        messages: Sequence[BaseMessage],
+        max_tokens: int | None,
+        top_logprobs: int | None,
+        temperature: float | None,
     ) -> tuple[Completion, tuple[int, int], float]:
         """(answer, (tokens in, tokens out), seconds) of one request to the endpoint."""
         options: dict = {} if max_tokens is None else {"max_tokens": max_tokens}
+        if temperature is not None:
+            options["temperature"] = temperature
         if top_logprobs is not None:
             options.update(logprobs=True, top_logprobs=top_logprobs)
             if self.stream_logprobs:

@@ -391,13 +391,22 @@ def check_peers(votes: pd.Series, peers: Sequence[pd.Series]) -> float | None:
         return None
     kappa = float(cohen_kappa_score(votes.astype(str), plurality.astype(str)))
     if not kappa >= MIN_PEER_KAPPA:
+        # The counts show a writer what kappa alone hides: one label for every row (seen: a
+        # 1.5B model's section that always said non-toxic), or the labels swapped.
         raise Rejected(
             "peers",
             f"its labels agree with the plurality of the members whose scripts passed at "
-            f"Cohen's kappa {kappa:.2f} on {len(votes)} probe rows, below {MIN_PEER_KAPPA}: it "
+            f"Cohen's kappa {kappa:.2f} on {len(votes)} probe rows, below {MIN_PEER_KAPPA} "
+            f"(its labels: {_label_counts(votes)}; theirs: {_label_counts(plurality)}): it "
             "does not read the model the way its card says",
         )
     return kappa
+
+
+def _label_counts(labels: pd.Series) -> str:
+    """How often each label was given, by label: "non-toxic 41, toxic 23"."""
+    counts = labels.astype(str).value_counts().sort_index()
+    return ", ".join(f"{label} {count}" for label, count in counts.items())
 
 
 def save_result(result: Result, path: Path) -> None:

@@ -7,6 +7,7 @@ import shutil
 import pandas as pd
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from pydantic import Field
 
 from agent.domain import CodegenPlanned, CommitteeMember
 from agent.errors import ScriptUnavailable, StepFailed
@@ -16,6 +17,7 @@ from agent.prompting import load_prompt, render_template
 from agent.scripts import scriptcache, verify
 from agent.scripts.codegen import (
     ANNOTATE_PROBE_ROWS,
+    RESAMPLE_TEMPERATURE,
     ROLES,
     VERIFIERS,
     extract_code,
@@ -259,6 +261,16 @@ def fake_llm(tmp_path, answers):
     )
 
 
+class RecordingChat(FakeListChatModel):
+    """FakeListChatModel that keeps each request's options (max_tokens, temperature)."""
+
+    options: list[dict] = Field(default_factory=list)
+
+    def _call(self, messages, stop=None, run_manager=None, **kwargs):
+        self.options.append(kwargs)
+        return super()._call(messages, stop, run_manager, **kwargs)
+
+
 def fenced(code):
     return f"Here is the script:\n```python\n{code}```\n"
 
@@ -363,20 +375,27 @@ def test_a_prompt_past_the_llms_context_falls_back_to_the_template(run, tmp_path
     assert sandbox.scripts == []
 
 
-def test_a_repair_that_repeats_the_rejected_script_stops_the_loop_without_rerunning(run, tmp_path):
+def test_a_repair_that_repeats_the_rejected_script_is_asked_again_hotter_never_rerun(run, tmp_path):
     store, task, models = run
     sandbox = SpySandbox()
     broken = "import pandas.pandas_typo_module\n" + render("annotate", "org/kw", task)
-    llm = fake_llm(tmp_path, [fenced(broken)])  # the same answer to every request
+    chat = RecordingChat(responses=[fenced(broken)])  # the same answer to every request
+    llm = LLMClient(chat, "fake", tmp_path / "cache.sqlite", tmp_path / "ledger.jsonl")
     manifest = generate(store, task, models, ["annotate"], llm, sandbox)
 
     origin, status = statuses(manifest)["annotate"]
     assert origin == "template"
-    assert status.startswith("template-fallback: 2 attempt(s) rejected, last at run:")
+    assert status.startswith("template-fallback: 3 attempt(s) rejected, last at run:")
     assert "the same script as attempt 1; not run again" in status
-    assert sandbox.scripts.count("attempt-1.py") == 1 and "attempt-2.py" not in sandbox.scripts
-    assert not (store.scripts_dir / "annotate" / "attempt-3.prompt.md").exists()
-    assert len(llm.ledger.path.read_text().splitlines()) == 2
+    assert sandbox.scripts.count("attempt-1.py") == 1
+    assert "attempt-2.py" not in sandbox.scripts and "attempt-3.py" not in sandbox.scripts
+    workdir = store.scripts_dir / "annotate"
+    # The repeat is asked for again with the same request, sampled hotter; then it stops.
+    assert (workdir / "attempt-3.prompt.md").read_text() == (
+        workdir / "attempt-2.prompt.md"
+    ).read_text()
+    assert [kw.get("temperature") for kw in chat.options] == [None, None, RESAMPLE_TEMPERATURE]
+    assert len(llm.ledger.path.read_text().splitlines()) == 3
 
 
 def test_a_script_that_opens_a_socket_never_reaches_the_sandbox(run, tmp_path):
@@ -642,7 +661,8 @@ def test_a_models_request_gives_its_folders_facts_and_a_worked_example(run, embe
     # task's labels, not the plain classifier's section (a small model copies that).
     section = render_template("annotate_section").strip()
     assert "No section has passed for a embedding-head model yet" in text
-    assert '{ "negative": ..., "neutral": ..., "positive": ... }' in text
+    for label in KEYWORD_LABELS:  # each label's probability set by name, in the section
+        assert f'probability["{label}"] = ...  # the probability that text i is {label}' in text
     assert section not in text and request.example == section
     # Kept beside the attempts, the harness around it: what `scripts show --diff` compares
     # the answer with; an answer is assembled into the same harness.

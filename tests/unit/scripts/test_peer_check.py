@@ -61,3 +61,12 @@ def test_votes_and_peers_are_matched_by_row_id_not_position(truth):
     peer = series(truth)
     shuffled = peer.sample(frac=1, random_state=0)
     assert check_peers(series(truth), [shuffled]) == pytest.approx(1.0)
+
+
+def test_the_rejection_counts_each_label_on_both_sides(truth):
+    """A section that says one label for every row is told so, not only its kappa."""
+    peers = [series(truth)] * 3
+    with pytest.raises(Rejected) as rejected:
+        check_peers(series(np.full(len(truth), LABELS[0])), peers)
+    theirs = ", ".join(f"{label} {(truth == label).sum()}" for label in LABELS)
+    assert f"(its labels: non-toxic {len(truth)}; theirs: {theirs})" in rejected.value.reason
