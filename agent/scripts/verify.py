@@ -391,14 +391,16 @@ def check_peers(votes: pd.Series, peers: Sequence[pd.Series]) -> float | None:
         return None
     kappa = float(cohen_kappa_score(votes.astype(str), plurality.astype(str)))
     if not kappa >= MIN_PEER_KAPPA:
-        # The counts show a writer what kappa alone hides: one label for every row (seen: a
-        # 1.5B model's section that always said non-toxic), or the labels swapped.
+        # The counts and the disagreements show a writer what kappa alone hides: one label
+        # for every row (seen: a 1.5B model's section that always said non-toxic), or each
+        # label given the other's probability (seen: kappa -0.80).
         raise Rejected(
             "peers",
             f"its labels agree with the plurality of the members whose scripts passed at "
             f"Cohen's kappa {kappa:.2f} on {len(votes)} probe rows, below {MIN_PEER_KAPPA} "
-            f"(its labels: {_label_counts(votes)}; theirs: {_label_counts(plurality)}): it "
-            "does not read the model the way its card says",
+            f"(its labels: {_label_counts(votes)}; theirs: {_label_counts(plurality)}; "
+            f"{_disagreements(votes.astype(str), plurality.astype(str))}): it does not read "
+            "the model the way its card says",
         )
     return kappa
 
@@ -407,6 +409,19 @@ def _label_counts(labels: pd.Series) -> str:
     """How often each label was given, by label: "non-toxic 41, toxic 23"."""
     counts = labels.astype(str).value_counts().sort_index()
     return ", ".join(f"{label} {count}" for label, count in counts.items())
+
+
+def _disagreements(votes: pd.Series, plurality: pd.Series, most: int = 3) -> str:
+    """The rows where the two differ, most frequent pairs first: "it says toxic where they
+    say non-toxic on 33 rows, ..."."""
+    differ = votes != plurality
+    pairs = pd.crosstab(votes[differ], plurality[differ]).stack().sort_values(ascending=False)
+    said = [
+        f"it says {ours} where they say {theirs} on {count} rows"
+        for (ours, theirs), count in pairs.head(most).items()
+        if count
+    ]
+    return ", ".join(said) or "no row differs"
 
 
 def save_result(result: Result, path: Path) -> None:

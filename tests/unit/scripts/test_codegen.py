@@ -657,12 +657,11 @@ def test_a_models_request_gives_its_folders_facts_and_a_worked_example(run, embe
     ):
         assert fact in text, fact  # fmt: skip
     assert "<card>\n## How to use" in text
-    # No section of its kind has passed: the request shows the section's shape with the
-    # task's labels, not the plain classifier's section (a small model copies that).
+    # No section of its kind has passed: the request shows the section's shape (a label and
+    # its score per text), not the plain classifier's section (a small model copies that).
     section = render_template("annotate_section").strip()
     assert "No section has passed for a embedding-head model yet" in text
-    for label in KEYWORD_LABELS:  # each label's probability set by name, in the section
-        assert f'probability["{label}"] = ...  # the probability that text i is {label}' in text
+    assert 'answers.append({"label": label, "score": score})' in text
     assert section not in text and request.example == section
     # Kept beside the attempts, the harness around it: what `scripts show --diff` compares
     # the answer with; an answer is assembled into the same harness.
@@ -725,17 +724,41 @@ def test_the_harness_runs_the_template_section_like_the_template(run):
     assert votes["probs"].map(lambda p: abs(sum(p.values()) - 1) < 1e-4).all()
 
 
+def test_a_section_may_answer_as_a_pipeline_does_with_a_label_and_its_score(run):
+    """{"label", "score"} per text, the shape a card's code usually prints, labels the probe
+    as the template does; the other labels share the rest of the probability."""
+    store, task, models = run
+    (model,) = [m for m in models if m.slug == "org__kw"]
+    plain = render_template("annotate_section")
+    section = plain[: plain.index("    id2label = ")] + (
+        "    top = probs.max(dim=-1)\n"
+        "    names = [model.config.id2label[k] for k in top.indices.tolist()]\n"
+        '    return [{"label": n, "score": s} for n, s in zip(names, top.values.tolist())]\n'
+    )
+    probe, workdir = probe_sections(store, task, model, {"pipeline": section})
+    probe(workdir / "pipeline.py", "pipeline")  # raises Rejected unless it labels as the template
+    votes = pd.read_parquet(store.scripts_dir / "annotate" / "probe" / "pipeline.org__kw.parquet")
+    for label, score, probs in zip(votes["label"], votes["score"], votes["probs"], strict=True):
+        assert probs[label] == pytest.approx(score)
+        assert sum(probs.values()) == pytest.approx(1.0)
+        assert all(p == pytest.approx((1 - score) / 2) for k, p in probs.items() if k != label)
+
+
 @pytest.mark.parametrize(
     ("ending", "said"),
     [
         # Seen from the bundled 1.5B model: the card's example code printed its answers.
         (
             "    for row in probs.tolist():\n        print(row)\n",
-            ("returned NoneType, not a list", "one dict per text", "do not print it"),
+            ("returned NoneType, not a list", "one answer per text", "do not print it"),
         ),
         (
             "    return [max(row) for row in probs.tolist()]\n",
-            ("answer for a text is float", "not a dict", "must map every one of LABELS"),
+            ("answer for a text is float", "not a dict", '"label": one of LABELS'),
+        ),
+        (
+            '    return [{"label": "nope", "score": max(row)} for row in probs.tolist()]\n',
+            ("label 'nope' is not one of LABELS",),
         ),
     ],
 )

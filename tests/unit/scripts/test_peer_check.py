@@ -69,4 +69,16 @@ def test_the_rejection_counts_each_label_on_both_sides(truth):
     with pytest.raises(Rejected) as rejected:
         check_peers(series(np.full(len(truth), LABELS[0])), peers)
     theirs = ", ".join(f"{label} {(truth == label).sum()}" for label in LABELS)
-    assert f"(its labels: non-toxic {len(truth)}; theirs: {theirs})" in rejected.value.reason
+    assert f"(its labels: non-toxic {len(truth)}; theirs: {theirs}; " in rejected.value.reason
+
+
+def test_a_model_read_the_other_way_round_is_told_which_labels_it_swapped(truth):
+    peers = [series(truth)] * 3
+    with pytest.raises(Rejected) as rejected:
+        check_peers(series(noisy(truth, 1.0, 0)), peers)
+    toxic, non_toxic = (truth == "toxic").sum(), (truth == "non-toxic").sum()
+    said = {
+        f"it says non-toxic where they say toxic on {toxic} rows",
+        f"it says toxic where they say non-toxic on {non_toxic} rows",
+    }
+    assert all(part in rejected.value.reason for part in said), rejected.value.reason
