@@ -103,7 +103,10 @@ def prepare_run(root: Path, models: list[CommitteeMember], rows: int) -> tuple[R
     store = RunStore.create(root, task, frame)
     write_json({"models": [m.to_dict() for m in models]}, store.models_path)
     for model in models:
-        shutil.copytree(model.source, store.model_dir(model.slug, 0))
+        # As a run's deploy leaves it: the files the scripts need, not the card.
+        shutil.copytree(
+            model.source, store.model_dir(model.slug, 0), ignore=shutil.ignore_patterns("README.md")
+        )
     for peer in models[1:]:
         codegen.VERIFIERS["annotate"](
             store, task, [peer], LocalSandbox(), "cpu", Limits(timeout_s=600, threads=1)

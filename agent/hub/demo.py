@@ -649,7 +649,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer
 
-folder = "{spec.id}"  # a local copy of this repository
+folder = "{spec.id}"  # this model's files
 tokenizer = AutoTokenizer.from_pretrained(folder)
 encoder = AutoModel.from_pretrained(folder).eval()
 head = load_file(os.path.join(folder, "model_head.safetensors"))

@@ -272,8 +272,9 @@ def model_request(
     the parts that were right. The worked example is then a section, and the reference kept as
     `workdir`/reference.py (what `scripts show --diff` compares with) the harness around it."""
     templates = load_prompt(role)
-    folder = local_source(model.source) if role == "deploy" else store.model_dir(model.slug, 0)
-    facts = reference.model_facts(folder, model)
+    source = local_source(model.source)
+    folder = source if role == "deploy" else store.model_dir(model.slug, 0)
+    facts = reference.model_facts(folder, model, card=source / "README.md")
     if role == "annotate":
         assemble = _in_harness(model, task)
         template, part = render_template("annotate_section"), reference.model_section

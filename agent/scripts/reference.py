@@ -84,8 +84,10 @@ def card_usage(card: str) -> str:
     return section.strip()[:CARD_CHARS]
 
 
-def model_facts(model_dir: Path, model: CommitteeMember) -> ModelFacts:
-    """The facts of the folder a script will be given as --model (or deploy's --source)."""
+def model_facts(model_dir: Path, model: CommitteeMember, card: Path | None = None) -> ModelFacts:
+    """The facts of the folder a script will be given as --model (or deploy's --source), with
+    the usage section of `card` (default: the folder's README.md): a deployed copy holds what
+    the scripts need, not the card, so a run passes the hub's."""
     # The card is quoted below; the prompt has to fit a small local model's context.
     paths = sorted(p for p in model_dir.rglob("*") if p.is_file() and p.name != "README.md")
     files = [f"{p.relative_to(model_dir).as_posix()} ({_size(p.stat().st_size)})" for p in paths]
@@ -100,7 +102,7 @@ def model_facts(model_dir: Path, model: CommitteeMember) -> ModelFacts:
     }
     id2label = config.get("id2label") if isinstance(config, dict) else None
     outputs = [str(name) for name in id2label.values()] if isinstance(id2label, dict) else []
-    card = model_dir / "README.md"
+    card = card or model_dir / "README.md"
     usage = card_usage(card.read_text(encoding="utf-8", errors="replace")) if card.is_file() else ""
     return ModelFacts(
         files=files[:MAX_FILES]

@@ -642,7 +642,11 @@ def test_a_models_request_gives_its_folders_facts_and_a_worked_example(run, embe
         "org/emb", "org__emb", str(embedding_model), KEYWORD_LABELS,
         record={"kind": "embedding-head"},
     )  # fmt: skip
-    shutil.copytree(embedding_model, store.model_dir("org__emb", 0))
+    # Deployed without its card (a deploy copies what the scripts need): the hub's is quoted.
+    deployed = shutil.copytree(
+        embedding_model, store.model_dir("org__emb", 0), ignore=shutil.ignore_patterns("README.md")
+    )
+    assert not (deployed / "README.md").exists()
     workdir = store.scripts_dir / "annotate" / "org__emb"
     request = model_request(store, task, "annotate", emb, {"scripts": []}, workdir)
     text = request.messages[-1].content
