@@ -84,14 +84,20 @@ def render(role: str, model_id: str, task: TaskSpec) -> str:
     )
 
 
+def source_dir(source: str) -> Path:
+    """Where the model's files are on this host: the source itself, else where local_source
+    downloads a hub id to (per-user cache)."""
+    if Path(source).is_dir():
+        return Path(source)
+    return Path(platformdirs.user_cache_dir("autoannotator")) / "models" / source.replace("/", "__")
+
+
 def local_source(source: str) -> Path:
     """The model as a local folder: the source itself, or the host's download of a hub id
     (per-user cache), so a deploy script never needs the sandbox's network."""
-    if Path(source).is_dir():
-        return Path(source)
-    target = (
-        Path(platformdirs.user_cache_dir("autoannotator")) / "models" / source.replace("/", "__")
-    )
+    target = source_dir(source)
+    if target == Path(source):
+        return target
     try:
         return Path(snapshot_download(source, local_dir=target))
     except (HfHubHTTPError, OSError) as err:
@@ -272,9 +278,9 @@ def model_request(
     the parts that were right. The worked example is then a section, and the reference kept as
     `workdir`/reference.py (what `scripts show --diff` compares with) the harness around it."""
     templates = load_prompt(role)
-    source = local_source(model.source)
-    folder = source if role == "deploy" else store.model_dir(model.slug, 0)
-    facts = reference.model_facts(folder, model, card=source / "README.md")
+    folder = local_source(model.source) if role == "deploy" else store.model_dir(model.slug, 0)
+    # The hub's card: its files are on this host since the deploy (no download here).
+    facts = reference.model_facts(folder, model, card=source_dir(model.source) / "README.md")
     if role == "annotate":
         assemble = _in_harness(model, task)
         template, part = render_template("annotate_section"), reference.model_section

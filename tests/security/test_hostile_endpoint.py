@@ -242,7 +242,9 @@ def test_exit_0_without_usable_votes_goes_back_for_repair(run, tmp_path, action,
     assert entry["origin"] == "template"
     first = verdicts(run[0], "annotate")[0]
     assert first["stage"] == "contract" and reason in first["reason"]
-    assert len(endpoint.prompts) == 2 and reason in endpoint.prompts[1]  # the repair request
+    # The repair request, then (its answer the same rejected script) that request once more.
+    assert len(endpoint.prompts) == 3 and reason in endpoint.prompts[1]
+    assert endpoint.prompts[2] == endpoint.prompts[1]
 
 
 # --- codegen: the finetune probe -----------------------------------------------------------------
@@ -258,8 +260,9 @@ def test_a_linked_metrics_json_puts_no_host_content_in_the_repair_prompt(run, tm
     entry, endpoint = let_write(run, "finetune", code, tmp_path)
 
     assert entry["origin"] == "template"
-    assert len(endpoint.prompts) == 2
-    assert "sk-HOST-SECRET-42" not in endpoint.prompts[1]
+    # The request, the repair, and (its answer the same rejected script) the repair once more.
+    assert len(endpoint.prompts) == 3
+    assert not any("sk-HOST-SECRET-42" in prompt for prompt in endpoint.prompts)
     assert "metrics.json is a symlink" in endpoint.prompts[1]
     assert not any("sk-HOST-SECRET" in p.read_text() for p in run[0].root.rglob("*.md"))
 
