@@ -86,7 +86,7 @@ def card_usage(card: str) -> str:
 
 def model_facts(model_dir: Path, model: CommitteeMember, card: Path | None = None) -> ModelFacts:
     """The facts of the folder a script will be given as --model (or deploy's --source), with
-    the usage section of `card` (default: the folder's README.md): a deployed copy holds what
+    the usage section of `card`, else of the folder's README.md: a deployed copy holds what
     the scripts need, not the card, so a run passes the hub's."""
     # The card is quoted below; the prompt has to fit a small local model's context.
     paths = sorted(p for p in model_dir.rglob("*") if p.is_file() and p.name != "README.md")
@@ -102,8 +102,8 @@ def model_facts(model_dir: Path, model: CommitteeMember, card: Path | None = Non
     }
     id2label = config.get("id2label") if isinstance(config, dict) else None
     outputs = [str(name) for name in id2label.values()] if isinstance(id2label, dict) else []
-    card = card or model_dir / "README.md"
-    usage = card_usage(card.read_text(encoding="utf-8", errors="replace")) if card.is_file() else ""
+    cards = [path for path in (card, model_dir / "README.md") if path and path.is_file()]
+    usage = card_usage(cards[0].read_text(encoding="utf-8", errors="replace")) if cards else ""
     return ModelFacts(
         files=files[:MAX_FILES]
         + ([f"... {len(files) - MAX_FILES} more"] if len(files) > MAX_FILES else []),
