@@ -389,7 +389,8 @@ def check_peers(votes: pd.Series, peers: Sequence[pd.Series]) -> float | None:
     plurality = pd.concat(peers, axis=1).reindex(votes.index).mode(axis=1)[0]
     if plurality.nunique() < 2:
         return None
-    kappa = float(cohen_kappa_score(votes.astype(str), plurality.astype(str)))
+    ours, theirs = votes.astype(str), plurality.astype(str)
+    kappa = float(cohen_kappa_score(ours, theirs))
     if not kappa >= MIN_PEER_KAPPA:
         # The counts and the disagreements show a writer what kappa alone hides: one label
         # for every row (seen: a 1.5B model's section that always said non-toxic), or each
@@ -398,16 +399,15 @@ def check_peers(votes: pd.Series, peers: Sequence[pd.Series]) -> float | None:
             "peers",
             f"its labels agree with the plurality of the members whose scripts passed at "
             f"Cohen's kappa {kappa:.2f} on {len(votes)} probe rows, below {MIN_PEER_KAPPA} "
-            f"(its labels: {_label_counts(votes)}; theirs: {_label_counts(plurality)}; "
-            f"{_disagreements(votes.astype(str), plurality.astype(str))}): it does not read "
-            "the model the way its card says",
+            f"(its labels: {_label_counts(ours)}; theirs: {_label_counts(theirs)}; "
+            f"{_disagreements(ours, theirs)}): it does not read the model the way its card says",
         )
     return kappa
 
 
 def _label_counts(labels: pd.Series) -> str:
     """How often each label was given, by label: "non-toxic 41, toxic 23"."""
-    counts = labels.astype(str).value_counts().sort_index()
+    counts = labels.value_counts().sort_index()
     return ", ".join(f"{label} {count}" for label, count in counts.items())
 
 
