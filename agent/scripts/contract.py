@@ -40,9 +40,11 @@ from agent.errors import Rejected, StepFailed
 from agent.task import TaskSpec
 from sandbox.outputs import UnsafeOutput, inspect_outputs, read_bytes_bounded
 
-# The contract's version: bump it when an argument or an output above changes, so scripts
-# written to an older contract (agent.scripts.scriptcache) are not offered again.
-CONTRACT_VERSION = 3
+# The contract's version: bump it when an argument or an output above changes, or the shape
+# of an annotate script's model section (templates/annotate_harness.py.j2: 4, load_model
+# returns predict_proba), so scripts written to an older contract (agent.scripts.scriptcache)
+# are neither offered again nor shown as worked examples.
+CONTRACT_VERSION = 4
 # An annotate output's columns the host keeps (probs optional).
 VOTE_COLUMNS = ("id", "label", "score", "probs")
 # What one step may leave in its output directory. Votes are a few columns per input row; a

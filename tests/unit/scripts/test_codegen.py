@@ -563,7 +563,7 @@ def test_a_script_the_llm_wrote_serves_the_next_run_on_a_model_of_its_kind(
     ]
     # The annotate answer is a model section: its size is the example section's.
     assert "the template failed its probe" in plans[1].why
-    assert plans[1].expected_tokens == approx_tokens(render_template("annotate_section"))
+    assert plans[1].expected_tokens == approx_tokens(render_template("annotate_section").strip())
     # The fake ledger measured the first answer's speed, so the second plan has one.
     assert plans[0].tokens_per_s is None or plans[0].tokens_per_s > 0
     for role in ("deploy", "annotate"):
@@ -682,7 +682,7 @@ def test_a_models_request_gives_its_folders_facts_and_a_worked_example(run, embe
     assert "```python\nBROKEN_SECTION_TEXT\n```" in body and "Here it is" not in body
     assert "rejected at the contract stage" in body
     assert "Why: labels outside the model's" in body
-    assert "The requirement it broke: predict_proba(loaded, texts, args) returns" in body
+    assert "The requirement it broke: predict_proba(texts), the function load_model" in body
     assert "Trace" in body
 
     # The section of a script that passed for another model of the same kind is the better
@@ -728,16 +728,23 @@ def test_the_harness_runs_the_template_section_like_the_template(run):
     assert votes["probs"].map(lambda p: abs(sum(p.values()) - 1) < 1e-4).all()
 
 
+def template_section_ending_with(ending: str) -> str:
+    """The plain classifier's section with its predict_proba's answer replaced by `ending`
+    (code indented as predict_proba's body, after `probs` is computed)."""
+    plain = render_template("annotate_section")
+    head = plain[: plain.index("        return [{id2label")]
+    return head + ending + "\n    return predict_proba\n"
+
+
 def test_a_section_may_answer_as_a_pipeline_does_with_a_label_and_its_score(run):
     """{"label", "score"} per text, the shape a card's code usually prints, labels the probe
     as the template does; the other labels share the rest of the probability."""
     store, task, models = run
     (model,) = [m for m in models if m.slug == "org__kw"]
-    plain = render_template("annotate_section")
-    section = plain[: plain.index("    id2label = ")] + (
-        "    top = probs.max(dim=-1)\n"
-        "    names = [model.config.id2label[k] for k in top.indices.tolist()]\n"
-        '    return [{"label": n, "score": s} for n, s in zip(names, top.values.tolist())]\n'
+    section = template_section_ending_with(
+        "        top = probs.max(dim=-1)\n"
+        "        names = [id2label[k] for k in top.indices.tolist()]\n"
+        '        return [{"label": n, "score": s} for n, s in zip(names, top.values.tolist())]\n'
     )
     probe, workdir = probe_sections(store, task, model, {"pipeline": section})
     probe(workdir / "pipeline.py", "pipeline")  # raises Rejected unless it labels as the template
@@ -753,15 +760,15 @@ def test_a_section_may_answer_as_a_pipeline_does_with_a_label_and_its_score(run)
     [
         # Seen from the bundled 1.5B model: the card's example code printed its answers.
         (
-            "    for row in probs.tolist():\n        print(row)\n",
+            "        for row in probs.tolist():\n            print(row)\n",
             ("returned NoneType, not a list", "one answer per text", "do not print it"),
         ),
         (
-            "    return [max(row) for row in probs.tolist()]\n",
+            "        return [max(row) for row in probs.tolist()]\n",
             ("answer for a text is float", "not a dict", '"label": one of LABELS'),
         ),
         (
-            '    return [{"label": "nope", "score": max(row)} for row in probs.tolist()]\n',
+            '        return [{"label": "nope", "score": max(row)} for row in probs.tolist()]\n',
             ("label 'nope' is not one of LABELS",),
         ),
     ],
@@ -770,13 +777,27 @@ def test_a_section_that_answers_in_another_shape_is_told_what_shape_is_due(run, 
     """The harness names what predict_proba gave and what it must give, so a retry can act."""
     store, task, models = run
     (model,) = [m for m in models if m.slug == "org__kw"]
-    plain = render_template("annotate_section")
-    section = plain[: plain.index("    id2label = ")] + ending
+    section = template_section_ending_with(ending)
     probe, workdir = probe_sections(store, task, model, {"shaped": section})
     with pytest.raises(verify.Rejected) as rejected:
         probe(workdir / "shaped.py", "shaped")
     assert rejected.value.stage == "run"
     assert all(part in rejected.value.reason for part in said), rejected.value.reason
+
+
+def test_a_section_whose_load_model_returns_no_function_is_told_to_return_predict_proba(run):
+    """The older shape (load_model returns what it loaded) is named at run, not crashed on."""
+    store, task, models = run
+    (model,) = [m for m in models if m.slug == "org__kw"]
+    plain = render_template("annotate_section")
+    section = plain.replace("    return predict_proba\n", "    return tokenizer, model\n")
+    assert section != plain
+    probe, workdir = probe_sections(store, task, model, {"tuple": section})
+    with pytest.raises(verify.Rejected) as rejected:
+        probe(workdir / "tuple.py", "tuple")
+    assert rejected.value.stage == "run"
+    assert "load_model returned tuple, not a function" in rejected.value.reason
+    assert "return predict_proba" in rejected.value.reason
 
 
 @pytest.mark.parametrize("trusted", ["true", "flipped"])
@@ -822,14 +843,14 @@ RANDOM_HEAD_SECTION = """\
 def load_model(args):
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=len(LABELS))
-    return tokenizer, model.eval()
+    model.eval()
 
+    def predict_proba(texts):
+        batch = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+        probs = torch.softmax(model(**batch).logits, dim=-1).tolist()
+        return [dict(zip(LABELS, row)) for row in probs]
 
-def predict_proba(loaded, texts, args):
-    tokenizer, model = loaded
-    batch = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
-    probs = torch.softmax(model(**batch).logits, dim=-1).tolist()
-    return [dict(zip(LABELS, row)) for row in probs]
+    return predict_proba
 """
 
 
