@@ -11,10 +11,12 @@ from rich.table import Table
 
 from agent.cli.common import UNCONFINED_HINT, fail, out, unconfined_by_surprise
 from agent.cli.options import DeviceOption, SandboxOption, open_sandbox
+from agent.domain import ModelKind
 from agent.errors import Rejected, StepFailed, UserError
 from agent.pipeline.runner import resolve_device
 from agent.scripts.codegen import render
 from agent.scripts.rerun import rerun, rerun_dir
+from agent.scripts.verify import template_name
 from agent.store.runstore import RunStore, read_json
 from sandbox.base import SandboxError
 
@@ -101,8 +103,9 @@ def show_script(
     if entry.get("reference"):
         name, reference = entry["reference"], store.path(entry["reference"]).read_text("utf-8")
     else:
-        name = f"templates/{role}.py.j2 ({entry['model']})"
-        reference = render(role, entry["model"], store.task())
+        kind = entry.get("kind", ModelKind.SEQUENCE_CLASSIFICATION)
+        name = f"templates/{template_name(role, kind)}.py.j2 ({entry['model']})"
+        reference = render(role, entry["model"], store.task(), kind)
     lines = difflib.unified_diff(
         reference.splitlines(keepends=True),
         code.splitlines(keepends=True),

@@ -39,7 +39,7 @@ from agent.llm.endpoint import LLMUnavailable, PromptTooLong
 from agent.llm.pricing import approx_tokens
 from agent.prompting import load_prompt, render_template
 from agent.scripts import contract, reference, scriptcache, verify
-from agent.scripts.verify import TEMPLATE_KINDS
+from agent.scripts.verify import TEMPLATE_KINDS, template_name
 from agent.store.ledger import tokens_per_second
 from agent.store.runstore import RunStore, read_json, write_json, write_parquet, write_text
 from agent.task import TaskSpec
@@ -70,10 +70,13 @@ SPEED_GRACE_S = 15.0
 FENCED = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:```|\Z)", re.S | re.I)
 
 
-def render(role: str, model_id: str, task: TaskSpec) -> str:
+def render(
+    role: str, model_id: str, task: TaskSpec, kind: str = ModelKind.SEQUENCE_CLASSIFICATION
+) -> str:
     return render_template(
-        role,
+        template_name(role, kind),
         model_id=model_id,
+        kind=kind,
         task_description=task.description.replace('"""', "'''"),
         batch_size=task.batch_size,
         max_length=task.max_length,
@@ -157,9 +160,9 @@ def _install_templates(
             store,
             role,
             model,
-            render(role, model.id, task),
+            render(role, model.id, task, model.kind),
             origin="template",
-            template=f"templates/{role}.py.j2",
+            template=f"templates/{template_name(role, model.kind)}.py.j2",
             status=status,
         )
         for model in committee
@@ -285,7 +288,7 @@ def model_request(
         assemble = _in_harness(model, task)
         template, part = render_template("annotate_section"), reference.model_section
     else:
-        assemble, template, part = _whole, render(role, model.id, task), _whole
+        assemble, template, part = _whole, render(role, model.id, task, model.kind), _whole
     example_source, example, example_kind = reference.worked_example(
         manifest,
         role,
@@ -345,7 +348,7 @@ def _template_probe(
 
     def template(model: CommitteeMember) -> None:
         script = store.scripts_dir / role / f"template-{model.slug}.py"
-        write_text(render(role, model.id, task), script)
+        write_text(render(role, model.id, task, model.kind), script)
         try:
             check(script, f"template-{model.slug}")
         except verify.Rejected as rejected:
@@ -863,10 +866,11 @@ def _template_or_written(
             store,
             role,
             model,
-            render(role, model.id, task),
+            render(role, model.id, task, model.kind),
             origin="template",
-            template=f"templates/{role}.py.j2",
+            template=f"templates/{template_name(role, model.kind)}.py.j2",
             status="template-verified",
+            kind=model.kind,
         )
     workdir = store.scripts_dir / role / model.slug
     reused = _from_cache(role, model, probe, script_cache, workdir) if script_cache else None

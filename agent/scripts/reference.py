@@ -20,6 +20,7 @@ from pathlib import Path
 from agent.domain import CommitteeMember, ModelKind
 from agent.hub.protocol import split_front_matter
 from agent.prompting import escape_tag
+from agent.scripts.verify import template_name
 
 # Config keys that say how a model is built and read, in this order; the rest is noise.
 CONFIG_KEYS = (
@@ -149,7 +150,7 @@ def worked_example(
             and (passed := part(read(entry["path"]))) is not None
         ):
             return f"the code that passed for {entry['model']}", passed, model.kind
-    source = f"the verified template (templates/{role}.py.j2)"
+    source = f"the verified template (templates/{template_name(role, model.kind)}.py.j2)"
     return source, without_docstring(template), ModelKind.SEQUENCE_CLASSIFICATION
 
 

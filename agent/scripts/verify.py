@@ -144,6 +144,15 @@ KIND_NOTES = {
     "it, with no id2label in config.json",
     ModelKind.ONNX: "it is an ONNX export with no PyTorch weights",
 }
+
+
+def template_name(role: str, kind: str = ModelKind.SEQUENCE_CLASSIFICATION) -> str:
+    """The role's verified template for a model of `kind` (templates/NAME.py.j2). Fetching a
+    model's files is the same for every kind, so a kind the classifier templates cannot load
+    is deployed by copying them (deploy_whole); reading them is the annotate section's work."""
+    return "deploy_whole" if role == "deploy" and kind not in TEMPLATE_KINDS else role
+
+
 # Files a deploy may leave behind: the card describes the model, it is not part of it.
 NOT_DEPLOYED = frozenset({"README.md", ".gitattributes"})
 

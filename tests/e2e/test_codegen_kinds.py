@@ -2,9 +2,10 @@
 
 The keyword world (tests.fixtures.keywords) with one member saved the SetFit way, an encoder
 and a linear head beside it, which the templates cannot run; the LLM is a loopback fake that
-labels like the other fakes and, asked for one model's deploy or annotate script, answers with
-the one that runs it. `--codegen auto` must verify the templates of the two ordinary members,
-ask for exactly that model's scripts, and the script must then label every row.
+labels like the other fakes and, asked for one model's annotate section, answers with the one
+that runs it. `--codegen auto` must verify the templates of the two ordinary members and the
+template that deploys the third whole, ask for exactly that model's section, and the script
+must then label every row.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from agent.task import TaskSpec
 from tests.fixtures.keywords import LABELS, MISSED_WORDS, PROBE_WORDS, WORDS, write_data
 from tests.fixtures.llm import FakeOpenAI
 from tests.fixtures.models import (
-    KEYWORD_EMBEDDING_DEPLOY,
     KEYWORD_EMBEDDING_SECTION,
     make_keyword_classifier,
     make_keyword_embedding_model,
@@ -29,12 +29,9 @@ ANNOTATE_REQUEST = "Write the model section of an annotate script for ONE model"
 
 
 class ScriptWritingLLM(FakeOpenAI):
-    """Labels like FakeOpenAI; asked for one model's deploy script or annotate section,
-    writes it."""
+    """Labels like FakeOpenAI; asked for one model's annotate section, writes it."""
 
     def answer(self, prompt: str) -> str:
-        if DEPLOY_REQUEST in prompt:
-            return f"```python\n{KEYWORD_EMBEDDING_DEPLOY}```"
         if ANNOTATE_REQUEST in prompt:
             return f"```python\n{KEYWORD_EMBEDDING_SECTION}```"
         return super().answer(prompt)
@@ -86,16 +83,16 @@ def test_a_model_only_an_llm_written_script_can_run_labels_every_row(tmp_path):
     committee = {m.id: m for m in store.committee()}
     assert set(committee) == {"tiny/sentiment-0", "tiny/sentiment-1", "tiny/encoder-head"}
     assert committee["tiny/encoder-head"].kind == "embedding-head"
-    # One request per role, each for the encoder-with-head model only.
-    assert len(asked) == 2
+    # One request, for its annotate section: its deploy is the template that copies its files.
+    assert len(asked) == 1 and ANNOTATE_REQUEST in asked[0]
     assert all("tiny/encoder-head" in p and "tiny/sentiment" not in p for p in asked)
     manifest = read_json(store.scripts_manifest_path)["scripts"]
     origins = {(e["role"], e["model"]): (e["origin"], e["status"]) for e in manifest}
     for model in ("tiny/sentiment-0", "tiny/sentiment-1"):
         for role in ("deploy", "annotate", "finetune"):
             assert origins[(role, model)] == ("template", "template-verified")
-    for role in ("deploy", "annotate"):
-        assert origins[(role, "tiny/encoder-head")] == ("llm", "passed-first-try")
+    assert origins[("deploy", "tiny/encoder-head")] == ("template", "template-verified")
+    assert origins[("annotate", "tiny/encoder-head")] == ("llm", "passed-first-try")
     assert ("finetune", "tiny/encoder-head") not in origins
 
     # Its script voted on every row with a text, and its votes are the keyword labels.
@@ -116,8 +113,6 @@ class FailingScriptLLM(FakeOpenAI):
     run, writes one that passes the static check and fails in the sandbox, every attempt."""
 
     def answer(self, prompt: str) -> str:
-        if DEPLOY_REQUEST in prompt:
-            return f"```python\n{KEYWORD_EMBEDDING_DEPLOY}```"
         if ANNOTATE_REQUEST in prompt:
             return "```python\nimport sys\n\nsys.exit('no idea how this model works')\n```"
         return super().answer(prompt)

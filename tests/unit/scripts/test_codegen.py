@@ -36,7 +36,6 @@ from sandbox.base import Limits, Result
 from sandbox.local import LocalSandbox
 from tests.fixtures.models import (
     KEYWORD_EMBEDDING_ANNOTATE,
-    KEYWORD_EMBEDDING_DEPLOY,
     KEYWORD_EMBEDDING_SECTION,
     make_keyword_embedding_model,
     make_tiny_classifier,
@@ -497,25 +496,25 @@ def test_auto_asks_the_llm_for_exactly_the_model_whose_template_fails(
         record={"kind": "embedding-head"},
     )  # fmt: skip
     committee = [*models, emb]
-    deploy_llm = fake_llm(tmp_path / "d", [fenced(KEYWORD_EMBEDDING_DEPLOY)])
+    deploy_llm = fake_llm(tmp_path / "d", [])
     manifest = auto(store, task, committee, ["deploy"], deploy_llm)
     shutil.copytree(embedding_model, store.model_dir("org__emb", 0))  # what the deploy does
     annotate_llm = fake_llm(tmp_path / "a", [fenced(KEYWORD_EMBEDDING_SECTION)])
     manifest = auto(store, task, committee, ["annotate", "finetune"], annotate_llm)
 
-    assert ledger_purposes(deploy_llm) == ["codegen-deploy"]
+    # Fetching its files is the same for every kind: the template copies them whole.
+    assert ledger_purposes(deploy_llm) == []
     assert ledger_purposes(annotate_llm) == ["codegen-annotate"]
     by_model = {(e["role"], e["slug"]): e for e in manifest["scripts"]}
+    assert by_model[("deploy", "org__emb")]["template"] == "templates/deploy_whole.py.j2"
     assert {key: (e["origin"], e["status"]) for key, e in by_model.items()} == {
         ("deploy", "org__kw"): ("template", "template-verified"),
-        ("deploy", "org__emb"): ("llm", "passed-first-try"),
+        ("deploy", "org__emb"): ("template", "template-verified"),
         ("annotate", "org__kw"): ("template", "template-verified"),
         ("annotate", "org__emb"): ("llm", "passed-first-try"),
         # The host scores the fine-tuning gate as a transformers classifier: only kw trains.
         ("finetune", "org__kw"): ("template", "template-verified"),
     }
-    deploy_why = by_model[("deploy", "org__emb")]["why"]
-    assert "lacks" in deploy_why and "model_head.safetensors" in deploy_why
     annotate_why = by_model[("annotate", "org__emb")]["why"]
     # The template puts a fresh classifier head on its bare encoder.
     assert "newly initialized" in annotate_why and "embedding-head" in annotate_why
@@ -550,42 +549,29 @@ def test_a_script_the_llm_wrote_serves_the_next_run_on_a_model_of_its_kind(
     store, task, models = run
     first = [*models, emb_member(embedding_model)]
     events = []
-    deploy_llm = fake_llm(tmp_path / "d", [fenced(KEYWORD_EMBEDDING_DEPLOY)])
-    auto(store, task, first, ["deploy"], deploy_llm, script_cache=cache, progress=events.append)
     shutil.copytree(embedding_model, store.model_dir("org__emb", 0))
     annotate_llm = fake_llm(tmp_path / "a", [fenced(KEYWORD_EMBEDDING_SECTION)])
     auto(store, task, first, ["annotate"], annotate_llm, script_cache=cache, progress=events.append)
     # Before writing, the run said what and why (the template's failure) and how big.
     plans = [e for e in events if isinstance(e, CodegenPlanned)]
-    assert [(p.role, p.models) for p in plans] == [
-        ("deploy", ["org/emb"]),
-        ("annotate", ["org/emb"]),
-    ]
+    assert [(p.role, p.models) for p in plans] == [("annotate", ["org/emb"])]
     # The annotate answer is a model section: its size is the example section's.
-    assert "the template failed its probe" in plans[1].why
-    assert plans[1].expected_tokens == approx_tokens(render_template("annotate_section").strip())
-    # The fake ledger measured the first answer's speed, so the second plan has one.
-    assert plans[0].tokens_per_s is None or plans[0].tokens_per_s > 0
-    for role in ("deploy", "annotate"):
-        kept = scriptcache.cached_scripts(cache, role, "embedding-head")
-        assert [(k.run, k.model) for k in kept] == [(store.run_id, "org/emb")]
+    assert "the template failed its probe" in plans[0].why
+    assert plans[0].expected_tokens == approx_tokens(render_template("annotate_section").strip())
+    kept = scriptcache.cached_scripts(cache, "annotate", "embedding-head")
+    assert [(k.run, k.model) for k in kept] == [(store.run_id, "org/emb")]
 
     # Another run, another model of the same kind, no LLM: the cache serves both roles.
     later, later_task, later_models = keyword_run(tmp_path / "later", keyword_model)
     other = emb_member(embedding_model, "org__other")
     second = [*later_models, other]
-    auto(later, later_task, second, ["deploy"], None, script_cache=cache)
     shutil.copytree(embedding_model, later.model_dir("org__other", 0))
     manifest = auto(later, later_task, second, ["annotate"], None, script_cache=cache)
-    by_model = {(e["role"], e["slug"]): e for e in manifest["scripts"]}
-    for role, code in (
-        ("deploy", KEYWORD_EMBEDDING_DEPLOY),
-        ("annotate", store.script_path("annotate", "org__emb").read_text()),
-    ):
-        entry = by_model[(role, "org__other")]
-        assert (entry["origin"], entry["status"]) == ("cache", "cache-verified")
-        assert (entry["from_run"], entry["written_for"]) == (store.run_id, "org/emb")
-        assert later.script_path(role, "org__other").read_text() == code
+    entry = next(e for e in manifest["scripts"] if e["slug"] == "org__other")
+    assert (entry["origin"], entry["status"]) == ("cache", "cache-verified")
+    assert (entry["from_run"], entry["written_for"]) == (store.run_id, "org/emb")
+    code = store.script_path("annotate", "org__emb").read_text()
+    assert later.script_path("annotate", "org__other").read_text() == code
     # It was probed on this run's rows, not trusted: its votes on the probe are on record.
     votes = pd.read_parquet(later.scripts_dir / "annotate" / "probe" / "cache-1.org__other.parquet")
     assert votes.set_index("id").loc[["0", "1", "2"], "label"].tolist() == [
@@ -621,16 +607,41 @@ def test_a_cached_script_that_fails_this_runs_probe_is_passed_over(
     assert scriptcache.cached_scripts(cache, "annotate", "embedding-head") == []
 
 
+def test_a_model_of_another_kind_is_deployed_whole_and_a_classifiers_save_is_not_enough(
+    run, embedding_model
+):
+    """What the deploy leaves is all the annotate section will find: the classifier
+    template's save_pretrained drops the head beside the encoder, so the probe rejects it; the
+    template for other kinds copies every file and passes."""
+    store, task, _ = run
+    emb = emb_member(embedding_model)
+    probe = VERIFIERS["deploy"](
+        store, task, [emb], LocalSandbox(), "cpu", Limits(timeout_s=300, threads=1)
+    )
+    script = store.scripts_dir / "deploy" / "classifier.py"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(render("deploy", emb.id, task), encoding="utf-8")
+    with pytest.raises(verify.Rejected) as rejected:
+        probe(script, "classifier")
+    assert rejected.value.stage == "contract"
+    assert "deployed whole" in rejected.value.reason
+    assert "model_head.safetensors" in rejected.value.reason
+    probe.template(emb)  # templates/deploy_whole.py.j2: raises Rejected if it left a file out
+    whole = (store.scripts_dir / "deploy" / "template-org__emb.py").read_text()
+    assert whole == render("deploy", emb.id, task, emb.kind) and "copytree" in whole
+
+
 def test_auto_without_an_llm_stops_on_a_model_only_an_llm_can_run(run, embedding_model):
     store, task, models = run
     emb = CommitteeMember(
         "org/emb", "org__emb", str(embedding_model), KEYWORD_LABELS,
         record={"kind": "embedding-head"},
     )  # fmt: skip
+    shutil.copytree(embedding_model, store.model_dir("org__emb", 0))
     with pytest.raises(
-        ScriptUnavailable, match=r"deploy for org/emb: the template failed its probe"
+        ScriptUnavailable, match=r"annotate for org/emb: the template failed its probe"
     ) as raised:
-        auto(store, task, [*models, emb], ["deploy"], None)
+        auto(store, task, [*models, emb], ["annotate"], None)
     assert raised.value.model_id == "org/emb"  # the run can go on without it
     with pytest.raises(StepFailed, match="the templates cannot run org/emb"):
         write_scripts(store, task, [*models, emb])
