@@ -150,8 +150,14 @@ def worked_example(
             and (passed := part(read(entry["path"]))) is not None
         ):
             return f"the code that passed for {entry['model']}", passed, model.kind
-    source = f"the verified template (templates/{template_name(role, model.kind)}.py.j2)"
-    return source, without_docstring(template), ModelKind.SEQUENCE_CLASSIFICATION
+    name = template_name(role, model.kind)
+    # A role's own template is the classifier's; another (deploy_whole) is the model's kind's.
+    written_for = ModelKind.SEQUENCE_CLASSIFICATION if name == role else model.kind
+    return (
+        f"the verified template (templates/{name}.py.j2)",
+        without_docstring(template),
+        written_for,
+    )
 
 
 def without_docstring(code: str) -> str:

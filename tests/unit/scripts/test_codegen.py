@@ -629,6 +629,12 @@ def test_a_model_of_another_kind_is_deployed_whole_and_a_classifiers_save_is_not
     probe.template(emb)  # templates/deploy_whole.py.j2: raises Rejected if it left a file out
     whole = (store.scripts_dir / "deploy" / "template-org__emb.py").read_text()
     assert whole == render("deploy", emb.id, task, emb.kind) and "copytree" in whole
+    # Should it fail on some model, the LLM's worked example is that template, for its kind.
+    workdir = store.scripts_dir / "deploy" / emb.slug
+    request = model_request(store, task, "deploy", emb, {"scripts": []}, workdir)
+    text = request.messages[-1].content
+    assert "the verified template (templates/deploy_whole.py.j2)" in text
+    assert "runs a model of this kind" in text and "copytree" in text
 
 
 def test_auto_without_an_llm_stops_on_a_model_only_an_llm_can_run(run, embedding_model):
