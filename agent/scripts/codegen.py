@@ -279,7 +279,8 @@ def model_request(
     verified harness (templates/annotate_harness.py.j2) is the rest: what differs between
     models is how one is loaded and read, and a 1.5B model that rewrites a whole script breaks
     the parts that were right. The worked example is then a section, and the reference kept as
-    `workdir`/reference.py (what `scripts show --diff` compares with) the harness around it."""
+    `workdir`/reference.py (what `scripts show --diff` compares with) the harness around what
+    the request showed: that section, or the prompt's skeleton where none of the kind passed."""
     templates = load_prompt(role)
     folder = local_source(model.source) if role == "deploy" else store.model_dir(model.slug, 0)
     # The hub's card: its files are on this host since the deploy (no download here).
@@ -298,13 +299,18 @@ def model_request(
         part,
     )
     example = example.strip()
-    write_text(assemble(example), workdir / REFERENCE_NAME)
+    # Where no code of the model's kind has passed, the request shows the skeleton of a
+    # section (annotate's prompt has one) instead of the example: kept as what it was shown.
+    skeleton = templates["skeleton"].render() if "skeleton" in templates else None
+    shown = skeleton if skeleton is not None and example_kind != model.kind else example
+    write_text(assemble(shown), workdir / REFERENCE_NAME)
     request = templates["model"].render(
         model_id=model.id,
         task_description=task.description,
         example_source=example_source,
         example=example,
         example_kind=example_kind,
+        skeleton=skeleton,
         **facts.as_prompt(),
     )
     system = SystemMessage(templates["system"].render())

@@ -684,10 +684,12 @@ def test_a_models_request_gives_its_folders_facts_and_a_worked_example(run, embe
     assert "No section has passed for a embedding-head model yet" in text
     assert 'answers.append({"label": label, "score": score})' in text
     assert section not in text and request.example == section
-    # Kept beside the attempts, the harness around it: what `scripts show --diff` compares
-    # the answer with; an answer is assembled into the same harness.
+    skeleton = load_prompt("annotate")["skeleton"].render()
+    assert skeleton in text
+    # Kept beside the attempts, the harness around what it was shown: what `scripts show
+    # --diff` compares the answer with; an answer is assembled into the same harness.
     kept = (workdir / "reference.py").read_text()
-    assert model_section(kept) == section and kept == request.assemble(section)
+    assert model_section(kept) == skeleton and kept == request.assemble(skeleton)
     assert model_section(request.assemble("SECTION_TEXT")) == "SECTION_TEXT"
 
     rejected = verify.Rejected("contract", "labels outside the model's: ['LABEL_0']", "Trace")
@@ -716,6 +718,8 @@ def test_a_models_request_gives_its_folders_facts_and_a_worked_example(run, embe
     ]}  # fmt: skip
     text = model_request(store, task, "annotate", emb, manifest, workdir).messages[-1].content
     assert "# PASSED FOR OTHER" in text and "# A WHOLE SCRIPT" not in text
+    assert skeleton not in text
+    assert model_section((workdir / "reference.py").read_text()) == "# PASSED FOR OTHER"
     assert "the code that passed for org/other: a section that already passed" in text
 
 
