@@ -232,8 +232,8 @@ def repair_messages(
 @dataclass(frozen=True)
 class ModelRequest:
     """One model's request (`messages`), its `retry(answer, rejected)` and `assemble`, which
-    turns the code in an answer into the script that runs; `example` is the code it shows,
-    about the size of the answer it asks for."""
+    turns the code in an answer into the script that runs; `example` is its worked example's
+    code (shown unless the prompt's skeleton is), about the size of the answer it asks for."""
 
     messages: list[BaseMessage]
     example: str
