@@ -16,7 +16,7 @@ from agent.errors import Rejected, StepFailed, UserError
 from agent.pipeline.runner import resolve_device
 from agent.scripts.codegen import render
 from agent.scripts.rerun import rerun, rerun_dir
-from agent.scripts.verify import template_name
+from agent.scripts.verify import template_file
 from agent.store.runstore import RunStore, read_json
 from sandbox.base import SandboxError
 
@@ -104,7 +104,7 @@ def show_script(
         name, reference = entry["reference"], store.path(entry["reference"]).read_text("utf-8")
     else:
         kind = entry.get("kind", ModelKind.SEQUENCE_CLASSIFICATION)
-        name = f"templates/{template_name(role, kind)}.py.j2 ({entry['model']})"
+        name = f"{template_file(role, kind)} ({entry['model']})"
         reference = render(role, entry["model"], store.task(), kind)
     lines = difflib.unified_diff(
         reference.splitlines(keepends=True),

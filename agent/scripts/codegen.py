@@ -162,7 +162,7 @@ def _install_templates(
             model,
             render(role, model.id, task, model.kind),
             origin="template",
-            template=f"templates/{template_name(role, model.kind)}.py.j2",
+            template=verify.template_file(role, model.kind),
             status=status,
         )
         for model in committee
@@ -874,7 +874,7 @@ def _template_or_written(
             model,
             render(role, model.id, task, model.kind),
             origin="template",
-            template=f"templates/{template_name(role, model.kind)}.py.j2",
+            template=verify.template_file(role, model.kind),
             status="template-verified",
             kind=model.kind,
         )

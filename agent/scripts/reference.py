@@ -20,7 +20,7 @@ from pathlib import Path
 from agent.domain import CommitteeMember, ModelKind
 from agent.hub.protocol import split_front_matter
 from agent.prompting import escape_tag
-from agent.scripts.verify import template_name
+from agent.scripts.verify import template_file, template_name
 
 # Config keys that say how a model is built and read, in this order; the rest is noise.
 CONFIG_KEYS = (
@@ -150,11 +150,11 @@ def worked_example(
             and (passed := part(read(entry["path"]))) is not None
         ):
             return f"the code that passed for {entry['model']}", passed, model.kind
-    name = template_name(role, model.kind)
     # A role's own template is the classifier's; another (deploy_whole) is the model's kind's.
-    written_for = ModelKind.SEQUENCE_CLASSIFICATION if name == role else model.kind
+    own = template_name(role, model.kind) == role
+    written_for = ModelKind.SEQUENCE_CLASSIFICATION if own else model.kind
     return (
-        f"the verified template (templates/{name}.py.j2)",
+        f"the verified template ({template_file(role, model.kind)})",
         without_docstring(template),
         written_for,
     )

@@ -153,6 +153,11 @@ def template_name(role: str, kind: str = ModelKind.SEQUENCE_CLASSIFICATION) -> s
     return "deploy_whole" if role == "deploy" and kind not in TEMPLATE_KINDS else role
 
 
+def template_file(role: str, kind: str = ModelKind.SEQUENCE_CLASSIFICATION) -> str:
+    """Where that template is in the repository, as a manifest and a diff name it."""
+    return f"templates/{template_name(role, kind)}.py.j2"
+
+
 # Files a deploy may leave behind: the card describes the model, it is not part of it.
 NOT_DEPLOYED = frozenset({"README.md", ".gitattributes"})
 
