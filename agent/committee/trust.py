@@ -5,9 +5,10 @@ feeds them from the run directory. Labels are column indices 0..K-1 of the task'
 
 The model (one Dawid-Skene step with the committee as the prior):
 
-- the committee's distribution over labels for a row is the mean of its members' distributions
-  (each member's own probability per label where its script reports them, else its score on
-  the label it voted and the rest spread evenly over the other labels);
+- the committee's distribution over labels for a row is a weighted mean (a linear opinion pool)
+  of its members' distributions (each member's own probability per label where its script
+  reports them, else its score on the label it voted and the rest spread evenly over the other
+  labels), the weights fitted to the rows with evidence beyond the committee (pool_weights);
 - a reviewer is a confusion matrix C[true, answer] = P(answer | true), counted on the rows whose
   label is known (the user's gold, a person's answer) or likely (rows the whole committee agreed
   on, from the audit sample), smoothed by a Dirichlet prior;
@@ -54,27 +55,60 @@ EM_ROUNDS = 2  # see reviewer_confusion
 SURE_ANSWER = 0.9
 # Answers of one kind (sure, unsure) needed before they get their own confusion matrix.
 MIN_STRATUM_ROWS = 30
+# EM steps (at most) and the change in every weight below which pool_weights has converged.
+POOL_EM_STEPS, POOL_TOLERANCE = 200, 1e-6
 
 
-def committee_distribution(
+def member_distributions(
     votes: np.ndarray, scores: np.ndarray, n_labels: int, probs: np.ndarray | None = None
 ) -> np.ndarray:
-    """(rows, K): the mean of the members' distributions. A member's distribution is its own
-    probability per label where `probs` (rows, k, K) has one (a row of NaN where it has not),
-    else its score on its vote (`votes`, `scores`: (rows, k)) and the rest spread evenly."""
+    """(rows, k, K): each member's distribution over labels: its own probability per label where
+    `probs` (rows, k, K) has one (a row of NaN where it has not), else its score on its vote
+    (`votes`, `scores`: (rows, k)) and the rest spread evenly."""
     votes, scores = np.asarray(votes, dtype=int), np.clip(np.asarray(scores, dtype=float), 0, 1)
     rows, members = votes.shape
     spread = (1.0 - scores) / max(n_labels - 1, 1)
-    total = np.zeros((rows, n_labels))
-    for member in range(members):
-        part = np.repeat(spread[:, member : member + 1], n_labels, axis=1)
-        part[np.arange(rows), votes[:, member]] = scores[:, member]
-        if probs is not None:
-            own = np.asarray(probs, dtype=float)[:, member, :]
-            reported = np.isfinite(own).all(axis=1)
-            part[reported] = own[reported]
-        total += part
-    return total / members
+    out = np.repeat(spread[:, :, None], n_labels, axis=2)
+    row_index, member_index = np.indices((rows, members))
+    out[row_index, member_index, votes] = scores
+    if probs is not None:
+        own = np.asarray(probs, dtype=float)
+        reported = np.isfinite(own).all(axis=2)
+        out[reported] = own[reported]
+    return out
+
+
+def pool(members: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(rows, K): the linear opinion pool of `members` (rows, k, K) with `weights` (k,)."""
+    return np.einsum("m,rmt->rt", np.asarray(weights, dtype=float), members)
+
+
+def pool_weights(members: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """(k,) the weights of the pool of `members` (rows, k, K) under which `truth` (rows, K: each
+    row's distribution over its true label) is most likely: maximum likelihood for the weights
+    of a mixture, by EM (each row's truth is shared among the members in proportion to
+    w_m p_m(true), and w_m becomes its mean share), which never lowers the likelihood and keeps
+    the weights on the simplex. Equal weights where there are no rows.
+
+    Why weigh members at all: on 969 financial news sentences the demo committee's
+    financial-news model was right on 74.7%, the tweets and movie-reviews models on 60.0% and
+    55.3%; their equal mean was right on 64.7%, and on the rows routed to review it put 0.60 on
+    its top label where that label was right on 48% (bench/trust.py)."""
+    members, truth = np.asarray(members, dtype=float), np.asarray(truth, dtype=float)
+    k = members.shape[1]
+    weights = np.full(k, 1.0 / k)
+    if not len(members):
+        return weights
+    for _ in range(POOL_EM_STEPS):
+        pooled = pool(members, weights)
+        share = weights[None, :, None] * members / np.maximum(pooled[:, None, :], 1e-12)
+        updated = np.einsum("rt,rmt->m", truth, share)
+        updated = updated / updated.sum()
+        converged = np.abs(updated - weights).max() < POOL_TOLERANCE
+        weights = updated
+        if converged:
+            break
+    return weights
 
 
 def task_distribution(

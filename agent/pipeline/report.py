@@ -319,6 +319,14 @@ def _trust_lines(metrics: dict) -> list[str]:
         f"matrix; {trust_metrics['known_rows']} rows with a known label anchor "
         "the estimate.",
     ]
+    weights = trust_metrics.get("committee_weights")
+    if weights:
+        lines.append(
+            "The committee's members, weighed by how well their probabilities explain the known "
+            "and reviewed rows: "
+            + ", ".join(f"{slug} {w:.2f}" for slug, w in weights.items())
+            + "."
+        )
     check = trust_metrics.get("known_rows_check")
     if check:
         lines.append(

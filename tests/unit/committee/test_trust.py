@@ -57,10 +57,10 @@ def test_a_members_own_probabilities_replace_the_spread_where_it_reports_them():
     scores = np.array([[0.6, 0.8], [0.5, 0.9]])
     probs = np.full((2, 2, 3), np.nan)
     probs[0, 0] = [0.6, 0.0, 0.4]  # member 0 on row 0: its own; everything else spread
-    spread = trust.committee_distribution(votes, scores, 3)
-    mixed = trust.committee_distribution(votes, scores, 3, probs)
+    spread = trust.member_distributions(votes, scores, 3)
+    mixed = trust.member_distributions(votes, scores, 3, probs)
     assert np.allclose(mixed[1], spread[1])
-    assert np.allclose(mixed[0], [0.35, 0.4, 0.25])  # ([.6, 0, .4] + [.1, .8, .1]) / 2
+    assert np.allclose(mixed[0], [[0.6, 0.0, 0.4], [0.1, 0.8, 0.1]])
 
 
 def test_a_models_probabilities_go_to_the_task_labels_they_map_to():
@@ -108,11 +108,40 @@ def test_sure_and_unsure_answers_are_weighed_as_they_turn_out_not_as_they_say():
     assert (trust.answer_strata(np.full((2, 3), np.nan), np.array([0, 1])) == 0).all()
 
 
-def test_the_committee_distribution_is_the_mean_of_its_members():
+def test_the_committee_distribution_with_equal_weights_is_the_mean_of_its_members():
     votes = np.array([[0, 0, 1]])
     scores = np.array([[0.8, 0.6, 0.9]])
     expected = np.array([[0.8 + 0.6 + 0.05, 0.1 + 0.2 + 0.9, 0.1 + 0.2 + 0.05]]) / 3
-    assert np.allclose(trust.committee_distribution(votes, scores, 3), expected)
+    members = trust.member_distributions(votes, scores, 3)
+    assert np.allclose(trust.pool(members, np.full(3, 1 / 3)), expected)
+
+
+def _members(rows: int, accuracies: list[float], seed: int = 0):
+    """True labels over 3 classes and members each right with its own probability, putting
+    0.8 on what it says."""
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, 3, rows)
+    members = np.full((rows, len(accuracies), 3), 0.1)
+    for m, accuracy in enumerate(accuracies):
+        said = np.where(rng.random(rows) < accuracy, truth, (truth + rng.integers(1, 3, rows)) % 3)
+        members[np.arange(rows), m, said] = 0.8
+    return truth, members
+
+
+def test_pool_weights_go_to_the_member_that_is_right_more_often():
+    truth, members = _members(2000, [0.85, 0.5, 0.5])
+    weights = trust.pool_weights(members, trust.one_hot(truth, 3))
+    assert weights[0] > 0.6 and weights[1] < 0.25 and weights[2] < 0.25
+    assert weights.sum() == pytest.approx(1.0)
+    pooled = trust.pool(members, weights)
+    mean = members.mean(axis=1)
+    assert (pooled.argmax(1) == truth).mean() > (mean.argmax(1) == truth).mean() + 0.05
+
+
+def test_pool_weights_stay_equal_for_equal_members_and_without_rows():
+    truth, members = _members(3000, [0.7, 0.7, 0.7])
+    assert np.allclose(trust.pool_weights(members, trust.one_hot(truth, 3)), 1 / 3, atol=0.06)
+    assert np.allclose(trust.pool_weights(members[:0], np.zeros((0, 3))), 1 / 3)
 
 
 def test_intervals_hold_the_point_and_narrow_with_rows():

@@ -36,12 +36,18 @@ ROWS, TRAIN_ROWS = 1000, 1500
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not beside the repo")
 
 
-def _committee(train: pd.DataFrame) -> list:
+SWAPPED = {"negative": "positive", "positive": "negative", "neutral": "neutral"}
+
+
+def _committee(train: pd.DataFrame, swapped_member: bool) -> list:
+    """Three members, each on its own rows; `swapped_member`: a fourth trained with negative and
+    positive swapped, as sure of itself as the others and wrong on every polar tweet."""
     members = []
-    for index in range(3):
+    for index in range(4 if swapped_member else 3):
         part = train.iloc[index * TRAIN_ROWS : (index + 1) * TRAIN_ROWS]
+        labels = part["label"].map(SWAPPED) if index == 3 else part["label"]
         model = make_pipeline(TfidfVectorizer(min_df=1), LogisticRegression(max_iter=500))
-        members.append(model.fit(part["text"], part["label"]))
+        members.append(model.fit(part["text"], labels.to_numpy()))
     return members
 
 
@@ -52,11 +58,13 @@ def _run(
     confidence: bool = False,
     debias: bool = True,
     reviewer_of=None,
+    swapped_member: bool = False,
 ) -> tuple[RunStore, list[dict], pd.Series]:
     """The committee votes, is reviewed, audited and weighed; `probs`: each member's votes
     carry its probability for every label (the annotate contract's optional column);
     `confidence`: the reviewer's answers carry its own probability per label; `debias`: the
-    task's review_debias; `reviewer_of(gold)`: another reviewer than the blind-spot one."""
+    task's review_debias; `reviewer_of(gold)`: another reviewer than the blind-spot one;
+    `swapped_member`: a fourth member wrong in a known way (_committee)."""
     train = pd.read_csv(DATA / "train.csv").sample(frac=1.0, random_state=0)
     test = pd.read_csv(DATA / "test.csv").sample(n=ROWS, random_state=0)
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -74,7 +82,7 @@ def _run(
     store.cut_chunk(0, ROWS)
     texts = pd.read_parquet(store.input_chunk(0))
     models = []
-    for index, member in enumerate(_committee(train)):
+    for index, member in enumerate(_committee(train, swapped_member)):
         slug = f"tfidf-{index}"
         probabilities = member.predict_proba(texts["text"])
         votes = pd.DataFrame(
@@ -176,6 +184,26 @@ def test_the_reviewers_estimated_accuracy_is_close_to_its_true_accuracy(tmp_path
     assert versus["worse"] == (scored["reviewer_true"] < scored["plurality_on_reviewed"])
     final = reliability["final_labels"]["estimated_accuracy"]["accuracy"]
     assert abs(final - scored["final"]) <= 0.05
+
+
+@pytest.mark.parametrize("gold_evidence", [0.2, 0.0])
+def test_a_member_wrong_in_a_known_way_loses_its_weight_and_the_labels_gain(
+    tmp_path, gold_evidence, monkeypatch
+):
+    """Four members, one trained with negative and positive swapped: weighed by how well they
+    explain the known and reviewed rows, the final labels beat the ones from the committee with
+    every member weighed alike (the same votes and reviews). With gold rows its weight falls
+    below half the others'; without, the reviewed rows' posteriors still hold the committee
+    that includes it, and its weight only falls to the least (0.21 against 0.22-0.31)."""
+    store, models, gold = _run(tmp_path, gold_evidence, probs=True, swapped_member=True)
+    weights = read_json(store.reliability_path)["committee_weights"]
+    others = min(weights[f"tfidf-{i}"] for i in range(3))
+    assert weights["tfidf-3"] < (0.5 * others if gold_evidence else others)
+    weighed = _scored(store, models, gold)["final"]
+    monkeypatch.setattr(trust, "POOL_ROUNDS", 0)
+    trust.update(store, models)
+    alike = _scored(store, models, gold)["final"]
+    assert weighed > alike
 
 
 def _true_recall(answers: pd.Series, gold: pd.Series) -> dict[str, float]:

@@ -19,7 +19,8 @@ def _evidence(truth: pd.Series, plurality: pd.Series) -> trust.Evidence:
     return trust.Evidence(
         labels=LABELS,
         ids=ids,
-        prior=np.full((len(ids), len(LABELS)), 1 / 3),
+        slugs=["member"],
+        members=np.full((len(ids), 1, len(LABELS)), 1 / 3),
         plurality=plurality,
         routed=pd.Series(False, index=ids),
         member_votes={},
