@@ -186,9 +186,7 @@ def test_the_reviewers_estimated_accuracy_is_close_to_its_true_accuracy(tmp_path
     assert abs(final - scored["final"]) <= 0.05
 
 
-def test_a_member_wrong_in_a_known_way_loses_its_weight_and_the_labels_gain(
-    tmp_path, monkeypatch
-):
+def test_a_member_wrong_in_a_known_way_loses_its_weight_and_the_labels_gain(tmp_path, monkeypatch):
     """Four members, one trained with negative and positive swapped, and 200 gold rows: weighed
     by how well they explain the known and reviewed rows, it falls below half the others'
     weight, and the final labels beat the ones from the committee with every member weighed
