@@ -319,13 +319,21 @@ def _trust_lines(metrics: dict) -> list[str]:
         f"matrix; {trust_metrics['known_rows']} rows with a known label anchor "
         "the estimate.",
     ]
-    weights = trust_metrics.get("committee_weights")
-    if weights:
+    weights, test = (
+        trust_metrics.get("committee_weights"),
+        trust_metrics.get("committee_weights_test"),
+    )
+    if weights and test and test["used"]:
         lines.append(
             "The committee's members, weighed by how well their probabilities explain the known "
-            "and reviewed rows: "
+            f"and reviewed rows (against equal weights, p = {test['p']:.3f}): "
             + ", ".join(f"{slug} {w:.2f}" for slug, w in weights.items())
             + "."
+        )
+    elif test:
+        lines.append(
+            "The committee's members count alike: weights fitted to the known and reviewed rows "
+            f"explained them no better than equal ones (p = {test['p']:.2f})."
         )
     check = trust_metrics.get("known_rows_check")
     if check:

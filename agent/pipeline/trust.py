@@ -181,6 +181,8 @@ class Labels:
     matrix: np.ndarray
     posterior: np.ndarray  # (rows, K), aligned on Evidence.ids
     weights: dict[str, float]  # slug -> its weight in the committee's distribution
+    # The last round's test of fitted weights against equal ones (None: no rows to fit them on).
+    weights_p: float | None
     label: pd.Series  # id -> label
     confidence: np.ndarray  # the posterior's probability of that label
 
@@ -193,7 +195,7 @@ def fit(evidence: Evidence, hidden: pd.Index | None = None) -> Labels:
     Weights and matrix are fitted in turn, POOL_ROUNDS times from equal weights: each round
     weighs the members by how likely their pool makes the last round's posterior (or the
     known label), then refits the reviewer against the reweighed committee; weights that do not
-    pass trust.pool_weights_matter are not used, and the rounds stop there."""
+    fail trust.pool_weights_p's test are not used, and the rounds stop there."""
     known = evidence.known.drop(hidden, errors="ignore") if hidden is not None else evidence.known
     n_labels = len(evidence.labels)
     known_rows = np.zeros_like(evidence.prior)
@@ -210,10 +212,12 @@ def fit(evidence: Evidence, hidden: pd.Index | None = None) -> Labels:
     matrix, posterior = trust.combine_by_strata(prior, answers, answered_known, strata)
     with_evidence = is_known | (answers >= 0)
     members = evidence.members[with_evidence]
+    weights_p = None
     for _ in range(POOL_ROUNDS if with_evidence.any() else 0):
         truth = np.where(is_known[:, None], known_rows, posterior)[with_evidence]
         fitted = trust.pool_weights(members, truth)
-        if not trust.pool_weights_matter(members, truth, fitted):
+        weights_p = trust.pool_weights_p(members, truth, fitted)
+        if weights_p >= trust.POOL_TEST_LEVEL:
             break  # the last round's weights and posterior stand (equal ones in the first)
         weights = fitted
         prior = trust.pool(evidence.members, weights)
@@ -227,6 +231,7 @@ def fit(evidence: Evidence, hidden: pd.Index | None = None) -> Labels:
         label=label,
         confidence=posterior[np.arange(len(chosen)), chosen],
         weights=dict(zip(evidence.slugs, weights.tolist(), strict=True)),
+        weights_p=weights_p,
     )
 
 
@@ -317,6 +322,11 @@ def update(store: RunStore, committee: Sequence[CommitteeMember]) -> dict:
         reliability["reviewer_debias"] = debias
     fitted = fit(evidence)
     reliability["committee_weights"] = {slug: round(w, 4) for slug, w in fitted.weights.items()}
+    if fitted.weights_p is not None:
+        reliability["committee_weights_test"] = {
+            "p": round(fitted.weights_p, 4),
+            "used": fitted.weights_p < trust.POOL_TEST_LEVEL,
+        }
     known = evidence.known
     standing, calibration = "posterior", trust.Calibration("none", None, 0)
     if len(known) >= MIN_KNOWN:

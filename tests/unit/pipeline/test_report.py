@@ -140,3 +140,24 @@ def test_the_report_says_whether_the_reviewers_corrected_verdicts_were_kept():
     assert "lean divided out" not in render_report(
         {**metrics([]), "trust": {k: v for k, v in trust.items() if k != "reviewer_debias"}}
     )
+
+
+def _trust(test: dict) -> dict:
+    interval = {"accuracy": 0.8, "low": 0.75, "high": 0.85, "rows": 2.0}
+    return {
+        "labels": ["bearish", "bullish", "neutral"],
+        "known_rows": 0,
+        "final_labels": {"standing": "posterior", "estimated_accuracy": interval},
+        "committee_weights": {"org/a": 0.7, "org/b": 0.3},
+        "committee_weights_test": test,
+        "sources": {},
+    }
+
+
+def test_the_report_gives_the_members_weights_only_where_they_are_used():
+    used = render_report({**metrics([]), "trust": _trust({"p": 0.001, "used": True})})
+    assert "weighed by how well their probabilities explain" in used
+    assert "(against equal weights, p = 0.001): org/a 0.70, org/b 0.30." in used
+    alike = render_report({**metrics([]), "trust": _trust({"p": 0.4, "used": False})})
+    assert "The committee's members count alike" in alike and "(p = 0.40)" in alike
+    assert "org/a 0.70" not in alike
