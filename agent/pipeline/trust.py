@@ -181,8 +181,10 @@ class Labels:
     matrix: np.ndarray
     posterior: np.ndarray  # (rows, K), aligned on Evidence.ids
     weights: dict[str, float]  # slug -> its weight in the committee's distribution
-    # The last round's test of fitted weights against equal ones (None: no rows to fit them on).
+    # The test against equal weights of the weights in use, or of the first round's where none
+    # passed it (None: no rows to fit them on).
     weights_p: float | None
+    weights_used: bool
     label: pd.Series  # id -> label
     confidence: np.ndarray  # the posterior's probability of that label
 
@@ -194,8 +196,9 @@ def fit(evidence: Evidence, hidden: pd.Index | None = None) -> Labels:
 
     Weights and matrix are fitted in turn, POOL_ROUNDS times from equal weights: each round
     weighs the members by how likely their pool makes the last round's posterior (or the
-    known label), then refits the reviewer against the reweighed committee; weights that do not
-    fail trust.pool_weights_p's test are not used, and the rounds stop there."""
+    known label), then refits the reviewer against the reweighed committee; weights that fail
+    trust.pool_weights_p's test (p at or above POOL_TEST_LEVEL) are not used, and the rounds
+    stop there."""
     known = evidence.known.drop(hidden, errors="ignore") if hidden is not None else evidence.known
     n_labels = len(evidence.labels)
     known_rows = np.zeros_like(evidence.prior)
@@ -212,14 +215,16 @@ def fit(evidence: Evidence, hidden: pd.Index | None = None) -> Labels:
     matrix, posterior = trust.combine_by_strata(prior, answers, answered_known, strata)
     with_evidence = is_known | (answers >= 0)
     members = evidence.members[with_evidence]
-    weights_p = None
+    weights_p, weights_used = None, False
     for _ in range(POOL_ROUNDS if with_evidence.any() else 0):
         truth = np.where(is_known[:, None], known_rows, posterior)[with_evidence]
         fitted = trust.pool_weights(members, truth)
-        weights_p = trust.pool_weights_p(members, truth, fitted)
-        if weights_p >= trust.POOL_TEST_LEVEL:
-            break  # the last round's weights and posterior stand (equal ones in the first)
-        weights = fitted
+        p = trust.pool_weights_p(members, truth, fitted)
+        if p >= trust.POOL_TEST_LEVEL:
+            # The last round's weights and posterior stand (equal ones in the first round).
+            weights_p = weights_p if weights_used else p
+            break
+        weights, weights_p, weights_used = fitted, p, True
         prior = trust.pool(evidence.members, weights)
         matrix, posterior = trust.combine_by_strata(prior, answers, answered_known, strata)
     chosen = np.where(answers >= 0, posterior.argmax(axis=1), evidence.index_of(evidence.plurality))
@@ -232,6 +237,7 @@ def fit(evidence: Evidence, hidden: pd.Index | None = None) -> Labels:
         confidence=posterior[np.arange(len(chosen)), chosen],
         weights=dict(zip(evidence.slugs, weights.tolist(), strict=True)),
         weights_p=weights_p,
+        weights_used=weights_used,
     )
 
 
@@ -325,7 +331,7 @@ def update(store: RunStore, committee: Sequence[CommitteeMember]) -> dict:
     if fitted.weights_p is not None:
         reliability["committee_weights_test"] = {
             "p": round(fitted.weights_p, 4),
-            "used": fitted.weights_p < trust.POOL_TEST_LEVEL,
+            "used": fitted.weights_used,
         }
     known = evidence.known
     standing, calibration = "posterior", trust.Calibration("none", None, 0)

@@ -194,8 +194,10 @@ def test_a_member_wrong_in_a_known_way_loses_its_weight_and_the_labels_gain(tmp_
     committee that includes it, the weights fitted to them do not pass the likelihood-ratio
     test here, and the members stay weighed alike."""
     store, models, gold = _run(tmp_path, 0.2, probs=True, swapped_member=True)
-    weights = read_json(store.reliability_path)["committee_weights"]
+    reliability = read_json(store.reliability_path)
+    weights = reliability["committee_weights"]
     assert weights["tfidf-3"] < 0.5 * min(weights[f"tfidf-{i}"] for i in range(3))
+    assert reliability["committee_weights_test"]["used"]
     weighed = _scored(store, models, gold)["final"]
     monkeypatch.setattr(trust, "POOL_ROUNDS", 0)
     trust.update(store, models)
