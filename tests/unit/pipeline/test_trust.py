@@ -39,7 +39,7 @@ pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not
 SWAPPED = {"negative": "positive", "positive": "negative", "neutral": "neutral"}
 
 
-def _committee(train: pd.DataFrame, swapped_member: bool) -> list:
+def _committee(train: pd.DataFrame, swapped_member: bool = False) -> list:
     """Three members, each on its own rows; `swapped_member`: a fourth trained with negative and
     positive swapped, as sure of itself as the others and wrong on every polar tweet."""
     members = []
