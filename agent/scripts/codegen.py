@@ -138,7 +138,9 @@ def _missing(
 def _install(
     store: RunStore, role: str, model: CommitteeMember, code: str, **record: object
 ) -> dict:
-    """Write the script the pipeline runs for (role, model); return its manifest entry."""
+    """Write the script the pipeline runs for (role, model); return its manifest entry, with
+    the model's kind (what `scripts show --diff` renders the template for, and which passed
+    code a later model of the kind is shown)."""
     path = store.script_path(role, model.slug)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(code, path)
@@ -146,6 +148,7 @@ def _install(
         "role": role,
         "slug": model.slug,
         "model": model.id,
+        "kind": model.kind,
         "path": store.relative(path),
         "sha256": hashlib.sha256(code.encode()).hexdigest(),
         **record,
@@ -876,7 +879,6 @@ def _template_or_written(
             origin="template",
             template=verify.template_file(role, model.kind),
             status="template-verified",
-            kind=model.kind,
         )
     workdir = store.scripts_dir / role / model.slug
     reused = _from_cache(role, model, probe, script_cache, workdir) if script_cache else None
@@ -890,7 +892,6 @@ def _template_or_written(
             origin="cache",
             status="cache-verified",
             why=why[:300],
-            kind=model.kind,
             from_attempt=store.relative(script),
             from_run=cached.run,
             written_for=cached.model,
@@ -934,7 +935,6 @@ def _template_or_written(
         code,
         **record,
         why=why[:300],
-        kind=model.kind,
         from_attempt=source,
         reference=store.relative(workdir / REFERENCE_NAME),
     )

@@ -79,6 +79,8 @@ def test_write_scripts_is_idempotent_and_recorded(tmp_path):
     manifest = write_scripts(store, TASK, models)
     assert len(manifest["scripts"]) == 6
     assert {s["origin"] for s in manifest["scripts"]} == {"template"}
+    # Every entry names its model's kind: `scripts show --diff` renders the template for it.
+    assert {s["kind"] for s in manifest["scripts"]} == {"sequence-classification"}
     script = tmp_path / "scripts" / "annotate" / "org__a.py"
     script.write_text("# edited\n")
     write_scripts(store, TASK, models)
