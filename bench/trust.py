@@ -44,18 +44,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
+from sklearn.model_selection import cross_val_predict
 
 from agent.committee.trust import expected_calibration_error
 from agent.domain import Source
 from agent.hub.demo import build_demo_hub
 from agent.hub.local import LocalHub
+from agent.pipeline import trust
 from agent.pipeline.report import read_labels, write_outputs
 from agent.pipeline.review import ReviewItem
 from agent.pipeline.runner import RunOptions, create_run, open_reviewer, run_graph
@@ -166,8 +171,85 @@ def _compare(run: RunStore, spec: LabeledSet, llm_alone: dict[str, str]) -> list
             }
         )
     reliability = json.loads(run.reliability_path.read_text())
-    out[2]["estimated_accuracy"] = reliability["final_labels"]["estimated_accuracy"]["accuracy"]
+    estimate = reliability["final_labels"]["estimated_accuracy"]
+    out[2]["estimated_accuracy"] = estimate["accuracy"]
+    out[2]["estimate_interval"] = [estimate["low"], estimate["high"]]
+    out.append({"method": "stacked on all gold (ceiling)", **_ceiling(run, scored, gold)})
     return out
+
+
+def _ceiling(run: RunStore, scored: pd.Index, gold: pd.Series) -> dict:
+    """What the same sources could give with every scored row's truth known: a logistic
+    regression on each member's log-probabilities and the reviewer's answer (or none),
+    10-fold cross-validated on the scored rows. No method here has that much gold; a trust
+    stage near it has little left to gain from weighing these sources, only from better ones."""
+    evidence = trust.collect(run, run.committee())
+    where = evidence.ids.get_indexer(scored)
+    n_labels = len(evidence.labels)
+    answers = evidence.index_of(evidence.reviewer.reindex(evidence.ids).fillna(""))
+    features = np.concatenate(
+        [
+            np.log(np.clip(evidence.members, 1e-4, 1.0)).reshape(len(evidence.ids), -1),
+            np.eye(n_labels + 1)[np.where(answers >= 0, answers, n_labels)],
+        ],
+        axis=1,
+    )[where]
+    model = LogisticRegression(max_iter=2000)
+    predicted = cross_val_predict(model, features, evidence.index_of(gold), cv=10)
+    return {
+        "accuracy": round(float((predicted == evidence.index_of(gold)).mean()), 4),
+        "calls": "-",
+    }
+
+
+def _gold_draw(run: RunStore, n_gold: int, seed: int) -> dict:
+    """The trust stage of a finished no-gold run again, on a copy where `n_gold` random rows
+    are given as gold: what one more user with that many gold rows would have been told.
+    (Their reviews stay as the run made them, routed rows reviewed; a real gold run reviews
+    the routed gold rows in its audit instead, and skips a few agreed ones.) Scored on the
+    other rows: accuracy, ECE, the estimate and whether its interval holds the truth."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "run"
+        heavy = ("models", "scratch", "scripts", "inputs", "ahead", "llm_cache.sqlite")
+        shutil.copytree(run.root, root, ignore=shutil.ignore_patterns(*heavy))
+        copy = RunStore(root)
+        rows = copy.rows()
+        drawn = np.random.default_rng(seed).choice(len(rows), size=n_gold, replace=False)
+        rows["evidence"] = np.isin(np.arange(len(rows)), drawn)
+        rows.to_parquet(copy.input_path, index=False)
+        trust.update(copy, copy.committee())
+        posterior = pd.read_parquet(copy.posterior_path).set_index("id")
+        reliability = json.loads(copy.reliability_path.read_text())
+    scored = rows.loc[~rows["evidence"] & rows["gold"].notna(), ["id", "gold"]].set_index("id")
+    right = (posterior.loc[scored.index, "label"] == scored["gold"]).to_numpy()
+    confidence = posterior.loc[scored.index, "confidence"].to_numpy(dtype=float)
+    estimate = reliability["final_labels"]["estimated_accuracy"]
+    accuracy = float(right.mean())
+    return {
+        "draw": seed,
+        "accuracy": round(accuracy, 4),
+        "ece": round(expected_calibration_error(confidence, right.astype(float)), 4),
+        "calibration": reliability.get("calibration", {}).get("method"),
+        "estimated_accuracy": estimate["accuracy"],
+        "estimate_interval": [estimate["low"], estimate["high"]],
+        "covered": bool(estimate["low"] <= accuracy <= estimate["high"]),
+    }
+
+
+def _summary(draws: list[dict]) -> dict:
+    """Of the draws: the estimate within 3 points, ECE at most 0.05, the interval holding the
+    truth; the mean accuracy, the mean absolute error of the estimate and the interval's width."""
+    errors = np.array([abs(d["estimated_accuracy"] - d["accuracy"]) for d in draws])
+    widths = np.array([d["estimate_interval"][1] - d["estimate_interval"][0] for d in draws])
+    return {
+        "n": len(draws),
+        "accuracy": round(float(np.mean([d["accuracy"] for d in draws])), 4),
+        "estimate_within_3": int((errors <= 0.03).sum()),
+        "estimate_error": round(float(errors.mean()), 4),
+        "ece_at_most_0.05": sum(d["ece"] <= 0.05 for d in draws),
+        "covered": sum(d["covered"] for d in draws),
+        "interval_width": round(float(widths.mean()), 4),
+    }
 
 
 def main() -> None:
@@ -179,6 +261,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench-trust"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--refit", action="store_true", help="weigh finished runs again")
+    parser.add_argument(
+        "--draws", type=int, default=0, help="gold draws to simulate on each no-gold run"
+    )
     args = parser.parse_args()
     options = RunOptions(hub=LocalHub(build_demo_hub()), sandbox=LocalSandbox(), device="cpu")
     for name in args.sets.split(","):
@@ -195,6 +280,11 @@ def main() -> None:
         for run, label in ((plain, "no gold"), (with_gold, f"{args.gold} gold rows")):
             for row in _compare(run, spec, llm_alone):
                 print(json.dumps({"set": name, "gold": label, **row}), flush=True)
+        if args.draws:
+            draws = [_gold_draw(plain, args.gold, args.seed + 1 + i) for i in range(args.draws)]
+            for draw in draws:
+                print(json.dumps({"set": name, **draw}), flush=True)
+            print(json.dumps({"set": name, "draws": _summary(draws)}), flush=True)
 
 
 def _llm_alone(run: RunStore, options: RunOptions, n: int, seed: int) -> dict[str, str]:

@@ -309,12 +309,18 @@ def _trust_lines(metrics: dict) -> list[str]:
     if not trust_metrics:
         return []
     final = trust_metrics["final_labels"]
+    spread = (
+        "which rows are right, and how far the confidence may be off as the known rows measured it"
+        if "calibration" in trust_metrics
+        else "which rows are right; no known rows measured the confidence, which may be off more"
+    )
     lines = [
         "",
         "## How far the labels can be trusted",
         "",
         f"Estimated accuracy of the final labels (rows not given as gold): "
-        f"{_interval(final['estimated_accuracy'])} rows (90% interval). Every label is the one "
+        f"{_interval(final['estimated_accuracy'])} rows (90% interval: {spread}). "
+        "Every label is the one "
         "all sources' answers support best, the reviewer weighed by its measured confusion "
         f"matrix; {trust_metrics['known_rows']} rows with a known label anchor "
         "the estimate.",

@@ -335,6 +335,9 @@ def update(store: RunStore, committee: Sequence[CommitteeMember]) -> dict:
         }
     known = evidence.known
     standing, calibration = "posterior", trust.Calibration("none", None, 0)
+    # How far the calibrated confidence is off on known rows; without them the calibration is
+    # unmeasured, and the estimate's interval counts only which rows are right.
+    residuals = None
     if len(known) >= MIN_KNOWN:
         held = held or _cross_fitted(evidence, seed)
         truth = known.loc[held.label.index]
@@ -351,6 +354,7 @@ def update(store: RunStore, committee: Sequence[CommitteeMember]) -> dict:
         kept = held.label if standing == "posterior" else evidence.plurality.loc[truth.index]
         correct = (kept == truth).to_numpy()
         calibration = trust.fit_calibration(held.confidence(kept), correct, seed)
+        residuals = correct - calibration.held_out
         reliability["calibration"] = {
             "rows": len(truth),
             "method": calibration.method,
@@ -370,9 +374,7 @@ def update(store: RunStore, committee: Sequence[CommitteeMember]) -> dict:
     confidence[is_known] = 1.0
     reliability["final_labels"] = {
         "standing": standing,
-        "estimated_accuracy": trust.accuracy_interval(
-            float(confidence[~is_known].sum()), float((~is_known).sum())
-        ).to_json(),
+        "estimated_accuracy": trust.estimated_accuracy(confidence[~is_known], residuals).to_json(),
     }
     if not evidence.reviewer.empty:
         # What routing by expected gain weighs the next chunk's rows with (reviewer_matrix()).

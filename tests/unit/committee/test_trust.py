@@ -208,6 +208,41 @@ def test_a_calibration_is_kept_only_where_it_scores_better_held_out(seed):
     assert abs(calibration(confidence).mean() - confidence.mean()) < 0.05
 
 
+def test_without_known_rows_the_estimate_is_the_counted_interval():
+    confidence = np.full(400, 0.8)
+    counted = trust.accuracy_interval(320.0, 400.0)
+    assert trust.estimated_accuracy(confidence) == counted
+    # Residuals only widen it, and more so the less the known rows agree with the confidence.
+    steady = trust.estimated_accuracy(confidence, np.full(200, 0.01) + np.tile([0, 0.02], 100))
+    spread = trust.estimated_accuracy(confidence, np.tile([-0.8, 0.2], 100))
+    assert steady.value == spread.value == pytest.approx(0.8)
+    assert steady.low <= counted.low and steady.high >= counted.high
+    assert spread.high - spread.low > steady.high - steady.low + 0.05
+
+
+def test_the_estimates_interval_holds_the_truth_as_often_as_it_says_when_calibrated_on_a_sample():
+    """Each trial: 800 rows labeled, 200 known; the confidence is calibrated by the known rows'
+    shift (what Platt's sigmoid learns from a sample, luck included). The 90% interval holds
+    the rows' true accuracy in about 90% of trials; Jeffreys' interval on the rows alone, which
+    takes the calibration as exact, in far fewer."""
+    rng = np.random.default_rng(7)
+    holds, counted_holds, trials = 0, 0, 400
+    for _ in range(trials):
+        chance = rng.beta(6, 1.5, size=1000)  # each row's probability of being right
+        right = rng.random(1000) < chance
+        known, labeled = slice(0, 200), slice(200, None)
+        shift = float((right[known] - chance[known]).mean())
+        residuals = right[known] - (chance[known] + shift)
+        confidence = np.clip(chance[labeled] + shift, 0, 1)
+        truth = right[labeled].mean()
+        interval = trust.estimated_accuracy(confidence, residuals)
+        counted = trust.estimated_accuracy(confidence)
+        holds += interval.low <= truth <= interval.high
+        counted_holds += counted.low <= truth <= counted.high
+    assert 0.85 <= holds / trials <= 0.95
+    assert counted_holds / trials < 0.8
+
+
 def test_better_probability_weighs_only_the_rows_where_two_labelings_differ():
     assert trust.better_probability(0, 0) == pytest.approx(0.5)
     assert trust.better_probability(9, 11) == pytest.approx(1 - trust.better_probability(11, 9))

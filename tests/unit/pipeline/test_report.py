@@ -161,3 +161,19 @@ def test_the_report_gives_the_members_weights_only_where_they_are_used():
     alike = render_report({**metrics([]), "trust": _trust({"p": 0.4, "used": False})})
     assert "The committee's members count alike" in alike and "(p = 0.40)" in alike
     assert "org/a 0.70" not in alike
+
+
+def test_the_report_says_what_the_estimates_interval_counts():
+    """With known rows the interval counts the calibration's error as they measured it; without,
+    the report says that nothing measured the confidence."""
+    unmeasured = render_report({**metrics([]), "trust": _trust({"p": 0.4, "used": False})})
+    assert "80.0% [75.0%, 85.0%] on 2 rows (90% interval: which rows are right; no known" in (
+        unmeasured
+    )
+    calibrated = {
+        **_trust({"p": 0.4, "used": False}),
+        "calibration": {"method": "sigmoid", "rows": 200, "ece_before": 0.06, "ece": 0.03},
+    }
+    measured = render_report({**metrics([]), "trust": calibrated})
+    assert "how far the confidence may be off as the known rows measured it" in measured
+    assert "no known rows measured the confidence" not in measured
