@@ -358,6 +358,7 @@ def update(store: RunStore, committee: Sequence[CommitteeMember]) -> dict:
         reliability["calibration"] = {
             "rows": len(truth),
             "method": calibration.method,
+            "prior": calibration.prior,
             "ece_before": round(calibration.ece_before, 4),
             "ece": round(calibration.ece, 4),
             "bins": trust.calibration_bins(calibration.held_out, correct)

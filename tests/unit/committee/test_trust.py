@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.linear_model import LogisticRegression
 
 from agent.committee import trust
 
@@ -189,6 +190,39 @@ def test_on_a_few_hundred_known_rows_a_sigmoid_fixes_a_shift_and_is_dropped_wher
     kept = trust.fit_calibration(overconfident, np.ones(300, dtype=bool), seed=0)
     assert kept.method == "none"
     assert np.array_equal(kept(overconfident), overconfident)
+
+
+def test_the_sigmoid_without_a_prior_is_platts_and_a_strong_prior_leaves_the_confidence_be():
+    rng = np.random.default_rng(3)
+    confidence = rng.uniform(0.4, 0.95, 400)
+    correct = rng.random(400) < confidence - 0.1
+    platt = LogisticRegression(C=np.inf).fit(
+        np.log(confidence / (1 - confidence))[:, None], correct
+    )
+    fitted = trust.Sigmoid.fit(confidence, correct.astype(float), prior=0.0)
+    assert fitted.slope == pytest.approx(platt.coef_[0, 0], abs=1e-3)
+    assert fitted.intercept == pytest.approx(platt.intercept_[0], abs=1e-3)
+    held = trust.Sigmoid.fit(confidence, correct.astype(float), prior=1e7)
+    assert np.allclose(held(confidence), confidence, atol=1e-3)
+
+
+def test_the_pull_toward_the_confidence_lets_a_large_miss_through_and_damps_noise():
+    rng = np.random.default_rng(4)
+    confidence = rng.uniform(0.4, 0.75, 300)
+    correct = rng.random(300) < confidence
+    shifted = trust.fit_calibration(confidence + 0.2, correct, seed=0)
+    assert shifted.method == "sigmoid" and shifted.prior is not None and shifted.prior <= 10
+    assert abs(shifted(confidence + 0.2).mean() - correct.mean()) < 0.02
+    # Calibrated already: what a sample's luck moves, the chosen pull moves half as far as
+    # Platt's unpenalized sigmoid does.
+    moved, platt_moved = [], []
+    for _ in range(20):
+        lucky = (rng.random(300) < confidence).astype(float)
+        chosen = trust.fit_calibration(confidence, lucky, seed=0)
+        platt = trust.Sigmoid.fit(confidence, lucky, prior=0.0)
+        moved.append(np.abs(chosen(confidence) - confidence).mean())
+        platt_moved.append(np.abs(platt(confidence) - confidence).mean())
+    assert np.mean(moved) < 0.6 * np.mean(platt_moved)
 
 
 def _brier(confidence: np.ndarray, correct: np.ndarray) -> float:
