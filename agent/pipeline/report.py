@@ -377,8 +377,14 @@ def _trust_lines(metrics: dict) -> list[str]:
             )
     calibration = trust_metrics.get("calibration")
     if calibration:
+        # The sigmoid's pull toward the confidence as it is (None for isotonic, none, or a
+        # run from before it).
+        pull = calibration.get("prior")
+        method = calibration["method"] + (
+            f", held to the confidence as it is with strength {pull:g}" if pull else ""
+        )
         lines.append(
-            f"Calibration ({calibration['method']}, {calibration['rows']} known rows): expected "
+            f"Calibration ({method}, {calibration['rows']} known rows): expected "
             f"calibration error {calibration['ece_before']:.3f} before, {calibration['ece']:.3f} "
             "after."
         )

@@ -176,4 +176,10 @@ def test_the_report_says_what_the_estimates_interval_counts():
     }
     measured = render_report({**metrics([]), "trust": calibrated})
     assert "how far the confidence may be off as the known rows measured it" in measured
+    assert "Calibration (sigmoid, 200 known rows)" in measured
+    pulled = {**calibrated, "calibration": {**calibrated["calibration"], "prior": 30.0}}
+    assert (
+        "Calibration (sigmoid, held to the confidence as it is with strength 30, 200 known rows)"
+        in render_report({**metrics([]), "trust": pulled})
+    )
     assert "no known rows measured the confidence" not in measured
