@@ -369,6 +369,13 @@ def _trust_lines(metrics: dict) -> list[str]:
             f"{_interval(versus['reviewer'])}, the committee's plurality "
             f"{_interval(versus['plurality'])}."
         )
+        if versus["basis"] == "estimate":
+            lines.append(
+                "Without known rows this comes from how the reviewer and the committee agree, "
+                "which cannot pin down how often the reviewer is right on rows the committee "
+                "itself is unsure of, and can overrate it by 15 points or more (see the README). "
+                "Give 30 or more gold rows (`--gold-column`) to measure it."
+            )
         if versus["worse"]:
             lines.append(
                 "**The reviewer measured worse than the committee where it was asked: its answers "

@@ -183,3 +183,16 @@ def test_the_report_says_what_the_estimates_interval_counts():
         in render_report({**metrics([]), "trust": pulled})
     )
     assert "no known rows measured the confidence" not in measured
+
+
+def test_the_report_warns_that_the_reviewer_is_only_estimated_without_known_rows():
+    def versus(basis: str) -> dict:
+        interval = {"accuracy": 0.6, "low": 0.55, "high": 0.65, "rows": 200}
+        return {"basis": basis, "reviewer": interval, "plurality": interval, "worse": False}
+
+    warning = "Give 30 or more gold rows (`--gold-column`) to measure it."
+    for basis, warned in (("estimate", True), ("known rows", False)):
+        trust = {**_trust({"p": 0.4, "used": False}), "reviewer_vs_committee": versus(basis)}
+        report = render_report({**metrics([]), "trust": trust})
+        assert f"On the rows routed to review ({basis})" in report
+        assert (warning in report) == warned
