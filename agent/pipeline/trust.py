@@ -354,6 +354,7 @@ def update(store: RunStore, committee: Sequence[CommitteeMember]) -> dict:
         kept = held.label if standing == "posterior" else evidence.plurality.loc[truth.index]
         correct = (kept == truth).to_numpy()
         calibration = trust.fit_calibration(held.confidence(kept), correct, seed)
+        # Held out, though the pull was chosen on the same folds: a little optimistic.
         residuals = correct - calibration.held_out
         reliability["calibration"] = {
             "rows": len(truth),
