@@ -88,6 +88,7 @@ from agent.pipeline.review import ReviewItem
 from agent.pipeline.runner import RunOptions, create_run, open_reviewer, run_graph
 from agent.store.runstore import RunStore
 from agent.task import TaskSpec
+from bench.routing_replay import NOT_COPIED
 from sandbox.local import LocalSandbox
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -232,8 +233,7 @@ def _gold_draw(run: RunStore, n_gold: int, seed: int) -> dict:
     other rows: accuracy, ECE, the estimate and whether its interval holds the truth."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "run"
-        heavy = ("models", "scratch", "scripts", "inputs", "ahead", "llm_cache.sqlite")
-        shutil.copytree(run.root, root, ignore=shutil.ignore_patterns(*heavy))
+        shutil.copytree(run.root, root, ignore=NOT_COPIED)
         copy = RunStore(root)
         rows = copy.rows()
         drawn = np.random.default_rng(seed).choice(len(rows), size=n_gold, replace=False)
